@@ -1,0 +1,95 @@
+"""One suite over every registered strategy and backbone (scikit-learn's check_estimator idea).
+
+Registering a new strategy or zoo backbone enrols it here automatically.
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import toy_texts
+from transferkit.artifact import load, save_model
+from transferkit.backbones import BACKBONES, get_backbone
+from transferkit.data import Dataset
+from transferkit.errors import NotFittedError, UserInputError
+from transferkit.model import TransferModel
+from transferkit.strategies import STRATEGIES, get_strategy
+
+STRATEGY_NAMES = [e.name for e in STRATEGIES]
+
+
+def _text_data():
+    texts, labels = toy_texts(10)
+    ds = Dataset(modality="text", inputs=texts, labels=labels)
+    idx = np.random.RandomState(0).permutation(len(ds))
+    return ds.subset(idx[:14]), ds.subset(idx[14:])
+
+
+@pytest.mark.parametrize("name", STRATEGY_NAMES)
+def test_strategy_conformance(name, tiny_text_dir, tmp_path):
+    train, test = _text_data()
+    backbone = get_backbone(str(tiny_text_dir))
+    strategy = get_strategy(name)
+    model = TransferModel(backbone, strategy)
+    with pytest.raises(NotFittedError):
+        strategy.predict_proba(test, model.ctx)
+    assert strategy.fit(train, model.ctx) is strategy
+    assert strategy.classes_ == ["ham", "spam"]
+    proba = strategy.predict_proba(test, model.ctx)
+    assert proba.shape == (len(test), 2)
+    np.testing.assert_allclose(proba.sum(1), 1.0, atol=1e-6)
+    # params round-trip through JSON and clone
+    params = json.loads(json.dumps(strategy.get_params()))
+    assert STRATEGIES.get(name).from_params(params).get_params() == strategy.get_params()
+    assert not hasattr(strategy.clone(), "classes_")
+    # save -> load gives the same predictions
+    card = {"backbone": {"name": str(tiny_text_dir), "options": {}, "identity": backbone.identity()},
+            "strategy": {"name": name, "params": strategy.get_params()}, "classes": strategy.classes_}
+    save_model(model, tmp_path / "run", card=card)
+    again = load(tmp_path / "run")
+    np.testing.assert_allclose(again.predict_proba(test), proba, atol=1e-6)
+    # same seed -> same result
+    other = get_strategy(name)
+    other.fit(train, TransferModel(get_backbone(str(tiny_text_dir)), other).ctx)
+    np.testing.assert_allclose(other.predict_proba(test, model.ctx), proba, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", STRATEGY_NAMES)
+def test_strategy_rejects_unknown_options(name):
+    with pytest.raises(UserInputError, match="has no option"):
+        get_strategy(name, {"no_such_option": 1})
+
+
+def _zoo_backbone(name):
+    entry = BACKBONES.entry(name)
+    pytest.importorskip(entry.meta["module"], reason=f"pip install {entry.meta['package']}")
+    return get_backbone(name)
+
+
+def _items(modality):
+    if modality == "text":
+        return ["a short text", "another, longer text with more words in it"]
+    rng = np.random.RandomState(0)
+    return [rng.randint(0, 255, (40, 30, 3), dtype=np.uint8) for _ in range(2)]
+
+
+@pytest.mark.parametrize("name", [e.name for e in BACKBONES])
+def test_zoo_backbone_conformance(name):
+    """Contract checks on each zoo entry, randomly initialised (fast; real weights: integration tests)."""
+    b = _zoo_backbone(name)
+    r = b.randomized(0)
+    ident = json.loads(json.dumps(r.identity()))
+    assert ident["modality"] == b.modality == BACKBONES.entry(name).meta["modality"]
+    assert r.cache_key() == b.randomized(0).cache_key() != b.cache_key()
+    f = r.embed(_items(b.modality))
+    assert f.shape == (2, r.num_features) == (2, BACKBONES.entry(name).meta["dim"])
+    assert torch.isfinite(f).all()
+    groups = r.layer_groups()
+    assert len(groups) >= 3
+    # Every parameter is in a group, except the source task's head (not part of the features).
+    head = r.source_head()
+    head_n = sum(p.numel() for p in head.parameters()) if head is not None else 0
+    assert sum(p.numel() for _, ps in groups for p in ps) == sum(p.numel() for p in r.module.parameters()) - head_n

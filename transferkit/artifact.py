@@ -1,0 +1,97 @@
+"""Save and load a run directory: trained tensors in safetensors, lineage in JSON.
+
+Components are referred to by registry name (backbone, strategy), never by Python import
+path, so renaming a module does not break old runs.  Nothing here unpickles anything.
+"""
+from __future__ import annotations
+
+import json
+import platform
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from ._files import atomic_write_bytes, write_json
+from .backbones import get_backbone
+from .errors import UserInputError
+from .model import TransferModel
+from .strategies import STRATEGIES
+
+FORMAT = "transferkit-run/1"
+WEIGHTS = "strategy.safetensors"
+
+
+def versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for pkg in ("transferkit", "torch", "transformers", "numpy", "scikit-learn", "safetensors"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def save_model(model: TransferModel, run_dir: str | Path, *, card: dict[str, Any]) -> dict[str, Any]:
+    """Write the trained tensors and the model card; returns the card as written."""
+    from safetensors.torch import save
+
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().contiguous().cpu() for k, v in model.strategy.state_tensors().items()}
+    blob = save(tensors, metadata={"format": FORMAT, "strategy": model.strategy.name})
+    atomic_write_bytes(run_dir / WEIGHTS, blob)
+    import hashlib
+
+    card = dict(card, format=FORMAT, weights={"file": WEIGHTS, "sha256": hashlib.sha256(blob).hexdigest(),
+                                              "bytes": len(blob)})
+    write_json(run_dir / "model_card.json", card)
+    return card
+
+
+def load(run_dir: str | Path, *, check_weights: bool = True, cache: bool = True,
+         progress: bool | None = None) -> TransferModel:
+    """Load a run directory for prediction: no training data, no network needed.
+
+    Args:
+        run_dir: a directory written by ``fit(..., out=...)``.
+        check_weights: refuse a backbone whose weights differ from the ones trained with.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    run_dir = Path(run_dir)
+    card_path = run_dir / "model_card.json"
+    if not card_path.is_file():
+        raise UserInputError(f"{run_dir} is not a transferkit run: {card_path.name} is missing",
+                             hint="give the --out directory of a finished `transferkit fit`")
+    try:
+        card = json.loads(card_path.read_text())
+    except ValueError as e:
+        raise UserInputError(f"{card_path} is damaged: {e}") from None
+    if card.get("format") != FORMAT:
+        raise UserInputError(f"{card_path}: unknown format {card.get('format')!r} (this version reads {FORMAT})")
+    b = card["backbone"]
+    backbone = get_backbone(b["name"], **b.get("options", {}))
+    if check_weights and b["identity"].get("weights_sha256"):
+        have = backbone.weights_sha256()
+        if have != b["identity"]["weights_sha256"]:
+            raise UserInputError(
+                f"the weights of backbone {b['name']!r} on this machine (sha256 {have[:12]}…) differ from the "
+                f"ones this run was trained with ({b['identity']['weights_sha256'][:12]}…)",
+                hint="install the same model version, or pass check_weights=False to use these anyway")
+    strategy = STRATEGIES.get(card["strategy"]["name"]).from_params(card["strategy"]["params"])
+    try:
+        tensors = load_file(run_dir / WEIGHTS)
+    except (OSError, SafetensorError) as e:
+        raise UserInputError(f"cannot read {run_dir / WEIGHTS}: {e}") from None
+    strategy.load_state(tensors, card["classes"])
+    metrics = None
+    if (run_dir / "metrics.json").is_file():
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+    return TransferModel(backbone, strategy, card=card, metrics=metrics, run_dir=run_dir, cache=cache,
+                         progress=progress)
+
+
+def now_iso() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

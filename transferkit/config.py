@@ -1,0 +1,100 @@
+"""The typed, round-tripping configuration of a fit.
+
+Every run writes its resolved :class:`FitConfig` to ``config.json``;
+``transferkit fit --config runs/x/config.json`` re-runs it exactly.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import UserInputError
+
+DEFAULT_MODELS = {"text": "minilm-l6", "image": "efficientnet-lite0"}
+
+
+@dataclass
+class FitConfig:
+    """Everything that determines a fit.
+
+    Attributes:
+        data: training data: a table (CSV/TSV/JSONL/JSON/Parquet, optionally .gz) or a folder
+            of images/audio with one subfolder per class (optionally under train/ and test/).
+        test: a separate labelled test set; without one, a stratified split of ``data``.
+        text_columns: table columns holding the text (several are joined with a newline).
+        label_column: table column holding the label.
+        modality: ``text``/``image``/``audio``; inferred from the data when ``None``.
+        model: zoo name, local transformers directory or hub id (default per modality).
+        backbone_options: ``layer``, ``pooling``, ``max_length``, ``max_chunks``, ``image_size``,
+            ``allow_pickle``, ``trust_remote_code``.
+        strategy: registry name of the adaptation strategy.
+        strategy_params: its hyper-parameters.
+        labels_per_class: few-shot: sample this many labelled training items per class.
+        test_size: share of ``data`` held out when there is no ``test``.
+        seed: seeds the split, sampling, training and bootstrap.
+        out: the run directory (``None``: nothing is written).
+        skip_bad: leave out bad items (recorded in the run) instead of stopping.
+        control: train the no-transfer controls and give a verdict.
+        batch_size: items per forward pass during feature extraction.
+        cache: reuse and fill the on-disk feature cache.
+        n_boot: bootstrap resamples for the intervals.
+    """
+
+    data: str | None = None
+    test: str | None = None
+    text_columns: list[str] | None = None
+    label_column: str = "label"
+    modality: str | None = None
+    model: str | None = None
+    backbone_options: dict[str, Any] = field(default_factory=dict)
+    strategy: str = "linear-probe"
+    strategy_params: dict[str, Any] = field(default_factory=dict)
+    labels_per_class: int | None = None
+    test_size: float = 0.2
+    seed: int = 0
+    out: str | None = None
+    skip_bad: bool = False
+    control: bool = True
+    batch_size: int = 32
+    cache: bool = True
+    n_boot: int = 1000
+
+    def __post_init__(self) -> None:
+        if isinstance(self.text_columns, str):
+            self.text_columns = [c.strip() for c in self.text_columns.split(",") if c.strip()]
+        if self.labels_per_class is not None and (not isinstance(self.labels_per_class, int) or self.labels_per_class < 1):
+            raise UserInputError(f"labels_per_class must be a positive integer, got {self.labels_per_class!r}")
+        if not 0.0 < float(self.test_size) < 1.0:
+            raise UserInputError(f"test_size must be between 0 and 1, got {self.test_size!r}")
+        if not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise UserInputError(f"batch_size must be a positive integer, got {self.batch_size!r}")
+        if self.modality not in (None, "text", "image", "audio"):
+            raise UserInputError(f"modality must be text, image or audio, not {self.modality!r}")
+        if not isinstance(self.n_boot, int) or self.n_boot < 100:
+            raise UserInputError(f"n_boot must be an integer >= 100, got {self.n_boot!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "FitConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise UserInputError(f"unknown configuration keys: {', '.join(unknown)}",
+                                 hint=f"allowed: {', '.join(sorted(names))}")
+        return cls(**d)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "FitConfig":
+        try:
+            d = json.loads(Path(path).read_text())
+        except OSError as e:
+            raise UserInputError(f"cannot read config {path}: {e.strerror}") from None
+        except ValueError as e:
+            raise UserInputError(f"{path} is not valid JSON: {e}") from None
+        d = d.get("config", d)  # accept a bare config or {"config": ..., "transferkit_version": ...}
+        return cls.from_dict(d)

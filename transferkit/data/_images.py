@@ -1,0 +1,365 @@
+"""Media files: a cheap but real integrity check, and decoding (images to RGB, WAV to float).
+
+The check decodes every file once (``verify()`` then a full ``load()``) because a header that
+parses says nothing about the pixel data: truncated downloads open fine and only fail when
+decoded, which would otherwise happen in the middle of training.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import struct
+import warnings
+import wave
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+from ..errors import UserInputError
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp",
+                    ".ppm", ".pgm", ".pbm", ".pnm", ".jfif")
+AUDIO_EXTENSIONS = (".wav", ".wave")
+
+# Human words for the PIL modes that load_image converts; anything else is shown as its code.
+MODE_WORDS = {
+    "1": "black-and-white (1-bit)", "L": "grayscale", "LA": "grayscale with transparency",
+    "La": "grayscale with transparency", "P": "palette", "PA": "palette with transparency",
+    "CMYK": "CMYK", "RGBA": "RGB with transparency", "RGBa": "RGB with transparency",
+    "RGBX": "RGBX", "YCbCr": "YCbCr", "LAB": "Lab", "HSV": "HSV", "I": "32-bit integer",
+    "I;16": "16-bit grayscale", "I;16L": "16-bit grayscale", "I;16B": "16-bit grayscale",
+    "I;16N": "16-bit grayscale", "F": "32-bit float",
+}
+_ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
+
+
+@dataclass
+class FileCheck:
+    """Outcome of :func:`check_image` for one file.
+
+    Attributes:
+        kind: ``None`` when the file is usable, else a problem slug ("truncated", ...).
+        message: plain-words description of the problem (empty when usable).
+        hint: what to do about it.
+        mode: the PIL mode of a usable image (e.g. ``"L"``); ``None`` otherwise.
+        sha256: hex digest of the file bytes (matches ``Dataset.content_hashes``), ``None``
+            when the file could not be read.
+    """
+
+    kind: str | None
+    message: str = ""
+    hint: str | None = None
+    mode: str | None = None
+    sha256: str | None = None
+
+
+def _looks_like_text(data: bytes) -> bool:
+    head = data[:1024]
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return b"\0" not in head
+
+
+def check_images(paths: Iterable[str | Path], workers: int = 0) -> list[FileCheck]:
+    """:func:`check_image` over many files, in order, one decoded image in memory per worker.
+
+    Args:
+        paths: the files.
+        workers: threads (Pillow decodes without the GIL); 0 picks from the CPU count.
+
+    Returns:
+        One :class:`FileCheck` per path (small: no pixels are kept).
+    """
+    paths = list(paths)
+    workers = workers or min(4, os.cpu_count() or 1)
+    # The filter is set once around the whole run: catch_warnings is not thread-safe, so the
+    # workers must not each install and restore it.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        if workers <= 1 or len(paths) < 64:
+            return [_check_one(p) for p in paths]
+        with ThreadPoolExecutor(workers) as pool:
+            return list(pool.map(_check_one, paths, chunksize=16))
+
+
+def check_image(path: str | Path) -> FileCheck:
+    """Open, verify and fully decode one image file, then drop the pixels.
+
+    Args:
+        path: the file.
+
+    Returns:
+        A :class:`FileCheck`; never raises for a bad file.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        return _check_one(path)
+
+
+def _check_one(path: str | Path) -> FileCheck:
+    name = Path(path).name
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        return FileCheck("missing-file", f"file not found: {path}",
+                          "check the path (relative paths are resolved from the table's folder)")
+    except OSError as e:  # permissions, a directory, an unreadable disk sector
+        return FileCheck("unreadable", f"cannot read the file: {e.strerror or e}",
+                          "check the file's permissions")
+    if not data:
+        return FileCheck("empty-file", "the file is empty (0 bytes)",
+                          "re-download or re-export it, or delete it")
+    digest = hashlib.sha256(data).hexdigest()
+    if ImageFile.LOAD_TRUNCATED_IMAGES:  # someone flipped the global: truncation would pass
+        raise RuntimeError("PIL.ImageFile.LOAD_TRUNCATED_IMAGES must stay False for validation")
+    try:
+        # Above MAX_IMAGE_PIXELS PIL only warns; the callers turn that warning into an error,
+        # because decoding such a file would take gigabytes in the middle of training.
+        with Image.open(io.BytesIO(data)) as im:
+            mode, size = im.mode, im.size
+            im.verify()  # chunk CRCs and structure, without decoding
+        with Image.open(io.BytesIO(data)) as im:
+            if im.format == "JPEG":  # decode at 1/8 scale: same stream read, 8x cheaper
+                im.draft("RGB", (max(1, size[0] // 8), max(1, size[1] // 8)))
+            im.load()  # decodes all pixel data: catches truncation
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        return FileCheck(
+            "decompression-bomb", f"the image is too large to decode safely ({e})",
+            "downscale it (models use ~224x224 pixels anyway); if you trust the file, raise "
+            "PIL.Image.MAX_IMAGE_PIXELS", sha256=digest)
+    except UnidentifiedImageError:
+        what = "contains text, not image data" if _looks_like_text(data) else \
+            "is not in any image format Pillow can read"
+        return FileCheck("not-an-image", f"{name} {what}",
+                          f"replace it with a real image or delete it (supported: "
+                          f"{', '.join(IMAGE_EXTENSIONS)})", sha256=digest)
+    except Exception as e:  # noqa: BLE001 - PIL raises many types for malformed data
+        text = str(e) or type(e).__name__
+        if "truncat" in text.lower() or isinstance(e, EOFError):
+            return FileCheck("truncated", f"the image file is truncated ({text})",
+                              "the file was cut short (interrupted download or copy): "
+                              "re-download it, or delete it", sha256=digest)
+        return FileCheck("unreadable", f"the image data is corrupt ({text})",
+                          "re-export or re-download it, or delete it", sha256=digest)
+    return FileCheck(None, mode=mode, sha256=digest)
+
+
+def scale_to_uint8(a: np.ndarray, unit_floats: bool | None = None) -> np.ndarray:
+    """Pixel data of any numeric type -> uint8.
+
+    Args:
+        a: the pixels.
+        unit_floats: for float data, whether the range is [0, 1] (scaled by 255) rather than
+            0..255 (clipped); ``None`` decides from this array's own range.
+
+    16-bit integer data is divided by 257 (not clipped at 255, which would turn most pixels
+    white); wider integers are scaled by their maximum.
+    """
+    if a.dtype == np.uint8:
+        return a
+    if a.dtype == bool:
+        return a.astype(np.uint8) * 255
+    is_float = np.issubdtype(a.dtype, np.floating)
+    f = np.nan_to_num(a.astype(np.float64), nan=0.0, posinf=255.0, neginf=0.0)
+    hi = float(f.max()) if f.size else 0.0
+    if is_float:
+        if unit_floats is None:
+            unit_floats = hi <= 1.0 and (float(f.min()) if f.size else 0.0) >= 0.0
+        if unit_floats:
+            f = f * 255.0
+    elif a.dtype == np.uint16 or 255 < hi <= 65535:
+        f = f / 257.0
+    elif hi > 65535:
+        f = f * (255.0 / hi)
+    return np.clip(np.rint(f), 0, 255).astype(np.uint8)
+
+
+def _to_rgb(im: Image.Image) -> Image.Image:
+    """Any PIL mode -> RGB; transparency is flattened onto white, 16-bit is rescaled."""
+    if im.mode == "RGB":
+        return im
+    if im.mode.startswith("I") or im.mode == "F":
+        # PIL's own convert() clips 16/32-bit values at 255: nearly white images.
+        return Image.fromarray(scale_to_uint8(np.asarray(im)), "L").convert("RGB")
+    if im.mode in _ALPHA_MODES or (im.mode == "P" and "transparency" in im.info):
+        rgba = im.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    return im.convert("RGB")
+
+
+def array_to_pil(a: np.ndarray) -> Image.Image:
+    """An ``(H, W)``, ``(H, W, 1)``, ``(H, W, 3)`` or ``(H, W, 4)`` array -> PIL image."""
+    a = np.asarray(a)
+    if a.ndim == 3 and a.shape[2] == 1:
+        a = a[:, :, 0]
+    if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[2] not in (3, 4)):
+        raise UserInputError(f"an image array must be (H, W) or (H, W, C) with C in 1, 3, 4; "
+                             f"got shape {a.shape}")
+    a = scale_to_uint8(a) if a.dtype != np.uint8 else a
+    mode = "L" if a.ndim == 2 else ("RGB" if a.shape[2] == 3 else "RGBA")
+    return Image.fromarray(np.ascontiguousarray(a), mode)
+
+
+def load_image(item: Any) -> Image.Image:
+    """Decode one image item to an RGB PIL image.
+
+    Args:
+        item: a file path, an array ``(H, W)``/``(H, W, C)`` (uint8, or floats in [0, 1]),
+            or a PIL image.
+
+    Returns:
+        An RGB image. Grayscale, palette, CMYK, transparency (flattened onto white) and
+        16-bit data are converted; JPEG EXIF orientation is applied.
+
+    Raises:
+        UserInputError: the file cannot be decoded (names the file).
+    """
+    if isinstance(item, Image.Image):
+        return _to_rgb(item)
+    if isinstance(item, np.ndarray):
+        return _to_rgb(array_to_pil(item))
+    try:
+        with Image.open(item) as im:
+            im.load()
+            try:
+                im = ImageOps.exif_transpose(im)  # phone photos store rotation in EXIF
+            except Exception:  # noqa: BLE001 - broken EXIF must not lose the image
+                pass
+            return _to_rgb(im)
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        raise UserInputError(f"cannot decode image {item}: {e}",
+                             "run the data check (prepare_data) to list every bad file") from None
+
+
+# ----------------------------------------------------------------------------- audio
+def check_wavs(paths: Sequence[str]) -> list[FileCheck]:
+    return [_check_wav(p) for p in paths]
+
+
+def _check_wav(path: str) -> FileCheck:
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        return FileCheck("missing-file", f"file not found: {path}", "check the path")
+    except OSError as e:
+        return FileCheck("unreadable", f"cannot read the file: {e.strerror or e}")
+    if not data:
+        return FileCheck("empty-file", "the file is empty (0 bytes)", "delete or replace it")
+    digest = hashlib.sha256(data).hexdigest()
+    hint = "convert it to 16-bit PCM WAV, e.g. `ffmpeg -i in.mp3 -ar 16000 out.wav`"
+    try:
+        wave_, _, truncated = _decode_wav(data)
+    except (ValueError, EOFError, wave.Error, struct.error) as e:
+        return FileCheck("bad-audio", f"not a readable WAV file ({e})", hint, sha256=digest)
+    if truncated:
+        return FileCheck("truncated", "the WAV file is shorter than its header says",
+                         "re-export or re-download it", sha256=digest)
+    if wave_.size == 0:
+        return FileCheck("bad-audio", "the recording has no samples", "delete it", sha256=digest)
+    return FileCheck(None, sha256=digest)
+
+
+def _pcm_to_float(frames: bytes, width: int, channels: int, is_float: bool) -> np.ndarray:
+    """Interleaved PCM bytes -> float32 mono ``(T,)`` in [-1, 1]."""
+    usable = len(frames) - len(frames) % (width * channels)
+    b = np.frombuffer(frames[:usable], dtype=np.uint8)
+    if is_float:
+        x = np.frombuffer(b.tobytes(), dtype="<f4" if width == 4 else "<f8").astype(np.float32)
+    elif width == 1:  # 8-bit WAV is unsigned
+        x = (b.astype(np.float32) - 128.0) / 128.0
+    elif width == 3:  # 24-bit: assemble little-endian triplets into int32, sign-extend
+        t = b.reshape(-1, 3).astype(np.int32)
+        v = t[:, 0] | (t[:, 1] << 8) | (t[:, 2] << 16)
+        x = (np.where(v >= 1 << 23, v - (1 << 24), v) / float(1 << 23)).astype(np.float32)
+    elif width in (2, 4):
+        x = (np.frombuffer(b.tobytes(), dtype=f"<i{width}") / float(1 << (8 * width - 1)))
+        x = x.astype(np.float32)
+    else:
+        raise ValueError(f"unsupported sample width of {width} bytes")
+    x = x.reshape(-1, channels).mean(axis=1) if channels > 1 else x
+    return np.clip(x, -1.0, 1.0).astype(np.float32)
+
+
+def _decode_wav(data: bytes) -> tuple[np.ndarray, int, bool]:
+    """WAV bytes -> (mono float32 waveform, rate, truncated?)."""
+    try:
+        with wave.open(io.BytesIO(data)) as w:
+            ch, width, rate, n = w.getnchannels(), w.getsampwidth(), w.getframerate(), w.getnframes()
+            frames = w.readframes(n)
+        return _pcm_to_float(frames, width, ch, False), rate, len(frames) < n * width * ch
+    except wave.Error as e:
+        if "unknown format" not in str(e):
+            raise
+    return _decode_riff(data)  # float or WAVE_FORMAT_EXTENSIBLE: the 3.11 wave module refuses
+
+
+def _decode_riff(data: bytes) -> tuple[np.ndarray, int, bool]:
+    if data[:4] != b"RIFF" or data[8:12] != b"WAVE":
+        raise ValueError("not a RIFF/WAVE file")
+    pos, fmt = 12, None
+    while pos + 8 <= len(data):
+        cid, size = data[pos:pos + 4], struct.unpack_from("<I", data, pos + 4)[0]
+        body = data[pos + 8:pos + 8 + size]
+        if cid == b"fmt ":
+            tag, ch, rate, _, _, bits = struct.unpack_from("<HHIIHH", body)
+            if tag == 0xFFFE and len(body) >= 26:
+                tag = struct.unpack_from("<H", body, 24)[0]  # the sub-format GUID's first 2 bytes
+            if tag not in (1, 3):
+                raise ValueError(f"WAV encoding {tag} is not PCM or float")
+            fmt = (ch, rate, bits // 8, tag == 3)
+        elif cid == b"data":
+            if fmt is None:
+                raise ValueError("data chunk before the fmt chunk")
+            ch, rate, width, is_float = fmt
+            return _pcm_to_float(body, width, ch, is_float), rate, len(body) < size
+        pos += 8 + size + (size & 1)
+    raise ValueError("no audio data chunk")
+
+
+def load_audio(item: Any, sampling_rate: int | None) -> tuple[np.ndarray, int]:
+    """Decode one audio item.
+
+    Args:
+        item: a ``.wav`` path (PCM 8/16/24/32-bit or float) or a waveform array ``(T,)``
+            (or ``(T, C)``, mixed to mono).
+        sampling_rate: the rate of an in-memory array (ignored for files: the header says).
+
+    Returns:
+        ``(waveform, rate)``: float32 mono ``(T,)`` in [-1, 1] and its sampling rate in Hz.
+        No resampling is done.
+
+    Raises:
+        UserInputError: the file cannot be decoded, or an array comes without a rate.
+    """
+    if isinstance(item, np.ndarray):
+        if not sampling_rate:
+            raise UserInputError("an audio array needs its sampling_rate",
+                                 "pass sampling_rate=16000 (or the real rate)")
+        x = audio_array(item)
+        return (x.mean(axis=1) if x.ndim == 2 else x).astype(np.float32), int(sampling_rate)
+    try:
+        x, rate, _ = _decode_wav(Path(item).read_bytes())
+    except (OSError, ValueError, EOFError, wave.Error, struct.error) as e:
+        raise UserInputError(f"cannot decode audio {item}: {e}",
+                             "run the data check (prepare_data) to list every bad file") from None
+    return x, rate
+
+
+def audio_array(a: np.ndarray) -> np.ndarray:
+    """Integer PCM is scaled by its type's range; floats beyond [-1, 1] by their peak."""
+    a = np.asarray(a)
+    if np.issubdtype(a.dtype, np.integer):
+        info = np.iinfo(a.dtype)
+        x = a.astype(np.float32)
+        return (x - 128.0) / 128.0 if info.min == 0 and info.bits == 8 else x / float(-info.min or info.max)
+    x = a.astype(np.float32)
+    peak = float(np.abs(x).max()) if x.size else 0.0
+    return x / peak if peak > 1.0 and np.isfinite(peak) else x

@@ -1,0 +1,391 @@
+"""Reading user data into a :class:`Dataset`: folders, tables, arrays; audio decoding.
+
+Reading never raises on a bad *item*: each one is recorded in a
+:class:`~transferkit.data.validate.ValidationReport` (file, line, what to do) and the caller
+decides.  Only a source that is unusable as a whole (missing path, unknown format, no rows,
+missing columns) raises :class:`UserInputError`.
+"""
+from __future__ import annotations
+
+import difflib
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..errors import DataValidationError, UserInputError
+from ._images import (AUDIO_EXTENSIONS, IMAGE_EXTENSIONS, MODE_WORDS, FileCheck, audio_array,
+                      check_images, check_wavs, load_audio, load_image, scale_to_uint8)
+from ._tables import TABLE_EXTENSIONS, clean, decode, read_table, table_kind
+from .dataset import Dataset
+from .validate import ValidationReport
+
+__all__ = ["read_source", "from_arrays", "load_image", "load_audio", "check_items",
+           "IMAGE_EXTENSIONS", "AUDIO_EXTENSIONS"]
+
+_OTHER_AUDIO = (".mp3", ".flac", ".ogg", ".m4a", ".aac", ".opus", ".wma", ".aif", ".aiff")
+TEXT_FILE_EXTENSIONS = (".txt",)
+_JUNK = {"thumbs.db", "desktop.ini", "__macosx"}
+
+
+# ----------------------------------------------------------------------------- entry point
+def read_source(path: str | os.PathLike, *, text_columns: list[str] | None = None,
+                label_column: str | None = "label", modality: str | None = None,
+                report: ValidationReport | None = None,
+                split: str = "train") -> Dataset | tuple[Dataset, Dataset]:
+    """Read a folder or a table into a Dataset, recording per-item problems.
+
+    Args:
+        path: a folder with one subfolder per class (images, ``.wav`` audio or ``.txt``
+            texts; with ``train/`` and ``test/`` subfolders a pair is returned), or a table:
+            ``.csv``, ``.tsv``, ``.jsonl``, ``.json``, each optionally ``.gz``, or ``.parquet``.
+        text_columns: table columns holding the text (several are joined with ``"\\n"``),
+            or the one column of file paths when ``modality`` is ``"image"``/``"audio"``.
+        label_column: table column of class names; ``None`` for unlabelled data.
+        modality: ``"text"``, ``"image"`` or ``"audio"``; guessed when ``None``.
+        report: where per-item problems go.  When ``None``, any error raises
+            :class:`DataValidationError` listing all of them (nothing is dropped silently).
+        split: ``"train"`` or ``"test"``, recorded in each problem.
+
+    Returns:
+        A Dataset, or ``(train, test)`` for a folder with ``train/`` and ``test/``.
+
+    Raises:
+        UserInputError: the source as a whole is unusable.
+        DataValidationError: only when ``report`` is ``None`` and some item is bad.
+    """
+    own = report is None
+    report = ValidationReport() if own else report
+    out = _read(Path(path), text_columns, label_column, modality, report, split)
+    if own and report.errors:
+        raise DataValidationError(report)
+    return out
+
+
+def _read(path: Path, text_columns, label_column, modality, report, split,
+          label_optional: bool = False):
+    if modality not in (None, "text", "image", "audio"):
+        raise UserInputError(f"unknown modality {modality!r}", "use 'text', 'image' or 'audio'")
+    path = path.expanduser()
+    if not path.exists():
+        raise UserInputError(f"{path} does not exist", _suggest_path(path))
+    if path.is_dir():
+        return _read_folder(path, modality, report, split)
+    kind = table_kind(path)
+    if kind is None:
+        ext = path.suffix.lower() or "(no extension)"
+        hint = f"supported: a folder, or {', '.join(TABLE_EXTENSIONS)} (also .gz-compressed)"
+        if ext in IMAGE_EXTENSIONS + AUDIO_EXTENSIONS:
+            hint = "pass the folder that holds it (one subfolder per class)"
+        elif ext in (".xlsx", ".xls", ".ods"):
+            hint = "save the sheet as CSV (in Excel: Save As > 'CSV UTF-8') and pass that
+        raise UserInputError(f"{path.name}: cannot read {ext} files as a data set", hint)
+    ds, cols = read_table(path, text_columns=text_columns, label_column=label_column,
+                          modality=modality or "text", report=report, split=split,
+                          label_optional=label_optional)
+    check_items(ds, report, split, what=", ".join(repr(c) for c in cols))
+    return ds
+
+
+def _suggest_path(path: Path) -> str:
+    parent = path.parent
+    if not parent.is_dir():
+        return f"the folder {parent} does not exist either; check the path"
+    names = sorted(p.name for p in parent.iterdir() if not p.name.startswith("."))
+    close = difflib.get_close_matches(path.name, names, n=3, cutoff=0.5)
+    if close:
+        return f"did you mean {' or '.join(repr(str(parent / c)) for c in close)}?"
+    shown = ", ".join(names[:10]) + (" ..." if len(names) > 10 else "")
+    return f"{parent} holds: {shown or '(nothing)'}"
+
+
+# ----------------------------------------------------------------------------- folders
+def _visible(p: Path) -> bool:
+    return not p.name.startswith(".") and p.name.lower() not in _JUNK
+
+
+def _walk(root: Path) -> list[Path]:
+    """Every visible file under ``root``, sorted, hidden files and folders skipped."""
+    out = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if _visible(Path(d)))
+        out += [Path(dirpath, f) for f in sorted(filenames) if _visible(Path(f))]
+    return out
+
+
+def _guess_modality(files: Sequence[Path], where: str) -> str:
+    exts = [f.suffix.lower() for f in files]
+    counts = {"image": sum(e in IMAGE_EXTENSIONS for e in exts),
+              "audio": sum(e in AUDIO_EXTENSIONS + _OTHER_AUDIO for e in exts),
+              "text": sum(e in TEXT_FILE_EXTENSIONS for e in exts)}
+    best = max(counts, key=counts.get)
+    if counts[best] == 0:
+        seen = sorted(set(exts))
+        raise UserInputError(
+            f"{where}: no image, audio or .txt files found (extensions present: "
+            f"{', '.join(seen[:10]) or 'none'})",
+            "put the files in one subfolder per class, or pass a table file instead")
+    return best
+
+
+def _read_folder(root: Path, modality, report, split):
+    subdirs = [d for d in sorted(root.iterdir()) if d.is_dir() and _visible(d)]
+    by_name = {d.name.lower(): d for d in subdirs}
+    if "train" in by_name and "test" in by_name:
+        for d in subdirs:
+            if d.name.lower() not in ("train", "test"):
+                report.add("warning", "ignored-folder", f"{root.name}/{d.name}/",
+                           "only train/ and test/ are read; this folder is ignored", split=split)
+        train = _read_class_folder(by_name["train"], modality, report, "train",
+                                   f"{root.name}/{by_name['train'].name}")
+        test = _read_class_folder(by_name["test"], train.modality, report, "test",
+                                  f"{root.name}/{by_name['test'].name}")
+        return train, test
+    return _read_class_folder(root, modality, report, split, root.name)
+
+
+def _read_class_folder(root: Path, modality, report, split, disp: str) -> Dataset:
+    files = _walk(root)
+    modality = modality or _guess_modality(files, disp)
+    exts = {"image": IMAGE_EXTENSIONS, "audio": AUDIO_EXTENSIONS + _OTHER_AUDIO,
+            "text": TEXT_FILE_EXTENSIONS}[modality]
+    classes = [d.name for d in sorted(root.iterdir()) if d.is_dir() and _visible(d)]
+    inputs, labels, origins, ignored = [], [], [], []
+    for f in files:
+        rel = f.relative_to(root)
+        origin = f"{disp}/{rel.as_posix()}"
+        label = rel.parts[0] if len(rel.parts) > 1 else None
+        media = f.suffix.lower() in exts
+        if label is None and classes:
+            if media:
+                report.add("error", "missing-label", origin, "the file is not inside a class "
+                           "folder, so it has no label", "move it into the folder of its class",
+                           split=split)
+            else:
+                ignored.append(rel.name)  # README, LICENSE, a labels.csv next to the classes
+            continue
+        if modality == "text":
+            if not media:
+                report.add("error", "not-text", origin, f"'{f.suffix}' is not a text file "
+                           "(only .txt files are read as texts)", "remove it", split=split)
+                continue
+            text = _read_text_file(f, origin, len(inputs), report, split)
+            inputs.append(text)
+        else:
+            inputs.append(str(f.absolute()))  # every file is an item: the check judges it
+        labels.append(label)
+        origins.append(origin)
+    if ignored:
+        report.add("warning", "ignored-file", f"{disp}/", f"{len(ignored)} file(s) outside the "
+                   f"class folders are ignored: {', '.join(ignored[:5])}", split=split)
+    counts = {c: 0 for c in classes}
+    for lab in labels:
+        if lab is not None:
+            counts[lab] += 1
+    for c, n in counts.items():
+        if n == 0:
+            report.add("error", "empty-class", f"{disp}/{c}/", f"class folder '{c}' has no "
+                       "files", "add files to it or delete the folder", split=split)
+    ds = Dataset(modality, inputs, labels if classes else None, origins, source=str(root))
+    check_items(ds, report, split)
+    return ds
+
+
+def _read_text_file(f: Path, origin: str, item: int, report, split: str) -> str:
+    try:
+        text, bad = decode(f.read_bytes())
+    except OSError as e:
+        report.add("error", "unreadable", origin, f"cannot read the file: {e.strerror or e}",
+                   "check its permissions", item=item, split=split)
+        return ""
+    if bad:
+        char, byte = bad[0]
+        line = text.count("\n", 0, char) + 1
+        report.add("error", "bad-encoding", f"{origin}:{line}", f"byte offset {byte} is not "
+                   f"valid UTF-8 ({len(bad)} such byte(s) in the file)",
+                   "re-save the file as UTF-8", item=item, split=split)
+        text = clean(text)
+    return text
+
+
+# ----------------------------------------------------------------------------- item checks
+def check_items(ds: Dataset, report: ValidationReport, split: str, *,
+                what: str | None = None) -> list[str | None] | None:
+    """Check every item of ``ds`` (decoding media one at a time) and record problems.
+
+    Args:
+        ds: the data set.
+        report: where problems go.
+        split: recorded with each problem.
+        what: for texts, a description of the columns used (for the empty-text message).
+
+    Returns:
+        For files, the sha256 of each (``None`` where unreadable); ``None`` for texts/arrays.
+        When every file hashed, ``ds``'s hash cache is filled so they are not read twice.
+    """
+    if ds.modality == "text":
+        for i, x in enumerate(ds.inputs):
+            if not isinstance(x, str):
+                report.add("error", "bad-item", ds.origins[i], f"a text item is a "
+                           f"{type(x).__name__}, not a string", item=i, split=split)
+            elif not x.strip():
+                cols = ("" if not what else f" (columns {what} are all blank)" if "," in what
+                        else f" (column {what} is blank)")
+                report.add("error", "empty-text", ds.origins[i], f"the text is empty{cols}",
+                           "fill it in or remove the row", item=i, split=split)
+        return None
+    paths = [i for i, x in enumerate(ds.inputs) if isinstance(x, (str, os.PathLike))]
+    for i, x in enumerate(ds.inputs):
+        if not isinstance(x, (str, os.PathLike)):
+            msg = _check_array(x, ds.modality, ds.sampling_rate)
+            if msg:
+                report.add("error", "bad-array", ds.origins[i], msg, item=i, split=split)
+    checker = check_images if ds.modality == "image" else check_wavs
+    results: list[FileCheck] = checker([ds.inputs[i] for i in paths])
+    hashes: list[str | None] = [None] * len(ds)
+    modes: dict[str, list[int]] = {}
+    for i, r in zip(paths, results):
+        hashes[i] = r.sha256
+        if r.kind:
+            report.add("error", r.kind, ds.origins[i], r.message, r.hint, item=i, split=split)
+        elif r.mode and r.mode != "RGB":
+            modes.setdefault(r.mode, []).append(i)
+    for mode, idx in modes.items():
+        word = MODE_WORDS.get(mode, f"mode {mode!r}")
+        extra = "; transparency is flattened onto white" if "transparency" in word else ""
+        report.add("warning", "converted-mode", f"{split} set",
+                   f"{len(idx)} image(s) are {word} (PIL mode {mode!r}) and will be converted "
+                   f"to RGB{extra}; e.g. {ds.origins[idx[0]]}", split=split)
+    if paths and len(paths) == len(ds) and all(h is not None for h in hashes):
+        ds._hashes = hashes  # the check read every byte already
+    return hashes if paths else None
+
+
+def _check_array(x: Any, modality: str, rate: int | None) -> str | None:
+    if not isinstance(x, np.ndarray):
+        return f"an item is a {type(x).__name__}, not a file path or an array"
+    if modality == "image":
+        ok = x.ndim == 2 or (x.ndim == 3 and x.shape[2] in (1, 3, 4))
+        return None if ok and x.size else f"image array of shape {x.shape}: expected (H, W) or (H, W, C)"
+    if x.ndim != 1 or not x.size:
+        return f"audio array of shape {x.shape}: expected a non-empty waveform (T,)"
+    if not np.isfinite(x).all():
+        return "the waveform contains NaN or infinite values"
+    return None if rate else "in-memory audio needs the Dataset's sampling_rate"
+
+
+# ----------------------------------------------------------------------------- arrays
+def from_arrays(X: Any, y: Any = None, *, modality: str | None = None,
+                sampling_rate: int | None = None, classes: Sequence[Any] | None = None) -> Dataset:
+    """Wrap in-memory data as a Dataset.
+
+    Args:
+        X: a list/array of ``str`` (texts); images as an array ``(N, H, W)`` or
+            ``(N, H, W, C)`` (channels-first ``(N, C, H, W)`` with C in 1, 3 is transposed) or a
+            list of ``(H, W[, C])`` arrays; uint8 is kept, floats in [0, 1] (over all of X)
+            are scaled by 255, anything else is clipped to 0..255; 16-bit is divided by 257.
+            Audio (``modality="audio"``): ``(N, T)`` or a list of ``(T,)`` waveforms.
+        y: labels, one per item, any type (stored with ``str()``); ``None`` for unlabelled.
+        modality: ``"text"``, ``"image"`` or ``"audio"``; guessed from X when ``None``.
+        sampling_rate: required for audio.
+        classes: optional class names; integer ``y`` values are then read as indices into
+            ``classes``, and any other value must be one of them.
+
+    Returns:
+        A Dataset whose origins are ``"X[i]"``.
+
+    Raises:
+        UserInputError: shapes, lengths or values that cannot be data.
+    """
+    if modality not in (None, "text", "image", "audio"):
+        raise UserInputError(f"unknown modality {modality!r}", "use 'text', 'image' or 'audio'")
+    n = len(X)
+    items = list(X) if not isinstance(X, np.ndarray) or X.dtype.kind in "OUS" else None
+    if items is not None and modality in (None, "text") and all(isinstance(x, str) for x in items):
+        inputs, modality = items, "text"
+    elif modality == "text":
+        bad = next(i for i, x in enumerate(items or []) if not isinstance(x, str)) if items else 0
+        raise UserInputError(f"modality='text' needs a list of strings; X[{bad}] is not one")
+    else:
+        arrays = [np.asarray(x) for x in (items if items is not None else X)]
+        modality = modality or _guess_array_modality(arrays)
+        inputs = _images_from(arrays) if modality == "image" else _audio_from(arrays, sampling_rate)
+    labels = None if y is None else _labels(y, n, classes)
+    return Dataset(modality, inputs, labels, [f"X[{i}]" for i in range(n)], source="<arrays>",
+                   sampling_rate=sampling_rate if modality == "audio" else None)
+
+
+def _guess_array_modality(arrays: list[np.ndarray]) -> str:
+    nd = {a.ndim for a in arrays}
+    if nd <= {2, 3}:
+        return "image"
+    size = arrays[0].shape[-1] if arrays and arrays[0].ndim else 0
+    side = int(round(size ** 0.5))
+    reshape = f"; flattened images? use X.reshape(-1, {side}, {side})" if side * side == size else ""
+    raise UserInputError(f"cannot tell what items of shape {arrays[0].shape if arrays else ()} "
+                         "are", f"pass modality='audio' (with sampling_rate) for waveforms{reshape}")
+
+
+def _images_from(arrays: list[np.ndarray]) -> list[np.ndarray]:
+    for i, a in enumerate(arrays):
+        if a.dtype.kind not in "biuf":
+            raise UserInputError(f"X[{i}] has dtype {a.dtype}, not numbers")
+        if a.dtype.kind == "f" and not np.isfinite(a).all():
+            raise UserInputError(f"X[{i}] contains NaN or infinite values")
+    floats = [a for a in arrays if a.dtype.kind == "f"]
+    # One decision for all of X: a dark image alone would otherwise look like [0, 1] data.
+    unit = bool(floats) and min(float(a.min()) for a in floats) >= 0 and \
+        max(float(a.max()) for a in floats) <= 1.0
+    out = []
+    for i, a in enumerate(arrays):
+        if a.ndim == 3 and a.shape[0] in (1, 3) and a.shape[2] not in (1, 3, 4):
+            a = np.moveaxis(a, 0, -1)  # channels-first (torch layout)
+        if a.ndim == 3 and a.shape[2] == 1:
+            a = a[:, :, 0]
+        if not (a.ndim == 2 or (a.ndim == 3 and a.shape[2] in (3, 4))):
+            raise UserInputError(f"X[{i}] has shape {a.shape}; an image must be (H, W) or "
+                                 "(H, W, C) with C in 1, 3, 4")
+        out.append(np.ascontiguousarray(scale_to_uint8(a, unit)))
+    return out
+
+
+def _audio_from(arrays: list[np.ndarray], rate: int | None) -> list[np.ndarray]:
+    if not rate:
+        raise UserInputError("audio arrays need their sampling rate",
+                             "pass sampling_rate=16000 (or the real rate)")
+    out = []
+    for i, a in enumerate(arrays):
+        if a.ndim != 1 or a.size == 0:
+            raise UserInputError(f"X[{i}] has shape {a.shape}; a waveform must be (T,) with T > 0")
+        x = audio_array(a)
+        if not np.isfinite(x).all():
+            raise UserInputError(f"X[{i}] contains NaN or infinite values")
+        out.append(x)
+    return out
+
+
+def _labels(y: Any, n: int, classes: Sequence[Any] | None) -> list[str]:
+    ys = list(y)
+    if len(ys) != n:
+        raise UserInputError(f"X has {n} items but y has {len(ys)} labels", "give one label per item")
+    missing = [i for i, v in enumerate(ys) if v is None or (isinstance(v, float) and v != v)]
+    if missing:
+        raise UserInputError(f"y has no label at index(es) {missing[:10]}",
+                             "remove those items or label them")
+    if classes is None:
+        return [str(v) for v in ys]
+    names = [str(c) for c in classes]
+    out, unknown = [], set()
+    for v in ys:
+        s = str(v)
+        if s in names:
+            out.append(s)
+        elif isinstance(v, (int, np.integer)) and not isinstance(v, bool) and 0 <= v < len(names):
+            out.append(names[int(v)])
+        else:
+            unknown.add(s)
+    if unknown:
+        raise UserInputError(f"labels {sorted(unknown)[:10]} are not in classes {names[:20]}",
+                             "fix y or classes")
+    return out

@@ -1,0 +1,90 @@
+"""A trained transfer model: a backbone, a fitted strategy, its classes and its lineage."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from .backbones.base import Backbone
+from .data.dataset import Dataset
+from .errors import UserInputError
+from .features import ExtractionStats, FeatureCache, extract_features
+from .strategies.base import Strategy, TransferContext
+
+
+class TransferModel:
+    """What ``tk.fit`` returns and ``tk.load`` gives back.
+
+    Attributes:
+        backbone: the pre-trained backbone (frozen or adapted, as the strategy left it).
+        strategy: the fitted strategy.
+        classes: class names, in the order of probability columns.
+        card: the model card (lineage) as a dict.
+        metrics: the fit's metrics (``None`` for a loaded model without metrics.json).
+        run_dir: where the run lives, if it was written.
+    """
+
+    def __init__(self, backbone: Backbone, strategy: Strategy, *, card: dict[str, Any] | None = None,
+                 metrics: dict[str, Any] | None = None, run_dir: str | Path | None = None,
+                 cache: bool = True, batch_size: int = 32, progress: bool | None = None):
+        self.backbone = backbone
+        self.strategy = strategy
+        self.card = card or {}
+        self.metrics = metrics
+        self.run_dir = Path(run_dir) if run_dir else None
+        self.batch_size = batch_size
+        self.extraction_log: list[ExtractionStats] = []
+        self._cache = FeatureCache() if cache else None
+        self.ctx = TransferContext(backbone=backbone, features=self._features, seed=self.card.get("seed", 0),
+                                   progress=progress)
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.strategy.classes_)
+
+    @property
+    def modality(self) -> str:
+        return self.backbone.modality
+
+    def _features(self, data: Dataset) -> np.ndarray:
+        feats, stats = extract_features(self.ctx.backbone, data, batch_size=self.batch_size,
+                                        cache=self._cache or False, progress=self.ctx.progress)
+        self.extraction_log.append(stats)
+        return feats
+
+    def as_dataset(self, inputs: Any) -> Dataset:
+        """Turn what a user passes into a :class:`Dataset` of this model's modality.
+
+        Accepts a :class:`Dataset`, a list of texts (text models), a list of image/audio file
+        paths or arrays, or an array batch ``(N, H, W[, C])``.
+        """
+        if isinstance(inputs, Dataset):
+            if inputs.modality != self.modality:
+                raise UserInputError(f"this model takes {self.modality} data, not {inputs.modality}")
+            return inputs
+        if isinstance(inputs, (str, Path)):
+            inputs = [str(inputs)]
+        if isinstance(inputs, np.ndarray) and self.modality == "image" and inputs.ndim >= 3:
+            from .data import from_arrays
+
+            return from_arrays(inputs, modality="image")
+        items = [str(x) if isinstance(x, Path) else x for x in inputs]
+        if not items:
+            raise UserInputError("nothing to predict: the input list is empty")
+        if self.modality == "text" and not all(isinstance(x, str) for x in items):
+            raise UserInputError("a text model predicts from a list of strings")
+        return Dataset(modality=self.modality, inputs=items)
+
+    def predict_proba(self, inputs: Any) -> np.ndarray:
+        """Class probabilities ``(N, C)``, columns in the order of :attr:`classes`."""
+        return self.strategy.predict_proba(self.as_dataset(inputs), self.ctx)
+
+    def predict(self, inputs: Any) -> list[str]:
+        """Predicted class names, one per input."""
+        proba = self.predict_proba(inputs)
+        return [self.classes[i] for i in proba.argmax(1)]
+
+    def __repr__(self) -> str:
+        where = f", run_dir={str(self.run_dir)!r}" if self.run_dir else ""
+        return f"TransferModel({self.backbone.describe()}, {self.strategy!r}, classes={self.classes}{where})"

@@ -1,0 +1,217 @@
+"""``fit``: the pipeline every command walks, left to right.
+
+data source -> validate -> backbone -> features (cached) -> strategy -> evaluate (+ controls,
+verdict) -> run directory.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from .artifact import now_iso, save_model, versions
+from .backbones import get_backbone
+from .backbones.base import Backbone
+from .config import DEFAULT_MODELS, FitConfig
+from .controls import BASELINES, baseline_for
+from .data import PreparedData, few_shot_sample, prepare_data, stratified_split
+from .data.dataset import Dataset
+from .errors import UserInputError
+from .evaluation import classification_metrics, transfer_verdict
+from .features import ExtractionStats
+from .model import TransferModel
+from .strategies import get_strategy
+
+Log = Callable[[str], None]
+
+
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def fit(config: FitConfig | None = None, *, train: Dataset | None = None, test: Dataset | None = None,
+        log: Log | None = _stderr, progress: bool | None = None, **overrides: Any) -> TransferModel:
+    """Adapt a pre-trained backbone to labelled data, with controls, verdict and run directory.
+
+    Args:
+        config: a :class:`FitConfig`; keyword ``overrides`` set or replace its fields
+            (``tk.fit(data="emails.jsonl", text_columns="subject,body", out="runs/spam")``).
+        train: an in-memory :class:`Dataset` instead of ``config.data`` (e.g. from arrays).
+        test: an in-memory test set instead of ``config.test``.
+        log: where progress lines go (``None``: silent).
+
+    Returns:
+        The fitted :class:`TransferModel`, with ``.metrics`` and (when ``out`` is set) ``.run_dir``.
+    """
+    cfg = FitConfig.from_dict({**(config.to_dict() if config else {}), **overrides})
+    say = log or (lambda _m: None)
+    t_start = time.perf_counter()
+    timings: dict[str, float] = {}
+
+    # 1. validate, before any model is loaded
+    t = time.perf_counter()
+    if train is None and cfg.data is None:
+        raise UserInputError("no training data: pass data= (a file or folder) or train= (a Dataset)")
+    prepared: PreparedData = prepare_data(
+        train if train is not None else cfg.data, test if test is not None else cfg.test,
+        text_columns=cfg.text_columns, label_column=cfg.label_column, modality=cfg.modality,
+        skip_bad=cfg.skip_bad)
+    report = prepared.report
+    for p in report.warnings:
+        say(f"warning: {p.origin}: {p.message}")
+    if report.skipped:
+        say(f"skipped {len(report.skipped)} bad items (listed in the run directory)")
+    train_ds, test_ds = prepared.train, prepared.test
+    notes: list[str] = []
+    if test_ds is None:
+        train_ds, test_ds = stratified_split(train_ds, test_size=cfg.test_size, seed=cfg.seed)
+        notes.append(f"No test set was given: a stratified {1 - cfg.test_size:.0%}/{cfg.test_size:.0%} split "
+                     f"(seed {cfg.seed}) of the data was used.")
+    if cfg.labels_per_class:
+        n_before = len(train_ds)
+        train_ds = few_shot_sample(train_ds, cfg.labels_per_class, seed=cfg.seed)
+        notes.append(f"Few-shot: {cfg.labels_per_class} labelled items per class sampled (seed {cfg.seed}) "
+                     f"from {n_before} training items.")
+    timings["validate_s"] = time.perf_counter() - t
+    modality = train_ds.modality
+    model_name = cfg.model or DEFAULT_MODELS.get(modality)
+    if model_name is None:
+        raise UserInputError(f"there is no default model for {modality} data", hint="pass --model")
+    cfg.model = model_name
+    say(f"data: {len(train_ds)} training and {len(test_ds)} test items, {len(train_ds.classes)} classes "
+        f"({modality})")
+
+    # 2. backbone and strategy
+    backbone = get_backbone(model_name, **cfg.backbone_options)
+    if backbone.modality != modality:
+        raise UserInputError(f"model {model_name!r} takes {backbone.modality} data but the data is {modality}",
+                             hint="pick a model of the data's modality (see `transferkit models`)")
+    strategy = get_strategy(cfg.strategy, cfg.strategy_params)
+    model = TransferModel(backbone, strategy, cache=cfg.cache, batch_size=cfg.batch_size, progress=progress)
+    model.ctx.seed = cfg.seed
+
+    t = time.perf_counter()
+    say(f"fitting {cfg.strategy} on {backbone.describe()} …")
+    strategy.fit(train_ds, model.ctx)
+    proba = strategy.predict_proba(test_ds, model.ctx)
+    timings["fit_s"] = time.perf_counter() - t
+    timings["extract_s"] = sum(s.seconds for s in model.extraction_log)
+    classes = strategy.classes_
+    unknown = sorted(set(test_ds.labels) - set(classes))
+    if unknown:
+        raise UserInputError(f"test labels not seen in training: {', '.join(unknown)}")
+    y_test = np.array([classes.index(c) for c in test_ds.labels])
+    metrics: dict[str, Any] = {"test": classification_metrics(y_test, proba, classes, n_boot=cfg.n_boot,
+                                                              seed=cfg.seed)}
+    notes += _extraction_notes(backbone, model.extraction_log)
+    notes += model.ctx.notes
+
+    # 3. controls and verdict
+    if cfg.control:
+        t = time.perf_counter()
+        control_proba = run_controls(strategy, backbone, train_ds, test_ds, cfg, say, progress)
+        timings["controls_s"] = time.perf_counter() - t
+        metrics["controls"] = {name: classification_metrics(y_test, p, classes, n_boot=cfg.n_boot, seed=cfg.seed)
+                               for name, p in control_proba.items()}
+        v = transfer_verdict(y_test, proba.argmax(1), {k: p.argmax(1) for k, p in control_proba.items()},
+                             n_boot=max(cfg.n_boot, 2000), seed=cfg.seed)
+        metrics.update(control=v["control"], controls_gain=v["controls"], transfer_gain=v["transfer_gain"],
+                       transfer_gain_ci=v["transfer_gain_ci"], verdict=v["verdict"],
+                       verdict_explanation=v["explanation"])
+    timings["total_s"] = time.perf_counter() - t_start
+    metrics = {
+        "run": {"name": Path(cfg.out).name if cfg.out else None, "created": now_iso(), "strategy": cfg.strategy,
+                "backbone": model_name, "modality": modality, "seed": cfg.seed},
+        "n_train": len(train_ds), "n_test": len(test_ds), "classes": classes,
+        **metrics,
+        "strategy": {"name": cfg.strategy, "params": strategy.get_params(), "fit": strategy.fit_info()},
+        "timings": {k: round(v, 3) for k, v in timings.items()},
+        "notes": notes,
+    }
+    model.metrics = metrics
+    card = {
+        "created": metrics["run"]["created"],
+        "backbone": {"name": model_name, "options": cfg.backbone_options, "identity": backbone.identity()},
+        "strategy": {"name": cfg.strategy, "params": strategy.get_params()},
+        "classes": classes, "label_map": {str(i): c for i, c in enumerate(classes)},
+        "modality": modality, "text_columns": cfg.text_columns, "label_column": cfg.label_column,
+        "data": {"source": cfg.data or train_ds.source, "train_hash": train_ds.fingerprint(),
+                 "test_hash": test_ds.fingerprint(), "n_train": len(train_ds), "n_test": len(test_ds)},
+        "seed": cfg.seed, "versions": versions(), "timings": metrics["timings"],
+    }
+    model.card = card
+    if cfg.out:
+        model.card = write_run(cfg, model, metrics, card, prepared)
+        model.run_dir = Path(cfg.out)
+    verdict = metrics.get("verdict")
+    say(f"test accuracy {metrics['test']['accuracy']:.3f}" + (
+        f"; best control {metrics['control']['name']} {metrics['control']['accuracy']:.3f}; verdict: {verdict}"
+        if verdict else ""))
+    return model
+
+
+def run_controls(strategy, backbone: Backbone, train: Dataset, test: Dataset, cfg: FitConfig, say: Log,
+                 progress: bool | None) -> dict[str, np.ndarray]:
+    """Test-set probabilities of (a) the same strategy on a randomly initialised copy of the
+    backbone and (b) the modality's classical baseline, both trained on the same split."""
+    out: dict[str, np.ndarray] = {}
+    say("control: the same architecture, randomly initialised …")
+    random_model = TransferModel(backbone.randomized(cfg.seed), strategy.clone(), cache=cfg.cache,
+                                 batch_size=cfg.batch_size, progress=progress)
+    random_model.ctx.seed = cfg.seed
+    random_model.strategy.fit(train, random_model.ctx)
+    out["random-init"] = _align(random_model.strategy, random_model.strategy.predict_proba(test, random_model.ctx),
+                                strategy.classes_)
+    try:
+        name = baseline_for(train.modality)
+    except KeyError:
+        return out
+    say(f"control: classical baseline {name} …")
+    y = np.array([strategy.classes_.index(c) for c in train.labels])
+    proba, _info = BASELINES.get(name)(train, y, test, cfg.seed)
+    out[name] = proba
+    return out
+
+
+def _align(fitted, proba: np.ndarray, classes: list[str]) -> np.ndarray:
+    if list(fitted.classes_) == list(classes):
+        return proba
+    return proba[:, [fitted.classes_.index(c) for c in classes]]
+
+
+def _extraction_notes(backbone: Backbone, log: list[ExtractionStats]) -> list[str]:
+    if not log:
+        return []
+    n = sum(s.n_items for s in log)
+    chunked = sum(s.chunked for s in log)
+    cut = sum(s.cut for s in log)
+    notes = []
+    if backbone.modality == "text" and chunked:
+        notes.append(f"{chunked} of {n} texts were longer than one {backbone.max_length}-token window and "
+                     f"were embedded in chunks, then mean-pooled: not truncated.")
+    if cut:
+        what = "texts had more than {0} chunks and were cut after {0} chunks".format(
+            getattr(backbone, "max_chunks", "?")) if backbone.modality == "text" else \
+            "clips were longer than the maximum duration and were cut"
+        notes.append(f"{cut} of {n} {what} (set max_chunks=0 to keep everything).")
+    return notes
+
+
+def write_run(cfg: FitConfig, model: TransferModel, metrics: dict, card: dict, prepared: PreparedData) -> dict:
+    """Write the run directory: config, metrics, weights, model card, skipped, report."""
+    from ._files import write_json
+    from .report import write_report
+
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "config.json", {"transferkit_version": versions().get("transferkit"), "config": cfg.to_dict()})
+    write_json(out / "metrics.json", metrics)
+    card = save_model(model, out, card=card)
+    write_json(out / "validation.json", prepared.report.to_dict())
+    write_json(out / "skipped.json", prepared.report.skipped)
+    write_report(out / "report.html", metrics, card=card, skipped=prepared.report.skipped,
+                 validation=prepared.report.to_dict())
+    return card

@@ -1,0 +1,198 @@
+"""The report's plots, each rendered to PNG bytes with matplotlib's Agg renderer.
+
+Figures are built with ``matplotlib.figure.Figure`` and an explicit ``FigureCanvasAgg``,
+never through ``pyplot``: nothing is registered in pyplot's global figure list (so nothing
+can leak, even if a plot raises) and the process-wide backend is left alone, so calling this
+from a notebook or a GUI program does not break the caller's own plotting.  matplotlib is
+imported lazily, on the first plot, so ``import transferkit`` stays fast.
+"""
+from __future__ import annotations
+
+import io
+import warnings
+from contextlib import contextmanager
+from typing import Sequence
+
+__all__ = ["accuracy_bars", "confusion_heatmap", "per_class_bars"]
+
+TRANSFER_COLOUR = "#2f6fb3"
+CONTROL_COLOUR = "#9aa4ae"
+PRECISION_COLOUR = "#2f6fb3"
+RECALL_COLOUR = "#e08a2c"
+MAX_LABELLED_CLASSES = 20  # above this, confusion-matrix ticks and counts become unreadable
+MAX_BAR_LABELS = 60  # above this, per-class bar tick labels overlap whatever the width
+DPI = 110
+
+
+def _figure(width: float, height: float):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    # No "Software" metadata: the bytes then depend only on the data (reproducible reports).
+    fig.savefig(buf, format="png", dpi=DPI, metadata={"Software": None})
+    return buf.getvalue()
+
+
+def _label(name: str, width: int = 18) -> str:
+    """A class or model name made safe for a matplotlib label.
+
+    Names come from users: ``$`` would switch matplotlib to mathtext (and an unbalanced one
+    raises), and long names would squeeze the plot, so both are neutralised.
+    """
+    name = " ".join(str(name).split())
+    if len(name) > width:
+        name = name[: width - 1] + "…"
+    return name.replace("$", r"\$")
+
+
+def _errors(values: Sequence[float], cis: Sequence[Sequence[float] | None]) -> list[list[float]]:
+    """Asymmetric error-bar lengths (2, K) from [lo, hi] intervals; 0 where unknown.
+
+    Clipped at 0 because a percentile interval need not contain its point estimate.
+    """
+    lower, upper = [], []
+    for v, ci in zip(values, cis):
+        lo, hi = (v, v) if not ci or None in ci else ci
+        lower.append(max(v - lo, 0.0))
+        upper.append(max(hi - v, 0.0))
+    return [lower, upper]
+
+
+@contextmanager
+def _quiet():
+    """Silences "Glyph ... missing from font" warnings from non-Latin class names."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*[Gg]lyph.*missing")
+        yield
+
+
+def accuracy_bars(
+    names: Sequence[str], accuracy: Sequence[float], cis: Sequence[Sequence[float] | None],
+    *, n_transfer: int = 1,
+) -> bytes:
+    """Horizontal accuracy bars with confidence-interval error bars: transfer vs controls.
+
+    Args:
+        names: K model names, the transfer model(s) first.
+        accuracy: K accuracies in [0, 1].
+        cis: K ``[lo, hi]`` intervals (or ``None``), in [0, 1].
+        n_transfer: how many of the first names are transfer models (coloured differently).
+
+    Returns:
+        PNG bytes.
+    """
+    k = len(names)
+    pct = [100 * a for a in accuracy]
+    pct_ci = [None if not ci else [100 * c for c in ci] for ci in cis]
+    fig = _figure(7.5, 1.1 + 0.55 * k)
+    with _quiet():
+        ax = fig.add_subplot()
+        ypos = list(range(k))[::-1]  # first model at the top
+        colours = [TRANSFER_COLOUR if i < n_transfer else CONTROL_COLOUR for i in range(k)]
+        ax.barh(ypos, pct, color=colours, height=0.6,
+                xerr=_errors(pct, pct_ci), error_kw={"ecolor": "#222", "capsize": 4, "lw": 1.2})
+        for y, v, ci in zip(ypos, pct, pct_ci):
+            text = f"{v:.1f}%" + (f"  [{ci[0]:.1f}, {ci[1]:.1f}]" if ci else "")
+            ax.text(min(max(v, ci[1] if ci else v) + 1.5, 101), y, text, va="center", fontsize=9)
+        ax.set_yticks(ypos, [_label(n, 24) for n in names])
+        ax.set_xlim(0, 125)  # room on the right for the value labels
+        ax.set_xticks(range(0, 101, 20))
+        ax.set_xlabel("test accuracy (%), error bars: confidence interval")
+        ax.spines[["top", "right"]].set_visible(False)
+        return _png(fig)
+
+
+def confusion_heatmap(matrix: Sequence[Sequence[int]], classes: Sequence[str]) -> bytes:
+    """Confusion-matrix heat map: colour = share of the true class, text = counts.
+
+    Colouring by row share keeps rare classes visible next to frequent ones; the printed
+    numbers are the raw counts.  Above ``MAX_LABELLED_CLASSES`` classes the tick labels and
+    counts are left out (they would overlap), leaving the colour pattern.
+
+    Args:
+        matrix: ``(C, C)`` counts, rows true class, columns predicted class.
+        classes: the C class names.
+
+    Returns:
+        PNG bytes.
+    """
+    import numpy as np
+
+    cm = np.asarray(matrix, dtype=float).reshape(len(classes), len(classes))
+    c = len(classes)
+    share = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+    labelled = c <= MAX_LABELLED_CLASSES
+    side = min(max(4.5, 0.42 * c + 2.5), 11) if labelled else 8
+    fig = _figure(side + 1.2, side)
+    with _quiet():
+        ax = fig.add_subplot()
+        im = ax.imshow(share, cmap="Blues", vmin=0, vmax=1, interpolation="nearest")
+        fig.colorbar(im, ax=ax, shrink=0.8, label="share of the true class")
+        if labelled:
+            names = [_label(n) for n in classes]
+            slant = {"rotation": 45, "ha": "right"} if c > 4 else {}
+            ax.set_xticks(range(c), names, **slant)
+            ax.set_yticks(range(c), names)
+            size = 10 if c <= 8 else 8 if c <= 14 else 6.5
+            for i in range(c):
+                for j in range(c):
+                    ax.text(j, i, f"{int(cm[i, j])}", ha="center", va="center", fontsize=size,
+                            color="white" if share[i, j] > 0.55 else "#222")
+        else:
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_title(f"{c} classes (too many to label; see the per-class table)", fontsize=9)
+        ax.set_xlabel("predicted class")
+        ax.set_ylabel("true class")
+        return _png(fig)
+
+
+def per_class_bars(
+    classes: Sequence[str], precision: Sequence[float], recall: Sequence[float],
+    precision_ci: Sequence[Sequence[float] | None] | None = None,
+    recall_ci: Sequence[Sequence[float] | None] | None = None,
+) -> bytes:
+    """Grouped precision and recall bars per class, with confidence-interval error bars.
+
+    Args:
+        classes: C class names.
+        precision: C precisions in [0, 1].
+        recall: C recalls in [0, 1].
+        precision_ci: C ``[lo, hi]`` intervals or ``None``.
+        recall_ci: C ``[lo, hi]`` intervals or ``None``.
+
+    Returns:
+        PNG bytes.
+    """
+    c = len(classes)
+    fig = _figure(min(max(6.5, 0.38 * c + 2), 18), 4.2)
+    with _quiet():
+        ax = fig.add_subplot()
+        x = list(range(c))
+        w = 0.4
+        err = {"ecolor": "#333", "capsize": 2 if c <= 30 else 0, "lw": 0.9}
+        for offset, vals, cis, colour, label in (
+            (-w / 2, precision, precision_ci, PRECISION_COLOUR, "precision"),
+            (w / 2, recall, recall_ci, RECALL_COLOUR, "recall"),
+        ):
+            ax.bar([i + offset for i in x], vals, width=w, color=colour, label=label,
+                   yerr=_errors(vals, cis or [None] * c), error_kw=err)
+        if c <= MAX_BAR_LABELS:
+            ax.set_xticks(x, [_label(n) for n in classes], rotation=45 if c > 6 else 0,
+                          ha="right" if c > 6 else "center", fontsize=9 if c <= 30 else 7)
+        else:
+            ax.set_xticks([])
+            ax.set_xlabel(f"{c} classes, in class order (see the per-class table)")
+        ax.set_xlim(-0.6, c - 0.4)
+        ax.set_ylim(0, 1.05)
+        ax.set_ylabel("score")
+        ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, fontsize=9, frameon=False)
+        ax.spines[["top", "right"]].set_visible(False)
+        return _png(fig)

@@ -1,0 +1,10 @@
+"""Adaptation strategies, one module per family, all in one registry."""
+from .base import STRATEGIES, Strategy, TransferContext
+from .probe import LinearProbe
+
+__all__ = ["STRATEGIES", "Strategy", "TransferContext", "LinearProbe", "get_strategy"]
+
+
+def get_strategy(name: str, params: dict | None = None) -> Strategy:
+    """A new strategy by registry name, with validated hyper-parameters."""
+    return STRATEGIES.get(name).from_params(dict(params or {}))

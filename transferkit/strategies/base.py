@@ -1,0 +1,128 @@
+"""The strategy interface: an estimator in the scikit-learn sense.
+
+Hyper-parameters are keyword arguments stored unchanged and validated at construction;
+``fit`` returns ``self``; learned state ends in ``_``; using an unfitted strategy raises
+:class:`~transferkit.errors.NotFittedError`.  A strategy sees the backbone and the data through
+a :class:`TransferContext`, never through files or globals, so the same object serves the
+transfer run and its random-init control.
+"""
+from __future__ import annotations
+
+import inspect
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar
+
+import numpy as np
+import torch
+
+from .._registry import Registry
+from ..backbones.base import Backbone
+from ..data.dataset import Dataset
+from ..errors import NotFittedError, UserInputError
+
+STRATEGIES: Registry = Registry("strategy")
+
+
+@dataclass
+class TransferContext:
+    """What a strategy may use: the backbone, cached features, the seed and the device.
+
+    Attributes:
+        features: ``features(dataset) -> (N, D) float32``, cached on disk by content.
+        notes: strings a strategy adds for the report.
+    """
+
+    backbone: Backbone
+    features: Callable[[Dataset], np.ndarray]
+    seed: int = 0
+    device: str = "cpu"
+    progress: bool | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+class Strategy(ABC):
+    """Base class of every adaptation strategy.
+
+    Subclasses set ``name`` (their registry name) and implement ``_fit``, ``_predict_proba``,
+    ``state_tensors`` and ``load_state``.
+    """
+
+    name: ClassVar[str] = ""
+    #: True when the strategy only needs cached features of a frozen backbone.
+    uses_features: ClassVar[bool] = True
+
+    def __init__(self) -> None:  # subclasses declare their own keyword hyper-parameters
+        pass
+
+    # ----- scikit-learn conventions ---------------------------------------------------
+    @classmethod
+    def _param_names(cls) -> list[str]:
+        sig = inspect.signature(cls.__init__)
+        return [p.name for p in sig.parameters.values() if p.name != "self" and p.kind == p.KEYWORD_ONLY]
+
+    def get_params(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self._param_names()}
+
+    def clone(self) -> "Strategy":
+        """A fresh, unfitted strategy with the same hyper-parameters."""
+        return type(self)(**self.get_params())
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> "Strategy":
+        names = set(cls._param_names())
+        unknown = sorted(set(params) - names)
+        if unknown:
+            raise UserInputError(f"strategy {cls.name!r} has no option {', '.join(unknown)}",
+                                 hint=f"its options are: {', '.join(sorted(names)) or 'none'}")
+        return cls(**params)
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        return f"{type(self).__name__}({args})"
+
+    # ----- fitting ------------------------------------------------------------------------
+    def fit(self, train: Dataset, ctx: TransferContext) -> "Strategy":
+        """Learn from labelled ``train``; returns ``self``."""
+        if not train.labels:
+            raise UserInputError(f"strategy {self.name!r} needs labelled training data")
+        self.classes_ = sorted(set(train.labels))
+        if len(self.classes_) < 2:
+            raise UserInputError("need at least two classes to train a classifier")
+        index = {c: i for i, c in enumerate(self.classes_)}
+        y = np.array([index[c] for c in train.labels])
+        self._fit(train, y, ctx)
+        self.fitted_ = True
+        return self
+
+    def predict_proba(self, data: Dataset, ctx: TransferContext) -> np.ndarray:
+        """Class probabilities ``(N, C)`` in the order of ``classes_``."""
+        self._check_fitted()
+        return self._predict_proba(data, ctx)
+
+    def predict(self, data: Dataset, ctx: TransferContext) -> list[str]:
+        proba = self.predict_proba(data, ctx)
+        return [self.classes_[i] for i in proba.argmax(1)]
+
+    def _check_fitted(self) -> None:
+        if not getattr(self, "fitted_", False):
+            raise NotFittedError(f"this {type(self).__name__} is not fitted yet: call fit() first")
+
+    @abstractmethod
+    def _fit(self, train: Dataset, y: np.ndarray, ctx: TransferContext) -> None: ...
+
+    @abstractmethod
+    def _predict_proba(self, data: Dataset, ctx: TransferContext) -> np.ndarray: ...
+
+    # ----- persistence --------------------------------------------------------------------
+    @abstractmethod
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        """The learned tensors, saved as safetensors in the run directory."""
+
+    @abstractmethod
+    def load_state(self, tensors: dict[str, torch.Tensor], classes: list[str]) -> "Strategy":
+        """Restore what :meth:`state_tensors` saved; returns ``self``, fitted."""
+
+    def fit_info(self) -> dict[str, Any]:
+        """JSON-able facts about the fit (chosen regularisation, epochs...), for metrics.json."""
+        return {}

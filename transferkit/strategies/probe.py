@@ -1,0 +1,130 @@
+"""``linear-probe``: frozen backbone, multinomial logistic regression on cached features.
+
+The classic feature-extraction baseline of transfer learning (e.g. Kornblith et al., "Do
+Better ImageNet Models Transfer Better?", CVPR 2019): features are standardised and the
+L2 regularisation strength is chosen by stratified cross-validation on the training set.
+The fitted scaler and classifier are folded into one linear layer ``(C, D)`` over raw
+features, the head format every strategy shares (LP-FT starts from it).
+"""
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..data.dataset import Dataset
+from ..errors import UserInputError
+from .base import STRATEGIES, Strategy, TransferContext
+
+
+def fit_logistic(X, y: np.ndarray, *, Cs: tuple[float, ...], cv: int, max_iter: int,
+                 seed: int, scale: bool = True) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """Standardise, pick C by stratified CV (log-loss), refit on all data.
+
+    Args:
+        X: ``(N, D)`` features (dense; or scipy sparse with ``scale=False``).
+        y: ``(N,)`` int labels in ``0..C-1``, every class present.
+        scale: standardise features first (the fitted scaler is folded into ``W, b``).
+
+    Returns:
+        ``W (C, D)`` and ``b (C,)`` acting on *unscaled* X, and facts about the fit.
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+    from sklearn.preprocessing import StandardScaler
+
+    if scale:
+        X = np.asarray(X, dtype=np.float64)
+        scaler = StandardScaler().fit(X)
+        Xs = scaler.transform(X)
+    else:
+        Xs = X
+    n_classes = int(y.max()) + 1
+    folds = min(cv, int(np.bincount(y).min()))
+    info: dict[str, Any] = {"Cs": list(Cs)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # convergence chatter on tiny folds; the refit is checked below
+        if folds >= 2 and len(Cs) > 1:
+            splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+            scores = [cross_val_score(LogisticRegression(C=C, max_iter=max_iter), Xs, y, cv=splitter,
+                                      scoring="neg_log_loss").mean() for C in Cs]
+            best = int(np.argmax(scores))
+            info.update(cv_folds=folds, cv_neg_log_loss=[float(s) for s in scores])
+        else:
+            best = len(Cs) // 2
+            info.update(cv_folds=0, cv_note="too few items per class for cross-validation; middle C used")
+        C = Cs[best]
+        clf = LogisticRegression(C=C, max_iter=max_iter).fit(Xs, y)
+    info.update(C=float(C), n_iter=int(np.max(clf.n_iter_)))
+    coef, intercept = clf.coef_, clf.intercept_
+    if n_classes == 2 and coef.shape[0] == 1:  # sklearn's binary form: one logit for class 1
+        coef = np.vstack([-coef / 2, coef / 2])
+        intercept = np.array([-intercept[0] / 2, intercept[0] / 2])
+    if not scale:
+        return coef, intercept, info
+    W = coef / scaler.scale_
+    b = intercept - W @ scaler.mean_
+    return W, b, info
+
+
+def softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+@STRATEGIES.register("linear-probe", needs="features",
+                     summary="frozen backbone; logistic regression on cached features, C by cross-validation")
+class LinearProbe(Strategy):
+    """Frozen-feature logistic regression.
+
+    Data: labelled items of any modality. Shapes: features ``(N, D)`` -> head ``(C, D)``.
+
+    Args:
+        Cs: candidate inverse regularisation strengths (on standardised features).
+        cv: folds of stratified cross-validation (fewer when a class is smaller).
+        max_iter: L-BFGS iterations.
+    """
+
+    name = "linear-probe"
+    uses_features = True
+
+    def __init__(self, *, Cs: tuple[float, ...] | list[float] = (1e-3, 1e-2, 1e-1, 1.0, 10.0),
+                 cv: int = 5, max_iter: int = 2000):
+        super().__init__()
+        self.Cs = tuple(float(c) for c in Cs)
+        self.cv = cv
+        self.max_iter = max_iter
+        if not self.Cs or any(c <= 0 for c in self.Cs):
+            raise UserInputError(f"Cs must be positive numbers, got {Cs!r}")
+        if not isinstance(cv, int) or cv < 2:
+            raise UserInputError(f"cv must be an integer >= 2, got {cv!r}")
+        if not isinstance(max_iter, int) or max_iter < 1:
+            raise UserInputError(f"max_iter must be a positive integer, got {max_iter!r}")
+
+    def _fit(self, train: Dataset, y: np.ndarray, ctx: TransferContext) -> None:
+        X = ctx.features(train)
+        W, b, self.info_ = fit_logistic(X, y, Cs=self.Cs, cv=self.cv, max_iter=self.max_iter, seed=ctx.seed)
+        self.head_weight_ = W.astype(np.float32)
+        self.head_bias_ = b.astype(np.float32)
+
+    def _predict_proba(self, data: Dataset, ctx: TransferContext) -> np.ndarray:
+        X = ctx.features(data).astype(np.float64)
+        return softmax(X @ self.head_weight_.T.astype(np.float64) + self.head_bias_)
+
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        self._check_fitted()
+        return {"head.weight": torch.from_numpy(self.head_weight_), "head.bias": torch.from_numpy(self.head_bias_)}
+
+    def load_state(self, tensors: dict[str, torch.Tensor], classes: list[str]) -> "LinearProbe":
+        self.head_weight_ = tensors["head.weight"].numpy()
+        self.head_bias_ = tensors["head.bias"].numpy()
+        self.classes_ = list(classes)
+        self.info_ = {}
+        self.fitted_ = True
+        return self
+
+    def fit_info(self) -> dict[str, Any]:
+        return dict(getattr(self, "info_", {}))
