@@ -146,7 +146,7 @@ def extract_features(backbone: Backbone, data: Dataset, *, batch_size: int = 32,
             with torch.inference_mode():
                 for s in range(0, len(todo), batch_size):
                     idx = todo[s:s + batch_size]
-                    batch = backbone.prepare([data.inputs[i] for i in idx]).to(device)
+                    batch = backbone.prepare([_item(data, i) for i in idx]).to(device)
                     out = backbone.forward_features(batch).float().cpu().numpy()
                     u = np.asarray(batch.units) if batch.units is not None else np.zeros((len(idx), 2), np.int64)
                     if feats.shape[1] == 0:
@@ -172,6 +172,14 @@ def extract_features(backbone: Backbone, data: Dataset, *, batch_size: int = 32,
     stats.cut = int((units[:, 0] < units[:, 1]).sum())
     stats.seconds = time.perf_counter() - t0
     return feats, stats
+
+
+def _item(data: Dataset, i: int):
+    """An item as the backbone's ``prepare`` takes it: in-memory audio travels with its rate."""
+    x = data.inputs[i]
+    if data.modality == "audio" and data.sampling_rate and isinstance(x, np.ndarray):
+        return (x, data.sampling_rate)
+    return x
 
 
 def backbone_chunk_limit(backbone: Backbone) -> int:

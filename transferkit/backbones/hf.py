@@ -397,7 +397,8 @@ class HFAudioBackbone(HFBackbone):
         sr = int(self.extractor.sampling_rate)
         waves, units = [], np.zeros((len(items), 2), dtype=np.int64)
         for i, x in enumerate(items):
-            w, rate = load_audio(x, sr)
+            # An in-memory clip comes as (array, rate); a bare array is taken to be at the model's rate.
+            w, rate = load_audio(x[0], x[1]) if isinstance(x, tuple) else load_audio(x, sr)
             if rate != sr:
                 from math import gcd
 

@@ -8,10 +8,10 @@ Typical use::
 """
 from .dataset import Dataset
 from .validate import PreparedData, Problem, ValidationReport, prepare_data
-from .readers import (AUDIO_EXTENSIONS, IMAGE_EXTENSIONS, from_arrays, load_audio, load_image,
-                      read_source)
+from .readers import (AUDIO_EXTENSIONS, IMAGE_EXTENSIONS, DataWarning, from_arrays, load_audio,
+                      load_image, read_source)
 from .split import few_shot_sample, stratified_split
 
 __all__ = ["Dataset", "Problem", "ValidationReport", "PreparedData", "prepare_data",
            "read_source", "from_arrays", "load_image", "load_audio", "IMAGE_EXTENSIONS",
-           "AUDIO_EXTENSIONS", "stratified_split", "few_shot_sample"]
+           "AUDIO_EXTENSIONS", "DataWarning", "stratified_split", "few_shot_sample"]

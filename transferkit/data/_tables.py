@@ -9,10 +9,12 @@ import csv
 import difflib
 import gzip
 import io
+import itertools
 import json
 import math
 import re
 import sys
+import zlib
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
@@ -55,7 +57,7 @@ def decode(data: bytes) -> tuple[str, list[tuple[int, int]]]:
         sorted list of ``(char_offset, byte_offset)``, one per undecodable byte.
     """
     if data[:2] in (b"\xff\xfe", b"\xfe\xff"):  # Excel's "Unicode text" is UTF-16
-        return data.decode("utf-16", "surrogatepass"), []
+        return data.decode("utf-16", "replace"), []
     start = 3 if data[:3] == b"\xef\xbb\xbf" else 0
     try:
         return data[start:].decode("utf-8"), []  # the fast path: a clean file
@@ -188,14 +190,13 @@ class _Builder:
         if self.label_col is not None:
             v = get(self.label_col)
             if isinstance(v, (dict, list)):
-                self.row_error("bad-label", origin, f"the label in column "
-                             f"'{self.label_col}' is a {type(v).__name__}, not a class name",
-                             "labels must be strings or numbers")
+                self.row_error("bad-label", origin, f"the label in column '{self.label_col}' is "
+                               f"a {type(v).__name__}, not a class name",
+                               "labels must be strings or numbers")
                 return
             if _is_missing(v) or (isinstance(v, str) and not v.strip()):
-                self.row_error("missing-label", origin,
-                             f"no label (column '{self.label_col}' is empty)",
-                             "add the label, or remove the row")
+                self.row_error("missing-label", origin, f"no label (column '{self.label_col}' "
+                               "is empty)", "add the label, or remove the row")
                 return
             label = v if isinstance(v, str) else str(v)
         values = [_as_text(get(c)) for c in self.text_cols]
@@ -230,19 +231,11 @@ class _Builder:
         return Dataset(self.modality, self.inputs, labels, self.origins, source=source)
 
 
-def _read_bytes(path: Path) -> bytes:
-    data = path.read_bytes()
-    if data[:2] == b"\x1f\x8b":  # gzip magic, whatever the name says
-        try:
-            data = gzip.decompress(data)
-        except (OSError, EOFError, gzip.BadGzipFile) as e:
-            raise UserInputError(f"{path.name}: not a readable gzip file ({e})",
-                                 "re-download or re-compress it") from None
-    return data
+def _csv_rows(text: str, delimiter: str) -> Iterator[tuple[int, int, list[str], int, int]]:
+    """Yield ``(first_line, last_line, fields, char_start, char_end)`` per CSV record.
 
-
-def _csv_rows(text: str, delimiter: str) -> Iterator[tuple[int, list[str], int, int]]:
-    """Yield ``(first_line, fields, char_start, char_end)`` per CSV record (multi-line aware)."""
+    Records may span lines (quoted newlines); a parse error yields ``fields=None``.
+    """
     buf = io.StringIO(text, newline="")
     pos = [0]
 
@@ -258,10 +251,12 @@ def _csv_rows(text: str, delimiter: str) -> Iterator[tuple[int, list[str], int, 
             fields = next(reader)
         except StopIteration:
             return
-        except csv.Error as e:  # an unclosed quote at the end of the file, mostly
-            yield start_line, [f"\0csv-error: {e}"], start_char, pos[0]
-            return
-        yield start_line, fields, start_char, pos[0]
+        except csv.Error as e:
+            yield start_line, reader.line_num, [str(e)], start_char, -1
+            if reader.line_num < start_line:  # no progress: give up rather than spin
+                return
+            continue
+        yield start_line, reader.line_num, fields, start_char, pos[0]
 
 
 def _first_bad_in(bad: list[tuple[int, int]], start: int, end: int, cursor: list[int]) -> int | None:
@@ -276,8 +271,8 @@ def _first_bad_in(bad: list[tuple[int, int]], start: int, end: int, cursor: list
 def _read_csv(path: Path, text: str, bad, delimiter: str, resolve, make) -> _Builder:
     rows = _csv_rows(text, delimiter)
     header = None
-    for line, fields, _, _ in rows:
-        if fields and any(f.strip() for f in fields):
+    for _, _, fields, _, end in rows:
+        if end >= 0 and fields and any(f.strip() for f in fields):
             header = [clean(f) for f in fields]
             break
     if header is None:
@@ -290,42 +285,71 @@ def _read_csv(path: Path, text: str, bad, delimiter: str, resolve, make) -> _Bui
     index = {c: i for i, c in enumerate(header)}
     b = make(text_cols, label_col)
     cursor = [0]
-    for line, fields, start, end in rows:
-        if not fields or (len(fields) == 1 and not fields[0].strip()):
+    for line, last, fields, start, end in rows:
+        if not fields or (len(fields) == 1 and not fields[0].strip() and end >= 0):
             continue  # a blank line
         origin = f"{path.name}:{line}"
-        if fields[0].startswith("\0csv-error"):
-            b.row_error("bad-row", origin, f"cannot parse the CSV from here on "
-                      f"({fields[0][12:]})", "look for an unclosed quote (\") on this line")
-            continue
-        if len(fields) > len(header):
-            b.row_error("bad-row", origin, f"the row has {len(fields)} fields but the "
-                      f"header has {len(header)}", "quote fields that contain the delimiter "
-                      f"({delimiter!r}), e.g. \"a, b\"")
-            continue
-        first_bad = _first_bad_in(bad, start, end, cursor) if bad else None
-        b.add(origin, lambda c: fields[index[c]] if index[c] < len(fields) else _MISSING,
-              first_bad, text[start:end] if first_bad is not None else "")
+        if end < 0:
+            b.row_error("bad-row", origin, f"cannot parse this CSV row ({fields[0]})",
+                        "check the quoting on this line")
+        elif len(fields) > len(header):
+            b.row_error("bad-row", origin, f"the row has {len(fields)} fields but the header "
+                        f"has {len(header)}", "quote fields that contain the delimiter "
+                        f"({delimiter!r}), e.g. \"a, b\"")
+        elif len(fields) < len(header) and last - line > 1:
+            b.row_error("bad-row", origin, f"the row runs from line {line} to line {last} with "
+                        f"only {len(fields)} of {len(header)} fields", "probably an unclosed "
+                        "quote (\") on this line: it swallows the lines that follow")
+        else:
+            first_bad = _first_bad_in(bad, start, end, cursor) if bad else None
+            b.add(origin, lambda c: fields[index[c]] if index[c] < len(fields) else _MISSING,
+                  first_bad, text[start:end] if first_bad is not None else "")
     return b
 
 
-def _jsonl_rows(path: Path, text: str, bad) -> Iterator[tuple[str, Any, int | None, str]]:
-    """Yield ``(origin, parsed_or_error, first_bad_byte, raw_line)`` per non-blank line."""
-    cursor, pos = [0], 0
-    for n, line in enumerate(text.split("\n"), start=1):
-        start, pos = pos, pos + len(line) + 1
-        if not line.strip():
+def _byte_lines(path: Path) -> Iterator[bytes]:
+    """The file's lines as bytes, gunzipped on the fly: a large file is never held whole."""
+    try:
+        with open(path, "rb") as f:
+            gz = f.read(2) == b"\x1f\x8b"  # gzip magic, whatever the name says
+            f.seek(0)
+            yield from (gzip.GzipFile(fileobj=f) if gz else f)
+    except (EOFError, gzip.BadGzipFile, zlib.error) as e:
+        raise UserInputError(f"{path.name}: not a readable gzip file ({e})",
+                             "re-download or re-compress it") from None
+    except OSError as e:
+        raise UserInputError(f"cannot read {path}: {e.strerror or e}",
+                             "check the file's permissions") from None
+
+
+def _jsonl_rows(name: str, lines: Iterable[bytes]) -> Iterator[tuple[str, Any, int | None, str]]:
+    """Yield ``(origin, parsed_or_error, first_bad_byte, line)`` per non-blank line.
+
+    Lines are decoded one by one, so an undecodable byte is located exactly (its offset in
+    the file) and a clean line costs a single C-level decode.
+    """
+    pos = 0
+    for n, raw in enumerate(lines, start=1):
+        start, pos = pos, pos + len(raw)
+        if n == 1 and raw[:2] in (b"\xff\xfe", b"\xfe\xff"):
+            raise UserInputError(f"{name} is UTF-16 encoded", ENCODING_HINT)
+        if n == 1 and raw.startswith(b"\xef\xbb\xbf"):  # a UTF-8 byte-order mark
+            raw, start = raw[3:], start + 3
+        if not raw.strip():
             continue
-        first_bad = _first_bad_in(bad, start, pos, cursor) if bad else None
+        try:
+            line, first_bad = raw.decode("utf-8"), None
+        except UnicodeDecodeError as e:
+            line, first_bad = raw.decode("utf-8", "surrogateescape"), start + e.start
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as e:
             obj = e
-        yield f"{path.name}:{n}", obj, first_bad, line
+        yield f"{name}:{n}", obj, first_bad, line
 
 
-def _read_jsonl(path: Path, text: str, bad, resolve, make) -> _Builder:
-    rows = _jsonl_rows(path, text, bad)
+def _read_jsonl(path: Path, lines: Iterable[bytes], resolve, make) -> _Builder:
+    rows = _jsonl_rows(path.name, lines)
     head, keys = [], {}
     for r in rows:  # the columns are the keys of the first rows
         head.append(r)
@@ -340,21 +364,16 @@ def _read_jsonl(path: Path, text: str, bad, resolve, make) -> _Builder:
                              f"{head[0][0]})", "write one JSON object per line, "
                              "e.g. {\"text\": \"...\", \"label\": \"spam\"}")
     b = make(*resolve([clean(k) for k in keys]))
-    for origin, obj, first_bad, raw in _chain(head, rows):
+    for origin, obj, first_bad, raw in itertools.chain(head, rows):
         if isinstance(obj, json.JSONDecodeError):
-            b.row_error("bad-json", origin, f"invalid JSON at column {obj.colno}: "
-                      f"{obj.msg}", "fix or remove this line (one JSON object per line)")
+            b.row_error("bad-json", origin, f"invalid JSON at column {obj.colno}: {obj.msg}",
+                        "fix or remove this line (one JSON object per line)")
         elif not isinstance(obj, dict):
-            b.row_error("bad-json", origin, f"the line is a JSON {type(obj).__name__}, "
-                      "not an object", "write one JSON object per line")
+            b.row_error("bad-json", origin, f"the line is a JSON {type(obj).__name__}, not an "
+                        "object", "write one JSON object per line")
         else:
             b.add(origin, lambda c: obj.get(c, _MISSING), first_bad, raw)
     return b
-
-
-def _chain(head: list, rest: Iterable) -> Iterator:
-    yield from head
-    yield from rest
 
 
 def _first_line_is_object(text: str) -> bool:
@@ -365,12 +384,13 @@ def _first_line_is_object(text: str) -> bool:
         return False
 
 
-def _read_json(path: Path, text: str, bad, resolve, make) -> _Builder:
+def _read_json(path: Path, data: bytes, resolve, make) -> _Builder:
+    text, bad = decode(data)
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as e:
-        if e.msg.startswith("Extra data") or _first_line_is_object(text):
-            return _read_jsonl(path, text, bad, resolve, make)  # JSON lines named .json
+        if e.msg.startswith("Extra data"):  # a valid first line, then more: JSON lines
+            return _read_jsonl(path, io.BytesIO(data), resolve, make)  # JSON lines named .json
         raise UserInputError(f"{path.name}:{e.lineno}: invalid JSON at column {e.colno}: "
                              f"{e.msg}", "fix the file, or write one object per line "
                              "(.jsonl) so one bad line does not spoil the rest") from None
@@ -390,8 +410,8 @@ def _read_json(path: Path, text: str, bad, resolve, make) -> _Builder:
     for i, r in enumerate(doc):
         origin = f"{path.name}[{i}]"
         if not isinstance(r, dict):
-            b.row_error("bad-json", origin, f"item {i} is a JSON {type(r).__name__}, "
-                      "not an object", "every item of the list must be an object")
+            b.row_error("bad-json", origin, f"item {i} is a JSON {type(r).__name__}, not an "
+                        "object", "every item of the list must be an object")
             continue
         first_bad = -1 if bad and any(_SURROGATE.search(_as_text(v)) for v in r.values()) else None
         b.add(origin, lambda c: r.get(c, _MISSING), first_bad,
@@ -445,16 +465,18 @@ def read_table(path: Path, *, text_columns, label_column, modality: str, report,
 
     if kind == "parquet":
         b = _read_parquet(path, resolve, make)
+    elif kind == "jsonl":
+        b = _read_jsonl(path, _byte_lines(path), resolve, make)
     else:
-        text, bad = decode(_read_bytes(path))
-        if not text or text.isspace():  # (no .strip(): it would copy a large file)
+        data = b"".join(_byte_lines(path))
+        if not data.strip():
             raise UserInputError(f"{path.name} is empty", "check that you passed the right file")
-        if kind in ("csv", "tsv"):
-            b = _read_csv(path, text, bad, "\t" if kind == "tsv" else ",", resolve, make)
-        elif kind == "jsonl":
-            b = _read_jsonl(path, text, bad, resolve, make)
+        if kind == "json":
+            b = _read_json(path, data, resolve, make)
         else:
-            b = _read_json(path, text, bad, resolve, make)
+            text, bad = decode(data)
+            del data  # the text is a second copy of a possibly large file
+            b = _read_csv(path, text, bad, "\t" if kind == "tsv" else ",", resolve, make)
     if b.seen == 0:
         raise UserInputError(f"{path.name} has a header but no rows",
                              "check that you passed the right file")

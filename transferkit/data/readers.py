@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import difflib
 import os
+import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
-from ..errors import DataValidationError, UserInputError
+from ..errors import UserInputError
 from ._images import (AUDIO_EXTENSIONS, IMAGE_EXTENSIONS, MODE_WORDS, FileCheck, audio_array,
                       check_images, check_wavs, load_audio, load_image, scale_to_uint8)
 from ._tables import TABLE_EXTENSIONS, clean, decode, read_table, table_kind
@@ -44,23 +45,29 @@ def read_source(path: str | os.PathLike, *, text_columns: list[str] | None = Non
             or the one column of file paths when ``modality`` is ``"image"``/``"audio"``.
         label_column: table column of class names; ``None`` for unlabelled data.
         modality: ``"text"``, ``"image"`` or ``"audio"``; guessed when ``None``.
-        report: where per-item problems go.  When ``None``, any error raises
-            :class:`DataValidationError` listing all of them (nothing is dropped silently).
+        report: where per-item problems go.  When ``None``, problems are not lost either:
+            they are shown as one :class:`DataWarning` (bad items stay in the Dataset,
+            except rows that could not be parsed at all); :func:`prepare_data` re-checks
+            the items of a Dataset it is given.
         split: ``"train"`` or ``"test"``, recorded in each problem.
 
     Returns:
         A Dataset, or ``(train, test)`` for a folder with ``train/`` and ``test/``.
 
     Raises:
-        UserInputError: the source as a whole is unusable.
-        DataValidationError: only when ``report`` is ``None`` and some item is bad.
+        UserInputError: the source as a whole is unusable.  Never for a bad item.
     """
     own = report is None
     report = ValidationReport() if own else report
     out = _read(Path(path), text_columns, label_column, modality, report, split)
-    if own and report.errors:
-        raise DataValidationError(report)
+    if own and report.problems:
+        warnings.warn(DataWarning(f"{path}:\n{report.summary()}\n  (collect these with "
+                                  "report=ValidationReport(), or use prepare_data)"), stacklevel=2)
     return out
+
+
+class DataWarning(UserWarning):
+    """Problems found by :func:`read_source` when no report was passed to collect them."""
 
 
 def _read(path: Path, text_columns, label_column, modality, report, split,
@@ -79,7 +86,7 @@ def _read(path: Path, text_columns, label_column, modality, report, split,
         if ext in IMAGE_EXTENSIONS + AUDIO_EXTENSIONS:
             hint = "pass the folder that holds it (one subfolder per class)"
         elif ext in (".xlsx", ".xls", ".ods"):
-            hint = "save the sheet as CSV (in Excel: Save As > 'CSV UTF-8') and pass that
+            hint = "save the sheet as CSV (in Excel: Save As > 'CSV UTF-8') and pass that"
         raise UserInputError(f"{path.name}: cannot read {ext} files as a data set", hint)
     ds, cols = read_table(path, text_columns=text_columns, label_column=label_column,
                           modality=modality or "text", report=report, split=split,
@@ -108,7 +115,12 @@ def _visible(p: Path) -> bool:
 def _walk(root: Path) -> list[Path]:
     """Every visible file under ``root``, sorted, hidden files and folders skipped."""
     out = []
-    for dirpath, dirnames, filenames in os.walk(root):
+
+    def fail(e: OSError) -> None:  # os.walk would skip an unreadable folder silently
+        raise UserInputError(f"cannot read the folder {e.filename}: {e.strerror}",
+                             "check its permissions")
+
+    for dirpath, dirnames, filenames in os.walk(root, onerror=fail):
         dirnames[:] = sorted(d for d in dirnames if _visible(Path(d)))
         out += [Path(dirpath, f) for f in sorted(filenames) if _visible(Path(f))]
     return out
@@ -255,11 +267,16 @@ def check_items(ds: Dataset, report: ValidationReport, split: str, *,
         word = MODE_WORDS.get(mode, f"mode {mode!r}")
         extra = "; transparency is flattened onto white" if "transparency" in word else ""
         report.add("warning", "converted-mode", f"{split} set",
-                   f"{len(idx)} image(s) are {word} (PIL mode {mode!r}) and will be converted "
-                   f"to RGB{extra}; e.g. {ds.origins[idx[0]]}", split=split)
+                   f"{_n(len(idx), 'image')} {'is' if len(idx) == 1 else 'are'} {word} "
+                   f"(PIL mode {mode!r}) and will be converted to RGB{extra}; e.g. "
+                   f"{ds.origins[idx[0]]}", split=split)
     if paths and len(paths) == len(ds) and all(h is not None for h in hashes):
         ds._hashes = hashes  # the check read every byte already
     return hashes if paths else None
+
+
+def _n(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 def _check_array(x: Any, modality: str, rate: int | None) -> str | None:
@@ -281,7 +298,8 @@ def from_arrays(X: Any, y: Any = None, *, modality: str | None = None,
     """Wrap in-memory data as a Dataset.
 
     Args:
-        X: a list/array of ``str`` (texts); images as an array ``(N, H, W)`` or
+        X: a list/array of ``str`` (texts, or file paths when ``modality`` is ``"image"`` or
+            ``"audio"``); images as an array ``(N, H, W)`` or
             ``(N, H, W, C)`` (channels-first ``(N, C, H, W)`` with C in 1, 3 is transposed) or a
             list of ``(H, W[, C])`` arrays; uint8 is kept, floats in [0, 1] (over all of X)
             are scaled by 255, anything else is clipped to 0..255; 16-bit is divided by 257.
@@ -302,11 +320,18 @@ def from_arrays(X: Any, y: Any = None, *, modality: str | None = None,
         raise UserInputError(f"unknown modality {modality!r}", "use 'text', 'image' or 'audio'")
     n = len(X)
     items = list(X) if not isinstance(X, np.ndarray) or X.dtype.kind in "OUS" else None
-    if items is not None and modality in (None, "text") and all(isinstance(x, str) for x in items):
+    texts = items is not None and modality in (None, "text") and \
+        any(isinstance(x, str) for x in items)
+    if items is not None and modality in ("image", "audio") and \
+            all(isinstance(x, (str, os.PathLike)) for x in items):
+        inputs = [str(x) for x in items]  # file paths: prepare_data checks them
+    elif texts or modality == "text":
+        bad = next((i for i, x in enumerate(items or [None]) if not isinstance(x, str)), None)
+        if bad is not None:
+            what = type(items[bad]).__name__ if items else type(X).__name__
+            raise UserInputError(f"texts must all be strings; X[{bad}] is a {what}",
+                                 "remove or fill in the missing texts")
         inputs, modality = items, "text"
-    elif modality == "text":
-        bad = next(i for i, x in enumerate(items or []) if not isinstance(x, str)) if items else 0
-        raise UserInputError(f"modality='text' needs a list of strings; X[{bad}] is not one")
     else:
         arrays = [np.asarray(x) for x in (items if items is not None else X)]
         modality = modality or _guess_array_modality(arrays)
@@ -376,16 +401,12 @@ def _labels(y: Any, n: int, classes: Sequence[Any] | None) -> list[str]:
     if classes is None:
         return [str(v) for v in ys]
     names = [str(c) for c in classes]
-    out, unknown = [], set()
-    for v in ys:
-        s = str(v)
-        if s in names:
-            out.append(s)
-        elif isinstance(v, (int, np.integer)) and not isinstance(v, bool) and 0 <= v < len(names):
-            out.append(names[int(v)])
-        else:
-            unknown.add(s)
-    if unknown:
-        raise UserInputError(f"labels {sorted(unknown)[:10]} are not in classes {names[:20]}",
-                             "fix y or classes")
-    return out
+    as_str = [str(v) for v in ys]
+    if set(as_str) <= set(names):  # y holds the names themselves
+        return as_str
+    if all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and 0 <= v < len(names)
+           for v in ys):  # y holds indices into classes (never a mix of the two)
+        return [names[int(v)] for v in ys]
+    unknown = sorted(set(as_str) - set(names))
+    raise UserInputError(f"labels {unknown[:10]} are not in classes {names[:20]}",
+                         "give y as class names, or as indices 0..len(classes)-1")

@@ -193,6 +193,8 @@ def prepare_data(data: Any, test: Any = None, *, text_columns: list[str] | None 
     _check_sets(train, test_ds, report, require_labels)
     if skip_bad:  # duplicates and unseen labels are per item: drop those too
         test_ds = _drop(test_ds, "test", report)
+        if test_ds is not None and len(test_ds) == 0 and not _has(report, "no-items", "test"):
+            _no_items(report, "test")
         lost = sorted(before - set(train.labels or []))
         for c in lost:
             report.add("error", "empty-class", "train set", f"every item of class '{c}' was "
@@ -266,9 +268,9 @@ def _check_sets(train: Dataset, test: Dataset | None, report: ValidationReport,
                 require_labels: bool) -> None:
     """Set-level checks: labels, classes, label spellings, duplicates, unseen test labels."""
     add = report.add
-    if len(train) == 0:
-        add("error", "no-items", "train set", "no usable items are left in the training data",
-            "see the problems above", split="train")
+    for name, ds in (("train", train), ("test", test)):
+        if ds is not None and len(ds) == 0:
+            _no_items(report, name)
     if require_labels:
         for name, ds in (("train", train), ("test", test)):
             if ds is not None and ds.labels is None:
@@ -286,7 +288,8 @@ def _check_sets(train: Dataset, test: Dataset | None, report: ValidationReport,
                 add("warning", "too-few-per-class", "train set", f"class '{c}' has only 1 item: "
                     "it cannot be split stratified (it stays in the training part)",
                     "add more items of this class", split="train")
-    _check_label_case(train, test, report)
+    if require_labels:
+        _check_label_case(train, test, report)
     th = _safe_hashes(train)
     _duplicates_within(train, th, "train", report)
     if test is None:
@@ -310,6 +313,15 @@ def _check_sets(train: Dataset, test: Dataset | None, report: ValidationReport,
                 add("error", "unseen-label", test.origins[j], f"label '{lab}' does not occur "
                     "in the training data", "a model cannot predict a class it never saw: add "
                     f"training items of '{lab}', or remove these test items", item=j, split="test")
+
+
+def _no_items(report: ValidationReport, split: str) -> None:
+    report.add("error", "no-items", f"{split} set", f"no usable items are left in the {split} "
+               "data", "see the problems and skipped items listed here", split=split)
+
+
+def _has(report: ValidationReport, kind: str, split: str) -> bool:
+    return any(p.kind == kind and p.split == split for p in report.problems)
 
 
 def _norm(label: str) -> str:
@@ -347,10 +359,11 @@ def _duplicates_within(ds: Dataset, hashes: list[str | None], split: str,
     if ds.labels is not None:
         clash = [g for g in dups if len({ds.labels[i] for i in g}) > 1]
         if clash:
-            g = clash[0]
+            i = clash[0][0]
+            j = next(k for k in clash[0] if ds.labels[k] != ds.labels[i])
             report.add("warning", "conflicting-labels", f"{split} set", f"{len(clash)} group(s) "
-                       f"of identical items carry different labels (e.g. {ds.origins[g[0]]} "
-                       f"'{ds.labels[g[0]]}' vs {ds.origins[g[1]]} '{ds.labels[g[1]]}')",
+                       f"of identical items carry different labels (e.g. {ds.origins[i]} "
+                       f"'{ds.labels[i]}' vs {ds.origins[j]} '{ds.labels[j]}')",
                        "check those labels", split=split)
 
 
