@@ -285,7 +285,6 @@ def report(result: dict, a) -> None:
                         "channels_last_vs_nchw_224": cl_gain[224], "channels_last_vs_nchw_128": cl_gain[128]}
     m = result["machine"]
     m["cpu_other_during_pct"] = result.get("cpu_other_during_pct")
-    C.save_result("extraction", result)
     agree = result["max_abs_diff"]
     info = t["info"]
     body = f"""<a id="extraction"></a>
@@ -321,6 +320,7 @@ Images: {a.images} MNIST-5k digits (stratified, seed 0), 28x28 grey, upscaled by
   rounding from different padding widths and memory layouts.
 """
     if not a.no_write:
+        C.save_result("extraction", result)
         C.update_section("extraction", body)
     C.say(body)
 

@@ -118,3 +118,47 @@ def test_models_command_lists_the_zoo(capsys):
     out = capsys.readouterr().out
     for name in ("minilm-l6", "efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2"):
         assert name in out
+
+
+def test_image_run_predicts_folders_and_files(tiny_image_dir, tmp_path):
+    from PIL import Image
+
+    rng = np.random.RandomState(1)
+    data = tmp_path / "imgs"
+    for label in ("dark", "light"):
+        (data / label).mkdir(parents=True)
+        for i in range(8):
+            base = 40 if label == "dark" else 200
+            Image.fromarray((base + rng.randint(0, 40, (20, 20))).astype(np.uint8)).save(data / label / f"{i}.png")
+    out = tmp_path / "run"
+    assert main(["fit", "--data", str(data), "--model", str(tiny_image_dir), "--out", str(out), "--no-control"]) == 0
+    new = tmp_path / "new"
+    new.mkdir()
+    Image.fromarray(np.full((30, 24), 230, np.uint8)).save(new / "a.png")
+    Image.fromarray(np.full((30, 24), 30, np.uint8)).convert("P").save(new / "b.png")
+    (new / "broken.png").write_bytes(b"\x89PNG not really")
+    from transferkit.errors import DataValidationError
+    from transferkit.predict import predict_files
+
+    with pytest.raises(DataValidationError, match="broken.png"):
+        predict_files(out, [str(new)])
+    rows = predict_files(out, [str(new)], skip_bad=True)
+    assert [r["origin"].rsplit("/", 1)[-1] for r in rows] == ["a.png", "b.png"]
+    assert [r["prediction"] for r in rows] == ["light", "dark"]
+    one = predict_files(out, [str(new / "a.png")])
+    assert one[0]["prediction"] == "light" and one[0]["p(light)"] == rows[0]["p(light)"]
+
+
+def test_in_memory_audio_is_resampled_from_its_own_rate(tiny_audio_dir):
+    from scipy.signal import resample_poly
+
+    from transferkit.backbones import get_backbone
+    from transferkit.features import extract_features
+
+    t = np.arange(8000) / 8000
+    clip = np.sin(2 * np.pi * 300 * t).astype(np.float32)
+    ds = tk.from_arrays(clip[None, :], modality="audio", sampling_rate=8000)
+    b = get_backbone(str(tiny_audio_dir))
+    feats, _ = extract_features(b, ds, cache=False)
+    expect = b.embed([resample_poly(clip, 2, 1).astype(np.float32)]).numpy()
+    np.testing.assert_allclose(feats, expect, atol=1e-4)

@@ -12,26 +12,45 @@ import numpy as np
 
 from ._files import write_json
 from .artifact import load
-from .data import prepare_data, read_source
+from .data import prepare_data
 from .data.dataset import Dataset
 from .errors import UserInputError
 from .evaluation import classification_metrics
 
 
 def _read_inputs(model, inputs: Sequence[str], text_columns, skip_bad: bool) -> Dataset:
-    """Read unlabelled inputs of the model's modality and validate them (every problem at once)."""
+    """Read unlabelled inputs of the model's modality and validate them (every problem at once).
+
+    A table is read with the run's text columns; a folder (with or without class subfolders)
+    gives every image or audio file under it; a single image or audio file is one item.
+    """
+    from .data import AUDIO_EXTENSIONS, IMAGE_EXTENSIONS
+
     cols = text_columns or model.card.get("text_columns")
+    exts = {"image": IMAGE_EXTENSIONS, "audio": AUDIO_EXTENSIONS}.get(model.modality, ())
     parts = []
     for src in inputs:
-        ds = read_source(src, text_columns=cols, label_column=None, modality=model.modality)
-        parts.extend(ds if isinstance(ds, tuple) else [ds])
-    merged = parts[0] if len(parts) == 1 else Dataset(
-        modality=parts[0].modality, inputs=[x for p in parts for x in p.inputs],
-        origins=[o for p in parts for o in p.origins], source=", ".join(inputs))
-    if merged.modality != model.modality:
-        raise UserInputError(f"this run's model takes {model.modality} data, but {', '.join(inputs)} "
-                             f"holds {merged.modality} data")
-    return prepare_data(merged, None, skip_bad=skip_bad, require_labels=False).train
+        p = Path(src)
+        if not p.exists():
+            raise UserInputError(f"{src} does not exist", hint="give a table, a folder or files to predict")
+        if exts and p.is_dir():
+            files = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in exts
+                           and not f.name.startswith("."))
+            if not files:
+                raise UserInputError(f"{src} holds no {model.modality} files ({', '.join(exts)})")
+            src = Dataset(modality=model.modality, inputs=[str(f) for f in files],
+                          origins=[str(f) for f in files], source=str(p))
+        elif exts and p.suffix.lower() in exts:
+            src = Dataset(modality=model.modality, inputs=[str(p)], origins=[str(p)], source=str(p))
+        ds = prepare_data(src, None, text_columns=cols, label_column=None, modality=model.modality,
+                          skip_bad=skip_bad, require_labels=False).train
+        if ds.modality != model.modality:
+            raise UserInputError(f"this run's model takes {model.modality} data, but {p} holds {ds.modality} data")
+        parts.append(ds)
+    if len(parts) == 1:
+        return parts[0]
+    return Dataset(modality=model.modality, inputs=[x for d in parts for x in d.inputs],
+                   origins=[o for d in parts for o in d.origins], source=", ".join(inputs))
 
 
 def predict_files(run: str | Path, inputs: Sequence[str], *, text_columns=None, skip_bad: bool = False,
