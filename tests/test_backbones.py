@@ -127,3 +127,8 @@ def test_layer_groups_without_module_list():
 def test_every_zoo_entry_declares_what_models_lists():
     for e in BACKBONES:
         assert {"modality", "package", "module", "params", "dim", "source", "head"} <= set(e.meta)
+
+
+def test_option_of_another_modality_is_a_clear_error(tiny_text_dir):
+    with pytest.raises(UserInputError, match="'image_size' does not apply"):
+        get_backbone(str(tiny_text_dir), image_size=64)

@@ -162,3 +162,15 @@ def test_in_memory_audio_is_resampled_from_its_own_rate(tiny_audio_dir):
     feats, _ = extract_features(b, ds, cache=False)
     expect = b.embed([resample_poly(clip, 2, 1).astype(np.float32)]).numpy()
     np.testing.assert_allclose(feats, expect, atol=1e-4)
+
+
+def test_report_says_when_texts_were_chunked_or_cut(tiny_text_dir, tmp_path):
+    texts = ["short one", "short two"] * 5 + [" ".join(["word"] * 40)] * 2 + [" ".join(["term"] * 90)] * 2
+    labels = ["a", "b"] * 7
+    ds = tk.Dataset(modality="text", inputs=[f"{t} {i}" for i, t in enumerate(texts)], labels=labels)
+    model = tk.fit(train=ds, model=str(tiny_text_dir), backbone_options={"max_length": 32, "max_chunks": 2},
+                   control=False, log=None, out=str(tmp_path / "run"))
+    notes = " ".join(model.metrics["notes"])
+    assert "4 of 14 texts were longer than one 32-token window" in notes
+    assert "Of those, 2 had more than 2 chunks" in notes
+    assert "4 of 14 texts" in (tmp_path / "run" / "report.html").read_text()

@@ -190,13 +190,15 @@ def _extraction_notes(backbone: Backbone, log: list[ExtractionStats]) -> list[st
     cut = sum(s.cut for s in log)
     notes = []
     if backbone.modality == "text" and chunked:
-        notes.append(f"{chunked} of {n} texts were longer than one {backbone.max_length}-token window and "
-                     f"were embedded in chunks, then mean-pooled: not truncated.")
-    if cut:
-        what = "texts had more than {0} chunks and were cut after {0} chunks".format(
-            getattr(backbone, "max_chunks", "?")) if backbone.modality == "text" else \
-            "clips were longer than the maximum duration and were cut"
-        notes.append(f"{cut} of {n} {what} (set max_chunks=0 to keep everything).")
+        notes.append(f"{chunked} of {n} texts were longer than one {backbone.max_length}-token window: they were "
+                     "split into chunks, each chunk embedded, and the chunks mean-pooled (not truncated).")
+        if cut:
+            k = backbone.max_chunks
+            notes.append(f"Of those, {cut} had more than {k} chunks and only their first {k} chunks were used "
+                         "(max_chunks=0 keeps everything).")
+    elif cut:
+        notes.append(f"{cut} of {n} items were longer than the backbone's limit "
+                     f"({getattr(backbone, 'max_seconds', '?')} s for audio) and were cut.")
     return notes
 
 

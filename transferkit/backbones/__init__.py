@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ..errors import UserInputError
 from .base import Backbone, Batch
 from .zoo import BACKBONES, list_models
 
@@ -21,9 +22,17 @@ def get_backbone(name: str, **options: Any) -> Backbone:
     options = {k: v for k, v in options.items() if v is not None}
     if name in BACKBONES:
         options.pop("modality", None)
-        return BACKBONES.get(name)(**options)
-    if Path(name).expanduser().exists() or "/" in name:
-        from .hf import hf_backbone
-
-        return hf_backbone(name, **options)
-    return BACKBONES.get(name)  # raises "unknown backbone ... did you mean"
+        factory = BACKBONES.get(name)
+    elif Path(name).expanduser().exists() or "/" in name:
+        from .hf import hf_backbone as factory
+    else:
+        BACKBONES.get(name)  # raises "unknown backbone ... did you mean"
+    try:
+        return factory(name, **options) if name not in BACKBONES else factory(**options)
+    except TypeError as e:
+        if "unexpected keyword argument" not in str(e):
+            raise
+        bad = str(e).rsplit("argument", 1)[-1].strip(" '")
+        raise UserInputError(f"backbone option {bad!r} does not apply to {name!r}",
+                             hint="text models take max_length/max_chunks/pooling, image models image_size; "
+                                  "all take layer") from None

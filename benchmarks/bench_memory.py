@@ -1,0 +1,166 @@
+"""Peak memory of feature extraction at 1x and 10x the data, each in a fresh process.
+
+Images: MNIST-5k digits through efficientnet-lite0 at ``image_size=64`` (small, to stay fast),
+200 vs 2,000.  Texts: the first 500 characters of subject + body of SpamAssassin e-mails through
+minilm-l6, 100 vs 1,000.  Each measurement runs ``extract_features`` (default settings: batch 32,
+a fresh empty on-disk cache) in its own process.  Before extracting, the model is loaded and the
+data built; then the process's peak RSS is reset (``/proc/self/clear_refs``), so the extraction's
+own peak is read from ``ru_maxrss`` afterwards.  Reported: that peak, the resident memory just
+before extraction (model + data + libraries), the growth above it, the size of the returned
+feature matrix, and the growth beyond that matrix ("extra").  Flat = the extra does not grow
+with the data.
+
+Run: ``python benchmarks/bench_memory.py``
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common as C  # noqa: E402
+
+CASES = {
+    "image": {"model": "efficientnet-lite0", "options": {"image_size": 64}, "sizes": (200, 2000)},
+    "text": {"model": "minilm-l6", "options": {}, "sizes": (100, 1000)},
+}
+
+
+def child(kind: str, n: int, cache: str) -> None:
+    C.setup_env()  # fresh cache directory for this process
+    import numpy as np
+
+    import transferkit as tk
+    from transferkit.data import from_arrays
+    from transferkit.features import extract_features
+
+    spec = CASES[kind]
+    if kind == "image":
+        images, labels = C.load_mnist()
+        ds = from_arrays(images[C.stratified_indices(labels, n, seed=0)], modality="image")
+        del images
+    else:
+        rows = C.load_spam()
+        idx = C.stratified_indices([r["label"] for r in rows], n, seed=0)
+        ds = from_arrays([C.spam_text(rows[i])[:500] for i in idx], modality="text")
+        del rows
+    bb = tk.get_backbone(spec["model"], **spec["options"])
+    bb.module  # load the weights now: their memory is not extraction's
+    bb.cache_key()
+    import gc
+
+    gc.collect()
+    peak_load_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    reset = C.reset_peak()
+    before_kb = C.rss_kb()["VmRSS"]
+    t = time.perf_counter()
+    feats, stats = extract_features(bb, ds, batch_size=32, cache=True if cache == "on" else False, progress=False)
+    seconds = time.perf_counter() - t
+    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    after_kb = C.rss_kb()["VmRSS"]
+    out = {"kind": kind, "n": n, "cache": cache, "peak_reset": reset, "peak_load_kb": peak_load_kb,
+           "rss_before_kb": before_kb, "peak_extraction_kb": peak_kb, "rss_after_kb": after_kb,
+           "features_bytes": int(feats.nbytes), "features_shape": list(feats.shape), "seconds": seconds,
+           "tokens": int(stats.units[:, 0].sum()) if kind == "text" else None,
+           "process_peak_kb": max(peak_load_kb, peak_kb), "torch_threads": __import__("torch").get_num_threads()}
+    print("RESULT " + json.dumps(out), flush=True)
+
+
+def run_child(kind: str, n: int, cache: str) -> dict:
+    p = subprocess.run([sys.executable, __file__, "--child", kind, str(n), cache], capture_output=True, text=True,
+                       cwd=C.REPO)
+    line = next((ln for ln in p.stdout.splitlines() if ln.startswith("RESULT ")), None)
+    if p.returncode != 0 or line is None:
+        sys.exit(f"child {kind} {n} failed ({p.returncode}):\n{p.stdout}\n{p.stderr}")
+    return json.loads(line[len("RESULT "):])
+
+
+def mb(kb: float) -> str:
+    return f"{kb / 1024:.1f}"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--no-write", action="store_true")
+    ap.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.child:
+        return child(a.child[0], int(a.child[1]), a.child[2])
+    C.setup_env()
+    load = C.OtherLoad()
+    m = C.machine()
+    C.say(C.machine_line(m))
+    runs = []
+    for kind, spec in CASES.items():
+        for cache in ("on", "off"):
+            for n in spec["sizes"]:
+                r = run_child(kind, n, cache)
+                r["growth_kb"] = r["peak_extraction_kb"] - r["rss_before_kb"]
+                r["extra_kb"] = r["growth_kb"] - r["features_bytes"] / 1024
+                runs.append(r)
+                C.say(f"{kind:5} n={n:5} cache {cache:3}: before {mb(r['rss_before_kb'])} MB, peak {mb(r['peak_extraction_kb'])} MB, "
+                      f"growth {mb(r['growth_kb'])} MB, features {r['features_bytes'] / 2**20:.1f} MB, "
+                      f"extra {mb(r['extra_kb'])} MB, {r['seconds']:.1f} s")
+    m["cpu_other_during_pct"] = load.pct()
+    res = {"machine": m, "runs": runs}
+    summary = []
+    rows = []
+    for kind, spec in CASES.items():
+        for cache in ("on", "off"):
+            small, big = [next(r for r in runs if r["kind"] == kind and r["n"] == n and r["cache"] == cache)
+                          for n in spec["sizes"]]
+            peak_ratio = big["peak_extraction_kb"] / small["peak_extraction_kb"]
+            extra_ratio = big["extra_kb"] / max(small["extra_kb"], 1)
+            extra_growth_mb = (big["extra_kb"] - small["extra_kb"]) / 1024
+            for r in (small, big):
+                rows.append([f"{kind} ({CASES[kind]['model']})", r["n"], cache, mb(r["rss_before_kb"]),
+                             mb(r["peak_extraction_kb"]), mb(r["growth_kb"]),
+                             f"{r['features_bytes'] / 2**20:.2f} {tuple(r['features_shape'])}", mb(r["extra_kb"]),
+                             f"{r['seconds']:.1f}"])
+            rows.append(["", "**10x / 1x**", cache, "", f"**{peak_ratio:.3f}**", "", "",
+                         f"**{extra_ratio:.2f}** ({extra_growth_mb:+.1f} MB)", ""])
+            if cache == "on":
+                # "flat": the peak grows by less than 10% (over the 10x data) apart from the output matrix
+                met = (big["peak_extraction_kb"] - big["features_bytes"] / 1024) <= 1.10 * (
+                    small["peak_extraction_kb"] - small["features_bytes"] / 1024)
+                summary.append({"item": f"extraction peak RSS, 10x vs 1x data ({kind}: {spec['sizes'][0]} -> "
+                                        f"{spec['sizes'][1]}, default cache on)",
+                                "goal": "flat (peak without the output matrix grows < 10%)",
+                                "measured": f"peak {peak_ratio:.3f}x ({mb(small['peak_extraction_kb'])} -> "
+                                            f"{mb(big['peak_extraction_kb'])} MB); extra beyond the "
+                                            f"{big['features_bytes'] / 2**20:.1f} MB output: "
+                                            f"{mb(small['extra_kb'])} -> {mb(big['extra_kb'])} MB",
+                                "met": bool(met), "anchor": "memory"})
+    res["summary"] = summary
+    body = f"""<a id="memory"></a>
+## 3. Memory of extraction at 1x and 10x the data (`benchmarks/bench_memory.py`)
+
+{C.machine_line(m)}
+
+Each row is a fresh process: load the model and build the data, reset the peak RSS, run
+`extract_features(backbone, data, batch_size=32)`, read `ru_maxrss`. Images: MNIST-5k digits,
+efficientnet-lite0 at `image_size=64`; texts: first 500 characters of subject + body of SpamAssassin
+e-mails (stratified samples, seed 0), minilm-l6. "cache on" is the default (features are also
+written to a fresh, empty on-disk cache in shards of 2,048); "cache off" is `cache=False`.
+MB = MiB. *growth* = extraction peak - RSS before; *extra* = growth - the returned feature matrix.
+
+{C.md_table(['data', 'items', 'cache', 'RSS before (MB)', 'extraction peak (MB)', 'growth (MB)',
+             'feature matrix (MB, shape)', 'extra (MB)', 'seconds'], rows)}
+
+The peak ratio is the "10x / 1x" row of the *extraction peak* column; the extra memory's change
+from 1x to 10x is in brackets in the *extra* column. Whole-process peaks (including model loading)
+were {', '.join(f"{r['kind']} {r['n']} ({r['cache']}): {mb(r['process_peak_kb'])} MB" for r in runs)}.
+"""
+    if not a.no_write:
+        C.save_result("memory", res)
+        C.update_section("memory", body)
+    C.say(body)
+
+
+if __name__ == "__main__":
+    main()
