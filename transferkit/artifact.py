@@ -85,7 +85,7 @@ def load(run_dir: str | Path, *, check_weights: bool = True, cache: bool = True,
         tensors = load_file(run_dir / WEIGHTS)
     except (OSError, SafetensorError) as e:
         raise UserInputError(f"cannot read {run_dir / WEIGHTS}: {e}") from None
-    strategy.load_state(tensors, card["classes"])
+    strategy.load_state(tensors, card["classes"], backbone)
     metrics = None
     if (run_dir / "metrics.json").is_file():
         metrics = json.loads((run_dir / "metrics.json").read_text())

@@ -120,8 +120,12 @@ class Strategy(ABC):
         """The learned tensors, saved as safetensors in the run directory."""
 
     @abstractmethod
-    def load_state(self, tensors: dict[str, torch.Tensor], classes: list[str]) -> "Strategy":
-        """Restore what :meth:`state_tensors` saved; returns ``self``, fitted."""
+    def load_state(self, tensors: dict[str, torch.Tensor], classes: list[str], backbone: Backbone) -> "Strategy":
+        """Restore what :meth:`state_tensors` saved; returns ``self``, fitted.
+
+        ``backbone`` is the freshly loaded pre-trained backbone: a strategy that changed the
+        backbone (fine-tuning, adapters) applies its saved weights to it here.
+        """
 
     def fit_info(self) -> dict[str, Any]:
         """JSON-able facts about the fit (chosen regularisation, epochs...), for metrics.json."""

@@ -118,7 +118,7 @@ class LinearProbe(Strategy):
         self._check_fitted()
         return {"head.weight": torch.from_numpy(self.head_weight_), "head.bias": torch.from_numpy(self.head_bias_)}
 
-    def load_state(self, tensors: dict[str, torch.Tensor], classes: list[str]) -> "LinearProbe":
+    def load_state(self, tensors: dict[str, torch.Tensor], classes: list[str], backbone=None) -> "LinearProbe":
         self.head_weight_ = tensors["head.weight"].numpy()
         self.head_bias_ = tensors["head.bias"].numpy()
         self.classes_ = list(classes)
