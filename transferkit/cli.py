@@ -74,6 +74,16 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--no-control", action="store_true", help="skip the no-transfer controls and the verdict")
     f.add_argument("--batch-size", type=int, help="items per forward pass (default 32)")
     f.add_argument("--no-cache", action="store_true", help="neither read nor write the feature cache")
+    t = f.add_argument_group("training (strategies that train: finetune...)")
+    t.add_argument("--epochs", type=int, help="passes over the training data")
+    t.add_argument("--max-steps", type=int, help="stop after this many optimizer steps")
+    t.add_argument("--lr", type=float, help="learning rate (of the top layer group)")
+    t.add_argument("--unfreeze", help="'all', how many last layer groups to train, or group names (comma-separated)")
+    t.add_argument("--checkpoint-every", type=int, metavar="N", help="checkpoint every N steps (and at each epoch end)")
+    t.add_argument("--resume", action=argparse.BooleanOptionalAction, default=None,
+                   help="continue from the newest complete checkpoint in --out (default: on)")
+    t.add_argument("--skip-nonfinite", action="store_true", default=None,
+                   help="skip batches whose loss is NaN/inf and count them, instead of stopping")
     _add_backbone_options(f)
 
     pr = sub.add_parser("predict", help="predict with a trained run")
@@ -138,12 +148,34 @@ def cmd_fit(a: argparse.Namespace) -> int:
         over["cache"] = False
     if a.param:
         over["strategy_params"] = {**cfg.strategy_params, **_key_values(a.param, "--param")}
+    training = _training_params(a, over.get("strategy", cfg.strategy))
+    if training:
+        over["strategy_params"] = {**over.get("strategy_params", cfg.strategy_params), **training}
+    if a.resume is not None:
+        over["resume"] = a.resume
     bopts = _backbone_options(a)
     if bopts:
         over["backbone_options"] = {**cfg.backbone_options, **bopts}
     model = fit(cfg, **over)
     _print_summary(model.metrics, model.run_dir)
     return 0
+
+
+def _training_params(a: argparse.Namespace, strategy: str) -> dict[str, Any]:
+    """Training flags as strategy options; a strategy without such an option rejects it by name."""
+    out: dict[str, Any] = {k: getattr(a, k) for k in ("epochs", "max_steps", "lr", "checkpoint_every")
+                           if getattr(a, k) is not None}
+    if a.unfreeze is not None:
+        u = a.unfreeze.strip()
+        out["unfreeze"] = u if u == "all" else int(u) if u.isdigit() else [g.strip() for g in u.split(",") if g.strip()]
+    if a.skip_nonfinite:
+        out["nonfinite"] = "skip"
+    if a.batch_size is not None:  # one batch size: extraction, and training where the strategy trains
+        from .strategies import STRATEGIES
+
+        if strategy in STRATEGIES and "batch_size" in STRATEGIES.get(strategy)._param_names():
+            out["batch_size"] = a.batch_size
+    return out
 
 
 def _print_summary(metrics: dict, run_dir: Path | None) -> None:

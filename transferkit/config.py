@@ -41,6 +41,9 @@ class FitConfig:
         batch_size: items per forward pass during feature extraction.
         cache: reuse and fill the on-disk feature cache.
         n_boot: bootstrap resamples for the intervals.
+        resume: strategies that train continue from the newest complete checkpoint in
+            ``out/checkpoints/`` (re-running a killed command picks up where it stopped);
+            ``False`` starts over.
     """
 
     data: str | None = None
@@ -61,6 +64,7 @@ class FitConfig:
     batch_size: int = 32
     cache: bool = True
     n_boot: int = 1000
+    resume: bool = True
 
     def __post_init__(self) -> None:
         if isinstance(self.text_columns, str):

@@ -92,6 +92,7 @@ def fit(config: FitConfig | None = None, *, train: Dataset | None = None, test: 
     strategy = get_strategy(cfg.strategy, cfg.strategy_params)
     model = TransferModel(backbone, strategy, cache=cfg.cache, batch_size=cfg.batch_size, progress=progress)
     model.ctx.seed = cfg.seed
+    _checkpointing(model.ctx, cfg, "transfer")
 
     t = time.perf_counter()
     say(f"fitting {cfg.strategy} on {backbone.describe()} …")
@@ -162,6 +163,7 @@ def run_controls(strategy, backbone: Backbone, train: Dataset, test: Dataset, cf
     random_model = TransferModel(backbone.randomized(cfg.seed), strategy.clone(), cache=cfg.cache,
                                  batch_size=cfg.batch_size, progress=progress)
     random_model.ctx.seed = cfg.seed
+    _checkpointing(random_model.ctx, cfg, "random-init")
     random_model.strategy.fit(train, random_model.ctx)
     out["random-init"] = _align(random_model.strategy, random_model.strategy.predict_proba(test, random_model.ctx),
                                 strategy.classes_)
@@ -174,6 +176,14 @@ def run_controls(strategy, backbone: Backbone, train: Dataset, test: Dataset, cf
     proba, _info = BASELINES.get(name)(train, y, test, cfg.seed)
     out[name] = proba
     return out
+
+
+def _checkpointing(ctx, cfg: FitConfig, which: str) -> None:
+    """Strategies that train checkpoint under ``out/checkpoints/<which>/``; one folder per model,
+    so the transfer run and its random-init control never resume from each other."""
+    if cfg.out:
+        ctx.checkpoint_dir = Path(cfg.out) / "checkpoints" / which
+        ctx.resume = cfg.resume
 
 
 def _align(fitted, proba: np.ndarray, classes: list[str]) -> np.ndarray:

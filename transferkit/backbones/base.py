@@ -53,6 +53,9 @@ class Backbone(ABC):
         name: the name the user gave (zoo name, hub id or directory).
         modality: ``"text"``, ``"image"`` or ``"audio"``.
         init: ``"pretrained"`` or ``"random:<seed>"`` (the control of a run).
+        adapted: ``None``, or what changed the weights after loading (``"finetuned:<sha>"``):
+            set by strategies that train the backbone, so that its features get a cache key
+            of their own.
     """
 
     modality: str = ""
@@ -63,6 +66,7 @@ class Backbone(ABC):
         self.layer = layer
         self.pooling = pooling
         self.init = init
+        self.adapted: str | None = None
         self._module: nn.Module | None = None
 
     # ----- loading -------------------------------------------------------------------
@@ -127,7 +131,7 @@ class Backbone(ABC):
     # ----- identity --------------------------------------------------------------------
     def identity(self) -> dict[str, Any]:
         """Everything that determines the features: the cache key and the model card use it."""
-        return {
+        ident = {
             "name": self.name,
             "kind": type(self).__name__,
             "modality": self.modality,
@@ -137,6 +141,9 @@ class Backbone(ABC):
             "pooling": self.pooling,
             "preprocessing": self.preprocessing(),
         }
+        if self.adapted:  # only when set: the cache keys of unadapted backbones stay as they were
+            ident["adapted"] = self.adapted
+        return ident
 
     def cache_key(self) -> str:
         blob = json.dumps(self.identity(), sort_keys=True, default=str).encode()
@@ -144,7 +151,8 @@ class Backbone(ABC):
 
     def describe(self) -> str:
         layer = "last layer" if self.layer is None else f"layer {self.layer}"
-        return f"{self.name} ({self.modality}, {layer}, {self.init})"
+        init = self.init + (f", {self.adapted}" if self.adapted else "")
+        return f"{self.name} ({self.modality}, {layer}, {init})"
 
     @torch.inference_mode()
     def embed(self, items: list[Any]) -> torch.Tensor:

@@ -1,8 +1,9 @@
 """Adaptation strategies, one module per family, all in one registry."""
 from .base import STRATEGIES, Strategy, TransferContext
+from .finetune import FineTune
 from .probe import LinearProbe
 
-__all__ = ["STRATEGIES", "Strategy", "TransferContext", "LinearProbe", "get_strategy"]
+__all__ = ["STRATEGIES", "Strategy", "TransferContext", "LinearProbe", "FineTune", "get_strategy"]
 
 
 def get_strategy(name: str, params: dict | None = None) -> Strategy:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import inspect
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, ClassVar
 
 import numpy as np
@@ -31,6 +32,8 @@ class TransferContext:
     Attributes:
         features: ``features(dataset) -> (N, D) float32``, cached on disk by content.
         notes: strings a strategy adds for the report.
+        checkpoint_dir: where a strategy that trains writes its checkpoints (``None``: nowhere).
+        resume: continue from the newest complete checkpoint in ``checkpoint_dir``.
     """
 
     backbone: Backbone
@@ -39,6 +42,8 @@ class TransferContext:
     device: str = "cpu"
     progress: bool | None = None
     notes: list[str] = field(default_factory=list)
+    checkpoint_dir: str | Path | None = None
+    resume: bool = True
 
 
 class Strategy(ABC):

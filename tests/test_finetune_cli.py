@@ -1,0 +1,40 @@
+"""`transferkit fit --strategy finetune`: training flags, checkpoints in --out, resume on re-run."""
+from __future__ import annotations
+
+import csv
+import json
+
+from conftest import toy_texts
+from transferkit.cli import main
+
+
+def test_cli_finetune_checkpoints_and_resumes_into_the_same_out(tiny_text_dir, tmp_path, capsys):
+    texts, labels = toy_texts(12)
+    data = tmp_path / "toy.csv"
+    with open(data, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["text", "label"])
+        w.writerows(zip(texts, labels))
+    out = tmp_path / "run"
+    args = ["fit", "--data", str(data), "--text-column", "text", "--model", str(tiny_text_dir), "--strategy",
+            "finetune", "--epochs", "2", "--lr", "1e-3", "--batch-size", "8", "--checkpoint-every", "1",
+            "--out", str(out)]
+
+    def fit_info():
+        return json.loads((out / "metrics.json").read_text())["strategy"]["fit"]
+
+    assert main(args) == 0
+    first = fit_info()
+    assert first["resumed_from"] is None
+    assert json.loads((out / "metrics.json").read_text())["strategy"]["params"]["batch_size"] == 8
+    assert (out / "checkpoints" / "transfer").is_dir() and (out / "checkpoints" / "random-init").is_dir()
+    assert main(args) == 0  # the same command again: picks up the finished checkpoints
+    assert fit_info()["resumed_from"] == first["steps"]
+    assert main(args + ["--no-resume"]) == 0
+    assert fit_info()["resumed_from"] is None
+    capsys.readouterr()
+    assert main([a if a != "2" else "3" for a in args]) == 2  # other epochs, same --out: refused
+    assert "another configuration" in capsys.readouterr().err
+    assert main(["fit", "--data", str(data), "--text-column", "text", "--model", str(tiny_text_dir),
+                 "--epochs", "2", "--no-control"]) == 2  # linear-probe has no epochs
+    assert "has no option epochs" in capsys.readouterr().err

@@ -1,0 +1,346 @@
+"""``finetune``: train the backbone (all of it, or its top layer groups) with a new head.
+
+The standard recipe of transfer by fine-tuning (Yosinski et al., "How transferable are
+features in deep neural networks?", NeurIPS 2014; Devlin et al., BERT, 2019), with the
+refinements that make it work on small data:
+
+- partial unfreezing of the last K layer groups (or named groups); the rest stays frozen, and
+  frozen BatchNorm layers stay in eval mode;
+- discriminative learning rates (Howard & Ruder, ULMFiT, ACL 2018): the top group trains at
+  ``lr``, each group below at ``layer_decay`` times the one above; the new head at ``head_lr``;
+- AdamW with decoupled weight decay, not applied to biases and norm scales (Loshchilov &
+  Hutter, "Decoupled Weight Decay Regularization", ICLR 2019);
+- linear warm-up then cosine decay (SGDR), or one-cycle / slanted triangular;
+- early stopping on a validation split carved from the training data, keeping the best epoch.
+
+Training runs in the one loop (:mod:`transferkit.training.loop`): checkpoints, exact resume,
+the non-finite guard, accumulation and clipping come from there.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..backbones.base import Backbone
+from ..data.dataset import Dataset
+from ..errors import UserInputError
+from ..training import EarlyStopping, Validation, make_scheduler, plan_steps, train, trainable_state
+from ..training.augment import make_augment
+from ..training.loop import isolated_rng
+from ..training.schedules import SCHEDULES
+from ._tuning import mark_adapted, recalibrate_batchnorm, used_layer_groups
+from .base import STRATEGIES, Strategy, TransferContext
+
+
+def _check(ok: bool, message: str, hint: str | None = None) -> None:
+    if not ok:
+        raise UserInputError(message, hint=hint)
+
+
+def _is_int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+@STRATEGIES.register("finetune", needs="backbone",
+                     summary="train the backbone (all or its last K layer groups) and a new head; "
+                             "discriminative LR, warm-up + cosine, early stopping, exact resume")
+class FineTune(Strategy):
+    """Full or partial fine-tuning with a new linear head.
+
+    Data: labelled items of any modality; the backbone sees raw items through
+    ``prepare`` / ``forward_features``. Shapes: items -> features ``(B, D)`` -> dropout ->
+    head ``Linear(D, C)`` -> logits ``(B, C)``; cross-entropy loss.
+
+    Args:
+        epochs: passes over the training part.
+        lr: learning rate of the top unfrozen backbone group.
+        head_lr: learning rate of the new head (it starts from random, so it moves faster).
+        batch_size: items per micro-batch.
+        unfreeze: ``"all"``, the number K of last layer groups to train (0: the head only),
+            or a list of layer-group names (``backbone.layer_groups()``).
+        layer_decay: discriminative LR factor per group from the top (1: one rate for all).
+        weight_decay: AdamW decoupled weight decay on weight matrices (not biases or norms).
+        warmup: warm-up share of the steps (below 1) or number of steps.
+        schedule: ``cosine`` (warm-up then cosine), ``onecycle``, ``slanted`` or ``constant``.
+        head_dropout: dropout on the pooled features before the head.
+        val_fraction: share of the training data held out (stratified) for validation and
+            early stopping; 0 trains on everything for the whole budget.
+        patience: epochs without a better validation loss before stopping (the best epoch's
+            weights are kept); ``None``: no early stopping.
+        grad_accum: micro-batches per optimizer step.
+        clip: largest gradient norm (``None``: no clipping).
+        max_steps: stop after this many optimizer steps.
+        checkpoint_every: checkpoint every N steps as well as at each epoch end (where the
+            context gives a checkpoint directory).
+        keep_last: checkpoints kept.
+        augment: ``None`` (images: random resized crop + flip; others: none), ``False``,
+            ``True`` or a dict (``{"crop_scale": [0.5, 1.0], "flip": false}``).
+        nonfinite: ``"stop"`` on a NaN/inf loss, or ``"skip"`` such batches and count them.
+        precision: ``auto`` (mixed precision on CUDA), ``fp32``, ``bf16`` or ``fp16``.
+    """
+
+    name = "finetune"
+    uses_features = False
+
+    def __init__(self, *, epochs: int = 3, lr: float = 5e-5, head_lr: float = 1e-3, batch_size: int = 16,
+                 unfreeze: str | int | list[str] = "all", layer_decay: float = 0.8, weight_decay: float = 0.01,
+                 warmup: float = 0.1, schedule: str = "cosine", head_dropout: float = 0.1,
+                 val_fraction: float = 0.1, patience: int | None = 2, grad_accum: int = 1,
+                 clip: float | None = 1.0, max_steps: int | None = None, checkpoint_every: int | None = None,
+                 keep_last: int = 2, augment: bool | dict | None = None, nonfinite: str = "stop",
+                 precision: str = "auto"):
+        super().__init__()
+        self.epochs, self.lr, self.head_lr, self.batch_size = epochs, lr, head_lr, batch_size
+        self.unfreeze = list(unfreeze) if isinstance(unfreeze, (list, tuple)) else unfreeze
+        self.layer_decay, self.weight_decay, self.warmup, self.schedule = layer_decay, weight_decay, warmup, schedule
+        self.head_dropout, self.val_fraction, self.patience = head_dropout, val_fraction, patience
+        self.grad_accum, self.clip, self.max_steps = grad_accum, clip, max_steps
+        self.checkpoint_every, self.keep_last, self.augment = checkpoint_every, keep_last, augment
+        self.nonfinite, self.precision = nonfinite, precision
+        self._validate()
+
+    def _validate(self) -> None:
+        for k in ("epochs", "batch_size", "grad_accum", "keep_last"):
+            v = getattr(self, k)
+            _check(_is_int(v) and v >= 1, f"{k} must be a positive integer, got {v!r}")
+        for k in ("max_steps", "checkpoint_every", "patience"):
+            v = getattr(self, k)
+            _check(v is None or (_is_int(v) and v >= 1), f"{k} must be a positive integer or null, got {v!r}")
+        for k in ("lr", "head_lr"):
+            v = getattr(self, k)
+            _check(isinstance(v, (int, float)) and 0 < v < 1, f"{k} must be a number in (0, 1), got {v!r}",
+                   "typical: lr 1e-5..1e-4 for transformers, 1e-4..1e-3 for CNNs; head_lr 1e-3")
+        u = self.unfreeze
+        names_ok = isinstance(u, list) and u and all(isinstance(x, str) for x in u)
+        _check(u == "all" or (_is_int(u) and u >= 0) or names_ok,
+               f"unfreeze must be 'all', a number of last layer groups (>= 0) or a list of group names, got {u!r}")
+        _check(isinstance(self.layer_decay, (int, float)) and 0 < self.layer_decay <= 1,
+               f"layer_decay must be in (0, 1], got {self.layer_decay!r}", "1 gives every group the same rate")
+        _check(isinstance(self.weight_decay, (int, float)) and self.weight_decay >= 0,
+               f"weight_decay must be >= 0, got {self.weight_decay!r}")
+        w = self.warmup
+        _check((isinstance(w, float) and 0 <= w < 1) or (_is_int(w) and w >= 0),
+               f"warmup must be a fraction in [0, 1) or a number of steps, got {w!r}")
+        _check(self.schedule in SCHEDULES, f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        _check(isinstance(self.head_dropout, (int, float)) and 0 <= self.head_dropout < 1,
+               f"head_dropout must be in [0, 1), got {self.head_dropout!r}")
+        _check(isinstance(self.val_fraction, (int, float)) and 0 <= self.val_fraction <= 0.5,
+               f"val_fraction must be in [0, 0.5], got {self.val_fraction!r}")
+        _check(self.clip is None or (isinstance(self.clip, (int, float)) and self.clip > 0),
+               f"clip must be a positive number or null, got {self.clip!r}")
+        _check(self.nonfinite in ("stop", "skip"), f"nonfinite must be 'stop' or 'skip', got {self.nonfinite!r}")
+        _check(self.precision in ("auto", "fp32", "bf16", "fp16"),
+               f"precision must be auto, fp32, bf16 or fp16, got {self.precision!r}")
+        a = self.augment
+        _check(a is None or isinstance(a, (bool, dict)), f"augment must be true, false or a dict, got {a!r}")
+        if isinstance(a, dict):
+            make_augment(a, "image")  # checks the keys and ranges now, not after an hour of setup
+
+    # ----- fitting ---------------------------------------------------------------------------
+    def _fit(self, train_ds: Dataset, y: np.ndarray, ctx: TransferContext) -> None:
+        backbone, device = ctx.backbone, torch.device(ctx.device)
+        module = backbone.module.to(device)
+        fit_ds, val_ds = self._split(train_ds, ctx)
+        index = {c: i for i, c in enumerate(self.classes_)}
+        y_fit = torch.tensor([index[c] for c in fit_ds.labels], device=device)
+        augment = make_augment(self.augment, backbone.modality)
+
+        groups, unused = used_layer_groups(backbone, fit_ds.inputs[:2], device)
+        chosen = self._chosen(groups)
+        flags = {p: p.requires_grad for p in module.parameters()}
+        try:
+            for p in module.parameters():
+                p.requires_grad_(False)
+            for name, params in groups:
+                for p in params if name in chosen else ():
+                    p.requires_grad_(True)
+            with isolated_rng(ctx.seed):  # the head's initialisation is part of the seeded run
+                head = nn.Linear(backbone.num_features, len(self.classes_)).to(device)
+            model = nn.ModuleDict({"backbone": module, "head": head})
+            param_groups, self.lr_by_group_ = self._param_groups(groups, chosen, head)
+            optimizer = torch.optim.AdamW(param_groups, lr=self.lr, weight_decay=self.weight_decay)
+            _, total = plan_steps(len(fit_ds), batch_size=self.batch_size, grad_accum=self.grad_accum,
+                                  epochs=self.epochs, max_steps=self.max_steps)
+            scheduler = make_scheduler(optimizer, self.schedule, total, warmup=self.warmup)
+
+            def training_step(idx: np.ndarray) -> torch.Tensor:
+                batch = backbone.prepare([fit_ds.inputs[i] for i in idx]).to(device)
+                if augment is not None and batch.tensors.get("pixel_values") is not None:
+                    batch.tensors["pixel_values"] = augment(batch.tensors["pixel_values"])
+                feats = backbone.forward_features(batch)
+                logits = head(F.dropout(feats, self.head_dropout, training=True))
+                return F.cross_entropy(logits.float(), y_fit[torch.as_tensor(idx, device=device)])
+
+            callbacks = []
+            if val_ds is not None:
+                y_val = np.array([index[c] for c in val_ds.labels])
+
+                def evaluate() -> dict[str, float]:
+                    # Running BatchNorm averages lag behind the weights; only eval mode reads them,
+                    # and the final re-estimation replaces them, so refreshing them here changes
+                    # nothing in training but makes the validation loss (and early stopping) honest.
+                    recalibrate_batchnorm(backbone, fit_ds, self.batch_size, device)
+                    return _scores(self._proba(val_ds, backbone, head, device), y_val)
+
+                callbacks.append(Validation(evaluate))
+                if self.patience:
+                    callbacks.append(EarlyStopping(model, monitor="val_loss", patience=self.patience))
+            ckpt_dir = getattr(ctx, "checkpoint_dir", None)
+            # what determines the result (checkpoint frequency does not): a resume must match it
+            params = {k: v for k, v in self.get_params().items() if k not in ("checkpoint_every", "keep_last")}
+            run_config = {"strategy": self.name, "params": params, "backbone": backbone.identity(),
+                          "data": train_ds.fingerprint(), "classes": self.classes_}
+            state = train(model, training_step, len(fit_ds), optimizer, scheduler=scheduler, epochs=self.epochs,
+                          max_steps=self.max_steps, batch_size=self.batch_size, grad_accum=self.grad_accum,
+                          clip=self.clip, seed=ctx.seed, nonfinite=self.nonfinite, callbacks=callbacks,
+                          checkpoint_dir=Path(ckpt_dir) if ckpt_dir else None,
+                          checkpoint_every=self.checkpoint_every, keep_last=self.keep_last,
+                          resume=getattr(ctx, "resume", True), run_config=run_config, precision=self.precision,
+                          progress=ctx.progress, desc=f"finetune {backbone.name}")
+            recalibrated = recalibrate_batchnorm(backbone, fit_ds, self.batch_size, device)
+            self.trained_names_ = sorted(trainable_state(module))
+        finally:
+            for p, flag in flags.items():  # leave the module as found, except its weights
+                p.requires_grad_(flag)
+            module.eval()
+        self.head_, self.backbone_ = head.eval(), backbone
+        best = next((cb.best_epoch for cb in callbacks if isinstance(cb, EarlyStopping)), None)
+        self.info_ = {"n_fit": len(fit_ds), "n_val": len(val_ds) if val_ds is not None else 0,
+                      "steps": state.step, "total_steps": state.total_steps, "epochs_run": len(state.history),
+                      "best_epoch": best, "stopped_early": bool(state.should_stop), "skipped": state.skipped,
+                      "resumed_from": state.resumed_from, "history": state.history,
+                      "trained_groups": [n for n, _ in groups if n in chosen],
+                      "frozen_groups": [n for n, _ in groups if n not in chosen],
+                      "unused_parameters": unused, "lr_by_group": self.lr_by_group_,
+                      "batchnorm_recalibrated": recalibrated}
+        mark_adapted(backbone, self._trained_tensors())
+
+    def _split(self, data: Dataset, ctx: TransferContext) -> tuple[Dataset, Dataset | None]:
+        if not self.val_fraction:
+            return data, None
+        from ..data.split import stratified_split
+
+        try:
+            return stratified_split(data, test_size=self.val_fraction, seed=ctx.seed)
+        except UserInputError:
+            ctx.notes.append(f"finetune: too few training items for a {self.val_fraction:.0%} validation split; "
+                             "trained on all of them for the whole budget, without early stopping.")
+            return data, None
+
+    def _chosen(self, groups: list[tuple[str, list[nn.Parameter]]]) -> set[str]:
+        names = [n for n, _ in groups]
+        if self.unfreeze == "all":
+            return set(names)
+        if _is_int(self.unfreeze):
+            _check(self.unfreeze <= len(names), f"unfreeze={self.unfreeze} but the backbone has only "
+                   f"{len(names)} trainable layer groups", f"they are: {', '.join(names)}")
+            return set(names[len(names) - self.unfreeze:])
+        unknown = [n for n in self.unfreeze if n not in names]
+        _check(not unknown, f"unfreeze names unknown layer groups: {', '.join(unknown)}",
+               f"the backbone's groups are: {', '.join(names)}")
+        return set(self.unfreeze)
+
+    def _param_groups(self, groups, chosen: set[str], head: nn.Linear) -> tuple[list[dict], dict[str, float]]:
+        """AdamW groups: per-layer rates decaying from the top; no decay on biases and norms.
+
+        Parameters of one dimension (biases, LayerNorm/BatchNorm scales) are excluded from
+        weight decay: shrinking them towards zero is not a useful prior (timm/BERT practice).
+        """
+        out, rates = [], {}
+        for depth, (name, params) in enumerate(reversed(groups)):  # depth 0: the top group
+            if name not in chosen:
+                continue
+            rate = self.lr * self.layer_decay ** depth
+            rates[name] = rate
+            for decay, ps in ((self.weight_decay, [p for p in params if p.ndim > 1]),
+                              (0.0, [p for p in params if p.ndim <= 1])):
+                if ps:
+                    out.append({"params": ps, "lr": rate, "weight_decay": decay, "name": name})
+        rates["head"] = self.head_lr
+        out.append({"params": [head.weight], "lr": self.head_lr, "weight_decay": self.weight_decay, "name": "head"})
+        out.append({"params": [head.bias], "lr": self.head_lr, "weight_decay": 0.0, "name": "head"})
+        return out, rates
+
+    # ----- prediction --------------------------------------------------------------------------
+    def _proba(self, data: Dataset, backbone: Backbone, head: nn.Linear, device: torch.device) -> np.ndarray:
+        """``(N, C)`` probabilities in eval mode, in batches of similar size (less padding)."""
+        module = backbone.module
+        was_training = module.training, head.training
+        module.eval()
+        head.eval()
+        order = sorted(range(len(data)), key=lambda i: -backbone.sort_key(data.inputs[i]))
+        out = np.zeros((len(data), head.out_features), dtype=np.float64)
+        step = max(self.batch_size, 32)
+        try:
+            with torch.no_grad():
+                for s in range(0, len(order), step):
+                    rows = order[s:s + step]
+                    batch = backbone.prepare([data.inputs[i] for i in rows]).to(device)
+                    logits = head(backbone.forward_features(batch)).float()
+                    out[rows] = torch.softmax(logits, dim=1).double().cpu().numpy()
+        finally:
+            module.train(was_training[0])
+            head.train(was_training[1])
+        return out
+
+    def _predict_proba(self, data: Dataset, ctx: TransferContext) -> np.ndarray:
+        device = torch.device(ctx.device)
+        ctx.backbone.module.to(device)
+        return self._proba(data, ctx.backbone, self.head_.to(device), device)
+
+    # ----- persistence -------------------------------------------------------------------------
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        """``backbone.<name>`` for every trained tensor (weights, BatchNorm statistics), and the head."""
+        self._check_fitted()
+        return self._trained_tensors()
+
+    def _trained_tensors(self) -> dict[str, torch.Tensor]:
+        own = self.backbone_.module.state_dict()
+        out = {f"backbone.{k}": own[k].detach().cpu().clone() for k in self.trained_names_}
+        out["head.weight"] = self.head_.weight.detach().cpu().clone()
+        out["head.bias"] = self.head_.bias.detach().cpu().clone()
+        return out
+
+    def load_state(self, tensors: dict[str, torch.Tensor], classes: list[str], backbone: Backbone) -> "FineTune":
+        """Apply saved fine-tuned tensors to the freshly loaded pre-trained ``backbone``."""
+        extra = sorted(k for k in tensors if not k.startswith("backbone.") and k not in ("head.weight", "head.bias"))
+        _check(not extra, f"unexpected tensors in a finetune state: {', '.join(extra[:5])}")
+        _check("head.weight" in tensors and "head.bias" in tensors, "the finetune state has no head (head.weight)")
+        module = backbone.module
+        own = module.state_dict()
+        sub = {k[len("backbone."):]: v for k, v in tensors.items() if k.startswith("backbone.")}
+        bad = [k for k, v in sub.items() if k not in own or own[k].shape != v.shape]
+        _check(not bad, f"the saved fine-tuned weights do not fit backbone {backbone.name!r}: "
+               f"{', '.join(bad[:5])}" + (f" and {len(bad) - 5} more" if len(bad) > 5 else ""),
+               "load the run with the backbone (and options) it was trained with")
+        weight = tensors["head.weight"]
+        _check(weight.ndim == 2 and weight.shape == (len(classes), backbone.num_features),
+               f"the saved head has shape {tuple(weight.shape)}, expected ({len(classes)}, {backbone.num_features})")
+        with torch.no_grad():
+            for k, v in sub.items():
+                own[k].copy_(v)
+            head = nn.Linear(weight.shape[1], weight.shape[0])
+            head.weight.copy_(weight)
+            head.bias.copy_(tensors["head.bias"])
+        module.eval()
+        self.head_, self.backbone_ = head.eval(), backbone
+        self.trained_names_ = sorted(sub)
+        self.classes_ = list(classes)
+        self.info_ = {}
+        self.fitted_ = True
+        mark_adapted(backbone, tensors)
+        return self
+
+    def fit_info(self) -> dict[str, Any]:
+        return dict(getattr(self, "info_", {}))
+
+
+def _scores(proba: np.ndarray, y: np.ndarray) -> dict[str, float]:
+    """Validation loss (mean cross-entropy) and accuracy of ``(N, C)`` probabilities."""
+    p = np.clip(proba[np.arange(len(y)), y], 1e-12, 1.0)
+    return {"loss": float(-np.log(p).mean()), "accuracy": float((proba.argmax(1) == y).mean())}
