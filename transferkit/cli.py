@@ -108,6 +108,26 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--label-column", default="label")
     v.add_argument("--modality", choices=["text", "image", "audio"])
 
+    rk = sub.add_parser("rank", help="score candidate backbones on labelled data before training any of them")
+    rk.add_argument("--data", required=True, help="labelled table or folder of class folders")
+    rk.add_argument("--models", required=True,
+                    help="comma-separated candidates: NAME, NAME@LAYER or random:NAME[@LAYER]")
+    rk.add_argument("--layers", help="layers to try for every model given without @ ('last' = last layer), "
+                                     "comma-separated, e.g. last,4,6")
+    rk.add_argument("--target-unlabelled", help="unlabelled data the model will meet: adds MMD and proxy A-distance")
+    rk.add_argument("--scores", default="logme,hscore,knn,leep,nce", help="comma-separated; the first orders the table")
+    rk.add_argument("--text-column", help="text column(s), comma-separated")
+    rk.add_argument("--label-column", default="label")
+    rk.add_argument("--modality", choices=["text", "image", "audio"])
+    rk.add_argument("--max-items", type=int, help="score a stratified subsample of at most this many items")
+    rk.add_argument("--knn-k", type=int, default=5, help="neighbours of the kNN score")
+    rk.add_argument("--seed", type=int, default=0)
+    rk.add_argument("--batch-size", type=int, default=32)
+    rk.add_argument("--skip-bad", action="store_true")
+    rk.add_argument("--no-cache", action="store_true")
+    rk.add_argument("--out", help="write rank.json and rank.html into this folder")
+    _add_backbone_options(rk)
+
     d = sub.add_parser("demo", help="the bundled default job: no data, no network needed")
     d.add_argument("--out", default="runs/demo", help="where the demo runs are written (default runs/demo)")
     d.add_argument("--only", choices=["digits", "spam"], help="run one of the two demos")
@@ -223,6 +243,26 @@ def cmd_validate(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_rank(a: argparse.Namespace) -> int:
+    from .ranking import rank
+
+    models = [m.strip() for m in a.models.split(",") if m.strip()]
+    if a.layers:
+        models = [m if "@" in m or layer.strip() == "last" else f"{m}@{layer.strip()}"
+                  for m in models for layer in a.layers.split(",")]
+        models = list(dict.fromkeys(models))
+    opts = _backbone_options(a)
+    opts.pop("layer", None)  # --layers and NAME@LAYER decide the layer
+    result = rank(a.data, models, target_unlabelled=a.target_unlabelled, text_columns=a.text_column,
+                  label_column=a.label_column, scores=[s.strip() for s in a.scores.split(",") if s.strip()],
+                  max_items=a.max_items, seed=a.seed, batch_size=a.batch_size, backbone_options=opts,
+                  modality=a.modality, skip_bad=a.skip_bad, cache=not a.no_cache, knn_k=a.knn_k)
+    print(result.table())
+    if a.out:
+        print(f"report: {result.write(a.out)['html']}")
+    return 0
+
+
 def cmd_demo(a: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -231,7 +271,7 @@ def cmd_demo(a: argparse.Namespace) -> int:
 
 
 COMMANDS = {"models": cmd_models, "fit": cmd_fit, "predict": cmd_predict, "evaluate": cmd_evaluate,
-            "validate": cmd_validate, "demo": cmd_demo}
+            "validate": cmd_validate, "rank": cmd_rank, "demo": cmd_demo}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -175,6 +175,27 @@ class EfficientNetLite(nn.Module):
         self._groups = groups
         self._dims = [_STEM] + [self._blocks[i - 1]._bn2.num_features
                                 for i in itertools.accumulate(stage_sizes)] + [_HEAD]
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        """The EfficientNet paper's initialisation (variance scaling by fan-out).
+
+        PyTorch's default conv init shrinks activations block after block here: random-init
+        features came out with an RMS near 1e-8, a degenerate control.  This keeps them O(1).
+        """
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                fan_out = m.out_channels * m.kernel_size[0] * m.kernel_size[1] // m.groups
+                nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / fan_out))
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Linear):
+                bound = 1.0 / math.sqrt(m.out_features)
+                nn.init.uniform_(m.weight, -bound, bound)
+                nn.init.zeros_(m.bias)
 
     def stages(self) -> list[nn.Module]:
         """Layer groups, earliest first: stem, the 7 MBConv stages, head conv (9 in all)."""

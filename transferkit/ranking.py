@@ -1,0 +1,454 @@
+"""``rank``: score candidate backbones on labelled data before training any of them.
+
+data -> validate -> (stratified subsample) -> for each candidate: features (cached) ->
+transferability scores (+ domain distance to an unlabelled target) -> a ranked table,
+``rank.json`` and a self-contained ``rank.html``.
+
+A candidate is a backbone name with an optional layer and initialisation::
+
+    "efficientnet-lite0"            the pre-trained model, last layer
+    "efficientnet-lite0@6"          its layer 6 (0 = stem / embeddings)
+    "random:efficientnet-lite0"     the same architecture, randomly initialised (the control)
+    {"model": "efficientnet-lite0", "layer": 6, "random": False, "options": {"image_size": 96},
+     "label": "lite0 @96px"}        the same as a dict, with backbone options
+
+>>> import transferkit as tk
+>>> from transferkit.ranking import rank
+>>> result = rank("emails.jsonl", ["minilm-l6", "minilm-l6@3"], text_columns="subject,body")
+>>> print(result.table())
+>>> result.write("runs/rank")
+"""
+from __future__ import annotations
+
+import os
+import re
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from .data import prepare_data, stratified_split
+from .data.dataset import Dataset
+from .errors import UserInputError
+from .scores import SCORES, domain_shift
+
+__all__ = ["rank", "RankResult", "RankRow", "Candidate", "parse_candidate"]
+
+Log = Callable[[str], None]
+DEFAULT_SCORES = ("logme", "hscore", "knn", "leep", "nce")
+TARGET_ITEMS = 1000  # target items used for the domain distance (seeded subset), as domain_shift uses
+_SPEC = re.compile(r"^(?P<model>.+?)(?:@(?P<layer>-?\d+))?$")  # NAME[@LAYER], after any "random:"
+
+
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+# ----------------------------------------------------------------------------- candidates
+@dataclass
+class Candidate:
+    """One model to score: a backbone name, a layer, an initialisation, backbone options.
+
+    Attributes:
+        model: zoo name, model directory or hub id.
+        layer: ``None`` for the last layer.
+        random: score ``get_backbone(model).randomized(seed)`` instead (the no-transfer control).
+        options: backbone options (``image_size``, ``max_length``, ``pooling``...).
+        label: how the candidate is shown (default: its spec string).
+    """
+
+    model: str
+    layer: int | None = None
+    random: bool = False
+    options: dict[str, Any] = field(default_factory=dict)
+    label: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.label:
+            self.label = self.spec()
+
+    def spec(self) -> str:
+        return f"{'random:' if self.random else ''}{self.model}{'' if self.layer is None else f'@{self.layer}'}"
+
+
+def parse_candidate(c: str | dict | Candidate) -> Candidate:
+    """``"[random:]NAME[@LAYER]"`` or a dict (keys ``model``, ``layer``, ``random``, ``options``, ``label``).
+
+    Raises:
+        UserInputError: an empty name, unknown dict keys or a non-integer layer.
+    """
+    if isinstance(c, Candidate):
+        return c
+    if isinstance(c, dict):
+        unknown = set(c) - {"model", "layer", "random", "options", "label"}
+        if unknown or not c.get("model"):
+            raise UserInputError(f"bad candidate {c!r}", "a dict candidate takes model (required), layer, random, "
+                                 "options, label")
+        layer = c.get("layer")
+        if layer is not None and not isinstance(layer, (int, np.integer)):
+            raise UserInputError(f"candidate {c['model']!r}: layer must be an integer, got {layer!r}")
+        return Candidate(str(c["model"]), None if layer is None else int(layer), bool(c.get("random", False)),
+                         dict(c.get("options") or {}), str(c.get("label") or ""))
+    text = str(c).strip()
+    random = text.startswith("random:")
+    m = _SPEC.match(text[len("random:"):] if random else text)
+    if not m:
+        raise UserInputError(f"bad candidate {c!r}", "write NAME, NAME@LAYER or random:NAME[@LAYER], "
+                             "e.g. efficientnet-lite0@6")
+    layer = m.group("layer")
+    return Candidate(m.group("model"), None if layer is None else int(layer), random)
+
+
+# ----------------------------------------------------------------------------- results
+@dataclass
+class RankRow:
+    """One candidate's scores and costs.
+
+    Attributes:
+        candidate: the label; model, layer, init, dim: what was scored (``init``:
+            ``"pretrained"`` or ``"random:<seed>"``).
+        scores: score name -> value (``None`` when it does not apply, e.g. LEEP without a
+            source head); higher is better for every score.
+        score_seconds: score name -> seconds.
+        extract_seconds: feature extraction (model loading included; near 0 from the cache).
+        n_cached: items whose features came from the cache.
+        seconds: everything for this candidate.
+        peak_memory_mb: peak growth of the process's resident memory while it was scored
+            (``None`` where it cannot be read).
+        domain: with a target: :class:`transferkit.scores.DomainShift` as a dict.
+        notes: what a reader should know (skipped scores and why).
+    """
+
+    candidate: str
+    model: str
+    layer: int | None
+    init: str
+    dim: int
+    scores: dict[str, float | None]
+    score_seconds: dict[str, float]
+    extract_seconds: float
+    n_cached: int
+    seconds: float
+    peak_memory_mb: float | None
+    domain: dict[str, Any] | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class RankResult:
+    """The ranked candidates and what they were scored on.
+
+    Attributes:
+        rows: best first, by the first requested score (LogME by default); rows without it last.
+        scores: the score names, in the requested order.
+        data: source, modality, items scored, classes.
+        target: source, items used, or ``None``.
+        notes: what applies to the whole ranking.
+        seed: the seed of subsampling, random-init candidates and domain distances.
+        settings: the other options the scores depend on (``knn_k``, ``max_items``...).
+    """
+
+    rows: list[RankRow]
+    scores: list[str]
+    data: dict[str, Any]
+    target: dict[str, Any] | None = None
+    notes: list[str] = field(default_factory=list)
+    seed: int = 0
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def best(self) -> RankRow:
+        """The top candidate."""
+        return self.rows[0]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form (``rank.json``)."""
+        return {"scores": list(self.scores),
+                "score_info": {s: {k: v for k, v in SCORES.entry(s).meta.items() if k != "inputs"} for s in self.scores},
+                "ranked_by": self.scores[0], "data": self.data, "target": self.target, "seed": self.seed,
+                "settings": dict(self.settings),
+                "rows": [asdict(r) for r in self.rows], "notes": list(self.notes)}
+
+    def table(self) -> str:
+        """A plain-text table: rank, candidate, each score, time, memory (and the shift with a target)."""
+        heads = ["#", "candidate", "dim"] + [SCORES.entry(s).meta["title"] for s in self.scores] + ["time (s)", "peak mem (MB)"]
+        if self.target is not None:
+            heads.append("shift to target")
+        lines = []
+        for i, r in enumerate(self.rows, 1):
+            cells = [str(i), r.candidate, str(r.dim)] + [_fmt(s, r.scores.get(s)) for s in self.scores]
+            cells += [f"{r.seconds:.1f}", "—" if r.peak_memory_mb is None else f"{r.peak_memory_mb:.0f}"]
+            if self.target is not None:
+                cells.append("—" if not r.domain else f"{r.domain['level']} (A={r.domain['a_distance']:.2f})")
+            lines.append(cells)
+        widths = [max(len(h), *(len(c[j]) for c in lines)) if lines else len(h) for j, h in enumerate(heads)]
+        left = {1, len(heads) - 1} if self.target is not None else {1}
+
+        def row(cells: list[str]) -> str:
+            return "  ".join(c.ljust(w) if j in left else c.rjust(w) for j, (c, w) in enumerate(zip(cells, widths)))
+
+        out = [row(heads), "  ".join("-" * w for w in widths)] + [row(c) for c in lines]
+        d = self.data
+        out.append(f"{d['n_items']} items, {d['n_classes']} classes ({d['modality']}); ranked by "
+                   f"{SCORES.entry(self.scores[0]).meta['title']}, higher is better for every score.")
+        out += [f"note: {n}" for n in self.notes]
+        for r in self.rows:
+            out += [f"note ({r.candidate}): {n}" for n in r.notes]
+        return "\n".join(out)
+
+    def write(self, out_dir: str | os.PathLike) -> dict[str, Path]:
+        """Write ``rank.json`` and a self-contained ``rank.html`` (chart inline) into ``out_dir``.
+
+        Returns:
+            ``{"json": path, "html": path}``.
+        """
+        from ._files import atomic_write_bytes, write_json
+
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(out / "rank.json", self.to_dict())
+        from .report.rank import render_html
+
+        atomic_write_bytes(out / "rank.html", render_html(self).encode("utf-8"))
+        return {"json": out / "rank.json", "html": out / "rank.html"}
+
+
+def _fmt(score: str, v: float | None) -> str:
+    if v is None:
+        return "—"
+    if score == "knn":
+        return f"{100 * v:.1f}%"
+    return f"{v:.4f}" if abs(v) < 100 else f"{v:.1f}"
+
+
+# ----------------------------------------------------------------------------- rank
+def rank(data: Any, candidates: Sequence[str | dict | Candidate], *, target_unlabelled: Any = None,
+         text_columns: list[str] | str | None = None, label_column: str | None = "label",
+         scores: Sequence[str] = DEFAULT_SCORES, max_items: int | None = None, seed: int = 0, batch_size: int = 32,
+         log: Log | None = _stderr, backbone_options: dict[str, Any] | None = None, modality: str | None = None,
+         skip_bad: bool = False, cache: bool = True, progress: bool | None = None, knn_k: int = 5) -> RankResult:
+    """Score every candidate backbone on labelled data, best first.
+
+    Args:
+        data: a path (table or class folders) or a :class:`Dataset` with labels.
+        candidates: names as ``"[random:]NAME[@LAYER]"``, dicts, or :class:`Candidate`.
+        target_unlabelled: data the model will meet (path or Dataset; labels ignored): adds
+            MMD and proxy A-distance between the data and it, per candidate.
+        text_columns, label_column, modality, skip_bad: as for :func:`transferkit.prepare_data`.
+        scores: names in :data:`transferkit.scores.SCORES`; the first one orders the rows.
+            LEEP and NCE are computed only for pre-trained candidates whose backbone has a
+            source head at the scored layer.
+        max_items: score a stratified subsample of at most this many items (seeded).
+        seed: subsample, random-init candidates, domain distances.
+        batch_size: items per forward pass.
+        log: progress lines (``None``: silent).
+        backbone_options: options for every candidate (a dict candidate's own options win).
+        cache: use the on-disk feature cache.
+        knn_k: neighbours of the kNN score.
+
+    Returns:
+        :class:`RankResult`.
+
+    Raises:
+        UserInputError: unknown score or backbone (checked before any extraction), a
+            candidate of another modality, no candidates, data without labels.
+        DataValidationError: the data fails the pre-flight check.
+    """
+    from .backbones import get_backbone
+    from .features import extract_features
+
+    say = log or (lambda _m: None)
+    score_names = list(dict.fromkeys(scores))
+    if not score_names:
+        raise UserInputError("no scores to compute", f"pick from: {', '.join(SCORES.list())}")
+    for s in score_names:
+        SCORES.entry(s)  # unknown name -> UserInputError with "did you mean"
+    cands = [parse_candidate(c) for c in candidates]
+    if not cands:
+        raise UserInputError("no candidates to rank", "pass at least one backbone name, e.g. efficientnet-lite0")
+    labels_seen = [c.label for c in cands]
+    dup = sorted({x for x in labels_seen if labels_seen.count(x) > 1})
+    if dup:
+        raise UserInputError(f"candidate listed twice: {', '.join(dup)}", "give each candidate once")
+    if isinstance(text_columns, str):
+        text_columns = [c.strip() for c in text_columns.split(",") if c.strip()]
+
+    # 1. validate, before any model is loaded
+    prepared = prepare_data(data, text_columns=text_columns, label_column=label_column, modality=modality,
+                            skip_bad=skip_bad)
+    for p in prepared.report.warnings:
+        say(f"warning: {p.origin}: {p.message}")
+    ds, notes = prepared.train, []
+    if prepared.test is not None:
+        notes.append(f"The data's test part ({len(prepared.test)} items) was not used: scores need only one "
+                     "labelled set.")
+    if prepared.report.skipped:
+        notes.append(f"{len(prepared.report.skipped)} bad items were skipped.")
+    if max_items is not None and len(ds) > max_items:
+        n_before = len(ds)
+        ds = _stratified_subsample(ds, int(max_items), seed)
+        notes.append(f"Scored a stratified subsample of {len(ds)} of {n_before} items (seed {seed}).")
+    target = None
+    if target_unlabelled is not None:
+        tp = prepare_data(target_unlabelled, text_columns=text_columns, label_column=label_column,
+                          modality=ds.modality, skip_bad=skip_bad, require_labels=False)
+        target = tp.train
+        if target.modality != ds.modality:
+            raise UserInputError(f"the target is {target.modality} data but the labelled data is {ds.modality}")
+        if len(target) > TARGET_ITEMS:
+            idx = np.sort(np.random.default_rng(seed).choice(len(target), TARGET_ITEMS, replace=False))
+            notes.append(f"Domain distances use a random subset of {TARGET_ITEMS} of the {len(target)} target "
+                         f"items (seed {seed}) and at most {TARGET_ITEMS} labelled items.")
+            target = target.subset(idx)
+    codes = np.unique(np.asarray(ds.labels), return_inverse=True)[1].reshape(-1)
+    n_classes = int(codes.max()) + 1
+
+    # 2. resolve every candidate first: a typo or a missing package fails before any work
+    opts = dict(backbone_options or {})
+    backbones = []
+    for c in cands:
+        bb = get_backbone(c.model, **{**opts, **c.options, **({"layer": c.layer} if c.layer is not None else {})})
+        if bb.modality != ds.modality:
+            raise UserInputError(f"candidate {c.label!r} takes {bb.modality} data but the data is {ds.modality}",
+                                 "rank models of the data's modality (see `transferkit models`)")
+        backbones.append(bb.randomized(seed) if c.random else bb)
+    say(f"ranking {len(cands)} candidates on {len(ds)} items, {n_classes} classes ({ds.modality}); "
+        f"scores: {', '.join(score_names)}")
+
+    # 3. per candidate: features, scores, costs
+    rows = []
+    for c, bb in zip(cands, backbones):
+        say(f"{c.label}: features …")
+        with _PeakRSS() as mem:
+            t_start = time.perf_counter()
+            feats, st = extract_features(bb, ds, batch_size=batch_size, cache=cache, progress=progress)
+            extract_s = time.perf_counter() - t_start
+            row_notes: list[str] = []
+            inputs: dict[str, Any] = {"features": feats, "labels": codes}
+            if any(SCORES.entry(s).meta["needs_source_head"] for s in score_names):
+                probs, why = _source_probs(bb, feats)
+                if probs is not None:
+                    inputs["source_probs"] = probs
+                    inputs["source_labels"] = probs.argmax(axis=1)
+                else:
+                    row_notes.append(f"LEEP/NCE not computed: {why}.")
+            values: dict[str, float | None] = {}
+            seconds: dict[str, float] = {}
+            for s in score_names:
+                entry = SCORES.entry(s)
+                if any(k not in inputs for k in entry.meta["inputs"]):
+                    values[s] = None
+                    continue
+                kwargs = _score_kwargs(s, knn_k)
+                t = time.perf_counter()
+                values[s] = float(entry.obj(*(inputs[k] for k in entry.meta["inputs"]), **kwargs))
+                seconds[s] = round(time.perf_counter() - t, 4)
+            if "logme" in values and feats.shape[0] < feats.shape[1]:
+                row_notes.append(f"N = {feats.shape[0]} < D = {feats.shape[1]}: LogME is the exact evidence "
+                                 "(the authors' formula, which leaves out D - N null directions, changes with the "
+                                 "scale of the features there).")
+            domain = None
+            if target is not None:
+                say(f"{c.label}: target features and domain distance …")
+                tfeats, _ = extract_features(bb, target, batch_size=batch_size, cache=cache, progress=progress)
+                domain = domain_shift(feats, tfeats, max_items=TARGET_ITEMS, seed=seed).to_dict()
+                del tfeats
+            total_s = time.perf_counter() - t_start
+        rows.append(RankRow(candidate=c.label, model=c.model, layer=bb.layer, init=bb.init, dim=int(feats.shape[1]),
+                            scores=values, score_seconds=seconds, extract_seconds=round(extract_s, 3),
+                            n_cached=st.n_cached, seconds=round(total_s, 3), peak_memory_mb=mem.peak_mb,
+                            domain=domain, notes=row_notes))
+        say(f"{c.label}: " + ", ".join(f"{s} {_fmt(s, v)}" for s, v in values.items()) + f" ({total_s:.1f} s)")
+        del feats, inputs
+
+    key = score_names[0]
+    rows.sort(key=lambda r: (r.scores.get(key) is None, -(r.scores.get(key) or 0.0)))  # stable: ties keep order
+    data_info = {"source": ds.source, "modality": ds.modality, "n_items": len(ds), "n_classes": n_classes,
+                 "classes": sorted(set(ds.labels)), "fingerprint": ds.fingerprint()}
+    target_info = None if target is None else {"source": target.source, "n_items": len(target)}
+    settings = {"knn_k": knn_k, "max_items": max_items, "batch_size": batch_size,
+                "backbone_options": opts, "logme": "exact evidence (the authors' value whenever N >= D)"}
+    return RankResult(rows, score_names, data_info, target_info, notes, seed, settings)
+
+
+def _score_kwargs(name: str, knn_k: int) -> dict[str, Any]:
+    if name == "logme":
+        # Identical to the authors' LogME whenever N >= D; when N < D their formula depends on the
+        # scale of the features, which differs between models: the exact evidence does not.
+        return {"exact": True}
+    if name == "knn":
+        return {"k": knn_k}
+    return {}
+
+
+def _source_probs(bb, feats: np.ndarray) -> tuple[np.ndarray | None, str]:
+    """Softmax of the backbone's source head over the extracted (last-layer) features."""
+    if bb.init != "pretrained":
+        return None, "a randomly initialised model has no source task"
+    if bb.layer is not None:
+        return None, f"the source head reads the last layer, not layer {bb.layer}"
+    head = bb.source_head()
+    if head is None:
+        return None, "the model has no source-task head"
+    import torch
+    from scipy.special import softmax
+
+    with torch.inference_mode():
+        logits = head(torch.from_numpy(np.ascontiguousarray(feats, dtype=np.float32))).double().numpy()
+    return softmax(logits, axis=1), ""
+
+
+def _stratified_subsample(ds: Dataset, n: int, seed: int) -> Dataset:
+    """At most ``n`` items with the class proportions of ``ds`` (every class kept when possible)."""
+    n_classes = len(ds.classes)
+    take = min(n, len(ds) - n_classes)  # stratified_split keeps one item per class on the other side
+    if take < n_classes:
+        raise UserInputError(f"max_items={n} is too small for {n_classes} classes",
+                             f"use max_items >= {n_classes}, or leave it out")
+    _rest, sub = stratified_split(ds, test_size=take, seed=seed)
+    return sub
+
+
+class _PeakRSS:
+    """Peak growth of this process's resident memory inside a ``with`` block, sampled every 5 ms.
+
+    Sampling (rather than resetting the kernel's high-water mark) leaves process-wide state alone,
+    so a caller measuring its own peak is not disturbed.  ``peak_mb`` is ``None`` off Linux.
+    """
+
+    def __init__(self, interval: float = 0.005):
+        self.interval = interval
+        self.peak_mb: float | None = None
+        self._stop = threading.Event()
+
+    @staticmethod
+    def _rss() -> int | None:
+        try:
+            with open("/proc/self/statm") as f:
+                return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, ValueError, IndexError, AttributeError):
+            return None
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._peak = max(self._peak, self._rss() or 0)
+
+    def __enter__(self) -> "_PeakRSS":
+        self._base = self._rss()
+        self._peak = self._base or 0
+        if self._base is not None:
+            self._thread = threading.Thread(target=self._run, daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._base is None:
+            return
+        self._stop.set()
+        self._thread.join()
+        self._peak = max(self._peak, self._rss() or 0)
+        self.peak_mb = round((self._peak - self._base) / 2**20, 1)
