@@ -177,7 +177,10 @@ def cmd_fit(a: argparse.Namespace) -> int:
     if bopts:
         over["backbone_options"] = {**cfg.backbone_options, **bopts}
     model = fit(cfg, **over)
-    _print_summary(model.metrics, model.run_dir)
+    from .training import distributed
+
+    if distributed.is_main():  # under torchrun / accelerate launch: one summary, not one per process
+        _print_summary(model.metrics, model.run_dir)
     return 0
 
 

@@ -2,6 +2,13 @@
 
 data source -> validate -> backbone -> features (cached) -> strategy -> evaluate (+ controls,
 verdict) -> run directory.
+
+Under ``torchrun`` or ``accelerate launch`` every process walks the whole pipeline: the same
+data, split and backbone; strategies that train share each step through the one training loop
+(:mod:`.training.distributed`), the transfer run and its random-init control alike; evaluation
+and the classical control are computed by every process, identically (they are cheap next to
+training, and a process that skipped them could not join the control's training).  Process 0
+alone prints and writes the run directory; the others wait for it and return the same model.
 """
 from __future__ import annotations
 
@@ -24,6 +31,7 @@ from .evaluation import classification_metrics, transfer_verdict
 from .features import ExtractionStats
 from .model import TransferModel
 from .strategies import get_strategy
+from .training import distributed
 
 Log = Callable[[str], None]
 
@@ -47,7 +55,10 @@ def fit(config: FitConfig | None = None, *, train: Dataset | None = None, test: 
         The fitted :class:`TransferModel`, with ``.metrics`` and (when ``out`` is set) ``.run_dir``.
     """
     cfg = FitConfig.from_dict({**(config.to_dict() if config else {}), **overrides})
-    say = log or (lambda _m: None)
+    distributed.init()  # under a launcher: join the other processes; alone: nothing
+    main = distributed.is_main()
+    say = log if log and main else (lambda _m: None)
+    progress = progress if main else False
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
 
@@ -92,6 +103,7 @@ def fit(config: FitConfig | None = None, *, train: Dataset | None = None, test: 
     strategy = get_strategy(cfg.strategy, cfg.strategy_params)
     model = TransferModel(backbone, strategy, cache=cfg.cache, batch_size=cfg.batch_size, progress=progress)
     model.ctx.seed = cfg.seed
+    model.ctx.device = str(distributed.device())  # GPU LOCAL_RANK under a launcher; else as before, CPU
     _checkpointing(model.ctx, cfg, "transfer")
 
     t = time.perf_counter()
@@ -125,7 +137,8 @@ def fit(config: FitConfig | None = None, *, train: Dataset | None = None, test: 
     timings["total_s"] = time.perf_counter() - t_start
     metrics = {
         "run": {"name": Path(cfg.out).name if cfg.out else None, "created": now_iso(), "strategy": cfg.strategy,
-                "backbone": model_name, "modality": modality, "seed": cfg.seed},
+                "backbone": model_name, "modality": modality, "seed": cfg.seed,
+                **({"processes": distributed.world_size()} if distributed.world_size() > 1 else {})},
         "n_train": len(train_ds), "n_test": len(test_ds), "classes": classes,
         **metrics,
         "strategy": {"name": cfg.strategy, "params": strategy.get_params(), "fit": strategy.fit_info()},
@@ -145,7 +158,8 @@ def fit(config: FitConfig | None = None, *, train: Dataset | None = None, test: 
     }
     model.card = card
     if cfg.out:
-        model.card = write_run(cfg, model, metrics, card, prepared)
+        # process 0 writes; the others wait and get the card as written (or its error)
+        model.card = distributed.on_main(lambda: write_run(cfg, model, metrics, card, prepared))
         model.run_dir = Path(cfg.out)
     verdict = metrics.get("verdict")
     say(f"test accuracy {metrics['test']['accuracy']:.3f}" + (
@@ -163,6 +177,7 @@ def run_controls(strategy, backbone: Backbone, train: Dataset, test: Dataset, cf
     random_model = TransferModel(backbone.randomized(cfg.seed), strategy.clone(), cache=cfg.cache,
                                  batch_size=cfg.batch_size, progress=progress)
     random_model.ctx.seed = cfg.seed
+    random_model.ctx.device = str(distributed.device())
     _checkpointing(random_model.ctx, cfg, "random-init")
     random_model.strategy.fit(train, random_model.ctx)
     out["random-init"] = _align(random_model.strategy, random_model.strategy.predict_proba(test, random_model.ctx),

@@ -1,4 +1,8 @@
-"""Adaptation strategies, one module per family, all in one registry."""
+"""Adaptation strategies, one module per family, all in one registry.
+
+Importing a module registers its strategies; ``lora`` imports PEFT only when used.
+"""
+from . import gradual, l2sp, lora, lpft  # noqa: F401  (registration)
 from .base import STRATEGIES, Strategy, TransferContext
 from .finetune import FineTune
 from .probe import LinearProbe

@@ -14,12 +14,15 @@ refinements that make it work on small data:
 - early stopping on a validation split carved from the training data, keeping the best epoch.
 
 Training runs in the one loop (:mod:`transferkit.training.loop`): checkpoints, exact resume,
-the non-finite guard, accumulation and clipping come from there.
+the non-finite guard, accumulation and clipping come from there.  Variants (``gradual``,
+``lp-ft``, ``l2sp``, ``lora``) are subclasses that override one of the hooks (``_trainable_groups``,
+``_before_training``, ``_extra_loss``, ``_callbacks``), never a copy of ``_fit``.
 """
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -30,6 +33,7 @@ from ..backbones.base import Backbone
 from ..data.dataset import Dataset
 from ..errors import UserInputError
 from ..training import EarlyStopping, Validation, make_scheduler, plan_steps, train, trainable_state
+from ..training.callbacks import Callback
 from ..training.augment import make_augment
 from ..training.loop import isolated_rng
 from ..training.schedules import SCHEDULES
@@ -104,6 +108,22 @@ class FineTune(Strategy):
         self.nonfinite, self.precision = nonfinite, precision
         self._validate()
 
+    @classmethod
+    def _param_names(cls) -> list[str]:
+        """These options, plus those a variant adds or re-defaults in its own ``__init__``.
+
+        A variant (``gradual``, ``lp-ft``, ``l2sp``, ``lora``) declares only what it adds or
+        changes and passes the rest on as ``**kwargs``: a new option here reaches every variant
+        without copying this signature four times.
+        """
+        names: list[str] = []
+        for klass in reversed(cls.__mro__):
+            if issubclass(klass, FineTune) and "__init__" in vars(klass):
+                for p in inspect.signature(klass.__init__).parameters.values():
+                    if p.kind == p.KEYWORD_ONLY and p.name not in names:
+                        names.append(p.name)
+        return names
+
     def _validate(self) -> None:
         for k in ("epochs", "batch_size", "grad_accum", "keep_last"):
             v = getattr(self, k)
@@ -151,6 +171,7 @@ class FineTune(Strategy):
         augment = make_augment(self.augment, backbone.modality)
 
         groups, unused = used_layer_groups(backbone, fit_ds.inputs[:2], device)
+        groups = [(n, ps) for n, ps in self._trainable_groups(groups) if ps]
         chosen = self._chosen(groups)
         flags = {p: p.requires_grad for p in module.parameters()}
         try:
@@ -162,6 +183,7 @@ class FineTune(Strategy):
             with isolated_rng(ctx.seed):  # the head's initialisation is part of the seeded run
                 head = nn.Linear(backbone.num_features, len(self.classes_)).to(device)
             model = nn.ModuleDict({"backbone": module, "head": head})
+            self._before_training(model, fit_ds, val_ds, ctx)
             param_groups, self.lr_by_group_ = self._param_groups(groups, chosen, head)
             optimizer = torch.optim.AdamW(param_groups, lr=self.lr, weight_decay=self.weight_decay)
             _, total = plan_steps(len(fit_ds), batch_size=self.batch_size, grad_accum=self.grad_accum,
@@ -174,9 +196,11 @@ class FineTune(Strategy):
                     batch.tensors["pixel_values"] = augment(batch.tensors["pixel_values"])
                 feats = backbone.forward_features(batch)
                 logits = head(F.dropout(feats, self.head_dropout, training=True))
-                return F.cross_entropy(logits.float(), y_fit[torch.as_tensor(idx, device=device)])
+                loss = F.cross_entropy(logits.float(), y_fit[torch.as_tensor(idx, device=device)])
+                extra = self._extra_loss(model)
+                return loss if extra is None else loss + extra
 
-            callbacks = []
+            evaluate = None
             if val_ds is not None:
                 y_val = np.array([index[c] for c in val_ds.labels])
 
@@ -187,9 +211,7 @@ class FineTune(Strategy):
                     recalibrate_batchnorm(backbone, fit_ds, self.batch_size, device)
                     return _scores(self._proba(val_ds, backbone, head, device), y_val)
 
-                callbacks.append(Validation(evaluate))
-                if self.patience:
-                    callbacks.append(EarlyStopping(model, monitor="val_loss", patience=self.patience))
+            callbacks = self._callbacks(model, groups, chosen, evaluate)
             ckpt_dir = getattr(ctx, "checkpoint_dir", None)
             # what determines the result (checkpoint frequency does not): a resume must match it
             params = {k: v for k, v in self.get_params().items() if k not in ("checkpoint_every", "keep_last")}
@@ -201,7 +223,7 @@ class FineTune(Strategy):
                           checkpoint_dir=Path(ckpt_dir) if ckpt_dir else None,
                           checkpoint_every=self.checkpoint_every, keep_last=self.keep_last,
                           resume=getattr(ctx, "resume", True), run_config=run_config, precision=self.precision,
-                          progress=ctx.progress, desc=f"finetune {backbone.name}")
+                          progress=ctx.progress, desc=f"{self.name} {backbone.name}")
             recalibrated = recalibrate_batchnorm(backbone, fit_ds, self.batch_size, device)
             self.trained_names_ = sorted(trainable_state(module))
         finally:
@@ -220,6 +242,36 @@ class FineTune(Strategy):
                       "batchnorm_recalibrated": recalibrated}
         mark_adapted(backbone, self._trained_tensors())
 
+    # ----- hooks: a variant overrides one, so that there is no second training loop ----------
+    def _trainable_groups(self, groups: list[tuple[str, list[nn.Parameter]]]
+                          ) -> list[tuple[str, list[nn.Parameter]]]:
+        """The layer groups restricted to the parameters this strategy trains (default: all).
+
+        ``lora`` keeps only its adapter matrices; groups left empty are dropped.
+        """
+        return groups
+
+    def _before_training(self, model: nn.ModuleDict, fit_ds: Dataset, val_ds: Dataset | None,
+                         ctx: TransferContext) -> None:
+        """Called once the run is assembled (``model["backbone"]`` with the chosen groups
+        trainable, the seeded ``model["head"]``) and before any checkpoint is loaded or any
+        step taken: initialise the head (``lp-ft``), snapshot the starting weights (``l2sp``)."""
+
+    def _extra_loss(self, model: nn.ModuleDict) -> torch.Tensor | None:
+        """A regularisation term added to each micro-batch's cross-entropy (``l2sp``); ``None``: none."""
+        return None
+
+    def _callbacks(self, model: nn.ModuleDict, groups: list[tuple[str, list[nn.Parameter]]], chosen: set[str],
+                   evaluate: Callable[[], dict[str, float]] | None) -> list[Callback]:
+        """The run's callbacks: validation and early stopping where there is a validation split
+        (``gradual`` adds its unfreezing schedule around them)."""
+        if evaluate is None:
+            return []
+        callbacks: list[Callback] = [Validation(evaluate)]
+        if self.patience:
+            callbacks.append(EarlyStopping(model, monitor="val_loss", patience=self.patience))
+        return callbacks
+
     def _split(self, data: Dataset, ctx: TransferContext) -> tuple[Dataset, Dataset | None]:
         if not self.val_fraction:
             return data, None
@@ -228,7 +280,7 @@ class FineTune(Strategy):
         try:
             return stratified_split(data, test_size=self.val_fraction, seed=ctx.seed)
         except UserInputError:
-            ctx.notes.append(f"finetune: too few training items for a {self.val_fraction:.0%} validation split; "
+            ctx.notes.append(f"{self.name}: too few training items for a {self.val_fraction:.0%} validation split; "
                              "trained on all of them for the whole budget, without early stopping.")
             return data, None
 

@@ -16,6 +16,11 @@ BatchNorm statistics, optimizer, scheduler, grad scaler, callbacks, the torch/nu
 states) and is written only between optimizer steps.  On CPU, a run killed at any moment and
 resumed from its newest complete checkpoint ends with weights bitwise equal to a run never
 interrupted (``tests/test_resume.py`` kills one to show it).
+
+Data parallel.  Under ``torchrun`` or ``accelerate launch`` the same loop runs in every process
+(:mod:`.distributed`): ``batch_size`` stays the global micro-batch, each process trains on its
+share of it, gradients are summed over the processes before clipping, and process 0 alone
+writes checkpoints.  The steps, the schedule and the checkpoints are those of a single process.
 """
 from __future__ import annotations
 
@@ -32,6 +37,7 @@ from torch import nn
 
 from ..errors import TransferkitError, UserInputError
 from . import checkpoint as ckpt
+from . import distributed as dist
 from .callbacks import Callback, trainable_state
 
 
@@ -121,12 +127,16 @@ def isolated_rng(seed: int) -> Iterator[None]:
     """Seed torch, numpy and ``random`` for the block, then give the caller back its own states."""
     outer = ckpt.capture_rng()
     try:
-        torch.manual_seed(seed)
-        np.random.seed(seed % 2**32)
-        random.seed(seed)
+        _seed_all(seed)
         yield
     finally:
         ckpt.restore_rng(outer)
+
+
+def _seed_all(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    random.seed(seed)
 
 
 # ----- the loop ----------------------------------------------------------------------------------
@@ -150,6 +160,7 @@ def train(model: nn.Module, training_step: Callable[[np.ndarray], torch.Tensor],
             once per optimizer step (see :mod:`.schedules`).
         epochs / max_steps: the budget; ``max_steps`` ends it early, mid-epoch if need be.
         batch_size: items per micro-batch; ``grad_accum`` micro-batches per optimizer step.
+            Under a launcher it is the global micro-batch, split among the processes.
             Each micro-batch loss is weighted by its share of the step's items, so accumulation
             gives the gradient of the mean over all of them, as one big batch would.
         clip: largest global gradient L2 norm (``None``: no clipping).
@@ -166,7 +177,8 @@ def train(model: nn.Module, training_step: Callable[[np.ndarray], torch.Tensor],
         run_config: JSON-able configuration of the run; resuming from checkpoints written
             under another configuration is refused.
         precision: ``auto`` (bf16/fp16 autocast on CUDA, fp32 elsewhere), ``fp32``, ``bf16``, ``fp16``.
-        progress: show a progress bar with loss and validation metrics (default: on a terminal).
+        progress: show a progress bar with loss and validation metrics (default: on a terminal;
+            process 0 only).
 
     Returns:
         The final :class:`TrainState` (``history`` holds the per-epoch logs).
@@ -182,6 +194,8 @@ def train(model: nn.Module, training_step: Callable[[np.ndarray], torch.Tensor],
                                   max_steps=max_steps)
     state = TrainState(steps_per_epoch=per_epoch, total_steps=total)
     params = [p for g in optimizer.param_groups for p in g["params"]]
+    dist.init()  # under a launcher: join the other processes (once); alone: nothing
+    world, rank = dist.world_size(), dist.rank()
     device = params[0].device if params else torch.device("cpu")
     amp_dtype, scaler = _precision(precision, device)
     config = dict(run_config or {}, seed=seed, epochs=epochs, max_steps=max_steps, batch_size=batch_size,
@@ -190,30 +204,45 @@ def train(model: nn.Module, training_step: Callable[[np.ndarray], torch.Tensor],
     ckpt_dir = Path(checkpoint_dir) if checkpoint_dir else None
 
     def save() -> None:
-        meta = dict(asdict(state), config_hash=chash, config=config)
-        tensors = {
-            "optimizer": optimizer.state_dict(), "rng": ckpt.capture_rng(),
-            "scheduler": scheduler.state_dict() if scheduler is not None else None,
-            "scaler": scaler.state_dict() if scaler is not None else None,
-            "callbacks": {f"{i}:{type(cb).__name__}": cb.state_dict() for i, cb in enumerate(callbacks)},
-        }
-        ckpt.save_checkpoint(ckpt_dir, step=state.step, model=trainable_state(model), state=tensors,
-                             meta=meta, keep_last=keep_last)
+        # Every process holds the same weights and optimizer state; only the RNG states differ,
+        # so process 0 writes the checkpoint with all of them, and the others wait for it.
+        rng = dist.gather_objects(ckpt.capture_rng())
 
-    with isolated_rng(seed):
-        # 1. resume: weights, optimizer, schedule, callbacks, RNG and data position, all at once
+        def write() -> None:
+            meta = dict(asdict(state), config_hash=chash, config=config)
+            tensors = {
+                "optimizer": optimizer.state_dict(), "rng": rng[0],
+                "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                "scaler": scaler.state_dict() if scaler is not None else None,
+                "callbacks": {f"{i}:{type(cb).__name__}": cb.state_dict() for i, cb in enumerate(callbacks)},
+            }
+            if world > 1:
+                tensors["rng_by_rank"] = rng
+            ckpt.save_checkpoint(ckpt_dir, step=state.step, model=trainable_state(model), state=tensors,
+                                 meta=meta, keep_last=keep_last)
+
+        dist.on_main(write)
+
+    def latest() -> ckpt.Checkpoint | None:
         if ckpt_dir is not None and not resume:
             ckpt.clear_checkpoints(ckpt_dir)
-        found = ckpt.load_latest(ckpt_dir, config_hash=chash) if ckpt_dir is not None and resume else None
+        return ckpt.load_latest(ckpt_dir, config_hash=chash) if ckpt_dir is not None and resume else None
+
+    with isolated_rng(dist.rank_seed(seed, rank)):
+        # 1. resume: weights, optimizer, schedule, callbacks, RNG and data position, all at once
+        found = dist.on_main(latest)  # process 0 reads it and sends it to the others
         if found is not None:
             state = _resume(found, model, optimizer, scheduler, scaler, callbacks)
+            if world > 1:
+                _resume_rank_rng(found, seed, rank, world, state.step)
+        dist.broadcast_module(model)  # every process starts from process 0's weights, as under DDP
         for cb in callbacks:
             cb.on_train_begin(state)
 
         from tqdm.auto import tqdm
 
         bar = tqdm(total=total, initial=state.step, desc=desc, unit="step", leave=False, dynamic_ncols=True,
-                   disable=(not progress) if progress is not None else None)
+                   disable=True if rank else (not progress) if progress is not None else None)
         try:
             while not state.done:
                 windows = epoch_batches(n_items, batch_size, seed, state.epoch)
@@ -229,17 +258,25 @@ def train(model: nn.Module, training_step: Callable[[np.ndarray], torch.Tensor],
                     window_start = _snapshot(model)
                     for i, idx in enumerate(window):
                         before = window_start if i == 0 else _snapshot(model)
-                        with torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else nullcontext():
-                            loss = training_step(idx)
-                        if not torch.isfinite(loss.detach()).all():
+                        mine = dist.shard(idx, rank, world)  # this process's share (all of it, alone)
+                        loss = None
+                        if len(mine):
+                            with torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else nullcontext():
+                                loss = training_step(mine)
+                        # the micro-batch's loss sum; a NaN on any process makes it NaN on all of them
+                        batch_loss = dist.all_sum(loss.item() * len(mine) if loss is not None else 0.0, device)
+                        if not math.isfinite(batch_loss):
                             _restore(window_start if nonfinite == "stop" else before)
-                            _nonfinite(nonfinite, state, f"loss {loss.item()}", ckpt_dir)
+                            _nonfinite(nonfinite, state, f"loss {batch_loss / len(idx)}", ckpt_dir)
                             continue  # skip mode: as if this micro-batch had never been seen
-                        weighted = loss * (len(idx) / n_window)
-                        (scaler.scale(weighted) if scaler is not None else weighted).backward()
-                        step_loss += loss.item() * len(idx)
+                        if loss is not None:
+                            weighted = loss * (len(mine) / n_window)
+                            (scaler.scale(weighted) if scaler is not None else weighted).backward()
+                        step_loss += batch_loss
                         step_items += len(idx)
                     if step_items:
+                        # processes: sum the shares' gradients (weighted by n_window, the whole step's items)
+                        dist.all_reduce_gradients(params)
                         if scaler is not None:
                             scaler.unscale_(optimizer)
                         # inf max_norm measures without rescaling: non-finite gradients are caught either way
@@ -255,6 +292,7 @@ def train(model: nn.Module, training_step: Callable[[np.ndarray], torch.Tensor],
                             optimizer.step()
                     if scheduler is not None:
                         scheduler.step()
+                    dist.broadcast_buffers(model)  # BatchNorm statistics: process 0's everywhere, as DDP
                     state.step += 1
                     state.position += 1
                     state.loss_sum += step_loss
@@ -305,6 +343,16 @@ def _resume(found: ckpt.Checkpoint, model: nn.Module, optimizer, scheduler, scal
     state.resumed_from = state.step
     ckpt.restore_rng(found.state["rng"])
     return state
+
+
+def _resume_rank_rng(found: ckpt.Checkpoint, seed: int, rank: int, world: int, step: int) -> None:
+    """Each process's own RNG states; a run resumed under another number of processes gives the
+    others fresh streams derived from the seed and the step instead."""
+    by_rank = found.state.get("rng_by_rank")
+    if by_rank and len(by_rank) == world:
+        ckpt.restore_rng(by_rank[rank])
+    elif rank:
+        _seed_all(dist.rank_seed(seed + step, rank))
 
 
 def _snapshot(model: nn.Module) -> list[tuple[torch.Tensor, torch.Tensor]]:
