@@ -20,14 +20,26 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _private_cache(tmp_path_factory):
+    """One fresh feature cache for the session, set before any fixture of any scope runs:
+    a stale user cache must never feed a test."""
+    old = os.environ.get("TRANSFERKIT_CACHE")
+    os.environ["TRANSFERKIT_CACHE"] = str(tmp_path_factory.getbasetemp() / "tk-cache")
+    yield
+    if old is None:
+        os.environ.pop("TRANSFERKIT_CACHE", None)
+    else:
+        os.environ["TRANSFERKIT_CACHE"] = old
+
+
 @pytest.fixture(autouse=True)
-def _seed_and_cache(tmp_path_factory, monkeypatch):
+def _seed():
     random.seed(0)
     np.random.seed(0)
     import torch
 
     torch.manual_seed(0)
-    monkeypatch.setenv("TRANSFERKIT_CACHE", str(tmp_path_factory.getbasetemp() / "tk-cache"))
 
 
 def shared_file(name: str) -> Path:

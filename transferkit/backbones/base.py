@@ -16,6 +16,12 @@ import torch
 from torch import nn
 
 
+#: Bump when a code change alters the features of an unchanged backbone (architecture, random
+#: initialisation, pooling, preprocessing): it enters every cache key, so old cached features of
+#: that backbone are not reused.  (2: EfficientNet's own random initialisation.)
+FEATURES_REVISION = 2
+
+
 @dataclass
 class Batch:
     """Model inputs for ``n_items`` raw items, as made by :meth:`Backbone.prepare`.
@@ -132,6 +138,7 @@ class Backbone(ABC):
     def identity(self) -> dict[str, Any]:
         """Everything that determines the features: the cache key and the model card use it."""
         ident = {
+            "revision": FEATURES_REVISION,
             "name": self.name,
             "kind": type(self).__name__,
             "modality": self.modality,
