@@ -137,6 +137,19 @@ class OtherLoad:
         return round(max(0.0, 100.0 * other / max(wall * cores, 1e-9)), 1)
 
 
+def wait_for_idle(max_wait_s: float, threshold_pct: float = 10.0) -> float:
+    """Wait (up to ``max_wait_s``) until other work uses less than ``threshold_pct`` of the CPUs.
+
+    Returns the last measured busy share."""
+    t0 = time.monotonic()
+    while True:
+        b = busy_pct(3.0)
+        if b < threshold_pct or time.monotonic() - t0 > max_wait_s:
+            return b
+        print(f"  waiting for an idle machine: {b}% of the CPUs busy with other work", flush=True)
+        time.sleep(20)
+
+
 def warn_if_busy(m: dict) -> None:
     """Timings are only meaningful on an idle machine: say so when something else runs."""
     if m.get("cpu_busy_before_pct", 0) > 15:

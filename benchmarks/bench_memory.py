@@ -1,8 +1,8 @@
 """Peak memory of feature extraction at 1x and 10x the data, each in a fresh process.
 
 Images: MNIST-5k digits through efficientnet-lite0 at ``image_size=64`` (small, to stay fast),
-200 vs 2,000.  Texts: the first 500 characters of subject + body of SpamAssassin e-mails through
-minilm-l6, 100 vs 1,000.  Each measurement runs ``extract_features`` (default settings: batch 32,
+200 vs 2,000.  Texts: the first 128 tokens of subject + body of SpamAssassin e-mails (decoded back
+to text, so batches are equally wide at both sizes) through minilm-l6, 100 vs 1,000.  Each measurement runs ``extract_features`` (default settings: batch 32,
 a fresh empty on-disk cache) in its own process.  Before extracting, the model is loaded and the
 data built; then the process's peak RSS is reset (``/proc/self/clear_refs``), so the extraction's
 own peak is read from ``ru_maxrss`` afterwards.  Reported: that peak, the resident memory just
@@ -29,6 +29,7 @@ CASES = {
     "image": {"model": "efficientnet-lite0", "options": {"image_size": 64}, "sizes": (200, 2000)},
     "text": {"model": "minilm-l6", "options": {}, "sizes": (100, 1000)},
 }
+TEXT_TOKENS = 128
 
 
 def child(kind: str, n: int, cache: str) -> None:
@@ -47,9 +48,14 @@ def child(kind: str, n: int, cache: str) -> None:
     else:
         rows = C.load_spam()
         idx = C.stratified_indices([r["label"] for r in rows], n, seed=0)
-        ds = from_arrays([C.spam_text(rows[i])[:500] for i in idx], modality="text")
-        del rows
     bb = tk.get_backbone(spec["model"], **spec["options"])
+    if kind == "text":
+        # Real texts of one width (the first TEXT_TOKENS tokens of each e-mail, decoded), so that the
+        # largest batch is the same at 1x and 10x and only the number of items changes.
+        tok = bb.tokenizer
+        ids = tok([C.spam_text(rows[i]) for i in idx], add_special_tokens=False, verbose=False)["input_ids"]
+        ds = from_arrays([tok.decode(x[:TEXT_TOKENS]) for x in ids], modality="text")
+        del rows, ids
     bb.module  # load the weights now: their memory is not extraction's
     bb.cache_key()
     import gc
@@ -67,6 +73,7 @@ def child(kind: str, n: int, cache: str) -> None:
            "rss_before_kb": before_kb, "peak_extraction_kb": peak_kb, "rss_after_kb": after_kb,
            "features_bytes": int(feats.nbytes), "features_shape": list(feats.shape), "seconds": seconds,
            "tokens": int(stats.units[:, 0].sum()) if kind == "text" else None,
+           "max_tokens": int(stats.units[:, 1].max()) if kind == "text" else None,
            "process_peak_kb": max(peak_load_kb, peak_kb), "torch_threads": __import__("torch").get_num_threads()}
     print("RESULT " + json.dumps(out), flush=True)
 
@@ -144,8 +151,10 @@ def main() -> None:
 
 Each row is a fresh process: load the model and build the data, reset the peak RSS, run
 `extract_features(backbone, data, batch_size=32)`, read `ru_maxrss`. Images: MNIST-5k digits,
-efficientnet-lite0 at `image_size=64`; texts: first 500 characters of subject + body of SpamAssassin
-e-mails (stratified samples, seed 0), minilm-l6. "cache on" is the default (features are also
+efficientnet-lite0 at `image_size=64`; texts: the first {TEXT_TOKENS} tokens of subject + body of SpamAssassin
+e-mails, decoded back to text so that every batch is about as wide at 1x as at 10x (longest item:
+{', '.join(f"{r['max_tokens']} tokens at n={r['n']}" for r in runs if r['kind'] == 'text' and r['cache'] == 'on')}),
+minilm-l6. Samples are stratified, seed 0. "cache on" is the default (features are also
 written to a fresh, empty on-disk cache in shards of 2,048); "cache off" is `cache=False`.
 MB = MiB. *growth* = extraction peak - RSS before; *extra* = growth - the returned feature matrix.
 
