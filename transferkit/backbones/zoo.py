@@ -64,8 +64,11 @@ class EfficientNetLiteBackbone(Backbone):
 
         if self.init.startswith("random:"):
             torch.manual_seed(int(self.init.split(":", 1)[1]))
-            return EfficientNetLite(self.variant)
-        return load_pretrained(self.variant)
+            module = EfficientNetLite(self.variant)
+        else:
+            module = load_pretrained(self.variant)
+        # Depthwise convolutions run 1.5x faster on CPU in channels-last layout (BENCHMARKS.md).
+        return module.to(memory_format=torch.channels_last)
 
     def weights_sha256(self) -> str:
         from .efficientnet_lite import weights_path
@@ -90,7 +93,8 @@ class EfficientNetLiteBackbone(Backbone):
         from .efficientnet_lite import preprocess_images
 
         images = [load_image(x) for x in items]
-        return Batch(tensors={"pixel_values": preprocess_images(images, self.variant, self.image_size)},
+        px = preprocess_images(images, self.variant, self.image_size)
+        return Batch(tensors={"pixel_values": px.contiguous(memory_format=torch.channels_last)},
                      n_items=len(items))
 
     def forward_features(self, batch: Batch) -> torch.Tensor:
