@@ -41,6 +41,18 @@ from ._tuning import mark_adapted, recalibrate_batchnorm, used_layer_groups
 from .base import STRATEGIES, Strategy, TransferContext
 
 
+def saved_head(tensors: dict[str, torch.Tensor], classes: list[str], backbone: Backbone) -> nn.Linear:
+    """The saved linear head ``(C, D)``, checked against the classes and the backbone's width."""
+    weight = tensors["head.weight"]
+    _check(weight.ndim == 2 and weight.shape == (len(classes), backbone.num_features),
+           f"the saved head has shape {tuple(weight.shape)}, expected ({len(classes)}, {backbone.num_features})")
+    head = nn.Linear(weight.shape[1], weight.shape[0])
+    with torch.no_grad():
+        head.weight.copy_(weight)
+        head.bias.copy_(tensors["head.bias"])
+    return head.eval()
+
+
 def _check(ok: bool, message: str, hint: str | None = None) -> None:
     if not ok:
         raise UserInputError(message, hint=hint)
@@ -370,17 +382,12 @@ class FineTune(Strategy):
         _check(not bad, f"the saved fine-tuned weights do not fit backbone {backbone.name!r}: "
                f"{', '.join(bad[:5])}" + (f" and {len(bad) - 5} more" if len(bad) > 5 else ""),
                "load the run with the backbone (and options) it was trained with")
-        weight = tensors["head.weight"]
-        _check(weight.ndim == 2 and weight.shape == (len(classes), backbone.num_features),
-               f"the saved head has shape {tuple(weight.shape)}, expected ({len(classes)}, {backbone.num_features})")
+        head = saved_head(tensors, classes, backbone)
         with torch.no_grad():
             for k, v in sub.items():
                 own[k].copy_(v)
-            head = nn.Linear(weight.shape[1], weight.shape[0])
-            head.weight.copy_(weight)
-            head.bias.copy_(tensors["head.bias"])
         module.eval()
-        self.head_, self.backbone_ = head.eval(), backbone
+        self.head_, self.backbone_ = head, backbone
         self.trained_names_ = sorted(sub)
         self.classes_ = list(classes)
         self.info_ = {}

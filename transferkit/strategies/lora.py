@@ -34,7 +34,7 @@ from ..errors import MissingDependencyError, UserInputError
 from ..training.loop import isolated_rng
 from ._tuning import mark_adapted
 from .base import STRATEGIES, TransferContext
-from .finetune import FineTune, _check, _is_int
+from .finetune import FineTune, _check, _is_int, saved_head
 
 PREFIX = "lora."
 #: attention projections LoRA adapts, by naming convention: BERT/ViT, wav2vec2/BART/LLaMA, DistilBERT
@@ -261,17 +261,12 @@ class LoRA(FineTune):
         _check(not bad, f"the saved adapters do not fit backbone {backbone.name!r} with r={self.r}, "
                f"targets {self.targets_}: {', '.join(bad[:5])}{more}",
                "load the run with the backbone and options it was trained with")
-        weight = tensors["head.weight"]
-        _check(weight.ndim == 2 and weight.shape == (len(classes), backbone.num_features),
-               f"the saved head has shape {tuple(weight.shape)}, expected ({len(classes)}, {backbone.num_features})")
+        head = saved_head(tensors, classes, backbone)
         with torch.no_grad():
             for k, v in saved.items():
                 own[k].copy_(v)
-            head = nn.Linear(weight.shape[1], weight.shape[0])
-            head.weight.copy_(weight)
-            head.bias.copy_(tensors["head.bias"])
         backbone.module.eval()
-        self.head_, self.backbone_, self.classes_ = head.eval(), backbone, list(classes)
+        self.head_, self.backbone_, self.classes_ = head, backbone, list(classes)
         self.trained_names_, self.info_, self.fitted_ = sorted(own), {}, True
         mark_adapted(backbone, tensors)
         return self
