@@ -75,3 +75,19 @@ def test_chunk_counts_survive_the_cache(tiny_text_dir, tmp_path):
     _, s2 = extract_features(b, ds, cache=cache)
     assert s1.chunked == s2.chunked == 1
     np.testing.assert_array_equal(s1.units, s2.units)
+
+
+def test_text_pools_span_many_items_and_agree_with_one_item_at_a_time(tiny_text_dir, monkeypatch):
+    """Texts are prepared in pools larger than a batch (windows sorted across items); the
+    features must not depend on which items share a pool or a forward pass."""
+    b = get_backbone(str(tiny_text_dir), max_length=16, max_chunks=3, chunk_batch=4)
+    ds = Dataset(modality="text", inputs=[("alpha beta " * (1 + i % 11)) + str(i) for i in range(40)])
+    assert b.pool_items(8) > 8
+    pools = []
+    prepare = b.prepare
+    monkeypatch.setattr(b, "prepare", lambda items: pools.append(len(items)) or prepare(items))
+    pooled, stats = extract_features(b, ds, batch_size=8, cache=False)
+    assert pools == [40] and stats.chunked > 0
+    monkeypatch.setattr(b, "prepare", prepare)
+    single = np.concatenate([b.embed([x]).numpy() for x in ds.inputs])
+    np.testing.assert_allclose(pooled, single, atol=1e-5)

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from ._files import cache_root
+from ._memory import release_free_memory
 from .backbones.base import Backbone
 from .data.dataset import Dataset
 
@@ -110,7 +111,8 @@ def extract_features(backbone: Backbone, data: Dataset, *, batch_size: int = 32,
     Args:
         backbone: any :class:`Backbone`; its module is loaded only if something must be computed.
         data: the items (their modality must match the backbone's).
-        batch_size: items per forward pass.
+        batch_size: items per forward pass (text backbones prepare pools of many items and run
+            their own ``chunk_batch`` windows per pass).
         cache: ``True`` for the default cache, a :class:`FeatureCache`, or ``False``/``None``.
         progress: show a progress bar (default: when stderr is a terminal).
 
@@ -143,9 +145,10 @@ def extract_features(backbone: Backbone, data: Dataset, *, batch_size: int = 32,
         pending: list[tuple[list[int], np.ndarray, np.ndarray]] = []
         pending_n = 0
         try:
+            pool = max(1, backbone.pool_items(batch_size))
             with torch.inference_mode():
-                for s in range(0, len(todo), batch_size):
-                    idx = todo[s:s + batch_size]
+                for s in range(0, len(todo), pool):
+                    idx = todo[s:s + pool]
                     batch = backbone.prepare([_item(data, i) for i in idx]).to(device)
                     out = backbone.forward_features(batch).float().cpu().numpy()
                     u = np.asarray(batch.units) if batch.units is not None else np.zeros((len(idx), 2), np.int64)
@@ -156,6 +159,7 @@ def extract_features(backbone: Backbone, data: Dataset, *, batch_size: int = 32,
                     pending.append((idx, out, u))
                     pending_n += len(idx)
                     bar.update(len(idx))
+                    release_free_memory()
                     if cache and pending_n >= SHARD_ITEMS:
                         _flush(cache, key, hashes, pending)
                         pending, pending_n = [], 0

@@ -135,6 +135,14 @@ class Backbone(ABC):
         """What :attr:`Batch.units` counts ("tokens", "samples")."""
         return "units"
 
+    def pool_items(self, batch_size: int) -> int:
+        """Items to :meth:`prepare` together during extraction (default: one batch).
+
+        A backbone whose :meth:`forward_features` runs its own sub-batches (text chunks) takes a
+        larger pool, so that it can sort the pieces of many items by size and pad less.
+        """
+        return batch_size
+
     # ----- identity --------------------------------------------------------------------
     def identity(self) -> dict[str, Any]:
         """Everything that determines the features: the cache key and the model card use it."""

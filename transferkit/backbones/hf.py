@@ -17,6 +17,7 @@ from torch import nn
 
 from .._files import files_sha256
 from ..errors import MissingDependencyError, UnsafeFileError, UserInputError
+from .._memory import release_free_memory
 from .base import Backbone, Batch, pool_chunks
 
 PICKLE_WEIGHTS = ("pytorch_model.bin", "tf_model.h5", "model.ckpt.index", "flax_model.msgpack")
@@ -267,6 +268,12 @@ class HFTextBackbone(HFBackbone):
     def units_name(self) -> str:
         return "tokens"
 
+    def pool_items(self, batch_size: int) -> int:
+        # Chunks of 256 items are sorted together and run chunk_batch at a time: windows of
+        # equal width meet in one forward pass, as if sorted over the whole data set, while the
+        # token ids held at once stay bounded (256 items x max_chunks windows).
+        return max(batch_size, 256)
+
     def prepare(self, items: list[Any]) -> Batch:
         tok = self.tokenizer
         ids_all = tok(list(items), add_special_tokens=False, truncation=False, verbose=False,
@@ -307,6 +314,8 @@ class HFTextBackbone(HFBackbone):
             else:
                 mf = m.unsqueeze(-1).to(h.dtype)
                 feats.append((h * mf).sum(1) / mf.sum(1).clamp_min(1.0))
+            if not torch.is_grad_enabled():
+                release_free_memory()  # widths vary from group to group: see _memory.py
         chunk_feats = torch.cat(feats)
         return pool_chunks(chunk_feats, batch.owner, batch.tensors["weights"], batch.n_items)
 
