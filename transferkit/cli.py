@@ -63,8 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--text-column", help="text column(s), comma-separated; several are joined")
     f.add_argument("--label-column", help="label column (default: label)")
     f.add_argument("--modality", choices=["text", "image", "audio"], help="default: inferred from the data")
-    f.add_argument("--model", help="zoo name (see `transferkit models`), model directory or hub id")
-    f.add_argument("--strategy", help="adaptation strategy (default: linear-probe)")
+    f.add_argument("--model", help="zoo name (see `transferkit models`), model directory or hub id; 'auto': rank "
+                                   "the candidates on the training data and take the best")
+    f.add_argument("--models", help="with --model auto: candidates NAME[@LAYER], comma-separated "
+                                    "(default: the installed zoo models of the data's modality)")
+    f.add_argument("--strategy", help="adaptation strategy (default: linear-probe; with --model auto: chosen too)")
     f.add_argument("--param", action="append", metavar="KEY=VALUE", help="a strategy hyper-parameter (JSON value)")
     f.add_argument("--labels-per-class", type=int, help="few-shot: sample K labelled training items per class")
     f.add_argument("--test-size", type=float, help="held-out share when there is no --test (default 0.2)")
@@ -158,7 +161,7 @@ def cmd_fit(a: argparse.Namespace) -> int:
     over: dict[str, Any] = {}
     for flag, key in (("data", "data"), ("test", "test"), ("text_column", "text_columns"),
                       ("label_column", "label_column"), ("modality", "modality"), ("model", "model"),
-                      ("strategy", "strategy"), ("labels_per_class", "labels_per_class"), ("test_size", "test_size"),
+                      ("strategy", "strategy"), ("models", "candidates"), ("labels_per_class", "labels_per_class"), ("test_size", "test_size"),
                       ("seed", "seed"), ("out", "out"), ("skip_bad", "skip_bad"), ("batch_size", "batch_size")):
         if getattr(a, flag) is not None:
             over[key] = getattr(a, flag)

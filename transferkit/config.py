@@ -27,10 +27,15 @@ class FitConfig:
         text_columns: table columns holding the text (several are joined with a newline).
         label_column: table column holding the label.
         modality: ``text``/``image``/``audio``; inferred from the data when ``None``.
-        model: zoo name, local transformers directory or hub id (default per modality).
+        model: zoo name, local transformers directory or hub id (default per modality), or
+            ``"auto"``: rank ``candidates`` on the training split and take the best
+            (:mod:`transferkit.auto`).
+        candidates: with ``model="auto"``: the ``NAME[@LAYER]`` candidates (default: the
+            installed zoo models of the data's modality).
         backbone_options: ``layer``, ``pooling``, ``max_length``, ``max_chunks``, ``image_size``,
             ``allow_pickle``, ``trust_remote_code``.
-        strategy: registry name of the adaptation strategy.
+        strategy: registry name of the adaptation strategy; ``None`` means ``linear-probe``, or
+            ``auto`` (chosen from the data) when ``model="auto"``.
         strategy_params: its hyper-parameters.
         labels_per_class: few-shot: sample this many labelled training items per class.
         test_size: share of ``data`` held out when there is no ``test``.
@@ -52,8 +57,9 @@ class FitConfig:
     label_column: str = "label"
     modality: str | None = None
     model: str | None = None
+    candidates: list[str] | None = None
     backbone_options: dict[str, Any] = field(default_factory=dict)
-    strategy: str = "linear-probe"
+    strategy: str | None = None
     strategy_params: dict[str, Any] = field(default_factory=dict)
     labels_per_class: int | None = None
     test_size: float = 0.2
@@ -67,6 +73,11 @@ class FitConfig:
     resume: bool = True
 
     def __post_init__(self) -> None:
+        if isinstance(self.candidates, str):
+            self.candidates = [c.strip() for c in self.candidates.split(",") if c.strip()]
+        if self.candidates and self.model != "auto":
+            raise UserInputError("candidates are only used with model='auto'",
+                                 hint="pass --model auto --models a,b,c, or one --model")
         if isinstance(self.text_columns, str):
             self.text_columns = [c.strip() for c in self.text_columns.split(",") if c.strip()]
         if self.labels_per_class is not None and (not isinstance(self.labels_per_class, int) or self.labels_per_class < 1):

@@ -88,14 +88,27 @@ class FeatureCache:
                 found[targets] = True
         return found, feats if feats is not None else np.zeros((n, 0), np.float32), units
 
-    def store(self, key: str, hashes: list[str], feats: np.ndarray, units: np.ndarray) -> None:
-        """Write one shard; the hash file goes last, so a half-written shard is never read."""
+    def store(self, key: str, hashes: list[str], feats: np.ndarray, units: np.ndarray,
+              rows: np.ndarray | None = None) -> None:
+        """Write one shard: ``feats[rows]`` (all rows by default) with their hashes and units.
+
+        The rows are copied into the file in blocks, so a shard costs no second copy of the
+        features in memory.  The hash file goes last: a half-written shard is never read.
+        """
         if not len(hashes):
             return
+        rows = np.arange(len(hashes)) if rows is None else np.asarray(rows)
         d = self._dir(key)
         d.mkdir(parents=True, exist_ok=True)
         stem = f"shard-{time.time_ns():x}-{os.getpid()}"
-        for suffix, arr in ((".feat.npy", feats.astype(np.float32)), (".units.npy", units.astype(np.int64)),
+        tmp = d / f".{stem}.feat.npy.tmp"
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(len(rows), feats.shape[1]))
+        for s in range(0, len(rows), 256):
+            out[s:s + 256] = feats[rows[s:s + 256]]
+        out.flush()
+        del out
+        os.replace(tmp, d / f"{stem}.feat.npy")
+        for suffix, arr in ((".units.npy", units.astype(np.int64)),
                             (".hash.npy", np.array([bytes.fromhex(h) for h in hashes], dtype="S32"))):
             tmp = d / f".{stem}{suffix}.tmp"
             with open(tmp, "wb") as fh:
@@ -142,8 +155,7 @@ def extract_features(backbone: Backbone, data: Dataset, *, batch_size: int = 32,
                    disable=(not progress) if progress is not None else None, dynamic_ncols=True)
         module = backbone.module
         module.to(device)
-        pending: list[tuple[list[int], np.ndarray, np.ndarray]] = []
-        pending_n = 0
+        pending: list[int] = []  # rows computed but not yet in the cache (the rows live in feats)
         try:
             pool = max(1, backbone.pool_items(batch_size))
             with torch.inference_mode():
@@ -156,17 +168,16 @@ def extract_features(backbone: Backbone, data: Dataset, *, batch_size: int = 32,
                         feats = np.zeros((n, out.shape[1]), dtype=np.float32)
                     feats[idx] = out
                     units[idx] = u
-                    pending.append((idx, out, u))
-                    pending_n += len(idx)
+                    pending += idx
                     bar.update(len(idx))
                     release_free_memory()
-                    if cache and pending_n >= SHARD_ITEMS:
-                        _flush(cache, key, hashes, pending)
-                        pending, pending_n = [], 0
+                    if cache and len(pending) >= SHARD_ITEMS:
+                        _flush(cache, key, hashes, feats, units, pending)
+                        pending = []
         finally:
             bar.close()
             if cache and pending:
-                _flush(cache, key, hashes, pending)
+                _flush(cache, key, hashes, feats, units, pending)
         for i in range(n):  # repeated contents take the row of their first occurrence
             j = first_of.get(hashes[i], i)
             if j != i and not found[i]:
@@ -192,7 +203,6 @@ def backbone_chunk_limit(backbone: Backbone) -> int:
     return room() if room else 1 << 62
 
 
-def _flush(cache: FeatureCache, key: str, hashes: list[str], pending) -> None:
-    idx = [i for p in pending for i in p[0]]
-    cache.store(key, [hashes[i] for i in idx], np.concatenate([p[1] for p in pending]),
-                np.concatenate([p[2] for p in pending]))
+def _flush(cache: FeatureCache, key: str, hashes: list[str], feats: np.ndarray, units: np.ndarray,
+           rows: list[int]) -> None:
+    cache.store(key, [hashes[i] for i in rows], feats, units[rows], rows=np.asarray(rows))

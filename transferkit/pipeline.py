@@ -88,6 +88,16 @@ def fit(config: FitConfig | None = None, *, train: Dataset | None = None, test: 
                      f"from {n_before} training items.")
     timings["validate_s"] = time.perf_counter() - t
     modality = train_ds.modality
+    auto = None
+    if cfg.model == "auto":
+        auto = _choose_automatically(cfg, train_ds, say, progress)
+        timings["auto_rank_s"] = auto.seconds
+        notes += [f"Chosen automatically — {r}" for r in auto.reasons]
+    elif cfg.strategy in (None, "auto"):
+        if cfg.strategy == "auto":
+            raise UserInputError("strategy 'auto' needs model 'auto'",
+                                 hint="pass --model auto, or name a strategy (see the README)")
+        cfg.strategy = "linear-probe"
     model_name = cfg.model or DEFAULT_MODELS.get(modality)
     if model_name is None:
         raise UserInputError(f"there is no default model for {modality} data", hint="pass --model")
@@ -142,6 +152,7 @@ def fit(config: FitConfig | None = None, *, train: Dataset | None = None, test: 
         "n_train": len(train_ds), "n_test": len(test_ds), "classes": classes,
         **metrics,
         "strategy": {"name": cfg.strategy, "params": strategy.get_params(), "fit": strategy.fit_info()},
+        **({"auto": auto.to_dict()} if auto else {}),
         "timings": {k: round(v, 3) for k, v in timings.items()},
         "notes": notes,
     }
@@ -166,6 +177,32 @@ def fit(config: FitConfig | None = None, *, train: Dataset | None = None, test: 
         f"; best control {metrics['control']['name']} {metrics['control']['accuracy']:.3f}; verdict: {verdict}"
         if verdict else ""))
     return model
+
+
+def _choose_automatically(cfg: FitConfig, train: Dataset, say: Log, progress: bool | None):
+    """Rank the candidates on the training split and resolve ``cfg`` in place: the run's
+    config.json then names the chosen model, layer and strategy, and re-runs them exactly."""
+    from .auto import choose
+
+    choice = distributed.on_main(lambda: choose(
+        train, cfg.candidates, strategy=cfg.strategy, seed=cfg.seed, backbone_options=cfg.backbone_options,
+        batch_size=cfg.batch_size, cache=cfg.cache, progress=progress, log=say,
+        rank_dir=str(Path(cfg.out) / "rank") if cfg.out else None))
+    say(f"auto: chose {choice.model}" + (f" layer {choice.layer}" if choice.layer is not None else "") +
+        f" with {choice.strategy}")
+    if choice.strategy_chosen and cfg.strategy_params:
+        # Options given for whichever strategy would be chosen: keep those it takes.
+        from .strategies import STRATEGIES
+
+        takes = set(STRATEGIES.get(choice.strategy)._param_names())
+        dropped = sorted(set(cfg.strategy_params) - takes)
+        cfg.strategy_params = {k: v for k, v in cfg.strategy_params.items() if k in takes}
+        if dropped:
+            choice.reasons.append(f"{choice.strategy} takes no option {', '.join(dropped)}: ignored.")
+    cfg.model, cfg.strategy, cfg.candidates = choice.model, choice.strategy, None
+    if choice.layer is not None:
+        cfg.backbone_options = {**cfg.backbone_options, "layer": choice.layer}
+    return choice
 
 
 def run_controls(strategy, backbone: Backbone, train: Dataset, test: Dataset, cfg: FitConfig, say: Log,

@@ -1,0 +1,88 @@
+"""``--model auto``: rank on the training split, choose a model and a strategy, explain it."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import transferkit as tk
+from conftest import toy_texts
+from transferkit.auto import FINETUNE_FROM_PER_CLASS, FINETUNE_STRATEGY, choose_strategy
+from transferkit.cli import main
+from transferkit.data import Dataset
+from transferkit.errors import UserInputError
+
+
+def _toy(n=15):
+    texts, labels = toy_texts(n)
+    return Dataset(modality="text", inputs=texts, labels=labels)
+
+
+def test_auto_picks_the_best_ranked_candidate_and_explains(tiny_text_dir, tmp_path):
+    cands = [f"{tiny_text_dir}@0", str(tiny_text_dir), f"{tiny_text_dir}@1"]
+    out = tmp_path / "run"
+    model = tk.fit(train=_toy(), model="auto", candidates=cands, out=str(out), log=None)
+    m = model.metrics
+    ranking = m["auto"]["ranking"]
+    assert [r["candidate"] for r in ranking] != [] and len(ranking) == 3
+    logmes = [r["scores"]["logme"] for r in ranking]
+    assert logmes == sorted(logmes, reverse=True)  # best first
+    best = ranking[0]
+    # the run uses exactly the winner: its model and layer
+    assert m["run"]["backbone"] == best["model"] == str(tiny_text_dir)
+    assert model.card["backbone"]["identity"]["layer"] == best["layer"]
+    # 12 training items per class: far below the fine-tuning threshold -> a linear probe
+    assert m["run"]["strategy"] == "linear-probe" and m["auto"]["strategy_chosen"]
+    assert any("linear-probe" in n and "smallest class" in n for n in m["notes"])
+    # the test set played no part: ranking saw the training items only
+    rank = json.loads((out / "rank" / "rank.json").read_text())
+    assert rank["data"]["n_items"] == m["n_train"]
+    assert (out / "rank" / "rank.html").is_file()
+    html = (out / "report.html").read_text()
+    assert "How the model and strategy were chosen" in html and "(chosen)" in html
+    # config.json names the resolved choice and re-runs it without ranking again
+    cfg = json.loads((out / "config.json").read_text())["config"]
+    assert cfg["model"] == best["model"] and cfg["strategy"] == "linear-probe" and cfg["candidates"] is None
+    again = tk.fit(tk.FitConfig.load(out / "config.json"), train=_toy(), out=str(tmp_path / "b"), log=None)
+    assert "auto" not in again.metrics and again.metrics["test"] == m["test"]
+
+
+def test_strategy_rule_follows_the_smallest_class():
+    k = FINETUNE_FROM_PER_CLASS
+    small = Dataset(modality="text", inputs=["x"] * (2 * k - 1), labels=["a"] * k + ["b"] * (k - 1))
+    big = Dataset(modality="text", inputs=["x"] * (2 * k), labels=["a"] * k + ["b"] * k)
+    assert choose_strategy(small)[0] == "linear-probe"
+    name, why = choose_strategy(big)
+    assert name == FINETUNE_STRATEGY and str(k) in why
+
+
+def test_a_named_strategy_is_kept(tiny_text_dir):
+    model = tk.fit(train=_toy(), model="auto", candidates=[str(tiny_text_dir)], strategy="linear-probe",
+                   control=False, log=None)
+    assert not model.metrics["auto"]["strategy_chosen"]
+    assert "linear-probe: named by the user." in model.metrics["auto"]["reasons"]
+
+
+@pytest.mark.parametrize("kw, words", [
+    ({"model": "auto", "candidates": ["random:minilm-l6"]}, "randomly initialised"),
+    ({"model": "minilm-l6", "candidates": ["minilm-l6"]}, "only used with model='auto'"),
+    ({"model": "minilm-l6", "strategy": "auto"}, "needs model 'auto'"),
+])
+def test_bad_auto_requests_are_refused_clearly(kw, words):
+    with pytest.raises(UserInputError, match=words):
+        tk.fit(train=_toy(), log=None, **kw)
+
+
+def test_cli_model_auto(tiny_text_dir, tmp_path, capsys):
+    texts, labels = toy_texts(15)
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps({"text": t, "label": y}) + "\n" for t, y in zip(texts, labels)))
+    rc = main(["fit", "--data", str(data), "--text-column", "text", "--model", "auto",
+               "--models", f"{tiny_text_dir},{tiny_text_dir}@1", "--out", str(tmp_path / "r"), "--no-control"])
+    assert rc == 0
+    m = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    assert m["auto"]["ranking"][0]["model"] == str(tiny_text_dir)
+    rc = main(["fit", "--data", str(data), "--text-column", "text", "--model", "auto",
+               "--models", "random:minilm-l6", "--out", str(tmp_path / "r2")])
+    assert rc == 2
+    assert "randomly initialised" in capsys.readouterr().err

@@ -1,0 +1,159 @@
+"""``--model auto``: rank candidate backbones on the training data, then pick a model and a strategy.
+
+The choice is made on the training split only (after any few-shot sampling), never on the test
+set, so the test accuracy that follows is still an honest estimate.  The chosen candidate's
+features are then already in the cache: a linear probe after ranking costs almost nothing more.
+
+The rule for the strategy comes from the study in BENCHMARKS.md (section "auto"), which fits
+every strategy on the real tasks at several sizes and measures where fine-tuning starts to pay:
+
+* fewer than :data:`FINETUNE_FROM_PER_CLASS` labelled items in the smallest class -> ``linear-probe``
+  (a linear head on frozen features; fine-tuning had nothing reliable to add at that size);
+* otherwise -> :data:`FINETUNE_STRATEGY` (``lp-ft``: a linear probe initialises the head, then the
+  whole network is fine-tuned; Kumar et al., ICLR 2022).
+"""
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable
+
+from .data.dataset import Dataset
+from .errors import UserInputError
+
+__all__ = ["AutoChoice", "choose", "default_candidates", "choose_strategy", "FINETUNE_FROM_PER_CLASS"]
+
+#: Smallest class size from which ``auto`` fine-tunes instead of probing (see the module doc).
+FINETUNE_FROM_PER_CLASS = 100
+FINETUNE_STRATEGY = "lp-ft"
+#: Ranking scores at most this many training items (stratified): the scores settle well before.
+RANK_MAX_ITEMS = 2000
+
+# Per modality: the zoo candidates tried when the user names none.  EfficientNet's layer 6 is
+# among them because on small, low-resolution images (digits) it beats the last layer by a
+# wide margin (BENCHMARKS.md, probe section); text keeps MiniLM's last and a middle layer.
+_DEFAULTS = {
+    "text": ["minilm-l6", "minilm-l6@4"],
+    "image": ["efficientnet-lite0", "efficientnet-lite0@6", "efficientnet-lite1"],
+}
+
+
+@dataclass
+class AutoChoice:
+    """What ``auto`` chose and why.
+
+    Attributes:
+        model: the chosen backbone name; ``layer``: its layer (``None``: last).
+        strategy: the chosen strategy (or the user's, when they named one).
+        strategy_chosen: ``False`` when the user fixed the strategy.
+        score: the score that ranked the candidates (``logme``).
+        ranking: per candidate, best first: ``{"candidate", "model", "layer", "scores", "seconds"}``.
+        reasons: plain sentences for the report.
+        seconds: the whole ranking.
+    """
+
+    model: str
+    layer: int | None
+    strategy: str
+    strategy_chosen: bool
+    score: str
+    ranking: list[dict[str, Any]] = field(default_factory=list)
+    reasons: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def default_candidates(modality: str) -> list[str]:
+    """The zoo candidates for a modality whose packages are installed."""
+    from .backbones.zoo import list_models
+
+    available = {m["name"] for m in list_models() if m["available"]}
+    cands = [c for c in _DEFAULTS.get(modality, []) if c.split("@")[0] in available]
+    if not cands:
+        raise UserInputError(f"--model auto has no installed zoo model for {modality} data",
+                             hint="name candidates with --models a,b,c (model directories or hub ids), "
+                                  "or install the zoo: pip install 'transferkit[zoo]'")
+    return cands
+
+
+def choose_strategy(train: Dataset) -> tuple[str, str]:
+    """``(strategy, reason)`` from the size of the smallest class (see the module doc)."""
+    counts = Counter(train.labels)
+    smallest = min(counts.values())
+    if smallest < FINETUNE_FROM_PER_CLASS:
+        return "linear-probe", (
+            f"linear-probe: the smallest class has {smallest} labelled training items, fewer than "
+            f"{FINETUNE_FROM_PER_CLASS}; at that size fine-tuning did not beat a linear probe on frozen "
+            "features in the study behind this rule (BENCHMARKS.md, section auto), and it costs far more.")
+    return FINETUNE_STRATEGY, (
+        f"{FINETUNE_STRATEGY}: every class has at least {FINETUNE_FROM_PER_CLASS} labelled training items "
+        f"(smallest: {smallest}); from that size fine-tuning after a linear probe beat the probe alone in the "
+        "study behind this rule (BENCHMARKS.md, section auto).")
+
+
+def choose(train: Dataset, candidates: list[str] | None, *, strategy: str | None, seed: int,
+           backbone_options: dict[str, Any], batch_size: int, cache: bool, progress: bool | None,
+           log: Callable[[str], None], rank_dir: str | None = None) -> AutoChoice:
+    """Rank ``candidates`` (default: :func:`default_candidates`) on ``train`` and choose.
+
+    Args:
+        train: the labelled training split (never the test set).
+        candidates: ``"NAME[@LAYER]"`` strings; random-init candidates are refused (they are
+            the control, not a choice).
+        strategy: the user's strategy, or ``None``/``"auto"`` to choose it too.
+        rank_dir: where to write ``rank.json`` and ``rank.html`` (``None``: nowhere).
+
+    Returns:
+        :class:`AutoChoice`.
+    """
+    import time
+
+    from .ranking import parse_candidate, rank
+
+    t = time.perf_counter()
+    cands = list(candidates) if candidates else default_candidates(train.modality)
+    for c in cands:
+        if parse_candidate(c).random:
+            raise UserInputError(f"--models: {c!r} is a randomly initialised model",
+                                 hint="auto chooses among pre-trained candidates; the random-init copy of the "
+                                      "chosen one is trained as the control anyway")
+    if "layer" in backbone_options:
+        raise UserInputError("--layer cannot be combined with --model auto",
+                             hint="give layers as candidates instead, e.g. --models efficientnet-lite0@6,efficientnet-lite0")
+    log(f"auto: ranking {len(cands)} candidates on the training split: {', '.join(cands)}")
+    result = rank(train, cands, scores=("logme", "knn"), max_items=RANK_MAX_ITEMS, seed=seed,
+                  batch_size=batch_size, backbone_options=backbone_options, cache=cache, progress=progress,
+                  log=None)
+    if rank_dir:
+        result.write(rank_dir)
+    best = result.best
+    ranking = [{"candidate": r.candidate, "model": r.model, "layer": r.layer, "scores": r.scores,
+                "seconds": r.seconds} for r in result.rows]
+    reasons = [_model_reason(result)]
+    user_strategy = strategy not in (None, "auto")
+    if user_strategy:
+        name = strategy
+        reasons.append(f"{strategy}: named by the user.")
+    else:
+        name, why = choose_strategy(train)
+        reasons.append(why)
+    return AutoChoice(model=best.model, layer=best.layer, strategy=name, strategy_chosen=not user_strategy,
+                      score="logme", ranking=ranking, reasons=reasons, seconds=round(time.perf_counter() - t, 3))
+
+
+def _model_reason(result) -> str:
+    rows = result.rows
+    best = rows[0]
+    line = (f"{best.candidate}: the highest LogME of {len(rows)} candidates on {result.data['n_items']} training "
+            f"items ({best.scores['logme']:.4f}")
+    if len(rows) > 1:
+        nxt = rows[1]
+        line += f"; next {nxt.candidate} {nxt.scores['logme']:.4f}"
+    line += "). LogME is the evidence of a Bayesian linear model on the frozen features: higher means the "
+    line += "labels are easier to predict linearly from them."
+    knn = best.scores.get("knn")
+    if knn is not None:
+        line += f" Its leave-one-out 5-NN accuracy on those items is {knn:.1%}."
+    return line
