@@ -1,0 +1,198 @@
+"""Do transferability scores predict the accuracy a candidate reaches?  (weighted Kendall tau)
+
+For each task (SpamAssassin spam vs ham, MNIST-5k, scikit-learn digits) and each variant (the
+80/20 split of a stratified subset, and few-shot: K labelled items per class sampled from that
+training part), every candidate backbone (pre-trained models at several layers, and randomly
+initialised copies) is
+
+1. scored on the training part only, with ``transferkit.ranking.rank`` (LogME, H-score, kNN,
+   and LEEP / NCE where the candidate has its ImageNet head at the scored layer), and
+2. trained as a linear probe (``linear-probe``, C picked by cross-validation) and tested on
+   the held-out part.
+
+Then, per task variant, ``scipy.stats.weightedtau`` between each score and the probe accuracy
+over the candidates (LogME's paper reports a mean of 0.67 over its tasks).  The same run also
+records, per variant, which candidate ``--model auto`` would pick (the LogME winner among
+pre-trained candidates) and how far its accuracy is from the best candidate's.
+
+Run: ``python benchmarks/bench_transferability.py`` (about 15 minutes on 2 idle cores;
+``--quick`` for a 2-minute smoke run that does not touch BENCHMARKS.md).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common as C  # noqa: E402
+
+C.setup_env()
+import numpy as np  # noqa: E402
+
+IMAGE_CANDIDATES = ["efficientnet-lite0", "efficientnet-lite0@4", "efficientnet-lite0@6", "efficientnet-lite1",
+                    "efficientnet-lite1@6", "efficientnet-lite2", "random:efficientnet-lite0",
+                    "random:efficientnet-lite0@6"]
+TEXT_CANDIDATES = ["minilm-l6", "minilm-l6@4", "minilm-l6@2", "minilm-l6@1", "random:minilm-l6",
+                   "random:minilm-l6@4"]
+SCORES = ["logme", "hscore", "knn", "leep", "nce"]
+
+
+def tasks(n: int):
+    """``name -> (Dataset, candidates, backbone options, shots)``, each a stratified subset of n."""
+    from transferkit.data import from_arrays
+
+    rows = C.load_spam()
+    idx = C.stratified_indices([r["label"] for r in rows], n, seed=0)
+    spam = from_arrays([C.spam_text(rows[i]) for i in idx], [rows[i]["label"] for i in idx], modality="text")
+    images, labels = C.load_mnist()
+    idx = C.stratified_indices(labels, n, seed=0)
+    mnist = from_arrays(images[idx], [str(labels[i]) for i in idx], modality="image")
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    idx = C.stratified_indices(d.target, n, seed=0)
+    digits = from_arrays((d.images[idx] * (255.0 / 16.0)).round().astype(np.uint8),
+                         [str(d.target[i]) for i in idx], modality="image")
+    img = {"image_size": 128}
+    return {"spam": (spam, TEXT_CANDIDATES, {"max_chunks": 2}, 8),
+            "mnist-5k": (mnist, IMAGE_CANDIDATES, img, 10),
+            "digits": (digits, IMAGE_CANDIDATES, img, 10)}
+
+
+def probe_accuracy(cand: str, options: dict, train, test, seed: int) -> float:
+    import transferkit as tk
+    from transferkit.model import TransferModel
+    from transferkit.ranking import parse_candidate
+    from transferkit.strategies import get_strategy
+
+    c = parse_candidate(cand)
+    bb = tk.get_backbone(c.model, **options, **({"layer": c.layer} if c.layer is not None else {}))
+    if c.random:
+        bb = bb.randomized(seed)
+    model = TransferModel(bb, get_strategy("linear-probe", {}), cache=True, batch_size=32, progress=False)
+    model.ctx.seed = seed
+    model.strategy.fit(train, model.ctx)
+    pred = model.strategy.predict(test, model.ctx)
+    return float(np.mean(np.array(pred) == np.array(test.labels)))
+
+
+def tau(score: list[float | None], acc: list[float]) -> float | None:
+    from scipy.stats import weightedtau
+
+    pairs = [(s, a) for s, a in zip(score, acc) if s is not None and np.isfinite(s)]
+    if len(pairs) < 3:
+        return None
+    s, a = map(np.array, zip(*pairs))
+    return float(weightedtau(s, a).statistic)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--items", type=int, default=600, help="stratified subset per task (80/20 split)")
+    ap.add_argument("--quick", action="store_true", help="tiny smoke run; writes nothing")
+    ap.add_argument("--no-write", action="store_true")
+    a = ap.parse_args()
+    import transferkit as tk
+    from transferkit.data import few_shot_sample, stratified_split
+    from transferkit.ranking import rank
+
+    load = C.OtherLoad()
+    m = C.machine()
+    C.say(C.machine_line(m))
+    n = 80 if a.quick else a.items
+    all_tasks = tasks(n)
+    if a.quick:
+        all_tasks = {k: (ds, c[:3] + c[-1:], o, 4) for k, (ds, c, o, _s) in all_tasks.items()}
+    results = []
+    t0 = time.perf_counter()
+    for name, (ds, cands, opts, shots) in all_tasks.items():
+        train, test = stratified_split(ds, test_size=0.2, seed=0)
+        for variant, tr in (("80/20", train), (f"{shots}/class", few_shot_sample(train, shots, seed=0))):
+            C.say(f"== {name} {variant}: {len(tr)} training items, {len(test)} test items, {len(cands)} candidates")
+            t = time.perf_counter()
+            res = rank(tr, cands, scores=SCORES, seed=0, backbone_options=opts, log=None, progress=False)
+            rank_s = time.perf_counter() - t
+            by = {r.candidate: r for r in res.rows}
+            rows = []
+            for c in cands:
+                acc = probe_accuracy(c, opts, tr, test, seed=0)
+                rows.append({"candidate": c, "accuracy": acc, "scores": by[c].scores, "dim": by[c].dim})
+                C.say(f"   {c:<30} acc {acc:.3f}  " + "  ".join(
+                    f"{s} {v:.3f}" for s, v in by[c].scores.items() if v is not None))
+            taus = {s: tau([r["scores"].get(s) for r in rows], [r["accuracy"] for r in rows]) for s in SCORES}
+            pre = [r for r in rows if not r["candidate"].startswith("random:")]
+            pick = max(pre, key=lambda r: r["scores"]["logme"])
+            best = max(rows, key=lambda r: r["accuracy"])
+            results.append({"task": name, "variant": variant, "n_train": len(tr), "n_test": len(test),
+                            "rows": rows, "tau": taus, "rank_s": rank_s,
+                            "auto_pick": pick["candidate"], "auto_acc": pick["accuracy"],
+                            "best": best["candidate"], "best_acc": best["accuracy"]})
+            C.say("   tau: " + ", ".join(f"{s} {v:+.2f}" for s, v in taus.items() if v is not None) +
+                  f"; auto picks {pick['candidate']} ({pick['accuracy']:.3f}), best {best['candidate']} "
+                  f"({best['accuracy']:.3f})")
+    m["cpu_other_during_pct"] = load.pct()
+    m["seconds"] = round(time.perf_counter() - t0, 1)
+    mean = {s: (float(np.mean(v)) if (v := [r["tau"][s] for r in results if r["tau"][s] is not None]) else None)
+            for s in SCORES}
+    res = {"machine": m, "args": vars(a), "results": results, "mean_tau": mean}
+    if a.quick or a.no_write:
+        C.say(str(mean))
+        return
+    report(res)
+
+
+def report(res: dict) -> None:
+    results, mean, m = res["results"], res["mean_tau"], res["machine"]
+    fmt = (lambda v: "—" if v is None else f"{v:+.2f}")
+    rows = [[r["task"], r["variant"], r["n_train"], *[fmt(r["tau"][s]) for s in SCORES],
+             f"{r['auto_pick']} ({r['auto_acc']:.3f})", f"{r['best']} ({r['best_acc']:.3f})"] for r in results]
+    rows.append(["**mean**", "", "", *[f"**{fmt(mean[s])}**" for s in SCORES], "", ""])
+    detail = []
+    for r in results:
+        for row in sorted(r["rows"], key=lambda x: -x["accuracy"]):
+            detail.append([r["task"], r["variant"], row["candidate"], f"{row['accuracy']:.3f}",
+                           *[("—" if row["scores"].get(s) is None else f"{row['scores'][s]:.3f}") for s in SCORES]])
+    regret = [r["best_acc"] - r["auto_acc"] for r in results]
+    summary = [{"item": "weighted Kendall tau, LogME vs linear-probe accuracy (mean over "
+                        f"{sum(r['tau']['logme'] is not None for r in results)} task variants)",
+                "goal": "> 0.67 (LogME's paper mean)", "measured": f"{mean['logme']:+.2f} "
+                f"(H-score {fmt(mean['hscore'])}, kNN {fmt(mean['knn'])}, LEEP {fmt(mean['leep'])}, NCE {fmt(mean['nce'])})",
+                "met": bool(mean["logme"] is not None and mean["logme"] > 0.67), "anchor": "transferability"},
+               {"item": "--model auto: accuracy lost against the best candidate (LogME pick among pre-trained)",
+                "goal": "small", "measured": f"mean {np.mean(regret):.3f}, worst {max(regret):.3f} over "
+                f"{len(regret)} task variants", "met": None, "anchor": "transferability"}]
+    res["summary"] = summary
+    body = f"""<a id="transferability"></a>
+## 7. Do the scores predict accuracy? Weighted Kendall tau (`benchmarks/bench_transferability.py`)
+
+{C.machine_line(m)} Whole run: {m['seconds'] / 60:.1f} min.
+
+Each task is a stratified subset of {res['args']['items']} items (seed 0), split 80/20 (seed 0); the few-shot
+variant samples K labelled items per class from the training part (seed 0) and tests on the same
+test part. Candidates: images — {', '.join(IMAGE_CANDIDATES)} (all at 128 px); text — {', '.join(TEXT_CANDIDATES)}
+(subject + body, at most 2 windows of 256 tokens). `@L` is the layer (EfficientNet stage, MiniLM
+block); `random:` is the same architecture randomly initialised. Scores are computed on the training
+part only with `transferkit.ranking.rank`; accuracy is a `linear-probe` (C by 5-fold CV) on the test part.
+tau = `scipy.stats.weightedtau(score, accuracy)` over the candidates of one task variant (LEEP and NCE
+only exist for candidates with their ImageNet head: the pre-trained EfficientNets at their last layer,
+so their tau uses three candidates and is not computed for text). The last two columns: what
+`--model auto` picks (the LogME winner among the pre-trained candidates) and the best candidate, with
+their test accuracies.
+
+{C.md_table(['task', 'variant', 'train items'] + [f'tau {s}' for s in SCORES] + ['auto pick (acc)', 'best (acc)'], rows)}
+
+<details><summary>Every candidate's accuracy and scores</summary>
+
+{C.md_table(['task', 'variant', 'candidate', 'probe accuracy'] + SCORES, detail)}
+
+</details>
+"""
+    C.save_result("transferability", res)
+    C.update_section("transferability", body)
+    C.say(body)
+
+
+if __name__ == "__main__":
+    main()
