@@ -14,7 +14,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import _common as C  # noqa: E402
 
-ORDER = ["extraction", "cache", "memory", "probe", "bad_images", "logme"]
+ORDER = ["extraction", "cache", "memory", "probe", "bad_images", "logme", "serve"]
 
 
 def main() -> int:

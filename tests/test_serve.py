@@ -130,6 +130,25 @@ def test_predict_texts_matches_the_library(text_server, text_run):
     assert all(abs(p["confidence"] - max(p["probabilities"].values())) < 1e-12 for p in body["predictions"])
 
 
+def test_a_finetuned_run_serves_with_its_own_features(tiny_text_dir, tmp_path):
+    """A strategy that runs the backbone itself: predictions as the library's, and the drift
+    reference and the request features both come from the fine-tuned backbone."""
+    texts, labels = toy_texts(12)
+    out = tmp_path / "ft"
+    tk.fit(train=tk.Dataset(modality="text", inputs=texts, labels=labels), model=str(tiny_text_dir), out=str(out),
+           strategy="finetune", strategy_params={"epochs": 1, "lr": 1e-3}, control=False, log=None)
+    pred = Predictor(out)
+    proba, feats = pred.predict(["free cash prize", "project agenda"])
+    np.testing.assert_allclose(proba, tk.load(out, cache=False).predict_proba(["free cash prize", "project agenda"]),
+                               atol=1e-5)
+    assert feats.shape == (2, pred.reference.shape[1])
+    loaded = tk.load(out, cache=False)
+    assert pred.reference.shape[0] == 19  # 80% of 24 training items
+    assert np.isfinite(pred.reference).all() and loaded.backbone.num_features == pred.reference.shape[1]
+    with Served(out, predictor=pred) as c:
+        assert c.post("/predict", json={"texts": ["free cash"]}).status_code == 200
+
+
 GOOD = {"texts": ["free cash now"]}
 BAD_TEXT_REQUESTS = [
     ("malformed JSON", dict(content=b'{"texts": ["a",', headers={"content-type": "application/json"}), 400,
@@ -256,6 +275,14 @@ def test_bad_image_requests_get_a_clear_4xx(image_server, what, kwargs, status, 
     assert_healthy(image_server, files=ONE)
 
 
+def test_streamed_multipart_over_the_body_limit_is_413(image_server):
+    head = b'--b\r\nContent-Disposition: form-data; name="files"; filename="x.png"\r\nContent-Type: image/png\r\n\r\n'
+    chunks = iter([head] + [b"\0" * 2**20] * 11 + [b"\r\n--b--\r\n"])  # 11 MiB, no Content-Length
+    r = image_server.post("/predict", content=chunks, headers={"content-type": "multipart/form-data; boundary=b"})
+    assert r.status_code == 413 and r.json()["error"] == "body-too-large"
+    assert_healthy(image_server, files=ONE)
+
+
 def test_empty_multipart_is_an_empty_batch(image_server):
     r = image_server.post("/predict", content=b"--b--\r\n", headers={"content-type": "multipart/form-data; boundary=b"})
     assert r.status_code == 422 and r.json()["error"] == "empty-batch"
@@ -316,6 +343,42 @@ def test_a_run_that_cannot_load_is_live_but_never_ready(tmp_path):
         assert r.status_code == 503 and r.json()["status"] == "failed" and "not a transferkit run" in r.json()["message"]
         assert c.get("/health/live").status_code == 200
         assert c.post("/predict", json=GOOD).json()["error"] == "model-failed"
+
+
+def test_batcher_merges_requests_up_to_max_batch():
+    from transferkit.serve.batcher import MicroBatcher
+
+    sizes = []
+
+    def run(items):
+        sizes.append(len(items))
+        return np.array([[float(x), 1.0 - float(x)] for x in items]), None
+
+    b = MicroBatcher(run, max_batch=2, max_delay_s=0.05, queue_items=10)
+    futures = [b.submit([i / 10]) for i in range(5)]  # queued before the worker starts
+    b.start()
+    try:
+        results = [f.result(10) for f in futures]
+    finally:
+        b.stop()
+    assert sizes == [2, 2, 1]
+    assert [float(p[0][0]) for p, _ in results] == [0.0, 0.1, 0.2, 0.3, 0.4]  # each request gets its own rows
+
+
+def test_batcher_refuses_what_would_wait_too_long_or_overflow():
+    from transferkit.serve.batcher import MicroBatcher, Overloaded
+
+    b = MicroBatcher(lambda items: (np.zeros((len(items), 2)), None), max_batch=4, max_delay_s=0.0, queue_items=3,
+                     max_wait_s=0.5)
+    b.items_per_s = 2.0  # as measured: 2 items per second of model time (the worker is not started)
+    b.submit(["a"])  # nothing ahead: always admitted, whatever the estimate
+    b.submit(["b"])  # 1 item ahead: 0.5 s
+    with pytest.raises(Overloaded, match="about 1 s of work"):
+        b.submit(["c"])  # 2 items ahead: 1 s > 0.5 s
+    b.items_per_s = 100.0
+    b.submit(["c"])
+    with pytest.raises(Overloaded, match="limit 3"):
+        b.submit(["d"])  # the queue bound
 
 
 # ----------------------------------------------------------------------------- drift

@@ -21,6 +21,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from ..errors import UserInputError
 from .batcher import MicroBatcher, Overloaded
 from .drift import DriftMonitor
 from .inputs import RequestError, check_count, check_image, parse_texts
@@ -75,11 +76,12 @@ class ServerState:
                                       seed=int(self.predictor.card.get("seed", 0) or 0))
             self.batcher = MicroBatcher(self.predictor.predict, max_batch=s.max_batch,
                                         max_delay_s=s.max_delay_ms / 1000, queue_items=s.queue_items,
-                                        on_batch=self._on_batch)
+                                        max_wait_s=s.request_timeout_s, on_batch=self._on_batch)
             self.batcher.start()
             self.drift.start()
             if s.warmup:
                 self.batcher.submit([_warmup_item(self.predictor.modality)]).result(timeout=max(60.0, s.request_timeout_s))
+                self.batcher.items_per_s = None  # a first call is slow: not a rate to plan with
             self.ready = True
             log.info("model of %s loaded and warmed up: ready", self.run_dir)
         except Exception as e:  # noqa: BLE001 - reported by /health/ready, the process stays up
@@ -221,6 +223,8 @@ def create_app(run_dir: str | Path, settings: ServeSettings | None = None, *, pr
                                "in Retry-After", headers={"Retry-After": str(settings.retry_after_s)}) from None
         try:
             proba, _feats = await asyncio.wait_for(asyncio.wrap_future(future), settings.request_timeout_s)
+        except UserInputError as e:  # an item the model refused (decoding, ...): the client's to fix
+            raise RequestError(422, "invalid-input", e.message, e.hint) from None
         except asyncio.TimeoutError:
             future.cancel()
             raise RequestError(503, "timeout", f"no answer within {settings.request_timeout_s:g} s: the server is "

@@ -3,8 +3,10 @@ and runs the model.
 
 Bounded in items, not requests: a request that would push the queue over ``queue_items`` is
 refused at once (:class:`Overloaded`, answered 503 with ``Retry-After``), so under overload
-latency stays bounded and memory does not grow.  A request whose caller gave up (timeout) is
-dropped before the model sees it.
+latency stays bounded and memory does not grow.  So is a request that would wait longer than
+``max_wait_s`` behind the items already queued, at the worker's measured rate (a moving
+average of items per second of model time): a client that would time out anyway learns it at
+once.  A request whose caller gave up (timeout) is dropped before the model sees it.
 """
 from __future__ import annotations
 
@@ -40,12 +42,16 @@ class MicroBatcher:
         max_batch: items per model call at most (a larger single request runs alone).
         max_delay_s: how long to wait for more requests once one is waiting.
         queue_items: items queued at most.
+        max_wait_s: refuse a request whose estimated wait in the queue is longer (``None``: no
+            estimate, only the queue bound).
         on_batch: called after each model call with ``(n_items, n_requests, seconds, features)``.
     """
 
     def __init__(self, run: RunFn, *, max_batch: int, max_delay_s: float, queue_items: int,
-                 on_batch: Callable[[int, int, float, Any], None] | None = None):
+                 max_wait_s: float | None = None, on_batch: Callable[[int, int, float, Any], None] | None = None):
         self.run = run
+        self.max_wait_s = max_wait_s
+        self.items_per_s: float | None = None  # moving average of the worker's rate
         self.max_batch = max_batch
         self.max_delay_s = max_delay_s
         self.queue_items = queue_items
@@ -79,6 +85,10 @@ class MicroBatcher:
                 raise Overloaded("the server is shutting down")
             if self._queued + len(job.items) > self.queue_items:
                 raise Overloaded(f"{self._queued} items are waiting (limit {self.queue_items})")
+            rate = self.items_per_s
+            if self._queued and rate and self.max_wait_s is not None and self._queued / rate > self.max_wait_s:
+                raise Overloaded(f"{self._queued} items are waiting, about {self._queued / rate:.0f} s of work "
+                                 f"(limit {self.max_wait_s:g} s)")
             self._jobs.append(job)
             self._queued += len(job.items)
             self._cond.notify()
@@ -121,6 +131,8 @@ class MicroBatcher:
                     job.future.set_exception(e)
                 continue
             seconds = time.perf_counter() - t
+            rate = len(items) / max(seconds, 1e-6)
+            self.items_per_s = rate if self.items_per_s is None else 0.7 * self.items_per_s + 0.3 * rate
             start = 0
             for job in batch:
                 k = len(job.items)

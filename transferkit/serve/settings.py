@@ -26,7 +26,9 @@ class ServeSettings:
         max_batch: items the worker runs through the model at once (requests are merged).
         max_delay_ms: how long the worker waits for more requests to fill a batch.
         queue_items: items waiting for the worker at most; above it requests get 503 with
-            ``Retry-After`` instead of queueing without bound.
+            ``Retry-After`` instead of queueing without bound.  A request that would wait longer
+            than ``request_timeout_s`` behind the queue (at the measured model rate) gets the
+            same answer at once.
         request_timeout_s: a request not answered by then gets 503 (its items are dropped if
             the worker has not started them).
         retry_after_s: the ``Retry-After`` header sent with 503.
