@@ -399,6 +399,7 @@ def test_drift_alarm_flips_on_shifted_inputs_only(text_run):
         for i in range(0, 40, 5):
             assert c.post("/predict", json={"texts": same[i:i + 5]}).status_code == 200
         d = _drift(c, 0)
+        assert d["items_seen"] == 40  # the warm-up item is not traffic
         assert d["alarm"] is False and d["p_value"] > 0.05 and d["window_items"] == 40, d
         assert "transferkit_serve_drift_alarm 0" in c.get("/metrics").text
         rng = random.Random(1)
@@ -450,3 +451,30 @@ def test_cli_serve_reports_a_bad_run_without_traceback(tmp_path, capsys):
     assert main(["serve", str(tmp_path / "missing")]) == 2
     err = capsys.readouterr().err
     assert "not a transferkit run" in err and "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_cli_serve_in_a_subprocess(text_run):
+    """``transferkit serve RUN --port 0`` as a user runs it: it says where it listens, serves, stops on SIGINT."""
+    import os
+    import re
+    import signal
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "transferkit.cli", "serve", str(text_run), "--port", "0"],
+                            stderr=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    try:
+        url, t0 = None, time.monotonic()
+        while url is None and time.monotonic() - t0 < 120:
+            line = proc.stderr.readline()
+            assert line or proc.poll() is None, "the server exited"
+            m = re.search(r"running on (http://127\.0\.0\.1:\d+)", line)
+            url = m.group(1) if m else None
+        assert url, "no 'running on' line"
+        with httpx.Client(base_url=url, timeout=30) as c:
+            wait_ready(c)
+            assert c.post("/predict", json={"texts": ["free cash prize"]}).json()["predictions"][0]["label"] == "spam"
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(30) == 0

@@ -133,13 +133,13 @@ class MicroBatcher:
             seconds = time.perf_counter() - t
             rate = len(items) / max(seconds, 1e-6)
             self.items_per_s = rate if self.items_per_s is None else 0.7 * self.items_per_s + 0.3 * rate
+            if self.on_batch is not None:  # before the answers: a caller sees its batch recorded
+                try:
+                    self.on_batch(len(items), len(batch), seconds, feats)
+                except Exception:  # noqa: BLE001 - monitoring must never stop the worker
+                    pass
             start = 0
             for job in batch:
                 k = len(job.items)
                 job.future.set_result((proba[start:start + k], None if feats is None else feats[start:start + k]))
                 start += k
-            if self.on_batch is not None:
-                try:
-                    self.on_batch(len(items), len(batch), seconds, feats)
-                except Exception:  # noqa: BLE001 - monitoring must never stop the worker
-                    pass
