@@ -4,21 +4,32 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.transferkit-installed
 
-.PHONY: setup demo test test-fast bench clean
+.PHONY: setup browser demo test test-fast bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -c constraints.txt torch==2.13.0
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[zoo,parquet,test]"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[zoo,parquet,serve,test]"
 	touch $(STAMP)
 
 setup: $(STAMP)
 
+# The report's browser test needs Chromium: where it is missing and apt is there, install the Debian
+# packages (with sudo when not root); otherwise say so, and that test skips naming the reason.
+browser:
+	@if { command -v chromium || command -v chromium-browser; } >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then :; \
+	elif command -v apt-get >/dev/null 2>&1; then \
+	  SUDO=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
+	  echo "installing Chromium for the report's browser test (apt-get install chromium chromium-driver)"; \
+	  { $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	      chromium chromium-driver >/dev/null; } || echo "warning: Chromium could not be installed: the browser test will skip"; \
+	else echo "note: no Chromium and no apt-get: the report's browser test will skip"; fi
+
 demo: setup
 	$(BIN)/transferkit demo --out runs/demo
 
-test: setup
+test: setup browser
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -ra
 
 test-fast: setup

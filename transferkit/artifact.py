@@ -12,6 +12,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ._files import atomic_write_bytes, write_json
 from .backbones import get_backbone
 from .errors import UserInputError
@@ -20,6 +22,9 @@ from .strategies import STRATEGIES
 
 FORMAT = "transferkit-run/1"
 WEIGHTS = "strategy.safetensors"
+#: A bounded sample of training features, the reference of the server's drift monitor.
+REFERENCE = "reference_features.npy"
+REFERENCE_MAX_ROWS = 500
 
 
 def versions() -> dict[str, str]:
@@ -91,6 +96,40 @@ def load(run_dir: str | Path, *, check_weights: bool = True, cache: bool = True,
         metrics = json.loads((run_dir / "metrics.json").read_text())
     return TransferModel(backbone, strategy, card=card, metrics=metrics, run_dir=run_dir, cache=cache,
                          progress=progress)
+
+
+def save_reference_features(run_dir: str | Path, feats: np.ndarray) -> dict[str, Any]:
+    """Write ``feats (n, D)`` as float32 ``.npy`` (no pickle); returns its model-card entry."""
+    import hashlib
+    import io
+
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(feats, dtype=np.float32), allow_pickle=False)
+    blob = buf.getvalue()
+    atomic_write_bytes(Path(run_dir) / REFERENCE, blob)
+    return {"file": REFERENCE, "n": int(feats.shape[0]), "dim": int(feats.shape[1]),
+            "sha256": hashlib.sha256(blob).hexdigest()}
+
+
+def load_reference_features(run_dir: str | Path, card: dict[str, Any]) -> np.ndarray | None:
+    """The run's reference training features ``(n, D)`` float32, or ``None`` for a run without
+    them (written by an older version).  Refuses a file whose sha256 differs from the card's."""
+    import hashlib
+
+    entry = card.get("drift_reference")
+    if not entry:
+        return None
+    path = Path(run_dir) / REFERENCE
+    try:
+        blob = path.read_bytes()
+    except OSError as e:
+        raise UserInputError(f"cannot read {path}: {e.strerror or e}") from None
+    if hashlib.sha256(blob).hexdigest() != entry.get("sha256"):
+        raise UserInputError(f"{path} differs from the one the model card lists (sha256 mismatch)",
+                             hint="the run directory was modified; re-run the fit")
+    import io
+
+    return np.load(io.BytesIO(blob), allow_pickle=False).astype(np.float32, copy=False)
 
 
 def now_iso() -> str:

@@ -131,6 +131,22 @@ def build_parser() -> argparse.ArgumentParser:
     rk.add_argument("--out", help="write rank.json and rank.html into this folder")
     _add_backbone_options(rk)
 
+    sv = sub.add_parser("serve", help="serve a trained run over HTTP (pip install 'transferkit[serve]')")
+    sv.add_argument("run", help="run directory")
+    sv.add_argument("--host", help="interface to bind (default 127.0.0.1: this machine only)")
+    sv.add_argument("--port", type=int, help="TCP port (default 8000; 0 = any free port)")
+    sv.add_argument("--max-batch", type=int, help="items per model call (default 32)")
+    sv.add_argument("--max-delay-ms", type=float, help="wait this long to fill a batch (default 5)")
+    sv.add_argument("--queue-items", type=int, help="items waiting at most; beyond: 503 + Retry-After (default 256)")
+    sv.add_argument("--max-items", type=int, help="items per request at most (default 64)")
+    sv.add_argument("--max-text-chars", type=int, help="characters per text at most (default 20000)")
+    sv.add_argument("--max-image-pixels", type=int, help="pixels per uploaded image at most (default 40,000,000)")
+    sv.add_argument("--max-body-bytes", type=int, help="request body size at most (default 10 MiB)")
+    sv.add_argument("--request-timeout-s", type=float, help="answer 503 after this long (default 30)")
+    sv.add_argument("--drift-window", type=int, help="recent items the drift test compares (default 200)")
+    sv.add_argument("--drift-every", type=int, help="run the drift test every N requests (default 50)")
+    sv.add_argument("--drift-p-value", type=float, help="drift alarm below this p-value (default 0.01)")
+
     d = sub.add_parser("demo", help="the bundled default job: no data, no network needed")
     d.add_argument("--out", default="runs/demo", help="where the demo runs are written (default runs/demo)")
     d.add_argument("--only", choices=["digits", "spam"], help="run one of the two demos")
@@ -269,6 +285,16 @@ def cmd_rank(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(a: argparse.Namespace) -> int:
+    from .serve import ServeSettings, serve
+
+    keys = ("host", "port", "max_batch", "max_delay_ms", "queue_items", "max_items", "max_text_chars",
+            "max_image_pixels", "max_body_bytes", "request_timeout_s", "drift_window", "drift_every", "drift_p_value")
+    settings = ServeSettings.for_run(a.run, **{k: getattr(a, k) for k in keys})
+    serve(a.run, settings)
+    return 0
+
+
 def cmd_demo(a: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -277,7 +303,7 @@ def cmd_demo(a: argparse.Namespace) -> int:
 
 
 COMMANDS = {"models": cmd_models, "fit": cmd_fit, "predict": cmd_predict, "evaluate": cmd_evaluate,
-            "validate": cmd_validate, "rank": cmd_rank, "demo": cmd_demo}
+            "validate": cmd_validate, "rank": cmd_rank, "serve": cmd_serve, "demo": cmd_demo}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .artifact import now_iso, save_model, versions
+from .artifact import REFERENCE_MAX_ROWS, now_iso, save_model, save_reference_features, versions
 from .backbones import get_backbone
 from .backbones.base import Backbone
 from .config import DEFAULT_MODELS, FitConfig
@@ -170,7 +170,7 @@ def fit(config: FitConfig | None = None, *, train: Dataset | None = None, test: 
     model.card = card
     if cfg.out:
         # process 0 writes; the others wait and get the card as written (or its error)
-        model.card = distributed.on_main(lambda: write_run(cfg, model, metrics, card, prepared))
+        model.card = distributed.on_main(lambda: write_run(cfg, model, metrics, card, prepared, train=train_ds))
         model.run_dir = Path(cfg.out)
     verdict = metrics.get("verdict")
     say(f"test accuracy {metrics['test']['accuracy']:.3f}" + (
@@ -264,13 +264,31 @@ def _extraction_notes(backbone: Backbone, log: list[ExtractionStats]) -> list[st
     return notes
 
 
-def write_run(cfg: FitConfig, model: TransferModel, metrics: dict, card: dict, prepared: PreparedData) -> dict:
-    """Write the run directory: config, metrics, weights, model card, skipped, report."""
+def reference_features(model: TransferModel, train: Dataset, seed: int,
+                       max_rows: int = REFERENCE_MAX_ROWS) -> np.ndarray:
+    """Features ``(min(N, max_rows), D)`` of a seeded random sample of training items, computed
+    as the served model computes them (the backbone as the strategy left it; for the linear probe
+    these are cache hits of the fit's own features)."""
+    from .features import extract_features
+
+    n = len(train)
+    idx = np.sort(np.random.default_rng(seed).choice(n, min(n, max_rows), replace=False))
+    feats, _ = extract_features(model.ctx.backbone, train.subset(idx), batch_size=model.batch_size,
+                                cache=model._cache or False, progress=False, device=model.ctx.device)
+    return feats
+
+
+def write_run(cfg: FitConfig, model: TransferModel, metrics: dict, card: dict, prepared: PreparedData,
+              train: Dataset | None = None) -> dict:
+    """Write the run directory: config, metrics, weights, model card, skipped, report, and
+    (given ``train``) a sample of training features, the reference of the server's drift monitor."""
     from ._files import write_json
     from .report import write_report
 
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
+    if train is not None:
+        card = dict(card, drift_reference=save_reference_features(out, reference_features(model, train, cfg.seed)))
     write_json(out / "config.json", {"transferkit_version": versions().get("transferkit"), "config": cfg.to_dict()})
     write_json(out / "metrics.json", metrics)
     card = save_model(model, out, card=card)

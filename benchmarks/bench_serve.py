@@ -1,0 +1,295 @@
+"""Load test of ``transferkit serve`` on loopback: capacity, then latency and throughput at 0.5x, 1x
+and 2x capacity, the share of 503/429 above capacity, and no other 5xx.
+
+A real minilm-l6 linear-probe run is fitted on a stratified subset of the SpamAssassin e-mails
+(subject + body, controls off: only the served model matters here); the server runs as its own
+process (``python -m transferkit.cli serve RUN``, default settings), the load generator here.
+Requests carry held-out real e-mails (``--texts-per-request`` each, at most the server's
+``max_text_chars`` characters).
+
+1. Capacity: closed loop, ``--concurrency`` clients sending back to back for ``--capacity-s``
+   seconds; capacity = answered requests per second.
+2. Open loop (Poisson arrivals) at 0.5x, 1x and 2x that rate for ``--level-s`` seconds each (at
+   most ``--max-requests`` per level); every request is waited for (the server's own timeout,
+   30 s, bounds that).
+
+Run: ``python benchmarks/bench_serve.py [--n-train 600] [--level-s 60]`` (about 10 min on 2 cores);
+``--quick`` is a tiny smoke run that writes nothing.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common as C  # noqa: E402
+
+CACHE = C.setup_env()
+
+import numpy as np  # noqa: E402
+
+WORK = Path(tempfile.mkdtemp(prefix="tk-bench-serve-"))
+MAX_TEXT_CHARS = 20_000  # the server's default limit
+
+
+def fit_run(n_train: int) -> tuple[Path, list[str], dict]:
+    """Fit the served run on ``n_train`` e-mails; return it and held-out texts for requests."""
+    import transferkit as tk
+
+    rows = C.load_spam()
+    idx = C.stratified_indices([r["label"] for r in rows], min(n_train, len(rows)), seed=0)
+    chosen = set(idx)
+    data = C.write_jsonl_gz([rows[i] for i in sorted(idx)], WORK / "train.jsonl.gz")
+    out = WORK / "run"
+    t = time.perf_counter()
+    model = tk.fit(data=str(data), text_columns=["subject", "body"], model="minilm-l6", control=False,
+                   out=str(out), log=lambda m: C.say(f"   {m}"), progress=False)
+    info = {"n_train": model.metrics["n_train"], "n_test": model.metrics["n_test"], "fit_s": time.perf_counter() - t,
+            "accuracy": model.metrics["test"]["accuracy"]}
+    rest = [i for i in range(len(rows)) if i not in chosen]
+    random.Random(0).shuffle(rest)
+    texts = [C.spam_text(rows[i])[:MAX_TEXT_CHARS] for i in rest[:2000]]
+    return out, texts, info
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(run: Path, port: int, log: Path, queue_items: int | None) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONPATH=str(C.REPO))
+    extra = ["--queue-items", str(queue_items), "--max-items", str(min(64, queue_items))] if queue_items else []
+    proc = subprocess.Popen([sys.executable, "-m", "transferkit.cli", "serve", str(run), "--port", str(port), *extra],
+                            cwd=C.REPO, env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT)
+    import httpx
+
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 300:
+        if proc.poll() is not None:
+            sys.exit(f"the server exited ({proc.returncode}): {log.read_text()[-2000:]}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health/ready", timeout=2).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    proc.terminate()
+    sys.exit("the server did not become ready within 300 s")
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.rows: list[tuple[int, float]] = []  # (status, seconds); status 0 = connection error
+        self.codes: dict[str, int] = {}  # "503 overloaded" -> count
+
+    async def send(self, client, body: dict) -> None:
+        import httpx
+
+        t = time.perf_counter()
+        try:
+            r = await client.post("/predict", json=body)
+            status = r.status_code
+            if status >= 400:
+                try:
+                    code = r.json().get("error", "?")
+                except ValueError:
+                    code = "not-json"
+                self.codes[f"{status} {code}"] = self.codes.get(f"{status} {code}", 0) + 1
+        except httpx.HTTPError:
+            status = 0
+        self.rows.append((status, time.perf_counter() - t))
+
+
+def _client(url: str):
+    import httpx
+
+    return httpx.AsyncClient(base_url=url, timeout=120, limits=httpx.Limits(max_connections=2000,
+                                                                            max_keepalive_connections=200))
+
+
+async def closed_loop(url: str, texts: list[str], k: int, concurrency: int, seconds: float, max_requests: int):
+    rec, it = Recorder(), iter(range(10**9))
+    stop = time.perf_counter() + seconds
+
+    async def worker(client):
+        while time.perf_counter() < stop and len(rec.rows) < max_requests:
+            i = next(it)
+            await rec.send(client, {"texts": [texts[(i * k + j) % len(texts)] for j in range(k)]})
+
+    async with _client(url) as client:
+        t = time.perf_counter()
+        await asyncio.gather(*(worker(client) for _ in range(concurrency)))
+        return rec, time.perf_counter() - t
+
+
+async def open_loop(url: str, texts: list[str], k: int, rate: float, seconds: float, max_requests: int, seed: int):
+    rng = np.random.default_rng(seed)
+    n = int(min(max_requests, max(1, round(rate * seconds))))
+    arrivals = np.cumsum(rng.exponential(1.0 / rate, n))
+    rec = Recorder()
+    async with _client(url) as client:
+        t0 = time.perf_counter()
+        tasks = []
+        for i, at in enumerate(arrivals):
+            delay = at - (time.perf_counter() - t0)
+            if delay > 0:
+                await asyncio.sleep(delay)
+            body = {"texts": [texts[(i * k + j) % len(texts)] for j in range(k)]}
+            tasks.append(asyncio.create_task(rec.send(client, body)))
+        sent_s = time.perf_counter() - t0
+        await asyncio.gather(*tasks)
+        return rec, time.perf_counter() - t0, sent_s
+
+
+def summarize(rec: Recorder, wall: float, offered: float | None = None, sent_s: float | None = None) -> dict:
+    ok = sorted(s for st, s in rec.rows if st == 200)
+    n = len(rec.rows)
+    count = {st: sum(1 for x, _ in rec.rows if x == st) for st in sorted({x for x, _ in rec.rows})}
+    pct = (lambda q: float(np.percentile(ok, q)) if ok else None)
+    return {"requests": n, "offered_rps": offered, "sent_s": sent_s, "wall_s": wall, "ok": len(ok),
+            "throughput_rps": len(ok) / wall if wall else 0.0, "status_counts": count, "error_codes": rec.codes,
+            "share_shed": sum(v for k, v in count.items() if k in (429, 503)) / n if n else 0.0,
+            "other_5xx": sum(v for k, v in count.items() if k >= 500 and k not in (503,)),
+            "connection_errors": count.get(0, 0), "other_4xx": sum(v for k, v in count.items() if 400 <= k < 500 and k != 429),
+            "p50_s": pct(50), "p95_s": pct(95), "p99_s": pct(99)}
+
+
+def scrape(url: str) -> dict:
+    import httpx
+
+    vals = {}
+    for ln in httpx.get(f"{url}/metrics", timeout=10).text.splitlines():
+        if ln and not ln.startswith("#"):
+            k, v = ln.rsplit(" ", 1)
+            vals[k] = float(v)
+    p = "transferkit_serve_"
+    b = vals.get(f"{p}batch_items_count", 0)
+    return {"batches": b, "mean_batch_items": vals.get(f"{p}batch_items_sum", 0) / b if b else None,
+            "drift_alarm": vals.get(f"{p}drift_alarm"), "drift_p_value": vals.get(f"{p}drift_p_value"),
+            "drift_tests": vals.get(f"{p}drift_tests_total")}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--n-train", type=int, default=600, help="stratified e-mails for the served run's fit")
+    ap.add_argument("--texts-per-request", type=int, default=1)
+    ap.add_argument("--concurrency", type=int, default=64, help="closed-loop clients for the capacity probe")
+    ap.add_argument("--capacity-s", type=float, default=30.0)
+    ap.add_argument("--level-s", type=float, default=60.0, help="seconds of arrivals per load level")
+    ap.add_argument("--queue-items", type=int, help="the server's --queue-items (default: its default, 256)")
+    ap.add_argument("--max-requests", type=int, default=3000, help="requests per phase at most")
+    ap.add_argument("--quick", action="store_true", help="tiny smoke run (80 e-mails, a few seconds a level); writes nothing")
+    ap.add_argument("--no-write", action="store_true")
+    a = ap.parse_args()
+    if a.quick:
+        a.n_train, a.capacity_s, a.level_s, a.max_requests, a.concurrency = 80, 4.0, 6.0, 200, 8
+        a.queue_items = a.queue_items or 8  # small enough that 2x sheds within seconds
+        a.no_write = True
+    load = C.OtherLoad()
+    m = C.machine()
+    C.say(C.machine_line(m))
+    C.warn_if_busy(m)
+    t_all = time.perf_counter()
+    C.say(f"== fitting the served run (minilm-l6 linear probe, {a.n_train} e-mails)")
+    run, texts, fit_info = fit_run(a.n_train)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = start_server(run, port, WORK / "server.log", a.queue_items)
+    res = {"machine": m, "args": vars(a), "fit": fit_info, "levels": []}
+    try:
+        C.say(f"== capacity: {a.concurrency} clients back to back for {a.capacity_s:.0f} s")
+        rec, wall = asyncio.run(closed_loop(url, texts, a.texts_per_request, a.concurrency, a.capacity_s,
+                                            a.max_requests))
+        res["capacity"] = summarize(rec, wall)
+        cap = max(res["capacity"]["throughput_rps"], 0.1)
+        C.say(f"   capacity {cap:.1f} requests/s ({res['capacity']['status_counts']})")
+        for k, f in enumerate((0.5, 1.0, 2.0)):
+            C.say(f"== open loop at {f}x capacity ({f * cap:.1f} requests/s) for {a.level_s:.0f} s")
+            rec, wall, sent = asyncio.run(open_loop(url, texts, a.texts_per_request, f * cap, a.level_s,
+                                                    a.max_requests, seed=k))
+            row = dict(summarize(rec, wall, f * cap, sent), factor=f)
+            res["levels"].append(row)
+            C.say(f"   {row['status_counts']} {row['error_codes']}; p50 {_ms(row['p50_s'])} ms, p99 {_ms(row['p99_s'])} ms")
+        res["server_metrics"] = scrape(url)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    res["total_s"] = time.perf_counter() - t_all
+    m["cpu_other_during_pct"] = load.pct()
+    body = report(res)
+    if not a.no_write:
+        C.save_result("serve", res)
+        C.update_section("serve", body)
+    C.say(body)
+
+
+def _ms(x) -> str:
+    return "—" if x is None else f"{1000 * x:.0f}"
+
+
+def report(res: dict) -> str:
+    cap = res["capacity"]
+    rows = [["capacity probe (closed loop)", "—", f"{cap['throughput_rps']:.1f}", _ms(cap["p50_s"]), _ms(cap["p95_s"]),
+             _ms(cap["p99_s"]), f"{100 * cap['share_shed']:.1f}%", cap["other_5xx"], cap["connection_errors"], cap["requests"]]]
+    for r in res["levels"]:
+        rows.append([f"{r['factor']}x capacity (open loop)", f"{r['offered_rps']:.1f}", f"{r['throughput_rps']:.1f}",
+                     _ms(r["p50_s"]), _ms(r["p95_s"]), _ms(r["p99_s"]), f"{100 * r['share_shed']:.1f}%", r["other_5xx"],
+                     r["connection_errors"], r["requests"]])
+    codes = "; ".join(f"{r['factor']}x: " + ", ".join(f"{k} x{v}" for k, v in r["error_codes"].items())
+                      for r in res["levels"] if r["error_codes"]) or "none"
+    over = next((r for r in res["levels"] if r["factor"] == 2.0), None)
+    at1 = next((r for r in res["levels"] if r["factor"] == 1.0), None)
+    bad = sum(r["other_5xx"] + r["connection_errors"] for r in [cap, *res["levels"]])
+    res["summary"] = [
+        {"item": "serve: capacity (minilm-l6 probe, 1 real e-mail per request, loopback)", "goal": "measured",
+         "measured": f"{cap['throughput_rps']:.1f} requests/s; at 1x: p50 {_ms(at1 and at1['p50_s'])} ms, "
+                     f"p99 {_ms(at1 and at1['p99_s'])} ms" if at1 else f"{cap['throughput_rps']:.1f} requests/s",
+         "met": None, "anchor": "serve"},
+        {"item": "serve: above capacity (2x) the excess is shed with 503/429, no other 5xx",
+         "goal": "shed share > 0, other 5xx = 0, p99 of answered bounded by the 30 s timeout",
+         "measured": (f"{100 * over['share_shed']:.1f}% shed, {bad} other 5xx / connection errors, "
+                      f"p99 {_ms(over['p99_s'])} ms") if over else "not run",
+         "met": bool(over and over["share_shed"] > 0 and bad == 0), "anchor": "serve"},
+    ]
+    sm = res.get("server_metrics", {})
+    mean_b = sm.get("mean_batch_items")
+    return f"""<a id="serve"></a>
+## 6. Serving under load (`benchmarks/bench_serve.py`)
+
+{C.machine_line(res['machine'])}
+
+`transferkit serve` (max batch 32, 5 ms batching delay, 30 s timeout: the defaults;
+{res['args']['queue_items'] or '256 (the default)'} queued items at most) as its own process on 127.0.0.1, serving a minilm-l6 linear probe fitted on
+{res['fit']['n_train']:,} stratified SpamAssassin e-mails (test accuracy {res['fit']['accuracy']:.3f} on
+{res['fit']['n_test']}); each request carries {res['args']['texts_per_request']} held-out real e-mail(s) (subject + body,
+long ones embedded in up to 8 chunks). The load generator (httpx, asyncio) runs in this process, on
+the same 2 cores as the server. Capacity: {res['args']['concurrency']} clients back to back for
+{res['args']['capacity_s']:.0f} s; then Poisson arrivals at 0.5x, 1x and 2x that rate for {res['args']['level_s']:.0f} s
+each (at most {res['args']['max_requests']} requests). Latencies are of answered (200) requests, queueing included;
+"shed" is the share answered 503/429 with Retry-After. Mean items per model call over the whole run:
+{'—' if mean_b is None else f'{mean_b:.1f}'}. Whole script: {res['total_s'] / 60:.1f} min.
+
+{C.md_table(['phase', 'offered req/s', 'answered req/s', 'p50 ms', 'p95 ms', 'p99 ms', 'shed (503/429)',
+             'other 5xx', 'connection errors', 'requests'], rows)}
+
+Error answers by status and code: {codes}. (`overloaded`: refused on arrival, the queue full or its
+estimated wait over the 30 s timeout; `timeout`: admitted but not answered in time.)
+"""
+
+
+if __name__ == "__main__":
+    main()

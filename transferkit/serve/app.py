@@ -1,0 +1,314 @@
+"""The HTTP app over a run directory: /predict, health, /metadata, /metrics, OpenAPI docs.
+
+``create_app(run_dir, settings)`` returns a FastAPI app; the model loads and warms up on a
+background thread at start-up, so /health/live answers at once and /health/ready only once a
+prediction has gone through.  No endpoint reads a file or URL named in a request.
+"""
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import threading
+import time
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ..errors import UserInputError
+from .batcher import MicroBatcher, Overloaded
+from .drift import DriftMonitor
+from .inputs import RequestError, check_count, check_image, parse_texts
+from .metrics import CONTENT_TYPE, Metrics
+from .schemas import PREDICT_OPENAPI, PredictResponse
+from .settings import ServeSettings
+
+log = logging.getLogger("transferkit.serve")
+ENDPOINTS = ("/predict", "/health/live", "/health/ready", "/metadata", "/metrics", "/docs", "/openapi.json",
+             "/redoc")
+
+
+class BodyTooLarge(Exception):
+    """Raised from ``receive`` once a body passes the limit; answered 413."""
+
+
+class ServerState:
+    """The model, the micro-batcher, the drift monitor and the metrics of one app."""
+
+    def __init__(self, run_dir: str | Path, settings: ServeSettings, predictor=None):
+        self.run_dir = Path(run_dir)
+        self.settings = settings
+        self.predictor = predictor
+        self.metrics = Metrics()
+        self.batcher: MicroBatcher | None = None
+        self.drift = DriftMonitor(None)
+        self.ready = False
+        self.error: str | None = None
+        self.started = time.time()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._load, name="transferkit-serve-load", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self.ready = False
+        if self.batcher is not None:
+            self.batcher.stop()
+        self.drift.stop()
+
+    def _load(self) -> None:
+        s = self.settings
+        try:
+            if self.predictor is None:
+                from .predictor import Predictor
+
+                self.predictor = Predictor(self.run_dir)
+            self.drift = DriftMonitor(getattr(self.predictor, "reference", None), window=s.drift_window,
+                                      every=s.drift_every, min_items=s.drift_min_items, p_value=s.drift_p_value,
+                                      n_permutations=s.drift_permutations,
+                                      seed=int(self.predictor.card.get("seed", 0) or 0))
+            self.batcher = MicroBatcher(self.predictor.predict, max_batch=s.max_batch,
+                                        max_delay_s=s.max_delay_ms / 1000, queue_items=s.queue_items,
+                                        max_wait_s=s.request_timeout_s, on_batch=self._on_batch)
+            self.batcher.start()
+            self.drift.start()
+            if s.warmup:
+                self.batcher.submit([_warmup_item(self.predictor.modality)]).result(timeout=max(60.0, s.request_timeout_s))
+                self.batcher.items_per_s = None  # a first call is slow: not a rate to plan with
+            self.ready = True
+            log.info("model of %s loaded and warmed up: ready", self.run_dir)
+        except Exception as e:  # noqa: BLE001 - reported by /health/ready, the process stays up
+            self.error = f"{type(e).__name__}: {e}"
+            log.error("the model could not be loaded: %s", self.error)
+
+    def _on_batch(self, n_items: int, n_requests: int, seconds: float, feats) -> None:
+        self.metrics.batch(n_items)
+        if self.ready:  # the warm-up item is not traffic
+            self.drift.add(feats, n_requests)
+
+    def unavailable(self) -> RequestError:
+        retry = {"Retry-After": str(self.settings.retry_after_s)}
+        if self.error:
+            return RequestError(503, "model-failed", f"the model could not be loaded: {self.error}", headers=retry)
+        return RequestError(503, "not-ready", "the model is still loading", "retry shortly", headers=retry)
+
+
+def _warmup_item(modality: str) -> Any:
+    if modality == "image":
+        from PIL import Image
+
+        buf = io.BytesIO()
+        Image.new("RGB", (64, 64), (128, 128, 128)).save(buf, format="PNG")
+        return buf.getvalue()
+    return "warm-up"
+
+
+def _limits_middleware(app, state: ServerState):
+    """Pure ASGI: refuses bodies over the limit (by header, and while streaming) and counts every
+    response by endpoint and status."""
+    limit = state.settings.max_body_bytes
+
+    async def middleware(scope, receive, send):
+        if scope["type"] != "http":
+            return await app(scope, receive, send)
+        path = scope.get("path", "")
+        endpoint = path if path in ENDPOINTS else "other"
+        t0 = time.perf_counter()
+        status = {"code": 500}
+
+        async def send_wrapper(message):
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
+        def record():
+            took = time.perf_counter() - t0
+            state.metrics.request(endpoint, status["code"], took if endpoint == "/predict" else None)
+
+        length = dict(scope.get("headers") or []).get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > limit):
+            err = _too_large(limit) if length.isdigit() else RequestError(400, "bad-content-length",
+                                                                           "the Content-Length header is not a number")
+            await JSONResponse(err.body(), status_code=err.status)(scope, receive, send_wrapper)
+            return record()
+        seen = 0
+
+        async def receive_limited():
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    raise BodyTooLarge()
+            return message
+
+        try:
+            await app(scope, receive_limited, send_wrapper)
+        finally:
+            record()
+
+    return middleware
+
+
+def _too_large(limit: int) -> RequestError:
+    return RequestError(413, "body-too-large", f"the request body is over the server's limit of {limit:,} bytes",
+                        "send fewer or smaller items per request")
+
+
+def create_app(run_dir: str | Path, settings: ServeSettings | None = None, *, predictor=None):
+    """The FastAPI app serving one run directory.
+
+    Args:
+        run_dir: a directory written by ``transferkit fit --out``.
+        settings: limits, batching and drift settings (default: :meth:`ServeSettings.for_run`).
+        predictor: an already loaded :class:`~transferkit.serve.predictor.Predictor` (or any
+            object with ``predict(items) -> (proba (N, C), features (N, D) | None)``,
+            ``classes``, ``modality``, ``card`` and ``reference``); default: load ``run_dir``
+            on a background thread at start-up.
+    """
+    settings = settings or ServeSettings.for_run(run_dir)
+    state = ServerState(run_dir, settings, predictor)
+
+    @asynccontextmanager
+    async def lifespan(_app):
+        state.start()
+        yield
+        state.stop()
+
+    app = FastAPI(title="transferkit model server", version="1", lifespan=lifespan,
+                  description=f"Predictions, health, model card and metrics of the run `{Path(run_dir).name}`.")
+    app.state.serve = state
+
+    @app.exception_handler(RequestError)
+    async def _request_error(_request, e: RequestError):
+        return JSONResponse(e.body(), status_code=e.status, headers=e.headers)
+
+    @app.exception_handler(BodyTooLarge)
+    async def _body_too_large(_request, _e):
+        e = _too_large(settings.max_body_bytes)
+        return JSONResponse(e.body(), status_code=413)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_request, e: StarletteHTTPException):
+        return JSONResponse({"error": f"http-{e.status_code}", "message": str(e.detail)}, status_code=e.status_code,
+                            headers=getattr(e, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_request, e: RequestValidationError):
+        return JSONResponse({"error": "invalid-request", "message": str(e.errors())[:2000]}, status_code=422)
+
+    @app.exception_handler(Exception)
+    async def _internal(_request, e: Exception):
+        log.exception("internal error")
+        return JSONResponse({"error": "internal", "message": "internal server error (logged on the server)"},
+                            status_code=500)
+
+    @app.post("/predict", response_model=PredictResponse, openapi_extra=PREDICT_OPENAPI,
+              summary="Predict labels and class probabilities for a batch of texts or images")
+    async def predict(request: Request):
+        if not state.ready:
+            raise state.unavailable()
+        items = await _read_items(request, state)
+        try:
+            future = state.batcher.submit(items)
+        except Overloaded as e:
+            raise RequestError(503, "overloaded", f"the server is at capacity: {e}", "retry after the delay given "
+                               "in Retry-After", headers={"Retry-After": str(settings.retry_after_s)}) from None
+        try:
+            proba, _feats = await asyncio.wait_for(asyncio.wrap_future(future), settings.request_timeout_s)
+        except UserInputError as e:  # an item the model refused (decoding, ...): the client's to fix
+            raise RequestError(422, "invalid-input", e.message, e.hint) from None
+        except asyncio.TimeoutError:
+            future.cancel()
+            raise RequestError(503, "timeout", f"no answer within {settings.request_timeout_s:g} s: the server is "
+                               "overloaded", headers={"Retry-After": str(settings.retry_after_s)}) from None
+        classes = list(state.predictor.classes)
+        preds = []
+        for p in np.asarray(proba):
+            k = int(p.argmax())
+            preds.append({"label": classes[k], "confidence": float(p[k]),
+                          "probabilities": {c: float(v) for c, v in zip(classes, p)}})
+        return {"classes": classes, "predictions": preds}
+
+    @app.get("/health/live", summary="The process is up")
+    async def live():
+        return {"status": "alive"}
+
+    @app.get("/health/ready", summary="The model is loaded and a warm-up prediction went through")
+    async def ready():
+        if state.ready:
+            return {"status": "ready"}
+        e = state.unavailable()
+        return JSONResponse({"status": "failed" if state.error else "loading", **e.body()}, status_code=503,
+                            headers=e.headers)
+
+    @app.get("/metadata", summary="The model card, the server's settings and the drift monitor")
+    async def metadata():
+        if state.predictor is None:
+            raise state.unavailable()
+        p = state.predictor
+        return {"run": Path(run_dir).name, "modality": p.modality, "classes": list(p.classes), "ready": state.ready,
+                "model_card": p.card, "settings": settings.to_dict(), "drift": state.drift.describe(),
+                "uptime_s": round(time.time() - state.started, 1)}
+
+    @app.get("/metrics", summary="Prometheus metrics", response_class=PlainTextResponse)
+    async def metrics():
+        text = state.metrics.render(queue_items=state.batcher.queued_items if state.batcher else 0,
+                                    ready=state.ready, drift=state.drift.describe())
+        return PlainTextResponse(text, media_type=CONTENT_TYPE)
+
+    app.add_middleware(_LimitsASGI, state=state)
+    return app
+
+
+class _LimitsASGI:
+    """ASGI middleware class form of :func:`_limits_middleware` (what ``add_middleware`` takes)."""
+
+    def __init__(self, app, state: ServerState):
+        self._call = _limits_middleware(app, state)
+
+    async def __call__(self, scope, receive, send):
+        await self._call(scope, receive, send)
+
+
+async def _read_items(request, state: ServerState) -> list[Any]:
+    """The request's items: texts for a text run, checked image bytes for an image run."""
+    s = state.settings
+    modality = state.predictor.modality
+    if modality == "text":
+        body = await request.body()
+        return parse_texts(body, request.headers.get("content-type"), s)
+    if modality != "image":
+        raise RequestError(415, "unsupported-modality", f"serving {modality} models over HTTP is not supported yet",
+                           "use `transferkit predict` on files")
+    from .inputs import media_type
+
+    mt = media_type(request.headers.get("content-type"))
+    if mt != "multipart/form-data":
+        raise RequestError(415, "unsupported-media-type", f"this model takes images as multipart/form-data; got "
+                           f"content type {mt or '(none)'!r}", 'e.g. curl -F "files=@cat.jpg" -F "files=@dog.png" URL')
+    from starlette.datastructures import UploadFile
+
+    async with request.form(max_files=s.max_items + 1, max_fields=s.max_items + 16) as form:
+        extra = sorted({k for k, v in form.multi_items() if k != "files" or not isinstance(v, UploadFile)})
+        if extra:
+            raise RequestError(422, "invalid-request", f"unexpected form fields: {', '.join(extra[:10])}",
+                               'send each image as a file in the field "files"')
+        files = form.getlist("files")
+        check_count(len(files), s)
+        blobs = [(f.filename or f"files[{i}]", await f.read()) for i, f in enumerate(files)]
+    from starlette.concurrency import run_in_threadpool
+
+    def check_all():
+        for name, data in blobs:
+            check_image(data, name, s)
+
+    await run_in_threadpool(check_all)
+    return [data for _name, data in blobs]

@@ -1,0 +1,70 @@
+"""What the server's worker runs: a loaded run, giving probabilities and the pooled features
+the drift monitor watches, from one forward pass where the strategy allows it."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..artifact import load, load_reference_features
+from ..data.dataset import Dataset
+from ..features import extract_features
+from ..strategies.base import TransferContext
+from .inputs import decode_image
+
+
+class Predictor:
+    """A run directory loaded for serving.
+
+    Features are never written to the on-disk cache (requests would fill the disk).  For
+    strategies on frozen features (the linear probe) the features the head reads are the
+    ones the drift monitor gets; for strategies that run the backbone themselves a second
+    pass computes them.
+
+    Attributes:
+        classes: class names, in the order of probability columns.
+        modality: ``"text"``, ``"image"`` or ``"audio"``.
+        card: the model card.
+        reference: ``(n, D)`` training features for drift, or ``None`` (older runs).
+    """
+
+    def __init__(self, run_dir: str | Path):
+        self.run_dir = Path(run_dir)
+        self.model = load(self.run_dir, cache=False, progress=False)
+        self.card = self.model.card
+        self.reference = load_reference_features(self.run_dir, self.card)
+        self._last: np.ndarray | None = None
+        model = self.model
+        self._ctx = TransferContext(backbone=model.ctx.backbone, features=self._features, seed=model.ctx.seed,
+                                    device=model.ctx.device, progress=False)
+
+    @property
+    def classes(self) -> list[str]:
+        return self.model.classes
+
+    @property
+    def modality(self) -> str:
+        return self.model.modality
+
+    def _features(self, data: Dataset) -> np.ndarray:
+        feats, _ = extract_features(self._ctx.backbone, data, batch_size=self.model.batch_size, cache=False,
+                                    progress=False, device=self._ctx.device)
+        self._last = feats
+        return feats
+
+    def predict(self, items: list[Any]) -> tuple[np.ndarray, np.ndarray | None]:
+        """Probabilities ``(N, C)`` and pooled features ``(N, D)`` of ``N`` decoded items
+        (texts; for images encoded bytes, already checked, or ``(H, W, 3)`` uint8 arrays).
+
+        Called from one worker thread at a time.
+        """
+        if self.modality == "image":  # the queue holds encoded bytes; decode a batch at a time
+            items = [decode_image(x) if isinstance(x, (bytes, bytearray)) else x for x in items]
+        data = Dataset(modality=self.modality, inputs=list(items))
+        self._last = None
+        proba = self.model.strategy.predict_proba(data, self._ctx)
+        feats = self._last
+        if feats is None or len(feats) != len(items):
+            feats = self._features(data) if self.reference is not None else None
+        return np.asarray(proba, dtype=np.float64), feats
