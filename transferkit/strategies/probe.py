@@ -37,6 +37,12 @@ def fit_logistic(X, y: np.ndarray, *, Cs: tuple[float, ...], cv: int, max_iter: 
     if scale:
         X = np.asarray(X, dtype=np.float64)
         scaler = StandardScaler().fit(X)
+        # A feature that is (nearly) constant on the training items, as happens with a handful of
+        # items, would be divided by ~0 (sklearn only guards exact zeros): the folded weights reach
+        # 1e30 and fine-tuning from them (lp-ft) overflows.  Floor each scale at a thousandth of
+        # the median, so such a feature stays near 0 after scaling and carries no weight.
+        floor = 1e-3 * float(np.median(scaler.scale_)) if np.median(scaler.scale_) > 0 else 1.0
+        scaler.scale_ = np.maximum(scaler.scale_, floor)
         Xs = scaler.transform(X)
     else:
         Xs = X
