@@ -226,3 +226,26 @@ def test_finetune_walks_the_pipeline_with_its_random_init_control(tiny_text_dir,
     again = tk.load(out)
     np.testing.assert_allclose(again.predict_proba(texts[:4]), model.predict_proba(texts[:4]), atol=1e-6)
     assert again.backbone.cache_key() == model.backbone.cache_key()
+
+
+@pytest.mark.parametrize("mode, init, moves", [("frozen", "random:0", False), ("train", "random:0", True),
+                                               ("auto", "random:0", True), ("auto", "pretrained", False)])
+def test_batchnorm_statistics_follow_the_option(monkeypatch, mode, init, moves):
+    """Pre-trained statistics are kept by default (a few batches would replace ImageNet's);
+    a random-init network (the control) trains them, since its initial ones mean nothing."""
+    backbone = tiny_cnn()
+    if init == "pretrained":  # same architecture; pretend its (random) weights were pre-trained
+        monkeypatch.setattr(backbone, "init", "pretrained")
+    before = {k: v.clone() for k, v in backbone.module.state_dict().items() if k.endswith("running_mean")}
+    s = FineTune(epochs=1, lr=1e-3, batch_size=8, val_fraction=0, batchnorm=mode)
+    s.fit(image_set(8, 0), TransferModel(backbone, s).ctx)
+    after = backbone.module.state_dict()
+    moved = [k for k in before if not torch.equal(after[k], before[k])]
+    assert bool(moved) == moves
+    assert s.fit_info()["batchnorm_statistics"] == ("trained and re-estimated" if moves else "frozen (pre-trained)")
+    assert not any(hasattr(m, "_tk_frozen_stats") for m in backbone.module.modules())  # marker removed
+
+
+def test_batchnorm_option_is_checked():
+    with pytest.raises(UserInputError, match="batchnorm must be"):
+        FineTune(batchnorm="sometimes")

@@ -59,7 +59,8 @@ def recalibrate_batchnorm(backbone: Backbone, data: Dataset, batch_size: int, de
     """
     module = backbone.module
     layers = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
-              and m.track_running_stats and (not list(m.parameters(recurse=False))
+              and m.track_running_stats and not getattr(m, "_tk_frozen_stats", False)
+              and (not list(m.parameters(recurse=False))
                                              or any(p.requires_grad for p in m.parameters(recurse=False)))]
     if not layers:
         return 0

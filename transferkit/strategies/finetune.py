@@ -98,6 +98,15 @@ class FineTune(Strategy):
             ``True`` or a dict (``{"crop_scale": [0.5, 1.0], "flip": false}``).
         nonfinite: ``"stop"`` on a NaN/inf loss, or ``"skip"`` such batches and count them.
         precision: ``auto`` (mixed precision on CUDA), ``fp32``, ``bf16`` or ``fp16``.
+        batchnorm: ``"auto"``, ``"frozen"`` or ``"train"``: what BatchNorm running statistics do.
+            ``frozen`` keeps the pre-trained statistics (the layers normalise in inference mode;
+            their scale and shift still train), as Keras' transfer-learning guide advises: on a
+            small data set, statistics re-estimated from a few batches replace ImageNet's and
+            change every feature the head was fitted to (measured: an lp-ft run on 20 MNIST
+            digits fell from the probe's 0.42 to 0.08 after two steps).  ``train`` updates them
+            from the fine-tuning data and re-estimates them after training.  ``auto``: frozen
+            for pre-trained weights, train for a randomly initialised network (the control,
+            whose initial statistics mean nothing).
     """
 
     name = "finetune"
@@ -109,7 +118,7 @@ class FineTune(Strategy):
                  val_fraction: float = 0.1, patience: int | None = 2, grad_accum: int = 1,
                  clip: float | None = 1.0, max_steps: int | None = None, checkpoint_every: int | None = None,
                  keep_last: int = 2, augment: bool | dict | None = None, nonfinite: str = "stop",
-                 precision: str = "auto"):
+                 precision: str = "auto", batchnorm: str = "auto"):
         super().__init__()
         self.epochs, self.lr, self.head_lr, self.batch_size = epochs, lr, head_lr, batch_size
         self.unfreeze = list(unfreeze) if isinstance(unfreeze, (list, tuple)) else unfreeze
@@ -117,7 +126,7 @@ class FineTune(Strategy):
         self.head_dropout, self.val_fraction, self.patience = head_dropout, val_fraction, patience
         self.grad_accum, self.clip, self.max_steps = grad_accum, clip, max_steps
         self.checkpoint_every, self.keep_last, self.augment = checkpoint_every, keep_last, augment
-        self.nonfinite, self.precision = nonfinite, precision
+        self.nonfinite, self.precision, self.batchnorm = nonfinite, precision, batchnorm
         self._validate()
 
     @classmethod
@@ -168,6 +177,8 @@ class FineTune(Strategy):
         _check(self.nonfinite in ("stop", "skip"), f"nonfinite must be 'stop' or 'skip', got {self.nonfinite!r}")
         _check(self.precision in ("auto", "fp32", "bf16", "fp16"),
                f"precision must be auto, fp32, bf16 or fp16, got {self.precision!r}")
+        _check(self.batchnorm in ("auto", "frozen", "train"),
+               f"batchnorm must be auto, frozen or train, got {self.batchnorm!r}")
         a = self.augment
         _check(a is None or isinstance(a, (bool, dict)), f"augment must be true, false or a dict, got {a!r}")
         if isinstance(a, dict):
@@ -186,7 +197,11 @@ class FineTune(Strategy):
         groups = [(n, ps) for n, ps in self._trainable_groups(groups) if ps]
         chosen = self._chosen(groups)
         flags = {p: p.requires_grad for p in module.parameters()}
+        frozen_stats = self.batchnorm == "frozen" or (self.batchnorm == "auto" and backbone.init == "pretrained")
+        bn_layers = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
         try:
+            for m in bn_layers:  # read by set_train_mode and recalibrate_batchnorm
+                m._tk_frozen_stats = frozen_stats
             for p in module.parameters():
                 p.requires_grad_(False)
             for name, params in groups:
@@ -241,6 +256,8 @@ class FineTune(Strategy):
         finally:
             for p, flag in flags.items():  # leave the module as found, except its weights
                 p.requires_grad_(flag)
+            for m in bn_layers:
+                m.__dict__.pop("_tk_frozen_stats", None)
             module.eval()
         self.head_, self.backbone_ = head.eval(), backbone
         best = next((cb.best_epoch for cb in callbacks if isinstance(cb, EarlyStopping)), None)
@@ -251,7 +268,9 @@ class FineTune(Strategy):
                       "trained_groups": [n for n, _ in groups if n in chosen],
                       "frozen_groups": [n for n, _ in groups if n not in chosen],
                       "unused_parameters": unused, "lr_by_group": self.lr_by_group_,
-                      "batchnorm_recalibrated": recalibrated}
+                      "batchnorm_recalibrated": recalibrated,
+                      "batchnorm_statistics": ("none" if not bn_layers else "frozen (pre-trained)" if frozen_stats
+                                               else "trained and re-estimated")}
         mark_adapted(backbone, self._trained_tensors())
 
     # ----- hooks: a variant overrides one, so that there is no second training loop ----------
