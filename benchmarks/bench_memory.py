@@ -94,7 +94,7 @@ def mb(kb: float) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--no-write", action="store_true")
-    ap.add_argument("--reps", type=int, default=3, help="fresh processes per measurement (median reported)")
+    ap.add_argument("--reps", type=int, default=4, help="fresh processes per measurement (mean judged, median run shown)")
     ap.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.child:
@@ -116,11 +116,13 @@ def main() -> None:
                     C.say(f"{kind:5} n={n:5} cache {cache:3}: before {mb(r['rss_before_kb'])} MB, peak "
                           f"{mb(r['peak_extraction_kb'])} MB, growth {mb(r['growth_kb'])} MB, features "
                           f"{r['features_bytes'] / 2**20:.1f} MB, extra {mb(r['extra_kb'])} MB, {r['seconds']:.1f} s")
-                # The median repetition by extraction growth stands for this size; all are kept.
+                # The median repetition by growth stands for this size in the table; the verdict
+                # uses the mean over all repetitions (fresh processes differ by tens of MB).
                 reps.sort(key=lambda r: r["growth_kb"])
                 med = dict(reps[len(reps) // 2])
                 med["growth_all_kb"] = [r["growth_kb"] for r in reps]
                 med["extra_all_kb"] = [r["extra_kb"] for r in reps]
+                med["extra_mean_kb"] = sum(med["extra_all_kb"]) / len(reps)
                 runs.append(med)
     m["cpu_other_during_pct"] = load.pct()
     res = {"machine": m, "runs": runs}
@@ -143,16 +145,17 @@ def main() -> None:
             if cache == "on":
                 # The memory extraction itself adds (its peak above the resident set before it),
                 # less the output matrix, may grow by at most 10% from 1x to 10x the data.
-                # Fresh processes differ by several MB at one size (allocator noise), so a 10x
-                # median inside what 1x itself showed in one of its repetitions is flat too.
-                met = big["extra_kb"] <= max(1.10 * small["extra_kb"], max(small["extra_all_kb"]))
+                met = big["extra_mean_kb"] <= 1.10 * small["extra_mean_kb"]
                 summary.append({"item": f"extraction peak RSS, 10x vs 1x data ({kind}: {spec['sizes'][0]} -> "
                                         f"{spec['sizes'][1]}, default cache on)",
-                                "goal": "flat (extraction's own memory beyond the output matrix: 10x median within +10% of 1x, "
-                                        "or within the range 1x showed over its repetitions)",
-                                "measured": f"extra beyond the {big['features_bytes'] / 2**20:.1f} MB output "
-                                            f"{mb(small['extra_kb'])} -> {mb(big['extra_kb'])} MB "
-                                            f"({extra_ratio:.2f}x, median of {a.reps}); whole peak "
+                                "goal": "flat (extraction's own memory beyond the output matrix, mean over fresh "
+                                        "processes, grows < 10%)",
+                                "measured": f"extra beyond the {big['features_bytes'] / 2**20:.1f} MB output, mean of "
+                                            f"{a.reps}: {mb(small['extra_mean_kb'])} -> {mb(big['extra_mean_kb'])} MB "
+                                            f"({big['extra_mean_kb'] / small['extra_mean_kb']:.2f}x; single runs "
+                                            f"{mb(min(small['extra_all_kb']))}-{mb(max(small['extra_all_kb']))} at 1x, "
+                                            f"{mb(min(big['extra_all_kb']))}-{mb(max(big['extra_all_kb']))} at 10x); "
+                                            f"median-run peak "
                                             f"{peak_ratio:.3f}x ({mb(small['peak_extraction_kb'])} -> "
                                             f"{mb(big['peak_extraction_kb'])} MB)",
                                 "met": bool(met), "anchor": "memory"})
@@ -171,10 +174,10 @@ e-mails, decoded back to text so that every batch is about as wide at 1x as at 1
 minilm-l6. Samples are stratified, seed 0. "cache on" is the default (features are also
 written to a fresh, empty on-disk cache in shards of 2,048); "cache off" is `cache=False`.
 MB = MiB. *growth* = extraction peak - RSS before; *extra* = growth - the returned feature matrix.
-Flat means the median *extra* at 10x is at most 1.10x the median *extra* at 1x, or no more than 1x
-itself reached in one of its repetitions (fresh processes at one size differ by several MB): the
-RSS before extraction also holds the data set itself, which grows with the data whatever
-extraction does. Python-level allocations during image extraction (tracemalloc) were the feature
+Flat means the mean *extra* over the repetitions at 10x is at most 1.10x the mean at 1x (fresh
+processes at one size differ by up to 60 MB for text: two intra-op threads allocate from their
+own malloc arenas); *extra* rather than the whole peak, because the RSS before extraction also
+holds the data set itself, which grows with the data whatever extraction does. Python-level allocations during image extraction (tracemalloc) were the feature
 matrix + 1.8 MB at both 200 and 2,000 items; what remains is native allocator noise.
 Text extraction gives freed heap pages back (`malloc_trim`) after each forward pass: batches of
 different widths otherwise leave glibc's heap fragmented, and the peak wandered by up to 100 MB
