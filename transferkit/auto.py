@@ -4,8 +4,8 @@ The choice is made on the training split only (after any few-shot sampling), nev
 set, so the test accuracy that follows is still an honest estimate.  The chosen candidate's
 features are then already in the cache: a linear probe after ranking costs almost nothing more.
 
-The rule for the strategy comes from the study in BENCHMARKS.md (section "auto"), which fits
-every strategy on the real tasks at several sizes and measures where fine-tuning starts to pay:
+The rule for the strategy comes from the study in BENCHMARKS.md (section "strategies"), which fits
+every strategy on the real tasks, few-shot and 80/20, and measures where fine-tuning pays:
 
 * fewer than :data:`FINETUNE_FROM_PER_CLASS` labelled items in the smallest class -> ``linear-probe``
   (a linear head on frozen features; fine-tuning had nothing reliable to add at that size);
@@ -85,12 +85,13 @@ def choose_strategy(train: Dataset) -> tuple[str, str]:
     if smallest < FINETUNE_FROM_PER_CLASS:
         return "linear-probe", (
             f"linear-probe: the smallest class has {smallest} labelled training items, fewer than "
-            f"{FINETUNE_FROM_PER_CLASS}; at that size fine-tuning did not beat a linear probe on frozen "
-            "features in the study behind this rule (BENCHMARKS.md, section auto), and it costs far more.")
+            f"{FINETUNE_FROM_PER_CLASS}; at such sizes fine-tuning did not beat a linear probe on frozen "
+            "features in the study behind this rule (BENCHMARKS.md, section strategies), and it costs far more.")
     return FINETUNE_STRATEGY, (
         f"{FINETUNE_STRATEGY}: every class has at least {FINETUNE_FROM_PER_CLASS} labelled training items "
-        f"(smallest: {smallest}); from that size fine-tuning after a linear probe beat the probe alone in the "
-        "study behind this rule (BENCHMARKS.md, section auto).")
+        f"(smallest: {smallest}), enough to fine-tune the whole network; lp-ft starts from the linear probe, so "
+        "it keeps what the probe found (Kumar et al., ICLR 2022). The study behind the threshold is in "
+        "BENCHMARKS.md, section strategies.")
 
 
 def choose(train: Dataset, candidates: list[str] | None, *, strategy: str | None, seed: int,
