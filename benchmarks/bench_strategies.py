@@ -97,12 +97,12 @@ def main() -> None:
                     C.say(f"{name:8} {variant:9} {strategy:12} seed {seed}: acc {r['accuracy']:.3f} "
                           f"({r['n_train']} train, {r['fit_s']:.0f} s)" +
                           (f" controls {r['controls']}" if "controls" in r else ""))
-    m["cpu_other_during_pct"] = load.pct()
-    m["seconds"] = round(time.perf_counter() - t0, 1)
-    res = {"machine": m, "args": vars(a), "runs": runs}
-    if a.quick:
-        return
-    report(res)
+        # Recorded after each task, so a long run that is stopped keeps what it finished.
+        m["cpu_other_during_pct"] = load.pct()
+        m["seconds"] = round(time.perf_counter() - t0, 1)
+        res = {"machine": m, "args": vars(a), "runs": runs}
+        if not a.quick:
+            report(res)
 
 
 def _agg(xs: list[float]) -> str:
