@@ -70,6 +70,14 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--strategy", help="adaptation strategy (default: linear-probe; with --model auto: chosen too)")
     f.add_argument("--param", action="append", metavar="KEY=VALUE", help="a strategy hyper-parameter (JSON value)")
     f.add_argument("--labels-per-class", type=int, help="few-shot: sample K labelled training items per class")
+    f.add_argument("--target-unlabelled", help="unlabelled data of the target domain (table or folder; labels in it "
+                                               "are never read): dann, mmd, coral and self-training adapt to it; "
+                                               "every strategy reports the domain distance to it")
+    f.add_argument("--on", choices=["features", "backbone"],
+                   help="domain adaptation: train an adapter on cached features (default, seconds) or the backbone")
+    f.add_argument("--labels", dest="label_descriptions", metavar="DESCRIPTIONS",
+                   help='zero-shot: the labels to choose from, e.g. "spam: unsolicited advertising,ham: normal '
+                        'personal or work e-mail"')
     f.add_argument("--test-size", type=float, help="held-out share when there is no --test (default 0.2)")
     f.add_argument("--seed", type=int, help="random seed (default 0)")
     f.add_argument("--out", help="run directory to write")
@@ -177,7 +185,8 @@ def cmd_fit(a: argparse.Namespace) -> int:
     over: dict[str, Any] = {}
     for flag, key in (("data", "data"), ("test", "test"), ("text_column", "text_columns"),
                       ("label_column", "label_column"), ("modality", "modality"), ("model", "model"),
-                      ("strategy", "strategy"), ("models", "candidates"), ("labels_per_class", "labels_per_class"), ("test_size", "test_size"),
+                      ("strategy", "strategy"), ("models", "candidates"), ("labels_per_class", "labels_per_class"),
+                      ("target_unlabelled", "target_unlabelled"), ("test_size", "test_size"),
                       ("seed", "seed"), ("out", "out"), ("skip_bad", "skip_bad"), ("batch_size", "batch_size")):
         if getattr(a, flag) is not None:
             over[key] = getattr(a, flag)
@@ -187,6 +196,9 @@ def cmd_fit(a: argparse.Namespace) -> int:
         over["cache"] = False
     if a.param:
         over["strategy_params"] = {**cfg.strategy_params, **_key_values(a.param, "--param")}
+    named = {k: v for k, v in (("labels", a.label_descriptions), ("on", a.on)) if v is not None}
+    if named:
+        over["strategy_params"] = {**over.get("strategy_params", cfg.strategy_params), **named}
     training = _training_params(a, over.get("strategy", cfg.strategy))
     if training:
         over["strategy_params"] = {**over.get("strategy_params", cfg.strategy_params), **training}
@@ -228,6 +240,15 @@ def _print_summary(metrics: dict, run_dir: Path | None) -> None:
         print(f"control {name}: accuracy {c['accuracy']:.3f} [{c['accuracy_ci'][0]:.3f}, {c['accuracy_ci'][1]:.3f}]")
     if "verdict" in metrics:
         print(f"verdict: {metrics['verdict'].upper()} — {metrics['verdict_explanation']}")
+    domain = metrics.get("domain") or {}
+    if "source_only" in domain:
+        so = domain["source_only"]
+        print(f"source-only (no adaptation): accuracy {so['accuracy']:.3f} "
+              f"[{so['accuracy_ci'][0]:.3f}, {so['accuracy_ci'][1]:.3f}]")
+        print(f"adaptation: {domain['adaptation_verdict'].upper()} — {domain['adaptation_explanation']}")
+    for r in domain.get("shift", []):
+        print(f"domain distance, {r['features']}: MMD² {r['mmd2']:.4f} (p = {r['mmd_p_value']:.3g}), "
+              f"proxy A-distance {r['a_distance']:.2f} — {r['reading']}")
     for n in metrics.get("notes", []):
         print(f"note: {n}")
     if run_dir:

@@ -38,6 +38,10 @@ class FitConfig:
             ``auto`` (chosen from the data) when ``model="auto"``.
         strategy_params: its hyper-parameters.
         labels_per_class: few-shot: sample this many labelled training items per class.
+        target_unlabelled: unlabelled data of the domain the model will meet (a table or
+            folder; labels in it are never read).  The domain-adaptation strategies (``dann``,
+            ``mmd``, ``coral``, ``self-training``) adapt to it; with any strategy the report
+            gives the domain distance between the training data and it.
         test_size: share of ``data`` held out when there is no ``test``.
         seed: seeds the split, sampling, training and bootstrap.
         out: the run directory (``None``: nothing is written).
@@ -62,6 +66,7 @@ class FitConfig:
     strategy: str | None = None
     strategy_params: dict[str, Any] = field(default_factory=dict)
     labels_per_class: int | None = None
+    target_unlabelled: str | None = None
     test_size: float = 0.2
     seed: int = 0
     out: str | None = None

@@ -64,30 +64,50 @@ def fit(config: FitConfig | None = None, *, train: Dataset | None = None, test: 
 
     # 1. validate, before any model is loaded
     t = time.perf_counter()
-    if train is None and cfg.data is None:
-        raise UserInputError("no training data: pass data= (a file or folder) or train= (a Dataset)")
-    prepared: PreparedData = prepare_data(
-        train if train is not None else cfg.data, test if test is not None else cfg.test,
-        text_columns=cfg.text_columns, label_column=cfg.label_column, modality=cfg.modality,
-        skip_bad=cfg.skip_bad)
+    strategy_cls = _strategy_class(cfg.strategy)
+    learns_nothing = strategy_cls is not None and not strategy_cls.needs_labels  # zero-shot
+    test_only = learns_nothing and train is None and cfg.data is None and (test is not None or cfg.test)
+    if train is None and cfg.data is None and not test_only:
+        raise UserInputError("no training data: pass data= (a file or folder) or train= (a Dataset)",
+                             hint="zero-shot needs no training data: it can run on a labelled --test alone")
+    notes: list[str] = []
+    if test_only:  # zero-shot on a labelled evaluation set: nothing to train on, nothing to split
+        prepared = prepare_data(test if test is not None else cfg.test, None, text_columns=cfg.text_columns,
+                                label_column=cfg.label_column, modality=cfg.modality, skip_bad=cfg.skip_bad)
+    else:
+        prepared = prepare_data(
+            train if train is not None else cfg.data, test if test is not None else cfg.test,
+            text_columns=cfg.text_columns, label_column=cfg.label_column, modality=cfg.modality,
+            skip_bad=cfg.skip_bad)
     report = prepared.report
     for p in report.warnings:
         say(f"warning: {p.origin}: {p.message}")
     if report.skipped:
         say(f"skipped {len(report.skipped)} bad items (listed in the run directory)")
     train_ds, test_ds = prepared.train, prepared.test
-    notes: list[str] = []
-    if test_ds is None:
+    if test_only:
+        train_ds, test_ds = None, prepared.train
+        notes.append(f"{cfg.strategy} learns from no labelled item: all {len(test_ds)} items of the test set "
+                     "were used for evaluation only.")
+    elif test_ds is None:
         train_ds, test_ds = stratified_split(train_ds, test_size=cfg.test_size, seed=cfg.seed)
         notes.append(f"No test set was given: a stratified {1 - cfg.test_size:.0%}/{cfg.test_size:.0%} split "
                      f"(seed {cfg.seed}) of the data was used.")
-    if cfg.labels_per_class:
+    if learns_nothing and train_ds is not None:
+        notes.append(f"{cfg.strategy} read no label of the {len(train_ds)} training items; they serve only "
+                     "the controls (which do learn from labels).")
+    target_ds = _read_target(cfg, test_ds.modality, say) if cfg.target_unlabelled else None
+    if strategy_cls is not None and strategy_cls.needs_target and target_ds is None:
+        raise UserInputError(f"strategy {cfg.strategy!r} adapts to unlabelled data of the target domain, "
+                             "and none was given",
+                             hint="pass --target-unlabelled TABLE_OR_FOLDER (labels in it are never read)")
+    if cfg.labels_per_class and train_ds is not None:
         n_before = len(train_ds)
         train_ds = few_shot_sample(train_ds, cfg.labels_per_class, seed=cfg.seed)
         notes.append(f"Few-shot: {cfg.labels_per_class} labelled items per class sampled (seed {cfg.seed}) "
                      f"from {n_before} training items.")
     timings["validate_s"] = time.perf_counter() - t
-    modality = train_ds.modality
+    modality = test_ds.modality
     auto = None
     if cfg.model == "auto":
         auto = _choose_automatically(cfg, train_ds, say, progress)
@@ -102,8 +122,9 @@ def fit(config: FitConfig | None = None, *, train: Dataset | None = None, test: 
     if model_name is None:
         raise UserInputError(f"there is no default model for {modality} data", hint="pass --model")
     cfg.model = model_name
-    say(f"data: {len(train_ds)} training and {len(test_ds)} test items, {len(train_ds.classes)} classes "
-        f"({modality})")
+    n_train = 0 if train_ds is None else len(train_ds)
+    say(f"data: {n_train} training and {len(test_ds)} test items, {len(test_ds.classes)} classes "
+        f"({modality})" + (f"; {len(target_ds)} unlabelled target items" if target_ds is not None else ""))
 
     # 2. backbone and strategy
     backbone = get_backbone(model_name, **cfg.backbone_options)
@@ -111,9 +132,12 @@ def fit(config: FitConfig | None = None, *, train: Dataset | None = None, test: 
         raise UserInputError(f"model {model_name!r} takes {backbone.modality} data but the data is {modality}",
                              hint="pick a model of the data's modality (see `transferkit models`)")
     strategy = get_strategy(cfg.strategy, cfg.strategy_params)
+    if hasattr(strategy, "check_labels"):  # zero-shot: every test label described, no misspelt one
+        strategy.check_labels(test_ds)
     model = TransferModel(backbone, strategy, cache=cfg.cache, batch_size=cfg.batch_size, progress=progress)
     model.ctx.seed = cfg.seed
     model.ctx.device = str(distributed.device())  # GPU LOCAL_RANK under a launcher; else as before, CPU
+    model.ctx.target = target_ds
     _checkpointing(model.ctx, cfg, "transfer")
 
     t = time.perf_counter()
@@ -131,11 +155,16 @@ def fit(config: FitConfig | None = None, *, train: Dataset | None = None, test: 
                                                               seed=cfg.seed)}
     notes += _extraction_notes(backbone, model.extraction_log)
     notes += model.ctx.notes
+    if target_ds is not None:
+        t = time.perf_counter()
+        metrics["domain"] = domain_adaptation_evidence(strategy, model, train_ds, test_ds, target_ds, y_test,
+                                                       cfg, say)
+        timings["domain_s"] = time.perf_counter() - t
 
     # 3. controls and verdict
     if cfg.control:
         t = time.perf_counter()
-        control_proba = run_controls(strategy, backbone, train_ds, test_ds, cfg, say, progress)
+        control_proba = run_controls(strategy, backbone, train_ds, test_ds, cfg, say, progress, target=target_ds)
         timings["controls_s"] = time.perf_counter() - t
         metrics["controls"] = {name: classification_metrics(y_test, p, classes, n_boot=cfg.n_boot, seed=cfg.seed)
                                for name, p in control_proba.items()}
@@ -149,7 +178,8 @@ def fit(config: FitConfig | None = None, *, train: Dataset | None = None, test: 
         "run": {"name": Path(cfg.out).name if cfg.out else None, "created": now_iso(), "strategy": cfg.strategy,
                 "backbone": model_name, "modality": modality, "seed": cfg.seed,
                 **({"processes": distributed.world_size()} if distributed.world_size() > 1 else {})},
-        "n_train": len(train_ds), "n_test": len(test_ds), "classes": classes,
+        "n_train": n_train, "n_test": len(test_ds), "classes": classes,
+        **({"n_target_unlabelled": len(target_ds)} if target_ds is not None else {}),
         **metrics,
         "strategy": {"name": cfg.strategy, "params": strategy.get_params(), "fit": strategy.fit_info()},
         **({"auto": auto.to_dict()} if auto else {}),
@@ -163,14 +193,18 @@ def fit(config: FitConfig | None = None, *, train: Dataset | None = None, test: 
         "strategy": {"name": cfg.strategy, "params": strategy.get_params()},
         "classes": classes, "label_map": {str(i): c for i, c in enumerate(classes)},
         "modality": modality, "text_columns": cfg.text_columns, "label_column": cfg.label_column,
-        "data": {"source": cfg.data or train_ds.source, "train_hash": train_ds.fingerprint(),
-                 "test_hash": test_ds.fingerprint(), "n_train": len(train_ds), "n_test": len(test_ds)},
+        "data": {"source": cfg.data or (train_ds.source if train_ds is not None else None),
+                 "train_hash": train_ds.fingerprint() if train_ds is not None else None,
+                 "test_hash": test_ds.fingerprint(), "n_train": n_train, "n_test": len(test_ds),
+                 **({"target_unlabelled": cfg.target_unlabelled, "target_hash": target_ds.fingerprint(),
+                     "n_target": len(target_ds)} if target_ds is not None else {})},
         "seed": cfg.seed, "versions": versions(), "timings": metrics["timings"],
     }
     model.card = card
     if cfg.out:
         # process 0 writes; the others wait and get the card as written (or its error)
-        model.card = distributed.on_main(lambda: write_run(cfg, model, metrics, card, prepared, train=train_ds))
+        reference = train_ds if train_ds is not None else test_ds  # zero-shot on a test set alone
+        model.card = distributed.on_main(lambda: write_run(cfg, model, metrics, card, prepared, train=reference))
         model.run_dir = Path(cfg.out)
     verdict = metrics.get("verdict")
     say(f"test accuracy {metrics['test']['accuracy']:.3f}" + (
@@ -205,20 +239,24 @@ def _choose_automatically(cfg: FitConfig, train: Dataset, say: Log, progress: bo
     return choice
 
 
-def run_controls(strategy, backbone: Backbone, train: Dataset, test: Dataset, cfg: FitConfig, say: Log,
-                 progress: bool | None) -> dict[str, np.ndarray]:
+def run_controls(strategy, backbone: Backbone, train: Dataset | None, test: Dataset, cfg: FitConfig, say: Log,
+                 progress: bool | None, target: Dataset | None = None) -> dict[str, np.ndarray]:
     """Test-set probabilities of (a) the same strategy on a randomly initialised copy of the
-    backbone and (b) the modality's classical baseline, both trained on the same split."""
+    backbone (adapting to the same unlabelled ``target``, if any) and (b) the modality's
+    classical baseline, both trained on the same split (no baseline without training labels)."""
     out: dict[str, np.ndarray] = {}
     say("control: the same architecture, randomly initialised …")
     random_model = TransferModel(backbone.randomized(cfg.seed), strategy.clone(), cache=cfg.cache,
                                  batch_size=cfg.batch_size, progress=progress)
     random_model.ctx.seed = cfg.seed
     random_model.ctx.device = str(distributed.device())
+    random_model.ctx.target = target
     _checkpointing(random_model.ctx, cfg, "random-init")
     random_model.strategy.fit(train, random_model.ctx)
     out["random-init"] = _align(random_model.strategy, random_model.strategy.predict_proba(test, random_model.ctx),
                                 strategy.classes_)
+    if train is None or not train.labels:
+        return out
     try:
         name = baseline_for(train.modality)
     except KeyError:
@@ -227,6 +265,85 @@ def run_controls(strategy, backbone: Backbone, train: Dataset, test: Dataset, cf
     y = np.array([strategy.classes_.index(c) for c in train.labels])
     proba, _info = BASELINES.get(name)(train, y, test, cfg.seed)
     out[name] = proba
+    return out
+
+
+def _strategy_class(name: str | None):
+    """The registered class of ``name`` (``None`` for the default or ``auto``)."""
+    if name in (None, "auto"):
+        return None
+    from .strategies import STRATEGIES
+
+    return STRATEGIES.get(name)
+
+
+def _read_target(cfg: FitConfig, modality: str, say: Log) -> Dataset:
+    """The unlabelled target data, validated like the training data; any labels it has are dropped
+    here, so no strategy can read them."""
+    tp = prepare_data(cfg.target_unlabelled, None, text_columns=cfg.text_columns, label_column=cfg.label_column,
+                      modality=cfg.modality or modality, skip_bad=cfg.skip_bad, require_labels=False)
+    for p in tp.report.warnings:
+        say(f"warning: {p.origin}: {p.message}")
+    if tp.report.skipped:
+        say(f"skipped {len(tp.report.skipped)} bad items of the target data")
+    target = tp.train
+    if target.modality != modality:
+        raise UserInputError(f"the target data {cfg.target_unlabelled} holds {target.modality} items but the "
+                             f"training data is {modality}", hint="give unlabelled data of the same kind")
+    if len(target) < 2:
+        raise UserInputError(f"the target data {cfg.target_unlabelled} has {len(target)} item(s)",
+                             hint="give at least a few dozen unlabelled items of the target domain")
+    return Dataset(modality=target.modality, inputs=target.inputs, labels=None, origins=target.origins,
+                   source=target.source, sampling_rate=target.sampling_rate)
+
+
+def domain_adaptation_evidence(strategy, model: TransferModel, train: Dataset | None, test: Dataset,
+                               target: Dataset, y_test: np.ndarray, cfg: FitConfig, say: Log) -> dict[str, Any]:
+    """How far the target is from the training data, and, for a domain-adaptation strategy,
+    what adapting bought over the same model trained on the source alone.
+
+    Returns ``{"shift": [{"features", "mmd2", "mmd_p_value", "a_distance", "level", "reading"}],
+    "source_only": metrics, "adaptation_gain", "adaptation_gain_ci", "adaptation_verdict",
+    "selection": ...}`` (the last four only for domain-adaptation strategies).
+    """
+    from .scores.domain import domain_shift
+
+    if train is None:
+        return {}
+    say("domain distance between the training data and the unlabelled target …")
+    ctx = model.ctx
+    rows = []
+
+    def shift(name: str, fs: np.ndarray, ft: np.ndarray) -> None:
+        d = domain_shift(fs, ft, n_permutations=200, max_items=1000, seed=cfg.seed)
+        rows.append({"features": name, **d.to_dict()})
+
+    shift("backbone features (before adaptation)", ctx.features(train), ctx.features(target))
+    out: dict[str, Any] = {"shift": rows}
+    if not getattr(type(strategy), "needs_target", False):
+        return out
+    say(f"{strategy.name}: the same model trained on the source alone, for comparison …")
+    source_only = strategy.source_only()
+    source_only.fit(train, ctx)
+    p_so = _align(source_only, source_only.predict_proba(test, ctx), strategy.classes_)
+    out["source_only"] = classification_metrics(y_test, p_so, strategy.classes_, n_boot=cfg.n_boot, seed=cfg.seed)
+    if hasattr(strategy, "transform"):
+        shift("source-only model's features", source_only.transform(train, ctx), source_only.transform(target, ctx))
+        shift(f"adapted model's features ({strategy.name})", strategy.transform(train, ctx),
+              strategy.transform(target, ctx))
+    pred = strategy.predict_proba(test, ctx).argmax(1)
+    v = transfer_verdict(y_test, pred, {"source-only": p_so.argmax(1)}, n_boot=max(cfg.n_boot, 2000), seed=cfg.seed)
+    word = {"helped": "helped", "hurt": "hurt", "no-difference": "made no clear difference"}[v["verdict"]]
+    out.update(adaptation_gain=v["transfer_gain"], adaptation_gain_ci=v["transfer_gain_ci"],
+               adaptation_verdict=v["verdict"],
+               adaptation_explanation=(f"Adapting to the unlabelled target {word}: test accuracy "
+                                       f"{out['source_only']['accuracy']:.3f} source-only vs "
+                                       f"{(pred == y_test).mean():.3f} adapted (gain {v['transfer_gain']:+.3f}, "
+                                       f"95% interval [{v['transfer_gain_ci'][0]:+.3f}, "
+                                       f"{v['transfer_gain_ci'][1]:+.3f}])."))
+    sel = (strategy.fit_info() or {}).get("selection")
+    if sel:
+        out["selection"] = sel
     return out
 
 

@@ -262,6 +262,48 @@ def _list_table(items: list[dict], keys: list[str], headers: list[str]) -> str:
     return _table(headers, rows) + tail
 
 
+def _domain(d: dict, metrics: dict) -> list[str]:
+    """Domain distance to the unlabelled target; for domain adaptation, source-only vs adapted."""
+    if not d:
+        return []
+    body = ['<h2 id="domain">Domain shift and adaptation</h2>']
+    if "source_only" in d:
+        so, ad = d["source_only"], metrics["test"]
+        ci = d.get("adaptation_gain_ci")
+        rows = [["source-only (same model, adaptation off)", _pct(so.get("accuracy")) + _ci(so.get("accuracy_ci")),
+                 _pct(so.get("macro_f1")) + _ci(so.get("macro_f1_ci")), ""],
+                [f"adapted ({_e((metrics.get('run') or {}).get('strategy'))})",
+                 _pct(ad.get("accuracy")) + _ci(ad.get("accuracy_ci")),
+                 _pct(ad.get("macro_f1")) + _ci(ad.get("macro_f1_ci")),
+                 _points(d["adaptation_gain"]) + (f' <span class="ci">[{_points(ci[0])}, {_points(ci[1])}]</span>'
+                                                  if ci else "")]]
+        body += [f"<p><b>{_e(d.get('adaptation_explanation', ''))}</b> The test set is labelled target data "
+                 "when one was given (its labels are used for evaluation only).</p>",
+                 _table(["Model", "Accuracy", "Macro-F1", "Gain over source-only"], rows, {1, 2, 3})]
+        per_class = _per_class(so, list((so.get("per_class") or {}).keys()))
+        if per_class:
+            body += ["<p>Per class, source-only:</p>", per_class]
+    shift = d.get("shift") or []
+    if shift:
+        rows = [[_e(r["features"]), f"{r['mmd2']:.4f}", f"{r['mmd_p_value']:.3g}", f"{r['a_distance']:.2f}",
+                 _e(r["reading"])] for r in shift]
+        body += ["<p>Distance between the training data and the unlabelled target, in each model's own "
+                 "feature space (MMD with a Gaussian kernel, median bandwidth, permutation p-value; proxy "
+                 "A-distance from a linear domain classifier, 0 = indistinguishable, 2 = fully separable).</p>",
+                 _table(["Features", "MMD²", "p-value", "A-distance", "Reading"], rows, {1, 2, 3})]
+    sel = d.get("selection") or {}
+    if sel.get("scores"):
+        knob = sel.get("knob", "value")
+        rows = [[_e(r.get(knob)) + (" <b>(chosen)</b>" if r.get(knob) == sel.get("chosen") else ""),
+                 f"{r['score']:.4f}", f"{r.get('source_loss', float('nan')):.4f}",
+                 f"{r.get('target_entropy', float('nan')):.3f}"] for r in sel["scores"]]
+        body += [f"<p>{_e(knob)} was chosen without target labels by {_e(sel.get('why', sel.get('criterion')))}.</p>",
+                 _table([knob, "Criterion", "Source validation loss", "Target prediction entropy"], rows, {1, 2, 3})]
+    elif sel.get("reason"):
+        body += [f"<p>{_e(sel.get('knob') or 'value')}: {_e(sel['reason'])}.</p>"]
+    return body
+
+
 def _details(metrics: dict, test: dict, classes: list[str], card: dict | None,
              skipped: list | None, validation: dict | None) -> list[str]:
     """The sections below the plots, each present only when its data is."""
@@ -269,6 +311,7 @@ def _details(metrics: dict, test: dict, classes: list[str], card: dict | None,
     per_class = _per_class(test, classes)
     if per_class:
         body += ["<h2>Per class (transfer model)</h2>", per_class]
+    body += _domain(metrics.get("domain") or {}, metrics)
     auto = metrics.get("auto")
     if auto:
         rows = [[_e(r["candidate"]) + (" <b>(chosen)</b>" if i == 0 else ""),

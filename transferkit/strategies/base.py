@@ -34,6 +34,8 @@ class TransferContext:
         notes: strings a strategy adds for the report.
         checkpoint_dir: where a strategy that trains writes its checkpoints (``None``: nowhere).
         resume: continue from the newest complete checkpoint in ``checkpoint_dir``.
+        target: unlabelled data of the domain the model will meet, for the domain-adaptation
+            strategies (``needs_target``); labels on it, if any, are never read.
     """
 
     backbone: Backbone
@@ -44,6 +46,7 @@ class TransferContext:
     notes: list[str] = field(default_factory=list)
     checkpoint_dir: str | Path | None = None
     resume: bool = True
+    target: Dataset | None = None
 
 
 class Strategy(ABC):
@@ -56,6 +59,11 @@ class Strategy(ABC):
     name: ClassVar[str] = ""
     #: True when the strategy only needs cached features of a frozen backbone.
     uses_features: ClassVar[bool] = True
+    #: False for strategies that learn nothing from labels (zero-shot): the pipeline then
+    #: accepts an unlabelled or absent training set and evaluates on the labelled data.
+    needs_labels: ClassVar[bool] = True
+    #: True for domain adaptation: ``fit`` also reads ``ctx.target`` (unlabelled target data).
+    needs_target: ClassVar[bool] = False
 
     def __init__(self) -> None:  # subclasses declare their own keyword hyper-parameters
         pass

@@ -1,0 +1,18 @@
+"""Domain-alignment maths: pure ``nn.Module`` losses over source and target features ``(f_s, f_t)``,
+and criteria that choose hyper-parameters without target labels.
+
+=============================  =============================================  ==========================
+name                           what                                           paper
+=============================  =============================================  ==========================
+:class:`DomainAdversarialLoss`  discriminator behind a gradient reversal layer  Ganin et al., JMLR 2016
+:class:`MultipleKernelMMD`      multi-kernel MMD^2 with Gaussian kernels       Long et al., ICML 2015
+:class:`CoralLoss`              distance between feature covariances           Sun & Saenko, ECCV-W 2016
+:func:`dev_risk`                importance-weighted source validation risk     You et al., ICML 2019
+:func:`snd`                     soft neighbourhood density of target outputs   Saito et al., ICCV 2021
+=============================  =============================================  ==========================
+"""
+from .losses import CoralLoss, DomainAdversarialLoss, MultipleKernelMMD, dann_lambda, gradient_reverse
+from .selection import dev_risk, entropy, snd
+
+__all__ = ["DomainAdversarialLoss", "MultipleKernelMMD", "CoralLoss", "gradient_reverse", "dann_lambda",
+           "dev_risk", "snd", "entropy"]

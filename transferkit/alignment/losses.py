@@ -1,0 +1,111 @@
+"""Domain-alignment losses: ``nn.Module``s over source features ``f_s (n, H)`` and target
+features ``f_t (m, H)`` returning a scalar tensor, the same in train and eval mode.
+
+Each is added to the source classification loss with a weight (the ``trade_off``), so the
+feature extractor learns features that classify the source and look alike in both domains.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class _GradientReverse(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, coeff: float) -> torch.Tensor:
+        ctx.coeff = coeff
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return -ctx.coeff * grad, None
+
+
+def gradient_reverse(x: torch.Tensor, coeff: float = 1.0) -> torch.Tensor:
+    """Identity forward; the gradient is multiplied by ``-coeff`` backward (Ganin & Lempitsky 2015)."""
+    return _GradientReverse.apply(x, float(coeff))
+
+
+def dann_lambda(progress: float, gamma: float = 10.0) -> float:
+    """DANN's ramp of the reversal strength: ``2 / (1 + exp(-gamma p)) - 1``, 0 at p=0, ~1 at p=1.
+
+    Early in training the features are still random; a full-strength adversary would then
+    only add noise (Ganin et al., JMLR 2016, section 5.2.2).
+    """
+    p = min(max(float(progress), 0.0), 1.0)
+    return 2.0 / (1.0 + math.exp(-gamma * p)) - 1.0
+
+
+class DomainAdversarialLoss(nn.Module):
+    """DANN: a domain discriminator trained to tell ``f_s`` from ``f_t`` through a gradient
+    reversal layer, so that the feature extractor learns to fool it.
+
+    Ganin, Ustinova, Ajakan, Germain, Larochelle, Laviolette, Marchand & Lempitsky,
+    "Domain-Adversarial Training of Neural Networks", JMLR 17 (2016).
+
+    Args:
+        in_features: H, the width of the features.
+        hidden: width of the discriminator's two hidden layers.
+
+    Shapes: ``f_s (n, H)``, ``f_t (m, H)`` -> scalar binary cross-entropy of the discriminator
+    (source = 0, target = 1); the features receive ``-coeff`` times its gradient.
+    """
+
+    def __init__(self, in_features: int, hidden: int = 256):
+        super().__init__()
+        self.discriminator = nn.Sequential(nn.Linear(in_features, hidden), nn.ReLU(), nn.Linear(hidden, hidden),
+                                           nn.ReLU(), nn.Linear(hidden, 1))
+
+    def forward(self, f_s: torch.Tensor, f_t: torch.Tensor, coeff: float = 1.0) -> torch.Tensor:
+        f = gradient_reverse(torch.cat([f_s, f_t]), coeff)
+        logits = self.discriminator(f).squeeze(1).float()
+        target = torch.cat([torch.zeros(len(f_s), device=f.device), torch.ones(len(f_t), device=f.device)])
+        return F.binary_cross_entropy_with_logits(logits, target)
+
+
+class MultipleKernelMMD(nn.Module):
+    """Multi-kernel maximum mean discrepancy (DAN).
+
+    Long, Cao, Wang & Jordan, "Learning Transferable Features with Deep Adaptation Networks",
+    ICML 2015: MMD^2 between the two batches under a sum of Gaussian kernels whose bandwidths
+    are ``alphas`` times the mean squared distance of the pooled batch (so the loss does not
+    depend on the features' scale; the bandwidth is not back-propagated through).  This is the
+    quadratic-time, biased batch estimate (as TLlib's default), fine for batches of a few hundred.
+
+    Shapes: ``f_s (n, H)``, ``f_t (m, H)`` -> scalar >= 0 (0 when the batches coincide).
+    """
+
+    def __init__(self, alphas: Sequence[float] = (0.125, 0.25, 0.5, 1.0, 2.0)):
+        super().__init__()
+        self.alphas = tuple(float(a) for a in alphas)
+
+    def forward(self, f_s: torch.Tensor, f_t: torch.Tensor) -> torch.Tensor:
+        z = torch.cat([f_s, f_t]).float()
+        d2 = torch.cdist(z, z).pow(2)
+        n = len(z)
+        base = d2.detach().sum() / max(n * n - n, 1)
+        base = torch.clamp(base, min=1e-12)
+        k = sum(torch.exp(-d2 / (a * base)) for a in self.alphas)
+        ns = len(f_s)
+        return k[:ns, :ns].mean() + k[ns:, ns:].mean() - 2.0 * k[:ns, ns:].mean()
+
+
+class CoralLoss(nn.Module):
+    """Deep CORAL: the squared Frobenius distance between the feature covariances, ``/ 4 H^2``.
+
+    Sun & Saenko, "Deep CORAL: Correlation Alignment for Deep Domain Adaptation", ECCV 2016
+    workshops.  Shapes: ``f_s (n, H)``, ``f_t (m, H)`` (n, m >= 2) -> scalar >= 0.
+    """
+
+    def forward(self, f_s: torch.Tensor, f_t: torch.Tensor) -> torch.Tensor:
+        h = f_s.shape[1]
+        return (_cov(f_s.float()) - _cov(f_t.float())).pow(2).sum() / (4.0 * h * h)
+
+
+def _cov(f: torch.Tensor) -> torch.Tensor:
+    c = f - f.mean(0, keepdim=True)
+    return c.T @ c / max(len(f) - 1, 1)

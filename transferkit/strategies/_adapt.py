@@ -1,0 +1,299 @@
+"""Machinery of the domain-adaptation strategies on cached features (``--on features``).
+
+A small adapter MLP and a head are trained on frozen features of the labelled source items
+and of the unlabelled target items (``ctx.target``), through the one training loop.  The
+strategy's hyper-parameter that trades classification against alignment (its "knob": a loss
+weight, or a confidence threshold) may be a list: one value is then chosen without target
+labels (:mod:`transferkit.alignment.selection`, DEV by default) and the model refit on all
+source items with it.  ``source_only()`` gives the same model with adaptation switched off,
+the comparison every adaptation run reports.
+"""
+from __future__ import annotations
+
+import inspect
+import math
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..alignment import dev_risk, entropy, snd
+from ..data.dataset import Dataset
+from ..errors import UserInputError
+from ..training import Callback, train
+from ..training.loop import isolated_rng
+from .base import Strategy, TransferContext
+
+SELECTIONS = ("dev", "snd", "none")
+
+
+class FeatureAdapter(nn.Module):
+    """``x (B, D)`` -> standardised with source statistics -> ``Linear(D, H)`` -> ReLU -> dropout
+    -> ``f (B, H)`` (:meth:`embed`) -> head ``Linear(H, C)`` -> logits ``(B, C)`` (:meth:`forward`)."""
+
+    def __init__(self, d: int, hidden: int, n_classes: int, dropout: float = 0.1):
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(d))
+        self.register_buffer("std", torch.ones(d))
+        self.body = nn.Sequential(nn.Linear(d, hidden), nn.ReLU(), nn.Dropout(dropout))
+        self.head = nn.Linear(hidden, n_classes)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body((x - self.mean) / self.std)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.embed(x))
+
+
+class _Progress(Callback):
+    """Optimizer steps done, for ramps that depend on training progress (restored on resume)."""
+
+    def __init__(self) -> None:
+        self.step = 0
+
+    def on_train_begin(self, state) -> None:
+        self.step = state.step
+
+    def on_step_end(self, state, logs) -> None:
+        self.step = state.step
+
+
+def _pos_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 1
+
+
+def _num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+class FeatureAdaptation(Strategy):
+    """Base of ``dann``, ``mmd``, ``coral`` and ``self-training`` (see their docstrings).
+
+    Data: labelled source items, unlabelled target items in ``ctx.target`` (without them the
+    strategy trains source-only and says so in the notes). Shapes: cached features ``(N, D)``
+    -> adapter ``(N, H)`` -> head ``(N, C)``.
+
+    Args:
+        hidden: H, the adapter's width.
+        dropout: on the adapter's output during training.
+        steps: optimizer steps per training run.
+        batch_size: source items per step (and as many target items).
+        lr, weight_decay: AdamW.
+        selection: how a knob given as a list is chosen without target labels: ``dev``
+            (default), ``snd`` or ``none`` (the first value).
+        val_fraction: share of the source items held out for ``dev`` while choosing.
+        on: ``features`` (adapter on cached frozen features; ``backbone`` is not available yet).
+    """
+
+    uses_features = True
+    needs_target = True
+    #: name of the hyper-parameter chosen without target labels, and its "no adaptation" value
+    knob: ClassVar[str] = "trade_off"
+
+    def __init__(self, *, hidden: int = 256, dropout: float = 0.1, steps: int = 1000, batch_size: int = 64,
+                 lr: float = 1e-3, weight_decay: float = 1e-4, selection: str = "dev", val_fraction: float = 0.2,
+                 on: str = "features"):
+        super().__init__()
+        self.hidden, self.dropout, self.steps, self.batch_size = hidden, dropout, steps, batch_size
+        self.lr, self.weight_decay, self.selection, self.val_fraction, self.on = (lr, weight_decay, selection,
+                                                                                 val_fraction, on)
+        for k in ("hidden", "steps", "batch_size"):
+            if not _pos_int(getattr(self, k)):
+                raise UserInputError(f"{k} must be a positive integer, got {getattr(self, k)!r}")
+        if not _num(dropout) or not 0 <= dropout < 1:
+            raise UserInputError(f"dropout must be in [0, 1), got {dropout!r}")
+        if not _num(lr) or not 0 < lr < 1:
+            raise UserInputError(f"lr must be a number in (0, 1), got {lr!r}")
+        if not _num(weight_decay) or weight_decay < 0:
+            raise UserInputError(f"weight_decay must be >= 0, got {weight_decay!r}")
+        if selection not in SELECTIONS:
+            raise UserInputError(f"selection must be one of {', '.join(SELECTIONS)}, got {selection!r}",
+                                 hint="dev: deep embedded validation (default); snd: soft neighbourhood density")
+        if not _num(val_fraction) or not 0 < val_fraction < 1:
+            raise UserInputError(f"val_fraction must be in (0, 1), got {val_fraction!r}")
+        if on != "features":
+            raise UserInputError(f"on={on!r} is not available", hint="use --on features (an adapter on cached "
+                                 "features); adapting the backbone itself is not implemented yet")
+
+    @classmethod
+    def _param_names(cls) -> list[str]:
+        """This base's options plus each subclass's own (they pass the rest on as ``**kwargs``)."""
+        names: list[str] = []
+        for klass in reversed(cls.__mro__):
+            if issubclass(klass, FeatureAdaptation) and "__init__" in vars(klass):
+                for p in inspect.signature(klass.__init__).parameters.values():
+                    if p.kind == p.KEYWORD_ONLY and p.name not in names:
+                        names.append(p.name)
+        return names
+
+    @staticmethod
+    def _values(name: str, v: Any, ok) -> list[float]:
+        vals = list(v) if isinstance(v, (list, tuple)) else [v]
+        if not vals or not all(_num(x) and ok(x) for x in vals):
+            raise UserInputError(f"{name} must be a number or a non-empty list of numbers in range, got {v!r}")
+        return [float(x) for x in vals]
+
+    # ----- hooks --------------------------------------------------------------------------------
+    def knob_values(self) -> list[float]:
+        return list(getattr(self, self.knob))
+
+    def source_only(self) -> "FeatureAdaptation":
+        """The same model with adaptation switched off: the comparison of every adaptation run."""
+        return type(self)(**{**self.get_params(), **self._source_only_params(), "selection": "none"})
+
+    def _source_only_params(self) -> dict[str, Any]:
+        return {self.knob: 0.0}
+
+    def _alignment(self, hidden: int) -> nn.Module | None:
+        """The alignment loss module over ``(f_s, f_t)``; ``None``: none."""
+        return None
+
+    def _transfer_loss(self, align: nn.Module, f_s: torch.Tensor, f_t: torch.Tensor, progress: float) -> torch.Tensor:
+        return align(f_s, f_t)
+
+    def _train_candidate(self, Xs: np.ndarray, ys: np.ndarray, Xt: np.ndarray | None, value: float,
+                         seed: int) -> tuple[FeatureAdapter, dict[str, Any]]:
+        """One model for one knob value (a loss weight here; self-training overrides this)."""
+        return self._train_adapter(Xs, ys, Xt if value > 0 else None, value, seed), {}
+
+    # ----- training -----------------------------------------------------------------------------
+    def _train_adapter(self, Xs: np.ndarray, ys: np.ndarray, Xt: np.ndarray | None, weight: float, seed: int,
+                       stats: tuple[np.ndarray, np.ndarray] | None = None) -> FeatureAdapter:
+        """Source cross-entropy (+ ``weight`` x the alignment loss on a target batch of the same
+        size, when ``Xt`` is given), ``steps`` AdamW steps through the one training loop."""
+        mean, std = stats if stats is not None else (Xs.mean(0), Xs.std(0) + 1e-6)
+        with isolated_rng(seed):
+            model = FeatureAdapter(Xs.shape[1], self.hidden, len(self.classes_), self.dropout)
+            align = self._alignment(self.hidden) if Xt is not None else None
+        with torch.no_grad():
+            model.mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
+            model.std.copy_(torch.as_tensor(std, dtype=torch.float32))
+        modules = nn.ModuleDict({"model": model, **({"align": align} if align is not None else {})})
+        optimizer = torch.optim.AdamW(modules.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        xs, yt = torch.as_tensor(Xs, dtype=torch.float32), torch.as_tensor(ys, dtype=torch.long)
+        xt = torch.as_tensor(Xt, dtype=torch.float32) if Xt is not None else None
+        progress = _Progress()
+
+        def training_step(idx: np.ndarray) -> torch.Tensor:
+            i = torch.as_tensor(idx)
+            f_s = model.embed(xs[i])
+            loss = F.cross_entropy(model.head(f_s), yt[i])
+            if xt is not None and align is not None:
+                f_t = model.embed(xt[torch.randint(len(xt), (len(idx),))])  # the loop seeds and checkpoints this RNG
+                loss = loss + weight * self._transfer_loss(align, f_s, f_t, progress.step / self.steps)
+            return loss
+
+        batch = min(self.batch_size, len(Xs))
+        per_epoch = math.ceil(len(Xs) / batch)
+        train(modules, training_step, len(Xs), optimizer, epochs=math.ceil(self.steps / per_epoch),
+              max_steps=self.steps, batch_size=batch, clip=None, seed=seed, callbacks=[progress],
+              precision="fp32", progress=False, desc=self.name)
+        return model.eval()
+
+    @staticmethod
+    def _proba(model: FeatureAdapter, X: np.ndarray) -> np.ndarray:
+        model.eval()
+        with torch.no_grad():
+            return torch.softmax(model(torch.as_tensor(X, dtype=torch.float32)), 1).double().numpy()
+
+    @staticmethod
+    def _embed(model: FeatureAdapter, X: np.ndarray) -> np.ndarray:
+        model.eval()
+        with torch.no_grad():
+            return model.embed(torch.as_tensor(X, dtype=torch.float32)).numpy()
+
+    # ----- fit: choose the knob without target labels, then refit --------------------------------
+    def _fit(self, train_ds: Dataset, y: np.ndarray, ctx: TransferContext) -> None:
+        Xs = ctx.features(train_ds).astype(np.float32)
+        target = getattr(ctx, "target", None)
+        Xt = ctx.features(target).astype(np.float32) if target is not None and len(target) else None
+        values = self.knob_values()
+        self.selection_: dict[str, Any] = {"knob": self.knob, "candidates": values, "criterion": None}
+        if Xt is None:
+            value = None
+            ctx.notes.append(f"{self.name}: no unlabelled target data was given, so nothing was adapted: "
+                             "this is the source-only model.")
+        elif len(values) == 1 or self.selection == "none":
+            value = values[0]
+            self.selection_["reason"] = "one value given" if len(values) == 1 else "selection='none': first value"
+        else:
+            value = self._select(Xs, y, Xt, values, ctx)
+        if value is None:
+            self.model_, extra = self._train_adapter(Xs, y, None, 0.0, ctx.seed), {}
+        else:
+            self.model_, extra = self._train_candidate(Xs, y, Xt, value, ctx.seed)
+        self.info_ = {"on": self.on, self.knob: value, "selection": self.selection_, **extra,
+                      "n_source": len(Xs), "n_target": 0 if Xt is None else len(Xt)}
+
+    def _select(self, Xs: np.ndarray, y: np.ndarray, Xt: np.ndarray, values: list[float],
+                ctx: TransferContext) -> float:
+        criterion = self.selection
+        fit_idx = val_idx = None
+        if criterion == "dev":
+            from sklearn.model_selection import train_test_split
+
+            try:
+                fit_idx, val_idx = train_test_split(np.arange(len(y)), test_size=self.val_fraction, stratify=y,
+                                                    random_state=ctx.seed)
+            except ValueError:
+                criterion = "snd"
+                ctx.notes.append(f"{self.name}: too few source items per class to hold out a validation part "
+                                 "for DEV; the knob was chosen by SND instead.")
+        rows = []
+        for v in values:
+            if criterion == "dev":
+                model, _ = self._train_candidate(Xs[fit_idx], y[fit_idx], Xt, v, ctx.seed)
+                p_val = self._proba(model, Xs[val_idx])
+                losses = -np.log(np.clip(p_val[np.arange(len(val_idx)), y[val_idx]], 1e-12, None))
+                r = dev_risk(losses, self._embed(model, Xs[val_idx]), self._embed(model, Xs[fit_idx]),
+                             self._embed(model, Xt), seed=ctx.seed)
+                score = r["risk"]
+            else:
+                model, _ = self._train_candidate(Xs, y, Xt, v, ctx.seed)
+                r = {}
+                score = snd(self._proba(model, Xt), seed=ctx.seed)
+            rows.append({self.knob: v, "score": score, **r, "target_entropy": entropy(self._proba(model, Xt))})
+        scores = [r["score"] for r in rows]
+        best = int(np.argmin(scores)) if criterion == "dev" else int(np.argmax(scores))
+        why = ("DEV (You et al., ICML 2019): importance-weighted loss on held-out labelled source items, an "
+               "estimate of the target risk; lowest wins" if criterion == "dev" else
+               "SND (Saito et al., ICCV 2021): soft neighbourhood density of target predictions; highest wins")
+        self.selection_.update(criterion=criterion, scores=rows, chosen=values[best], why=why)
+        off = values[best] == self._source_only_params().get(self.knob, object())
+        ctx.notes.append(f"{self.name}: {self.knob} = {values[best]:g} chosen among "
+                         f"{', '.join(f'{v:g}' for v in values)} without target labels by {why}." +
+                         (" That value switches adaptation off: the criterion expects aligning the domains to "
+                          "cost accuracy here (a change in class proportions between the domains is a common "
+                          "cause), so this is the source-only model." if off else ""))
+        return values[best]
+
+    # ----- prediction and persistence ---------------------------------------------------------------
+    def _predict_proba(self, data: Dataset, ctx: TransferContext) -> np.ndarray:
+        return self._proba(self.model_, ctx.features(data).astype(np.float32))
+
+    def transform(self, data: Dataset, ctx: TransferContext) -> np.ndarray:
+        """The adapter's features ``(N, H)`` of ``data`` (to measure the domain distance after adaptation)."""
+        self._check_fitted()
+        return self._embed(self.model_, ctx.features(data).astype(np.float32))
+
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        self._check_fitted()
+        return {f"adapter.{k}": v.detach().cpu().clone() for k, v in self.model_.state_dict().items()}
+
+    def load_state(self, tensors: dict[str, torch.Tensor], classes: list[str], backbone=None) -> "FeatureAdaptation":
+        sub = {k[len("adapter."):]: v for k, v in tensors.items() if k.startswith("adapter.")}
+        try:
+            h, d = sub["body.0.weight"].shape
+            model = FeatureAdapter(d, h, len(classes), self.dropout)
+            model.load_state_dict(sub)
+        except (KeyError, RuntimeError, ValueError) as e:
+            raise UserInputError(f"the saved {self.name} adapter does not fit: {e}") from None
+        self.model_, self.classes_ = model.eval(), list(classes)
+        self.info_ = {}
+        self.fitted_ = True
+        return self
+
+    def fit_info(self) -> dict[str, Any]:
+        return dict(getattr(self, "info_", {}))

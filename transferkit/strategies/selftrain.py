@@ -1,0 +1,84 @@
+"""``self-training``: iterated, class-balanced pseudo-labelling of the unlabelled target.
+
+Class-balanced self-training (Zou, Yu, Kumar & Wang, "Unsupervised Domain Adaptation for
+Semantic Segmentation via Class-Balanced Self-Training", ECCV 2018), on cached features: a
+source-only adapter + head labels the target; in round r of R, each class takes at most
+``max_portion * r / R * m / C`` of the target items predicted as it (so a class the source
+model favours cannot swamp the others), most confident first and only above ``threshold``;
+a fresh model (same seed) is trained on the source plus these pseudo-labelled items, and
+labels the target for the next round.  Retraining from scratch each round, rather than
+continuing, keeps early wrong pseudo-labels from compounding in the weights.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..errors import UserInputError
+from ._adapt import FeatureAdaptation, FeatureAdapter, _pos_int
+from .base import STRATEGIES
+
+
+@STRATEGIES.register("self-training", needs="features", target=True,
+                     summary="iterated class-balanced pseudo-labels of the unlabelled target above a confidence "
+                             "threshold, adapter + head on cached features (Zou et al., ECCV 2018)")
+class SelfTraining(FeatureAdaptation):
+    """Self-training on target pseudo-labels.
+
+    Shapes: source ``(n, D)`` + selected target ``(k, D)`` features with (pseudo-)labels ->
+    adapter ``(., H)`` -> head ``(., C)``.
+
+    Args:
+        threshold: least confidence (max probability) of a pseudo-label, or a list of
+            candidates chosen by ``selection``.
+        rounds: pseudo-labelling rounds (0: source-only).
+        max_portion: share of the target pseudo-labelled in the last round (per class, of
+            ``m / C``); earlier rounds take proportionally less.
+        **params: the options of :class:`FeatureAdaptation`.
+    """
+
+    name = "self-training"
+    knob = "threshold"
+
+    def __init__(self, *, threshold: float | list[float] = (0.5, 0.8, 0.95), rounds: int = 3,
+                 max_portion: float = 0.6, **params: Any):
+        super().__init__(**params)
+        vals = self._values("threshold", threshold, lambda x: 0 <= x < 1)
+        self.threshold = vals if isinstance(threshold, (list, tuple)) else vals[0]
+        self.rounds, self.max_portion = rounds, max_portion
+        if not (rounds == 0 or _pos_int(rounds)):
+            raise UserInputError(f"rounds must be an integer >= 0, got {rounds!r}")
+        if isinstance(max_portion, bool) or not isinstance(max_portion, (int, float)) or not 0 < max_portion <= 1:
+            raise UserInputError(f"max_portion must be in (0, 1], got {max_portion!r}")
+
+    def knob_values(self) -> list[float]:
+        return list(self.threshold) if isinstance(self.threshold, list) else [self.threshold]
+
+    def _source_only_params(self) -> dict[str, Any]:
+        return {"rounds": 0}
+
+    def _train_candidate(self, Xs: np.ndarray, ys: np.ndarray, Xt: np.ndarray | None, value: float,
+                         seed: int) -> tuple[FeatureAdapter, dict[str, Any]]:
+        stats = (Xs.mean(0), Xs.std(0) + 1e-6)  # source statistics in every round
+        model = self._train_adapter(Xs, ys, None, 0.0, seed, stats)
+        per_round: list[dict[str, Any]] = []
+        if Xt is None:
+            return model, {"rounds": per_round}
+        n_classes = len(self.classes_)
+        for r in range(1, self.rounds + 1):
+            proba = self._proba(model, Xt)
+            conf, pred = proba.max(1), proba.argmax(1)
+            quota = int(self.max_portion * r / self.rounds * len(Xt) / n_classes)
+            chosen = []
+            for c in range(n_classes):
+                idx = np.flatnonzero((pred == c) & (conf >= value))
+                chosen.append(idx[np.argsort(-conf[idx], kind="stable")][:quota])
+            sel = np.sort(np.concatenate(chosen))
+            per_round.append({"round": r, "selected": int(len(sel)),
+                              "per_class": [int(len(ch)) for ch in chosen], "quota_per_class": quota})
+            if not len(sel):
+                break
+            model = self._train_adapter(np.concatenate([Xs, Xt[sel]]), np.concatenate([ys, pred[sel]]), None, 0.0,
+                                        seed, stats)
+        return model, {"rounds": per_round}
