@@ -39,7 +39,8 @@ LABELS = "spam: unsolicited advertising,ham: normal personal or work e-mail"
 
 def _args():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--part", choices=["da", "fewshot", "zeroshot"], required=True)
+    ap.add_argument("--part", choices=["da", "fewshot", "zeroshot", "record"], required=True,
+                    help="record: rebuild the BENCHMARKS.md section from the recorded parts")
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--setfit-seeds", type=int, default=3, help="SetFit runs take minutes each")
     ap.add_argument("--test-items", type=int, default=600, help="fewshot: scored test items")
@@ -169,8 +170,10 @@ def setfit_run(train, test, seed: int) -> tuple[float, float]:
 
     model = SetFitModel.from_pretrained(get_model_path())
     model.model_body.max_seq_length = 256
-    args = TrainingArguments(batch_size=16, num_iterations=20, num_epochs=1, seed=seed, report_to="none",
-                             show_progress_bar=False)
+    import tempfile
+
+    args = TrainingArguments(output_dir=tempfile.mkdtemp(prefix="setfit-"), batch_size=16, num_iterations=20,
+                             num_epochs=1, seed=seed, report_to="none", show_progress_bar=False)
     trainer = Trainer(model=model, args=args,
                       train_dataset=HFDataset.from_dict({"text": train.inputs, "label": train.labels}))
     t0 = time.perf_counter()
@@ -253,7 +256,24 @@ def _ms(xs) -> str:
     return f"{np.mean(xs):.3f} ± {np.std(xs, ddof=1) if len(xs) > 1 else 0:.3f}"
 
 
+def _merged(res: dict) -> dict:
+    """``res`` plus the parts other runs recorded: each part also lives in its own file, so
+    parts run at the same time in separate processes never overwrite each other."""
+    import json
+
+    out = dict(_load())
+    for part in ("da", "fewshot", "zeroshot"):
+        p = C.RESULTS / f"{NAME}-{part}.json"
+        if part in res:
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_text(json.dumps(res[part], indent=1, default=C._jsonable) + "\n")
+        if p.exists():
+            out[part] = json.loads(p.read_text())
+    return out
+
+
 def record(res: dict) -> None:
+    res = _merged(res)
     summary, body = [], ["## Domain adaptation, few-shot and zero-shot (issue #5)", "",
                          "Script: `benchmarks/bench_adapt.py` (its docstring gives the protocol). Accuracy: mean ± "
                          "std over seeds. The CPU was shared with other work during these runs, so wall times "
@@ -322,5 +342,5 @@ def record(res: dict) -> None:
 
 if __name__ == "__main__":
     res = _load()
-    {"da": run_da, "fewshot": run_fewshot, "zeroshot": run_zeroshot}[a.part](res)
+    {"da": run_da, "fewshot": run_fewshot, "zeroshot": run_zeroshot, "record": record}[a.part](res)
     C.say("recorded in BENCHMARKS.md")

@@ -93,3 +93,18 @@ def test_zoo_backbone_conformance(name):
     head = r.source_head()
     head_n = sum(p.numel() for p in head.parameters()) if head is not None else 0
     assert sum(p.numel() for _, ps in groups for p in ps) == sum(p.numel() for p in r.module.parameters()) - head_n
+
+
+@pytest.mark.parametrize("name", STRATEGY_NAMES)
+def test_torch_head_reproduces_predict_proba(name, tiny_text_dir):
+    """Explanations and export go through ``torch_head``: it must give the strategy's own probabilities."""
+    train, test = _text_data()
+    backbone = get_backbone(str(tiny_text_dir))
+    strategy = get_strategy(name)
+    model = TransferModel(backbone, strategy)
+    strategy.fit(train, model.ctx)
+    head = strategy.torch_head()
+    with torch.no_grad():
+        feats = backbone.embed(test.inputs)
+        proba = torch.softmax(head(feats.float()), 1).double().numpy()
+    np.testing.assert_allclose(proba, strategy.predict_proba(test, model.ctx), atol=1e-5)

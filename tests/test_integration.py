@@ -97,3 +97,24 @@ def test_cli_on_a_real_image_folder_with_bad_files(tmp_path):
     assert sorted(s["origin"].rsplit("/", 1)[-1] for s in skipped) == ["empty.png", "notes.png", "truncated.png"]
     m = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert m["n_train"] + m["n_test"] == 26  # 24 digits + the 2 converted images
+
+
+def test_explain_real_runs(demo_runs):
+    """Explanations on the real weights: the words that push toward spam are spam's words, and
+    the digits' Grad-CAM maps are valid heat maps written into the report."""
+    pytest.importorskip("captum")
+    from transferkit.explain import explain
+
+    out, _ = demo_runs
+    text = "Congratulations! You have WON a FREE cruise. Click here to claim your cash prize now!!!"
+    (e,) = explain(out / "spam", [text], target="spam")
+    top = {w.lower() for w, _ in sorted(e.tokens, key=lambda t: -t[1])[:6]}
+    assert top & {"congratulations", "won", "free", "cruise", "click", "claim", "cash", "prize"}, e.tokens
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    imgs = [(d.images[i] * (255 / 16)).round().astype(np.uint8) for i in range(3)]
+    res = explain(out / "digits", imgs)
+    assert all(r.method == "gradcam" and r.heatmap.max() == pytest.approx(1.0) for r in res)
+    html = (out / "digits" / "report.html").read_text()
+    assert 'id="explanation-2"' in html

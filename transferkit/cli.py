@@ -155,6 +155,16 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--drift-every", type=int, help="run the drift test every N requests (default 50)")
     sv.add_argument("--drift-p-value", type=float, help="drift alarm below this p-value (default 0.01)")
 
+    ex = sub.add_parser("explain", help="heat maps (images) or word attributions (text) for a run's predictions "
+                                         "(pip install 'transferkit[explain]')")
+    ex.add_argument("run", help="run directory")
+    ex.add_argument("inputs", nargs="+", help="image files, or texts (text runs); '@FILE' reads one text per line")
+    ex.add_argument("--out", help="folder for the PNG/HTML/JSON (default RUN/explanations)")
+    ex.add_argument("--target", help="explain this class instead of each item's predicted one")
+    ex.add_argument("--method", choices=["auto", "gradcam", "integrated-gradients"], default="auto")
+    ex.add_argument("--steps", type=int, default=32, help="integrated-gradients steps (default 32)")
+    ex.add_argument("--no-report", action="store_true", help="leave RUN/report.html as it is")
+
     d = sub.add_parser("demo", help="the bundled default job: no data, no network needed")
     d.add_argument("--out", default="runs/demo", help="where the demo runs are written (default runs/demo)")
     d.add_argument("--only", choices=["digits", "spam"], help="run one of the two demos")
@@ -316,6 +326,29 @@ def cmd_serve(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_explain(a: argparse.Namespace) -> int:
+    from .explain import explain
+
+    inputs: list[str] = []
+    for x in a.inputs:
+        if x.startswith("@"):
+            try:
+                inputs += [line.rstrip("\n") for line in open(x[1:], encoding="utf-8") if line.strip()]
+            except OSError as e:
+                raise UserInputError(f"cannot read {x[1:]}: {e.strerror}") from None
+        else:
+            inputs.append(x)
+    results = explain(a.run, inputs, out=a.out, target=a.target, method=a.method, steps=a.steps,
+                      update_report=not a.no_report)
+    for e in results:
+        line = f"{e.item}: {e.predicted} ({e.probability:.3f}); {e.method} for {e.target} -> {', '.join(e.files)}"
+        if e.tokens:
+            top = sorted(e.tokens, key=lambda t: -t[1])[:5]
+            line += "; strongest words: " + ", ".join(f"{w} ({s:+.3f})" for w, s in top)
+        print(line)
+    return 0
+
+
 def cmd_demo(a: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -324,7 +357,7 @@ def cmd_demo(a: argparse.Namespace) -> int:
 
 
 COMMANDS = {"models": cmd_models, "fit": cmd_fit, "predict": cmd_predict, "evaluate": cmd_evaluate,
-            "validate": cmd_validate, "rank": cmd_rank, "serve": cmd_serve, "demo": cmd_demo}
+            "validate": cmd_validate, "rank": cmd_rank, "serve": cmd_serve, "explain": cmd_explain, "demo": cmd_demo}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -304,6 +304,24 @@ def _domain(d: dict, metrics: dict) -> list[str]:
     return body
 
 
+def _explanations(items: list[dict]) -> list[str]:
+    if not items:
+        return []
+    body = ['<h2 id="explanations">Explanations</h2>',
+            '<p class="small">From <code>transferkit explain</code>. Images: where the evidence for the class lies '
+            "(Grad-CAM on the last convolutional feature map, or integrated gradients on the pixels; red = "
+            "more). Text: integrated gradients per word (red pushes toward the class, blue away).</p>"]
+    for i, e in enumerate(items):
+        caption = (f"{_e(e.get('item'))}: predicted <b>{_e(e.get('predicted'))}</b> "
+                   f"({100 * float(e.get('probability', 0)):.1f}%); explained class {_e(e.get('target'))}, "
+                   f"{_e(e.get('method'))}" + (f"; {_e(e['note'])}" if e.get("note") else ""))
+        if e.get("png"):
+            body.append(_img(e["png"], f"explanation-{i}", f"heat map for {e.get('item')}", caption))
+        elif e.get("html"):
+            body.append(f'<div class="explanation" id="explanation-{i}"><p class="small">{caption}</p>{e["html"]}</div>')
+    return body
+
+
 def _details(metrics: dict, test: dict, classes: list[str], card: dict | None,
              skipped: list | None, validation: dict | None) -> list[str]:
     """The sections below the plots, each present only when its data is."""
@@ -352,7 +370,7 @@ def _details(metrics: dict, test: dict, classes: list[str], card: dict | None,
 
 
 def render_report(metrics: dict, *, card: dict | None = None, skipped: list[dict] | None = None,
-                  validation: dict | None = None) -> str:
+                  validation: dict | None = None, explanations: list[dict] | None = None) -> str:
     """Renders a run's report as one self-contained HTML page.
 
     Args:
@@ -362,6 +380,8 @@ def render_report(metrics: dict, *, card: dict | None = None, skipped: list[dict
         card: the model card; shown as a key/value lineage table.
         skipped: items left out by ``--skip-bad``, each ``{"origin", "reason"}``.
         validation: ``{"problems": [{"severity", "kind", "origin", "message"}, ...]}``.
+        explanations: from ``transferkit explain``: each ``{"item", "predicted", "probability",
+            "target", "method", "png"|"html", "note"}``.
 
     Returns:
         The HTML document, as a string.
@@ -378,6 +398,7 @@ def render_report(metrics: dict, *, card: dict | None = None, skipped: list[dict
     body = [_header(metrics), _verdict(metrics, level),
             "<h2>Summary</h2>", _summary(models, metrics.get("controls_gain") or {}, level),
             "<h2>Plots</h2>", _plots(metrics, models, classes, level)]
+    body += _explanations(explanations or [])
     body += _details(metrics, test, classes, card, skipped, validation)
     title = f"transferkit report: {run_name}" if run_name else "transferkit report"
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"

@@ -278,6 +278,10 @@ class FeatureAdaptation(Strategy):
         self._check_fitted()
         return self._embed(self.model_, ctx.features(data).astype(np.float32))
 
+    def torch_head(self) -> nn.Module:
+        self._check_fitted()
+        return self.model_.eval()
+
     def state_tensors(self) -> dict[str, torch.Tensor]:
         self._check_fitted()
         return {f"adapter.{k}": v.detach().cpu().clone() for k, v in self.model_.state_dict().items()}

@@ -143,3 +143,13 @@ class Strategy(ABC):
     def fit_info(self) -> dict[str, Any]:
         """JSON-able facts about the fit (chosen regularisation, epochs...), for metrics.json."""
         return {}
+
+    def torch_head(self) -> torch.nn.Module:
+        """The fitted head as a torch module, ``(N, D)`` backbone features -> ``(N, C)`` logits,
+        in eval mode, such that ``softmax(head(backbone.forward_features(batch)))`` equals
+        :meth:`predict_proba` (explanations and export differentiate or trace through it).
+
+        Raises:
+            UserInputError: a strategy whose prediction is not a head on backbone features.
+        """
+        raise UserInputError(f"strategy {self.name!r} has no head on backbone features to explain or export")

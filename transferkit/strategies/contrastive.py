@@ -33,7 +33,7 @@ from ..training import make_scheduler, plan_steps, train, trainable_state
 from ..training.schedules import SCHEDULES
 from ._tuning import mark_adapted, used_layer_groups
 from .base import STRATEGIES, Strategy, TransferContext
-from .probe import fit_logistic, softmax
+from .probe import fit_logistic, linear_head, softmax
 
 
 PAIRINGS = ("in-batch", "sampled")
@@ -269,6 +269,10 @@ class ContrastiveTuning(Strategy):
     def _predict_proba(self, data: Dataset, ctx: TransferContext) -> np.ndarray:
         X = ctx.features(data).astype(np.float64)
         return softmax(X @ self.head_weight_.T.astype(np.float64) + self.head_bias_)
+
+    def torch_head(self) -> torch.nn.Module:
+        self._check_fitted()
+        return linear_head(self.head_weight_, self.head_bias_)
 
     # ----- persistence -------------------------------------------------------------------------
     def state_tensors(self) -> dict[str, torch.Tensor]:

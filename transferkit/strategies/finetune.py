@@ -376,6 +376,10 @@ class FineTune(Strategy):
         ctx.backbone.module.to(device)
         return self._proba(data, ctx.backbone, self.head_.to(device), device)
 
+    def torch_head(self) -> nn.Module:
+        self._check_fitted()
+        return self.head_.eval()
+
     # ----- persistence -------------------------------------------------------------------------
     def state_tensors(self) -> dict[str, torch.Tensor]:
         """``backbone.<name>`` for every trained tensor (weights, BatchNorm statistics), and the head."""

@@ -94,6 +94,15 @@ def _cv_path(X, y: np.ndarray, Cs: list[float], folds: int, seed: int) -> np.nda
     return scores
 
 
+def linear_head(weight: np.ndarray, bias: np.ndarray) -> torch.nn.Linear:
+    """``Linear(D, C)`` in eval mode holding ``weight (C, D)`` and ``bias (C,)`` as float32."""
+    head = torch.nn.Linear(weight.shape[1], weight.shape[0])
+    with torch.no_grad():
+        head.weight.copy_(torch.as_tensor(np.asarray(weight, np.float32)))
+        head.bias.copy_(torch.as_tensor(np.asarray(bias, np.float32)))
+    return head.eval()
+
+
 def softmax(z: np.ndarray) -> np.ndarray:
     z = z - z.max(axis=1, keepdims=True)
     e = np.exp(z)
@@ -142,6 +151,10 @@ class LinearProbe(Strategy):
     def state_tensors(self) -> dict[str, torch.Tensor]:
         self._check_fitted()
         return {"head.weight": torch.from_numpy(self.head_weight_), "head.bias": torch.from_numpy(self.head_bias_)}
+
+    def torch_head(self) -> torch.nn.Module:
+        self._check_fitted()
+        return linear_head(self.head_weight_, self.head_bias_)
 
     def load_state(self, tensors: dict[str, torch.Tensor], classes: list[str], backbone=None) -> "LinearProbe":
         self.head_weight_ = tensors["head.weight"].numpy()

@@ -21,6 +21,22 @@ from .base import STRATEGIES, Strategy, TransferContext
 from .probe import softmax
 
 
+class CosineHead(torch.nn.Module):
+    """``f (N, D)`` -> ``normalize(f - center) @ prototypes.T / temperature`` logits ``(N, C)``."""
+
+    def __init__(self, prototypes: np.ndarray, center: np.ndarray | None, temperature: float):
+        super().__init__()
+        self.register_buffer("prototypes", torch.as_tensor(np.asarray(prototypes, np.float32)))
+        d = self.prototypes.shape[1]
+        self.register_buffer("center", torch.as_tensor(np.zeros(d, np.float32) if center is None
+                                                       else np.asarray(center, np.float32)))
+        self.temperature = float(temperature)
+
+    def forward(self, f: torch.Tensor) -> torch.Tensor:
+        z = torch.nn.functional.normalize(f - self.center, dim=1, eps=1e-12)
+        return z @ self.prototypes.T / self.temperature
+
+
 def l2_normalize(x: np.ndarray) -> np.ndarray:
     """Rows of ``x (N, D)`` scaled to unit L2 norm (zero rows stay zero)."""
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
@@ -67,6 +83,10 @@ class Prototype(Strategy):
     def _predict_proba(self, data: Dataset, ctx: TransferContext) -> np.ndarray:
         Z = l2_normalize(ctx.features(data).astype(np.float64) - self.mean_)
         return softmax(Z @ self.prototypes_.T / self.temperature)
+
+    def torch_head(self) -> torch.nn.Module:
+        self._check_fitted()
+        return CosineHead(self.prototypes_, self.mean_, self.temperature).eval()
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
         self._check_fitted()

@@ -193,6 +193,12 @@ class ZeroShot(Strategy):
         Z = l2_normalize(ctx.features(data).astype(np.float64))
         return softmax(Z @ self.class_embeddings_.T / self.temperature)
 
+    def torch_head(self) -> torch.nn.Module:
+        from .prototype import CosineHead
+
+        self._check_fitted()
+        return CosineHead(self.class_embeddings_, None, self.temperature).eval()
+
     def state_tensors(self) -> dict[str, torch.Tensor]:
         self._check_fitted()
         return {"class_embeddings": torch.from_numpy(self.class_embeddings_)}

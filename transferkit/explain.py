@@ -1,0 +1,306 @@
+"""``transferkit explain``: why did the model predict that?
+
+* Images: Grad-CAM (Selvaraju et al., ICCV 2017) on the backbone's last convolutional feature
+  map, where it has one (EfficientNet-Lite); otherwise integrated gradients (Sundararajan,
+  Taly & Yan, ICML 2017) on the pixels.  Written as PNG overlays.
+* Text: integrated gradients on the token embeddings (the baseline keeps [CLS]/[SEP] and pads
+  the rest), summed over the embedding dimension: one score per token of the text's first
+  window (``max_length`` tokens, the window the score explains; later windows are not
+  attributed), merged into words for display.  Written as an HTML fragment and JSON.
+
+Both differentiate through the fitted strategy's head (:meth:`Strategy.torch_head`), so every
+strategy whose prediction is a head on backbone features can be explained, fine-tuned and
+adapted backbones included.  Captum does the attribution (``pip install 'transferkit[explain]'``).
+Explanations land in ``RUN/explanations/`` and in a section of ``RUN/report.html``.
+"""
+from __future__ import annotations
+
+import html
+import io
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from .errors import MissingDependencyError, UserInputError
+
+METHODS = ("auto", "gradcam", "integrated-gradients")
+
+
+@dataclass
+class Explanation:
+    """One item's explanation.
+
+    Attributes:
+        item: what was explained (file name, or the text's first characters).
+        predicted, probability: the model's class and its probability.
+        target: the class the attribution is for (the predicted one unless asked otherwise).
+        method: ``gradcam`` or ``integrated-gradients``.
+        tokens: for text, ``[(word, score), ...]`` over the explained window.
+        heatmap: for images, ``(H, W)`` in [0, 1] at the model's input size (not saved in JSON).
+        files: files written for it, relative to the output folder.
+        convergence_delta: integrated gradients' completeness error (attributions' sum minus
+            the output's change from baseline to input); small means the path integral converged.
+    """
+
+    item: str
+    predicted: str
+    probability: float
+    target: str
+    method: str
+    tokens: list[tuple[str, float]] | None = None
+    heatmap: np.ndarray | None = field(default=None, repr=False)
+    files: list[str] = field(default_factory=list)
+    convergence_delta: float | None = None
+    note: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.pop("heatmap")
+        return d
+
+
+def _captum():
+    try:
+        import captum.attr as attr
+    except ImportError:
+        raise MissingDependencyError("explanations", "'transferkit[explain]' (captum)") from None
+    return attr
+
+
+def _forward(model, target_index: int | None = None):
+    """``batch -> probabilities (N, C)`` through the backbone and the strategy's torch head."""
+    head = model.strategy.torch_head()
+    backbone = model.backbone
+
+    def probs(batch) -> torch.Tensor:
+        return torch.softmax(head(backbone.forward_features(batch).float()), dim=1)
+    return probs
+
+
+# ----- images ------------------------------------------------------------------------------------
+def _image_batch(backbone, pixel_values: torch.Tensor):
+    from .backbones.base import Batch
+
+    return Batch(tensors={"pixel_values": pixel_values}, n_items=len(pixel_values))
+
+
+def cam_layer(backbone) -> torch.nn.Module | None:
+    """The module whose output is the last spatial feature map ``(B, C, h, w)`` the features pool, or ``None``."""
+    module = backbone.module
+    if hasattr(module, "stages"):  # EfficientNet-Lite: the chosen layer group's output
+        stages = module.stages()
+        return stages[backbone.layer if backbone.layer is not None else -1]
+    return None
+
+
+def explain_image(model, item: Any, *, target: str | None = None, method: str = "auto",
+                  steps: int = 32) -> Explanation:
+    """Heat map of ``item`` (a path or an ``(H, W[, C])`` uint8 array) for ``target``."""
+    attr = _captum()
+    backbone, classes = model.backbone, model.classes
+    backbone.module.eval()
+    batch = backbone.prepare([item])
+    pv = batch.tensors["pixel_values"].float()
+    probs = _forward(model)
+    with torch.no_grad():
+        p = probs(_image_batch(backbone, pv))[0]
+    pred = int(p.argmax())
+    t = pred if target is None else _class_index(target, classes)
+    layer = cam_layer(backbone)
+    if method == "auto":
+        method = "gradcam" if layer is not None else "integrated-gradients"
+    fn = lambda x: probs(_image_batch(backbone, x))  # noqa: E731
+    delta = None
+    if method == "gradcam":
+        if layer is None:
+            raise UserInputError(f"Grad-CAM needs a convolutional feature map and {backbone.name} has none",
+                                 hint="use --method integrated-gradients")
+        cam = attr.LayerGradCam(fn, layer).attribute(pv, target=t, relu_attributions=True)
+        heat = attr.LayerAttribution.interpolate(cam, tuple(pv.shape[-2:]), interpolate_mode="bilinear")
+        heat = heat[0, 0].detach().numpy()
+    else:
+        ig = attr.IntegratedGradients(fn)
+        a, d = ig.attribute(pv, baselines=torch.zeros_like(pv), target=t, n_steps=steps,
+                            return_convergence_delta=True,
+                         # forward_features runs rows in groups of chunk_batch; captum's hook swaps in
+                         # the whole layer output, so one call must not hold more rows than a group
+                         internal_batch_size=max(1, getattr(backbone, "chunk_batch", steps)))
+        heat = a[0].abs().sum(0).detach().numpy()
+        delta = float(d.abs().max())
+    heat = np.clip(heat, 0, None)
+    heat = heat / heat.max() if heat.max() > 0 else heat
+    return Explanation(item=_name(item), predicted=classes[pred], probability=float(p[pred]), target=classes[t],
+                       method=method, heatmap=heat.astype(np.float32), convergence_delta=delta)
+
+
+def overlay_png(item: Any, heat: np.ndarray, alpha: float = 0.45) -> bytes:
+    """The image at the heat map's size with the heat map blended over it (jet-like colours), as PNG."""
+    from PIL import Image
+
+    from .data._images import load_image
+
+    img = load_image(str(item) if isinstance(item, Path) else item)
+    img = img.resize((heat.shape[1], heat.shape[0]), Image.BILINEAR)
+    base = np.asarray(img, np.float32) / 255.0
+    h = heat[..., None]
+    colour = np.clip(np.concatenate([1.5 - np.abs(4 * h - 3), 1.5 - np.abs(4 * h - 2), 1.5 - np.abs(4 * h - 1)],
+                                    axis=2), 0, 1)  # blue (cold) -> green -> red (hot)
+    out = (1 - alpha * h) * base + alpha * h * colour
+    buf = io.BytesIO()
+    Image.fromarray((np.clip(out, 0, 1) * 255).round().astype(np.uint8)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+# ----- text --------------------------------------------------------------------------------------
+def explain_text(model, text: str, *, target: str | None = None, steps: int = 32) -> Explanation:
+    """Integrated-gradients score of each word of ``text``'s first window, for ``target``."""
+    attr = _captum()
+    from .backbones.base import Batch
+
+    backbone, classes = model.backbone, model.classes
+    module = backbone.module
+    module.eval()
+    tok = backbone.tokenizer
+    enc = tok(text, truncation=True, max_length=backbone.max_length, return_tensors="pt")
+    ids, mask = enc["input_ids"], enc["attention_mask"]
+    n_total = len(tok(text, add_special_tokens=True)["input_ids"])
+    probs = _forward(model)
+
+    def fn(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        n = len(input_ids)
+        batch = Batch(tensors={"input_ids": input_ids, "attention_mask": attention_mask,
+                               "weights": torch.ones(n)}, n_items=n, owner=torch.arange(n))
+        return probs(batch)
+
+    with torch.no_grad():
+        p = fn(ids, mask)[0]
+    pred = int(p.argmax())
+    t = pred if target is None else _class_index(target, classes)
+    special = set(tok.all_special_ids)
+    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    baseline = torch.where(torch.tensor([[i in special for i in ids[0].tolist()]]), ids, torch.full_like(ids, pad))
+    lig = attr.LayerIntegratedGradients(fn, module.get_input_embeddings())
+    a, d = lig.attribute(ids, baselines=baseline, additional_forward_args=(mask,), target=t, n_steps=steps,
+                         return_convergence_delta=True,
+                         # forward_features runs rows in groups of chunk_batch; captum's hook swaps in
+                         # the whole layer output, so one call must not hold more rows than a group
+                         internal_batch_size=max(1, getattr(backbone, "chunk_batch", steps)))
+    scores = a.sum(-1)[0].detach().numpy()
+    pieces = tok.convert_ids_to_tokens(ids[0].tolist())
+    words = _merge_wordpieces([(pc, float(s)) for pc, s, i in zip(pieces, scores, ids[0].tolist()) if i not in special])
+    note = (f"scores cover the first {int(mask.sum())} of {n_total} tokens (one window)"
+            if n_total > ids.shape[1] else None)
+    return Explanation(item=_name(text), predicted=classes[pred], probability=float(p[pred]), target=classes[t],
+                       method="integrated-gradients", tokens=words, convergence_delta=float(d.abs().max()),
+                       note=note)
+
+
+def _merge_wordpieces(pieces: list[tuple[str, float]]) -> list[tuple[str, float]]:
+    """WordPiece ``##`` continuations (and SentencePiece's word starts) joined into words, scores summed."""
+    out: list[tuple[str, float]] = []
+    for piece, s in pieces:
+        if piece.startswith("##") and out:
+            out[-1] = (out[-1][0] + piece[2:], out[-1][1] + s)
+        elif piece.startswith("\u2581") or not out or not piece.startswith("##"):
+            out.append((piece.lstrip("\u2581"), s))
+    return out
+
+
+def tokens_html(tokens: list[tuple[str, float]]) -> str:
+    """Words shaded by score: red pushes toward the explained class, blue away from it."""
+    m = max((abs(s) for _, s in tokens), default=0.0) or 1.0
+    spans = []
+    for w, s in tokens:
+        a = min(abs(s) / m, 1.0) * 0.8
+        rgb = "220,38,38" if s > 0 else "37,99,235"
+        spans.append(f'<span style="background:rgba({rgb},{a:.2f})" title="{s:+.4f}">{html.escape(w)}</span>')
+    return '<p class="tokens" style="line-height:1.9">' + " ".join(spans) + "</p>"
+
+
+# ----- the command --------------------------------------------------------------------------------
+def _class_index(target: str, classes: list[str]) -> int:
+    if target not in classes:
+        raise UserInputError(f"class {target!r} is not one of the model's classes: {', '.join(classes)}")
+    return classes.index(target)
+
+
+def _name(item: Any) -> str:
+    if isinstance(item, (str, Path)) and Path(str(item)).suffix and len(str(item)) < 300 and Path(str(item)).exists():
+        return Path(str(item)).name
+    if isinstance(item, str):
+        return item[:60] + ("…" if len(item) > 60 else "")
+    return "<array>"
+
+
+def explain(run: str | Path, inputs: Sequence[Any], *, out: str | Path | None = None, target: str | None = None,
+            method: str = "auto", steps: int = 32, update_report: bool = True) -> list[Explanation]:
+    """Explain the run's predictions for ``inputs`` and write them into ``out`` (default ``RUN/explanations``).
+
+    Args:
+        run: a run directory.
+        inputs: texts (text models) or image paths / arrays (image models).
+        target: explain this class instead of each item's predicted one.
+        method: ``auto`` (Grad-CAM for convolutional image backbones, integrated gradients
+            otherwise), ``gradcam`` or ``integrated-gradients``.
+        steps: integration steps of integrated gradients.
+        update_report: add an "Explanations" section to ``RUN/report.html``.
+    """
+    from .artifact import load
+
+    if method not in METHODS:
+        raise UserInputError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+    if not isinstance(steps, int) or steps < 2:
+        raise UserInputError(f"steps must be an integer >= 2, got {steps!r}")
+    if not inputs:
+        raise UserInputError("nothing to explain: give texts or image files")
+    run = Path(run)
+    model = load(run)
+    modality = model.modality
+    out_dir = Path(out) if out else run / "explanations"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results: list[Explanation] = []
+    for i, item in enumerate(inputs):
+        if modality == "image":
+            e = explain_image(model, item, target=target, method=method, steps=steps)
+            name = f"{i:03d}-{Path(str(item)).stem if isinstance(item, (str, Path)) else 'array'}.png"
+            (out_dir / name).write_bytes(overlay_png(item, e.heatmap))
+            e.files.append(name)
+        elif modality == "text":
+            if method == "gradcam":
+                raise UserInputError("Grad-CAM explains images; text gets integrated gradients",
+                                     hint="leave out --method, or pass --method integrated-gradients")
+            e = explain_text(model, str(item), target=target, steps=steps)
+            name = f"{i:03d}-text.html"
+            (out_dir / name).write_text(tokens_html(e.tokens or []), encoding="utf-8")
+            e.files.append(name)
+        else:
+            raise UserInputError(f"explanations of {modality} models are not available yet",
+                                 hint="text and image runs can be explained")
+        results.append(e)
+    from ._files import write_json
+
+    write_json(out_dir / "explanations.json", [e.to_dict() for e in results])
+    if update_report and (run / "metrics.json").is_file():
+        _rewrite_report(run, out_dir, results)
+    return results
+
+
+def _rewrite_report(run: Path, out_dir: Path, results: list[Explanation]) -> None:
+    from .report import write_report
+
+    read = lambda n, default: json.loads((run / n).read_text()) if (run / n).is_file() else default  # noqa: E731
+    sections = []
+    for e in results:
+        entry = e.to_dict()
+        if e.heatmap is not None:
+            entry["png"] = (out_dir / e.files[0]).read_bytes()
+        elif e.tokens is not None:
+            entry["html"] = tokens_html(e.tokens)
+        sections.append(entry)
+    validation = read("validation.json", None)
+    write_report(run / "report.html", read("metrics.json", {}), card=read("model_card.json", None),
+                 skipped=read("skipped.json", None), validation=validation, explanations=sections)
