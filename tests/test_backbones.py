@@ -132,3 +132,34 @@ def test_every_zoo_entry_declares_what_models_lists():
 def test_option_of_another_modality_is_a_clear_error(tiny_text_dir):
     with pytest.raises(UserInputError, match="'image_size' does not apply"):
         get_backbone(str(tiny_text_dir), image_size=64)
+
+
+@pytest.mark.parametrize("fixture,items", [("tiny_text_dir", ["a short text", "another one, longer " * 3]),
+                                           ("tiny_image_dir", None)])
+def test_intermediate_layer_drops_the_blocks_above_it_and_keeps_the_features(fixture, items, request):
+    """layer=K keeps only the first K blocks: the same features as reading hidden state K of the full model."""
+    import torch
+    from transformers import AutoModel
+
+    from transferkit.backbones import get_backbone
+    from transferkit.backbones.base import pool_chunks
+
+    path = request.getfixturevalue(fixture)
+    if items is None:
+        rng = np.random.RandomState(0)
+        items = [rng.randint(0, 255, (32, 32, 3), dtype=np.uint8) for _ in range(2)]
+    b = get_backbone(str(path), layer=1)
+    feats = b.embed(items)
+    assert len(b.layer_groups()) == 3  # embeddings, one block, head (pooler / final norm)
+    full = AutoModel.from_pretrained(path).eval()
+    batch = b.prepare(items)
+    with torch.no_grad():
+        hs = full(**{k: v for k, v in batch.tensors.items() if k != "weights"}, output_hidden_states=True).hidden_states
+    h = hs[1]
+    if b.modality == "text":
+        m = batch.tensors["attention_mask"].unsqueeze(-1).float()
+        ref = pool_chunks((h * m).sum(1) / m.sum(1), batch.owner, batch.tensors["weights"], batch.n_items)
+    else:  # ViT, pooling "cls" or mean over tokens, as the backbone's default says
+        ref = h[:, 0] if b.pooling == "cls" else h.mean(1)
+    torch.testing.assert_close(feats, ref, atol=1e-5, rtol=1e-5)
+    assert len(get_backbone(str(path)).layer_groups()) == 4  # the default keeps both blocks

@@ -81,18 +81,48 @@ def weight_files(model_dir: Path, allow_pickle: bool) -> list[Path]:
     return pickled
 
 
+def block_list(module: nn.Module) -> tuple[str | None, nn.ModuleList | None]:
+    """The largest ``nn.ModuleList`` of a model (its transformer layers or conv stages) and its name."""
+    best_name, best, best_n = None, None, 0
+    for name, sub in module.named_modules():
+        if isinstance(sub, nn.ModuleList) and len(sub) >= 1:  # one block is left after truncation
+            n = sum(p.numel() for p in sub.parameters())
+            if n > best_n:
+                best_name, best, best_n = name, sub, n
+    return best_name, best
+
+
+def truncate_blocks(module: nn.Module, layer: int) -> int | None:
+    """Drop the blocks after hidden state ``layer`` (0 = embeddings; negative counts from the
+    end): they never touch that hidden state, so features are unchanged and a forward pass
+    costs ``layer / n`` of the full model's blocks.  Returns the positive index of the hidden
+    state to read afterwards, or ``None`` when nothing was cut (no block list, last layer, or
+    out of range: the caller reports that)."""
+    name, blocks = block_list(module)
+    if blocks is None or not name:
+        return None
+    n = len(blocks)
+    k = layer if layer >= 0 else n + 1 + layer
+    if not 1 <= k < n:  # layer 0 (the embeddings) keeps one block: some models return no states without
+        return None
+    parent_name, _, attr = name.rpartition(".")
+    parent = module.get_submodule(parent_name) if parent_name else module
+    setattr(parent, attr, nn.ModuleList(list(blocks)[:k]))
+    cfg = getattr(module, "config", None)
+    if cfg is not None and getattr(cfg, "num_hidden_layers", None) == n:
+        cfg.num_hidden_layers = k
+        if isinstance(getattr(cfg, "layer_types", None), list) and len(cfg.layer_types) == n:
+            cfg.layer_types = cfg.layer_types[:k]
+    return k
+
+
 def layer_groups_of(module: nn.Module) -> list[tuple[str, list[nn.Parameter]]]:
     """Split a model's parameters into [embeddings, block 0, ..., block N-1, head].
 
     The blocks are the elements of the largest ``nn.ModuleList`` (transformer layers, conv
     stages), found without knowing the architecture.
     """
-    best_name, best_n = None, 0
-    for name, sub in module.named_modules():
-        if isinstance(sub, nn.ModuleList) and len(sub) > 1:
-            n = sum(p.numel() for p in sub.parameters())
-            if n > best_n:
-                best_name, best_n = name, n
+    best_name, _ = block_list(module)
     params = list(module.named_parameters())
     if best_name is None:
         return [("all", [p for _, p in params])]
@@ -149,20 +179,27 @@ class HFBackbone(Backbone):
         from transformers import AutoModel
 
         if self.init.startswith("random:"):
-            torch.manual_seed(int(self.init.split(":", 1)[1]))
-            return AutoModel.from_config(self.config, trust_remote_code=self.trust_remote_code)
-        weight_files(self.model_dir, self.allow_pickle)  # refuses pickle before transformers sees it
-        from transformers.utils import logging as hf_logging
+            import copy
 
-        bar = hf_logging.is_progress_bar_enabled()
-        hf_logging.disable_progress_bar()  # a bar per model load drowns our own progress lines
-        try:
-            return AutoModel.from_pretrained(
-                self.model_dir, local_files_only=True, trust_remote_code=self.trust_remote_code,
-                use_safetensors=None if self.allow_pickle else True)
-        finally:
-            if bar:
-                hf_logging.enable_progress_bar()
+            torch.manual_seed(int(self.init.split(":", 1)[1]))
+            module = AutoModel.from_config(copy.deepcopy(self.config), trust_remote_code=self.trust_remote_code)
+        else:
+            weight_files(self.model_dir, self.allow_pickle)  # refuses pickle before transformers sees it
+            from transformers.utils import logging as hf_logging
+
+            bar = hf_logging.is_progress_bar_enabled()
+            hf_logging.disable_progress_bar()  # a bar per model load drowns our own progress lines
+            try:
+                module = AutoModel.from_pretrained(
+                    self.model_dir, local_files_only=True, trust_remote_code=self.trust_remote_code,
+                    use_safetensors=None if self.allow_pickle else True)
+            finally:
+                if bar:
+                    hf_logging.enable_progress_bar()
+        # An intermediate layer: the blocks above it are never used, so they are not kept
+        # (faster extraction; a fine-tuned or distilled student trains and stores only these).
+        self._hidden_index = truncate_blocks(module, self.layer) if self.layer is not None else None
+        return module
 
     def layer_groups(self) -> list[tuple[str, list[nn.Parameter]]]:
         return layer_groups_of(self.module)
@@ -182,6 +219,9 @@ class HFBackbone(Backbone):
         if self.layer is None:
             return out.last_hidden_state
         hs = out.hidden_states
+        k = getattr(self, "_hidden_index", None)
+        if k is not None:
+            return hs[k]
         if not -len(hs) <= self.layer < len(hs):
             raise UserInputError(f"layer {self.layer} is out of range for {self.name}: it has "
                                  f"{len(hs)} hidden states (0 = embeddings, {len(hs) - 1} = last)")
