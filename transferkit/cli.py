@@ -165,6 +165,18 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--steps", type=int, default=32, help="integrated-gradients steps (default 32)")
     ex.add_argument("--no-report", action="store_true", help="leave RUN/report.html as it is")
 
+    ds = sub.add_parser("distill", help="train a smaller, faster student on a run's soft labels")
+    ds.add_argument("run", help="the teacher's run directory (fitted from files)")
+    ds.add_argument("--student", help="NAME or NAME@K (the first K blocks; default: the teacher's backbone with "
+                                      "half its blocks)")
+    ds.add_argument("--out", required=True, help="the student's run directory")
+    ds.add_argument("--temperature", type=float, default=2.0, help="softens both distributions (default 2)")
+    ds.add_argument("--alpha", type=float, default=0.5, help="weight of the hard-label loss (default 0.5)")
+    ds.add_argument("--epochs", type=int, default=3)
+    ds.add_argument("--lr", type=float, default=5e-5)
+    ds.add_argument("--batch-size", type=int, default=16)
+    ds.add_argument("--seed", type=int, help="default: the teacher run's")
+
     d = sub.add_parser("demo", help="the bundled default job: no data, no network needed")
     d.add_argument("--out", default="runs/demo", help="where the demo runs are written (default runs/demo)")
     d.add_argument("--only", choices=["digits", "spam"], help="run one of the two demos")
@@ -349,6 +361,15 @@ def cmd_explain(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_distill(a: argparse.Namespace) -> int:
+    from .distill import distill
+
+    distill(a.run, a.out, student=a.student, temperature=a.temperature, alpha=a.alpha, epochs=a.epochs, lr=a.lr,
+            batch_size=a.batch_size, seed=a.seed, log=lambda m: print(m, file=sys.stderr, flush=True))
+    print(f"student written to {a.out}/ (comparison: {a.out}/distillation.json, report: {a.out}/report.html)")
+    return 0
+
+
 def cmd_demo(a: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -357,7 +378,8 @@ def cmd_demo(a: argparse.Namespace) -> int:
 
 
 COMMANDS = {"models": cmd_models, "fit": cmd_fit, "predict": cmd_predict, "evaluate": cmd_evaluate,
-            "validate": cmd_validate, "rank": cmd_rank, "serve": cmd_serve, "explain": cmd_explain, "demo": cmd_demo}
+            "validate": cmd_validate, "rank": cmd_rank, "serve": cmd_serve, "explain": cmd_explain, "distill": cmd_distill,
+            "demo": cmd_demo}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -268,6 +268,42 @@ def run_controls(strategy, backbone: Backbone, train: Dataset | None, test: Data
     return out
 
 
+def recreate_splits(run: str | Path) -> tuple[Dataset, Dataset, FitConfig]:
+    """The training and test sets of a run, rebuilt from its ``config.json`` exactly as ``fit``
+    made them (same files, split, seed and few-shot sample), checked against the data hashes of
+    its model card.
+
+    Raises:
+        UserInputError: no config.json, no data path (a run fitted on in-memory data), or
+            the files changed since the run (the hashes differ).
+    """
+    import json
+
+    run = Path(run)
+    if not (run / "config.json").is_file():
+        raise UserInputError(f"{run} has no config.json", hint="give a run directory written by `transferkit fit`")
+    cfg = FitConfig.load(run / "config.json")
+    if cfg.data is None:
+        raise UserInputError(f"the run {run} was fitted on data given in memory, so its split cannot be rebuilt",
+                             hint="fit it from files (--data) to distil or measure it later")
+    prepared = prepare_data(cfg.data, cfg.test, text_columns=cfg.text_columns, label_column=cfg.label_column,
+                            modality=cfg.modality, skip_bad=cfg.skip_bad)
+    train, test = prepared.train, prepared.test
+    if test is None:
+        train, test = stratified_split(train, test_size=cfg.test_size, seed=cfg.seed)
+    if cfg.labels_per_class:
+        train = few_shot_sample(train, cfg.labels_per_class, seed=cfg.seed)
+    card = json.loads((run / "model_card.json").read_text()) if (run / "model_card.json").is_file() else {}
+    want = card.get("data") or {}
+    for name, ds in (("training", train), ("test", test)):
+        h = want.get("train_hash" if name == "training" else "test_hash")
+        if h and h != ds.fingerprint():
+            raise UserInputError(f"the {name} data of {run} changed since the run ({cfg.data}"
+                                 f"{', ' + cfg.test if cfg.test else ''}): its hash differs from the model card's",
+                                 hint="restore the files the run was fitted on")
+    return train, test, cfg
+
+
 def _strategy_class(name: str | None):
     """The registered class of ``name`` (``None`` for the default or ``auto``)."""
     if name in (None, "auto"):

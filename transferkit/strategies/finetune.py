@@ -223,7 +223,7 @@ class FineTune(Strategy):
                     batch.tensors["pixel_values"] = augment(batch.tensors["pixel_values"])
                 feats = backbone.forward_features(batch)
                 logits = head(F.dropout(feats, self.head_dropout, training=True))
-                loss = F.cross_entropy(logits.float(), y_fit[torch.as_tensor(idx, device=device)])
+                loss = self._task_loss(logits.float(), idx, y_fit[torch.as_tensor(idx, device=device)])
                 extra = self._extra_loss(model)
                 return loss if extra is None else loss + extra
 
@@ -302,6 +302,11 @@ class FineTune(Strategy):
         if self.patience:
             callbacks.append(EarlyStopping(model, monitor="val_loss", patience=self.patience))
         return callbacks
+
+    def _task_loss(self, logits: torch.Tensor, idx: np.ndarray, y: torch.Tensor) -> torch.Tensor:
+        """The loss of a batch: ``logits (B, C)`` of the fit items ``idx`` against their labels ``y (B,)``
+        (distillation adds the teacher's soft labels here)."""
+        return F.cross_entropy(logits, y)
 
     def _split(self, data: Dataset, ctx: TransferContext) -> tuple[Dataset, Dataset | None]:
         if not self.val_fraction:
