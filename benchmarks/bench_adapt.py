@@ -19,7 +19,8 @@ Parts (``--part``; each records its own rows in results/adapt.json and BENCHMARK
 * ``zeroshot`` - zero-shot spam vs ham on all 2002 + 2003 e-mails with the issue's label
   descriptions, no labelled item used.
 
-Run: ``python benchmarks/bench_adapt.py --part da`` (then fewshot, zeroshot).  Needs
+Run: ``python benchmarks/bench_adapt.py`` (every part, about 1.5 hours on 2 idle cores, most of it
+SetFit), or one part with ``--part da|fewshot|zeroshot``.  Needs
 ``pip install setfit`` for the SetFit rows (benchmark only; not a transferkit dependency).
 """
 from __future__ import annotations
@@ -39,8 +40,9 @@ LABELS = "spam: unsolicited advertising,ham: normal personal or work e-mail"
 
 def _args():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--part", choices=["da", "fewshot", "zeroshot", "record"], required=True,
-                    help="record: rebuild the BENCHMARKS.md section from the recorded parts")
+    ap.add_argument("--part", choices=["all", "da", "fewshot", "zeroshot", "record"], default="all",
+                    help="all (default): da, fewshot, zeroshot in turn; record: rebuild the BENCHMARKS.md "
+                         "section from the recorded parts")
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--setfit-seeds", type=int, default=3, help="SetFit runs take minutes each")
     ap.add_argument("--test-items", type=int, default=600, help="fewshot: scored test items")
@@ -342,5 +344,7 @@ def record(res: dict) -> None:
 
 if __name__ == "__main__":
     res = _load()
-    {"da": run_da, "fewshot": run_fewshot, "zeroshot": run_zeroshot, "record": record}[a.part](res)
+    parts = {"da": run_da, "fewshot": run_fewshot, "zeroshot": run_zeroshot, "record": record}
+    for part in (["da", "fewshot", "zeroshot"] if a.part == "all" else [a.part]):
+        parts[part](res)
     C.say("recorded in BENCHMARKS.md")

@@ -14,7 +14,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import _common as C  # noqa: E402
 
-ORDER = ["extraction", "cache", "memory", "probe", "bad_images", "logme", "transferability", "rank_cost", "strategies", "serve"]
+ORDER = ["extraction", "cache", "memory", "probe", "bad_images", "logme", "transferability", "rank_cost", "strategies",
+         "finetune", "adapt", "distill", "serve"]
 
 
 def main() -> int:
