@@ -45,6 +45,8 @@ def _args():
                          "section from the recorded parts")
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--setfit-seeds", type=int, default=3, help="SetFit runs take minutes each")
+    ap.add_argument("--setfit-shots", default="8,16", help="labels per class at which SetFit runs")
+    ap.add_argument("--fresh", action="store_true", help="fewshot: start over instead of continuing")
     ap.add_argument("--test-items", type=int, default=600, help="fewshot: scored test items")
     ap.add_argument("--tasks", default="mnist->digits,digits->mnist,spam-2002->2003")
     ap.add_argument("--cache", help="feature cache folder to reuse (default: a fresh one)")
@@ -186,6 +188,12 @@ def setfit_run(train, test, seed: int) -> tuple[float, float]:
 
 
 def run_fewshot(res: dict) -> None:
+    if a.fresh:
+        res.pop("fewshot", None)
+    else:  # continue the recorded rows (same protocol) where an earlier run stopped
+        prev = _merged({}).get("fewshot")
+        if prev:
+            res["fewshot"] = prev
     from transferkit.backbones import get_backbone
     from transferkit.data import few_shot_sample, from_arrays, stratified_split
     from transferkit.model import TransferModel
@@ -203,10 +211,17 @@ def run_fewshot(res: dict) -> None:
         C.say("setfit is not installed: its rows are skipped (pip install setfit)")
     out = res.setdefault("fewshot", {"rows": {}})
     out.update(machine=C.machine(), n_test=len(test), date=time.strftime("%Y-%m-%d"))
+    setfit_shots = {int(k) for k in a.setfit_shots.split(",") if k.strip()}
+
+    def done(key: str, seed: int) -> bool:  # a re-run continues where an interrupted one stopped
+        return len(out["rows"].get(key, {}).get("acc", [])) > seed
+
     for k in (8, 16):
         for seed in range(a.seeds):
             train = few_shot_sample(train_all, k, seed=seed)
             for method in ("prototype", "linear-probe", "contrastive"):
+                if done(f"{method}|{k}", seed):
+                    continue
                 backbone = get_backbone("minilm-l6", max_chunks=1)  # fresh: contrastive tunes it
                 s = get_strategy(method)
                 m = TransferModel(backbone, s, progress=False)
@@ -220,7 +235,7 @@ def run_fewshot(res: dict) -> None:
                 r["seconds"].append(secs)
                 C.say(f"   {k}/class seed {seed} {method:<13} {acc:.3f}  fit {secs:.1f} s")
                 record(res)
-            if have_setfit and seed < a.setfit_seeds:
+            if have_setfit and seed < a.setfit_seeds and k in setfit_shots and not done(f"setfit|{k}", seed):
                 acc, secs = setfit_run(train, test, seed)
                 r = out["rows"].setdefault(f"setfit|{k}", {"acc": [], "seconds": []})
                 r["acc"].append(acc)

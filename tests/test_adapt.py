@@ -250,3 +250,28 @@ def test_cli_zero_shot_on_a_test_set_alone(tiny_text_dir, domain_files, tmp_path
                "--labels", "spma: ads,ham: mail"])
     err = capsys.readouterr().err
     assert rc == 2 and "did you mean 'spam' instead of 'spma'" in err and "no item has: spma" in err
+
+
+def test_on_backbone_tunes_the_backbone_and_reloads(tiny_text_dir, domain_files, tmp_path):
+    """--on backbone: the alignment trains the backbone's last groups too; the run stores them and
+    reloads to the same predictions; the source-only comparison uses its own copy of the backbone."""
+    src, tgt, tgt_test = domain_files
+    import transferkit as tk
+
+    out = tmp_path / "run"
+    model = tk.fit(data=str(src), test=str(tgt_test), target_unlabelled=str(tgt), model=str(tiny_text_dir),
+                   strategy="mmd", strategy_params={"on": "backbone", "trade_off": [0.0, 1.0], "steps": 20,
+                                                    "unfreeze": 1},
+                   out=str(out), control=False, log=None)
+    info = model.metrics["strategy"]["fit"]
+    assert info["on"] == "backbone" and len(info["trained_groups"]) == 1
+    assert info["selection"]["criterion"] == "dev" and len(info["selection"]["scores"]) == 2
+    fresh = tk.get_backbone(str(tiny_text_dir))
+    assert model.backbone.cache_key() != fresh.cache_key()  # tuned features are cached apart
+    texts = ["HELLO !!", "cheap pills offer"]
+    again = tk.load(out)
+    np.testing.assert_allclose(again.predict_proba(texts), model.predict_proba(texts), atol=1e-5)
+    assert [r["features"].split()[0] for r in model.metrics["domain"]["shift"]] == ["backbone", "source-only",
+                                                                                    "adapted"]
+    with pytest.raises(UserInputError, match="cached features only"):
+        get_strategy("self-training", {"on": "backbone"})

@@ -348,23 +348,33 @@ def domain_adaptation_evidence(strategy, model: TransferModel, train: Dataset | 
         return {}
     say("domain distance between the training data and the unlabelled target …")
     ctx = model.ctx
+    if getattr(strategy, "on", "features") == "backbone":
+        # the strategy tuned the backbone in place: the pre-trained features and the source-only
+        # model come from a fresh copy, which the source-only training may tune in turn
+        base = TransferModel(get_backbone(cfg.model, **cfg.backbone_options), strategy.clone(), cache=cfg.cache,
+                             batch_size=cfg.batch_size)
+        base.ctx.seed, base.ctx.device, base.ctx.target = cfg.seed, ctx.device, target
+        bctx = base.ctx
+    else:
+        bctx = ctx
     rows = []
 
     def shift(name: str, fs: np.ndarray, ft: np.ndarray) -> None:
         d = domain_shift(fs, ft, n_permutations=200, max_items=1000, seed=cfg.seed)
         rows.append({"features": name, **d.to_dict()})
 
-    shift("backbone features (before adaptation)", ctx.features(train), ctx.features(target))
+    shift("backbone features (before adaptation)", bctx.features(train), bctx.features(target))
     out: dict[str, Any] = {"shift": rows}
     if not getattr(type(strategy), "needs_target", False):
         return out
     say(f"{strategy.name}: the same model trained on the source alone, for comparison …")
     source_only = strategy.source_only()
-    source_only.fit(train, ctx)
-    p_so = _align(source_only, source_only.predict_proba(test, ctx), strategy.classes_)
+    source_only.fit(train, bctx)
+    p_so = _align(source_only, source_only.predict_proba(test, bctx), strategy.classes_)
     out["source_only"] = classification_metrics(y_test, p_so, strategy.classes_, n_boot=cfg.n_boot, seed=cfg.seed)
     if hasattr(strategy, "transform"):
-        shift("source-only model's features", source_only.transform(train, ctx), source_only.transform(target, ctx))
+        shift("source-only model's features", source_only.transform(train, bctx),
+              source_only.transform(target, bctx))
         shift(f"adapted model's features ({strategy.name})", strategy.transform(train, ctx),
               strategy.transform(target, ctx))
     pred = strategy.predict_proba(test, ctx).argmax(1)

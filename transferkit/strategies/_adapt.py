@@ -24,6 +24,7 @@ from ..data.dataset import Dataset
 from ..errors import UserInputError
 from ..training import Callback, train
 from ..training.loop import isolated_rng
+from ._tuning import mark_adapted, used_layer_groups
 from .base import Strategy, TransferContext
 
 SELECTIONS = ("dev", "snd", "none")
@@ -45,6 +46,47 @@ class FeatureAdapter(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.embed(x))
+
+
+class _Items:
+    """Raw items whose features a partly trainable backbone computes on demand (``on="backbone"``).
+
+    Shares one backbone among source, target and their subsets; ``restore`` puts the
+    pre-trained weights back (each knob candidate trains from them).
+    """
+
+    def __init__(self, data: Dataset, backbone, trainable: list, initial: dict, device: torch.device,
+                 idx: np.ndarray | None = None):
+        self.data, self.backbone, self.trainable, self.initial, self.device = data, backbone, trainable, initial, device
+        self.idx = np.arange(len(data)) if idx is None else np.asarray(idx)
+
+    def __len__(self) -> int:
+        return len(self.idx)
+
+    def __getitem__(self, idx) -> "_Items":
+        return _Items(self.data, self.backbone, self.trainable, self.initial, self.device, self.idx[np.asarray(idx)])
+
+    def features(self, i: torch.Tensor) -> torch.Tensor:
+        items = [self.data.inputs[int(self.idx[j])] for j in i.tolist()]
+        return self.backbone.forward_features(self.backbone.prepare(items).to(self.device)).float()
+
+    def embedded(self, batch_size: int = 32) -> np.ndarray:
+        """Features ``(N, D)`` of every item under the current weights, eval mode, no gradient."""
+        module = self.backbone.module
+        was = module.training
+        module.eval()
+        try:
+            with torch.no_grad():
+                return np.concatenate([self.features(torch.arange(s, min(s + batch_size, len(self))))
+                                       .cpu().numpy() for s in range(0, len(self), batch_size)])
+        finally:
+            module.train(was)
+
+    def restore(self) -> None:
+        with torch.no_grad():
+            own = self.backbone.module.state_dict()
+            for k, v in self.initial.items():
+                own[k].copy_(v)
 
 
 class _Progress(Callback):
@@ -84,21 +126,29 @@ class FeatureAdaptation(Strategy):
         selection: how a knob given as a list is chosen without target labels: ``dev``
             (default), ``snd`` or ``none`` (the first value).
         val_fraction: share of the source items held out for ``dev`` while choosing.
-        on: ``features`` (adapter on cached frozen features; ``backbone`` is not available yet).
+        on: ``features`` (adapter on cached frozen features: seconds) or ``backbone`` (the
+            last ``unfreeze`` layer groups of the backbone train too, on raw items: the
+            alignment then shapes the backbone's own features; minutes to hours on a CPU, and
+            every knob candidate is a training run from the pre-trained weights).
+        unfreeze, backbone_lr: with ``on="backbone"``: how many last layer groups train
+            (``"all"`` or a number) and their learning rate.
     """
 
     uses_features = True
     needs_target = True
+    #: whether ``on="backbone"`` is available (the loss-weighted methods)
+    tunes_backbone: ClassVar[bool] = False
     #: name of the hyper-parameter chosen without target labels, and its "no adaptation" value
     knob: ClassVar[str] = "trade_off"
 
     def __init__(self, *, hidden: int = 256, dropout: float = 0.1, steps: int = 1000, batch_size: int = 64,
                  lr: float = 1e-3, weight_decay: float = 1e-4, selection: str = "dev", val_fraction: float = 0.2,
-                 on: str = "features"):
+                 on: str = "features", unfreeze: str | int = 2, backbone_lr: float = 2e-5):
         super().__init__()
         self.hidden, self.dropout, self.steps, self.batch_size = hidden, dropout, steps, batch_size
         self.lr, self.weight_decay, self.selection, self.val_fraction, self.on = (lr, weight_decay, selection,
                                                                                  val_fraction, on)
+        self.unfreeze, self.backbone_lr = unfreeze, backbone_lr
         for k in ("hidden", "steps", "batch_size"):
             if not _pos_int(getattr(self, k)):
                 raise UserInputError(f"{k} must be a positive integer, got {getattr(self, k)!r}")
@@ -113,9 +163,15 @@ class FeatureAdaptation(Strategy):
                                  hint="dev: deep embedded validation (default); snd: soft neighbourhood density")
         if not _num(val_fraction) or not 0 < val_fraction < 1:
             raise UserInputError(f"val_fraction must be in (0, 1), got {val_fraction!r}")
-        if on != "features":
-            raise UserInputError(f"on={on!r} is not available", hint="use --on features (an adapter on cached "
-                                 "features); adapting the backbone itself is not implemented yet")
+        if on not in ("features", "backbone"):
+            raise UserInputError(f"on must be 'features' or 'backbone', got {on!r}")
+        if on == "backbone" and not self.tunes_backbone:
+            raise UserInputError(f"{self.name} adapts on cached features only", hint="use --on features, or "
+                                 "dann, mmd or coral to adapt the backbone")
+        if unfreeze != "all" and not _pos_int(unfreeze):
+            raise UserInputError(f"unfreeze must be 'all' or a number of last layer groups >= 1, got {unfreeze!r}")
+        if not _num(backbone_lr) or not 0 < backbone_lr < 1:
+            raise UserInputError(f"backbone_lr must be a number in (0, 1), got {backbone_lr!r}")
 
     @classmethod
     def _param_names(cls) -> list[str]:
@@ -159,47 +215,69 @@ class FeatureAdaptation(Strategy):
         return self._train_adapter(Xs, ys, Xt if value > 0 else None, value, seed), {}
 
     # ----- training -----------------------------------------------------------------------------
-    def _train_adapter(self, Xs: np.ndarray, ys: np.ndarray, Xt: np.ndarray | None, weight: float, seed: int,
+    def _train_adapter(self, Xs, ys: np.ndarray, Xt, weight: float, seed: int,
                        stats: tuple[np.ndarray, np.ndarray] | None = None) -> FeatureAdapter:
         """Source cross-entropy (+ ``weight`` x the alignment loss on a target batch of the same
-        size, when ``Xt`` is given), ``steps`` AdamW steps through the one training loop."""
-        mean, std = stats if stats is not None else (Xs.mean(0), Xs.std(0) + 1e-6)
+        size, when ``Xt`` is given), ``steps`` AdamW steps through the one training loop.
+
+        ``Xs``/``Xt`` are cached feature arrays, or with ``on="backbone"`` :class:`_Items`
+        whose features the (partly trainable) backbone computes at every step."""
+        tuned = isinstance(Xs, _Items)
+        if stats is None:
+            stats = self._stats_ if tuned else (Xs.mean(0), Xs.std(0) + 1e-6)
+        mean, std = stats
         with isolated_rng(seed):
-            model = FeatureAdapter(Xs.shape[1], self.hidden, len(self.classes_), self.dropout)
+            model = FeatureAdapter(len(mean), self.hidden, len(self.classes_), self.dropout)
             align = self._alignment(self.hidden) if Xt is not None else None
         with torch.no_grad():
             model.mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
             model.std.copy_(torch.as_tensor(std, dtype=torch.float32))
-        modules = nn.ModuleDict({"model": model, **({"align": align} if align is not None else {})})
-        optimizer = torch.optim.AdamW(modules.parameters(), lr=self.lr, weight_decay=self.weight_decay)
-        xs, yt = torch.as_tensor(Xs, dtype=torch.float32), torch.as_tensor(ys, dtype=torch.long)
-        xt = torch.as_tensor(Xt, dtype=torch.float32) if Xt is not None else None
+        parts = {"model": model, **({"align": align} if align is not None else {})}
+        groups = [{"params": list(nn.ModuleDict(parts).parameters()), "lr": self.lr}]
+        if tuned:
+            Xs.restore()  # every candidate starts from the pre-trained weights
+            parts["backbone"] = Xs.backbone.module
+            groups.append({"params": Xs.trainable, "lr": self.backbone_lr})
+        modules = nn.ModuleDict(parts)
+        optimizer = torch.optim.AdamW(groups, lr=self.lr, weight_decay=self.weight_decay)
+        xs = Xs if tuned else torch.as_tensor(Xs, dtype=torch.float32)
+        xt = Xt if Xt is None or tuned else torch.as_tensor(Xt, dtype=torch.float32)
+        yt = torch.as_tensor(ys, dtype=torch.long)
         progress = _Progress()
+
+        def rows(x, i: torch.Tensor) -> torch.Tensor:
+            return x.features(i) if tuned else x[i]
 
         def training_step(idx: np.ndarray) -> torch.Tensor:
             i = torch.as_tensor(idx)
-            f_s = model.embed(xs[i])
+            f_s = model.embed(rows(xs, i))
             loss = F.cross_entropy(model.head(f_s), yt[i])
             if xt is not None and align is not None:
-                f_t = model.embed(xt[torch.randint(len(xt), (len(idx),))])  # the loop seeds and checkpoints this RNG
+                f_t = model.embed(rows(xt, torch.randint(len(xt), (len(idx),))))  # seeded and checkpointed by the loop
                 loss = loss + weight * self._transfer_loss(align, f_s, f_t, progress.step / self.steps)
             return loss
 
         batch = min(self.batch_size, len(Xs))
         per_epoch = math.ceil(len(Xs) / batch)
-        train(modules, training_step, len(Xs), optimizer, epochs=math.ceil(self.steps / per_epoch),
-              max_steps=self.steps, batch_size=batch, clip=None, seed=seed, callbacks=[progress],
-              precision="fp32", progress=False, desc=self.name)
+        try:
+            train(modules, training_step, len(Xs), optimizer, epochs=math.ceil(self.steps / per_epoch),
+                  max_steps=self.steps, batch_size=batch, clip=1.0 if tuned else None, seed=seed,
+                  callbacks=[progress], precision="fp32", progress=False, desc=self.name)
+        finally:
+            if tuned:
+                Xs.backbone.module.eval()
         return model.eval()
 
     @staticmethod
-    def _proba(model: FeatureAdapter, X: np.ndarray) -> np.ndarray:
+    def _proba(model: FeatureAdapter, X) -> np.ndarray:
+        X = X.embedded() if isinstance(X, _Items) else X
         model.eval()
         with torch.no_grad():
             return torch.softmax(model(torch.as_tensor(X, dtype=torch.float32)), 1).double().numpy()
 
     @staticmethod
-    def _embed(model: FeatureAdapter, X: np.ndarray) -> np.ndarray:
+    def _embed(model: FeatureAdapter, X) -> np.ndarray:
+        X = X.embedded() if isinstance(X, _Items) else X
         model.eval()
         with torch.no_grad():
             return model.embed(torch.as_tensor(X, dtype=torch.float32)).numpy()
@@ -209,6 +287,9 @@ class FeatureAdaptation(Strategy):
         Xs = ctx.features(train_ds).astype(np.float32)
         target = getattr(ctx, "target", None)
         Xt = ctx.features(target).astype(np.float32) if target is not None and len(target) else None
+        self.backbone_ = None
+        if self.on == "backbone":
+            Xs, Xt = self._items(train_ds, target if Xt is not None else None, Xs, ctx)
         values = self.knob_values()
         self.selection_: dict[str, Any] = {"knob": self.knob, "candidates": values, "criterion": None}
         if Xt is None:
@@ -226,6 +307,36 @@ class FeatureAdaptation(Strategy):
             self.model_, extra = self._train_candidate(Xs, y, Xt, value, ctx.seed)
         self.info_ = {"on": self.on, self.knob: value, "selection": self.selection_, **extra,
                       "n_source": len(Xs), "n_target": 0 if Xt is None else len(Xt)}
+        if self.on == "backbone":
+            self.backbone_ = ctx.backbone
+            self.trained_names_ = sorted(self._trained_names)
+            mark_adapted(ctx.backbone, self._backbone_tensors())  # tuned features get a cache key of their own
+            self.info_["trained_groups"] = self._trained_groups
+
+    def _items(self, train_ds: Dataset, target: Dataset | None, Xs0: np.ndarray,
+               ctx: TransferContext) -> tuple[_Items, _Items | None]:
+        """Source and target as raw items on the backbone, its last ``unfreeze`` groups trainable."""
+        backbone, device = ctx.backbone, torch.device(ctx.device)
+        module = backbone.module.to(device)
+        groups, _ = used_layer_groups(backbone, train_ds.inputs[:2], device)
+        chosen = groups if self.unfreeze == "all" else groups[-self.unfreeze:]
+        trainable = [p for _, ps in chosen for p in ps]
+        for p in module.parameters():
+            p.requires_grad_(False)
+        for p in trainable:
+            p.requires_grad_(True)
+        ids = {id(p) for p in trainable}
+        self._trained_names = [n for n, p in module.named_parameters() if id(p) in ids]
+        self._trained_groups = [n for n, _ in chosen]
+        initial = {k: v.detach().clone() for k, v in module.state_dict().items()}
+        self._stats_ = (Xs0.mean(0), Xs0.std(0) + 1e-6)  # the pre-trained features' statistics
+        src = _Items(train_ds, backbone, trainable, initial, device)
+        tgt = _Items(target, backbone, trainable, initial, device) if target is not None else None
+        return src, tgt
+
+    def _backbone_tensors(self) -> dict[str, torch.Tensor]:
+        own = self.backbone_.module.state_dict()
+        return {f"backbone.{k}": own[k].detach().cpu().clone() for k in self.trained_names_}
 
     def _select(self, Xs: np.ndarray, y: np.ndarray, Xt: np.ndarray, values: list[float],
                 ctx: TransferContext) -> float:
@@ -284,7 +395,10 @@ class FeatureAdaptation(Strategy):
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
         self._check_fitted()
-        return {f"adapter.{k}": v.detach().cpu().clone() for k, v in self.model_.state_dict().items()}
+        out = {f"adapter.{k}": v.detach().cpu().clone() for k, v in self.model_.state_dict().items()}
+        if getattr(self, "backbone_", None) is not None:
+            out.update(self._backbone_tensors())
+        return out
 
     def load_state(self, tensors: dict[str, torch.Tensor], classes: list[str], backbone=None) -> "FeatureAdaptation":
         sub = {k[len("adapter."):]: v for k, v in tensors.items() if k.startswith("adapter.")}
@@ -295,6 +409,20 @@ class FeatureAdaptation(Strategy):
         except (KeyError, RuntimeError, ValueError) as e:
             raise UserInputError(f"the saved {self.name} adapter does not fit: {e}") from None
         self.model_, self.classes_ = model.eval(), list(classes)
+        tuned = {k[len("backbone."):]: v for k, v in tensors.items() if k.startswith("backbone.")}
+        self.backbone_ = None
+        if tuned:  # on="backbone": apply the tuned tensors to the freshly loaded pre-trained backbone
+            own = backbone.module.state_dict()
+            bad = [k for k, v in tuned.items() if k not in own or own[k].shape != v.shape]
+            if bad:
+                raise UserInputError(f"the saved {self.name} backbone tensors do not fit {backbone.name!r}: "
+                                     f"{', '.join(bad[:5])}")
+            with torch.no_grad():
+                for k, v in tuned.items():
+                    own[k].copy_(v)
+            backbone.module.eval()
+            self.backbone_, self.trained_names_ = backbone, sorted(tuned)
+            mark_adapted(backbone, self._backbone_tensors())
         self.info_ = {}
         self.fitted_ = True
         return self

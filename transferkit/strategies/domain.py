@@ -30,6 +30,7 @@ class _LossWeighted(FeatureAdaptation):
     """
 
     knob = "trade_off"
+    tunes_backbone = True
 
     def __init__(self, *, trade_off: float | list[float] = DEFAULT_TRADE_OFFS, **params: Any):
         super().__init__(**params)
