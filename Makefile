@@ -10,7 +10,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -c constraints.txt torch==2.13.0
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[zoo,parquet,serve,explain,test]"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[zoo,parquet,serve,explain,export,test]"
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -55,13 +55,17 @@ def save_model(model: TransferModel, run_dir: str | Path, *, card: dict[str, Any
 
 
 def load(run_dir: str | Path, *, check_weights: bool = True, cache: bool = True,
-         progress: bool | None = None) -> TransferModel:
+         progress: bool | None = None, backend: str = "torch") -> TransferModel:
     """Load a run directory for prediction: no training data, no network needed.
 
     Args:
         run_dir: a directory written by ``fit(..., out=...)``.
         check_weights: refuse a backbone whose weights differ from the ones trained with.
+        backend: ``torch``; ``onnx`` or ``onnx-int8``: predict through the graph written by
+            ``transferkit export`` with ONNX Runtime (same preprocessing).
     """
+    if backend not in ("torch", "onnx", "onnx-int8"):
+        raise UserInputError(f"backend must be torch, onnx or onnx-int8, got {backend!r}")
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -94,8 +98,13 @@ def load(run_dir: str | Path, *, check_weights: bool = True, cache: bool = True,
     metrics = None
     if (run_dir / "metrics.json").is_file():
         metrics = json.loads((run_dir / "metrics.json").read_text())
-    return TransferModel(backbone, strategy, card=card, metrics=metrics, run_dir=run_dir, cache=cache,
-                         progress=progress)
+    model = TransferModel(backbone, strategy, card=card, metrics=metrics, run_dir=run_dir, cache=cache,
+                          progress=progress)
+    if backend != "torch":
+        from .export import attach_onnx
+
+        attach_onnx(model, run_dir, int8=backend == "onnx-int8")
+    return model
 
 
 def save_reference_features(run_dir: str | Path, feats: np.ndarray) -> dict[str, Any]:

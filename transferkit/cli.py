@@ -103,6 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--out", help="write predictions to this .csv or .json (default: print CSV)")
     pr.add_argument("--text-column", help="text column(s) (default: those the run was trained on)")
     pr.add_argument("--skip-bad", action="store_true", help="leave out bad items instead of stopping")
+    pr.add_argument("--backend", choices=["torch", "onnx", "onnx-int8"], default="torch",
+                    help="onnx: ONNX Runtime on the graph written by `transferkit export` (onnx-int8: its int8 copy)")
 
     e = sub.add_parser("evaluate", help="evaluate a trained run on labelled data")
     e.add_argument("run", help="run directory")
@@ -111,6 +113,15 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--label-column", help="label column (default: the run's)")
     e.add_argument("--skip-bad", action="store_true", help="leave out bad items instead of stopping")
     e.add_argument("--out", help="write the metrics to this JSON file")
+    e.add_argument("--backend", choices=["torch", "onnx", "onnx-int8"], default="torch")
+
+    xp = sub.add_parser("export", help="write the run as one ONNX graph (backbone + head), checked against PyTorch "
+                                       "(pip install 'transferkit[export]')")
+    xp.add_argument("run", help="run directory")
+    xp.add_argument("--format", choices=["onnx"], default="onnx")
+    xp.add_argument("--quantize", choices=["int8"], help="also write dynamically quantized int8 weights and "
+                                                         "measure the accuracy change on the run's test split")
+    xp.add_argument("--tolerance", type=float, default=1e-4, help="largest allowed difference from PyTorch")
 
     v = sub.add_parser("validate", help="check data without training: every problem at once")
     v.add_argument("--data", required=True)
@@ -280,7 +291,7 @@ def _print_summary(metrics: dict, run_dir: Path | None) -> None:
 def cmd_predict(a: argparse.Namespace) -> int:
     from .predict import predict_files, write_predictions
 
-    rows = predict_files(a.run, a.inputs, text_columns=a.text_column, skip_bad=a.skip_bad)
+    rows = predict_files(a.run, a.inputs, text_columns=a.text_column, skip_bad=a.skip_bad, backend=a.backend)
     write_predictions(rows, a.out)
     if a.out:
         print(f"{len(rows)} predictions written to {a.out}", file=sys.stderr)
@@ -291,7 +302,7 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     from .predict import evaluate_run
 
     metrics = evaluate_run(a.run, a.data, text_columns=a.text_column, label_column=a.label_column,
-                           skip_bad=a.skip_bad, out=a.out)
+                           skip_bad=a.skip_bad, out=a.out, backend=a.backend)
     print(f"accuracy {metrics['accuracy']:.3f} [{metrics['accuracy_ci'][0]:.3f}, {metrics['accuracy_ci'][1]:.3f}], "
           f"macro-F1 {metrics['macro_f1']:.3f}, ECE {metrics['ece']:.3f} on {metrics['n']} items")
     for c, pc in metrics["per_class"].items():
@@ -370,6 +381,16 @@ def cmd_distill(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(a: argparse.Namespace) -> int:
+    from .export import export_onnx
+
+    entry = export_onnx(a.run, quantize=a.quantize, tolerance=a.tolerance,
+                        log=lambda m: print(m, file=sys.stderr, flush=True))
+    print(f"{Path(a.run) / entry['file']}: parity with PyTorch {entry['parity']['max_abs_diff']:.2g} "
+          f"(recorded in {Path(a.run) / 'model_card.json'}); predict with --backend onnx")
+    return 0
+
+
 def cmd_demo(a: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -378,7 +399,7 @@ def cmd_demo(a: argparse.Namespace) -> int:
 
 
 COMMANDS = {"models": cmd_models, "fit": cmd_fit, "predict": cmd_predict, "evaluate": cmd_evaluate,
-            "validate": cmd_validate, "rank": cmd_rank, "serve": cmd_serve, "explain": cmd_explain, "distill": cmd_distill,
+            "validate": cmd_validate, "rank": cmd_rank, "serve": cmd_serve, "explain": cmd_explain, "distill": cmd_distill, "export": cmd_export,
             "demo": cmd_demo}
 
 

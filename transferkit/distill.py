@@ -125,6 +125,9 @@ def distill(run: str | Path, out: str | Path, *, student: str | None = None, tem
         raise UserInputError("the student needs its own --out folder", hint="e.g. --out runs/spam-student")
     teacher = load(run)
     train_ds, test_ds, cfg = recreate_splits(run)
+    if train_ds is None:
+        raise UserInputError(f"the run {run} has no training split to distil on (a zero-shot run on a test set)",
+                             hint="fit the teacher with --data")
     seed = cfg.seed if seed is None else seed
     name = student or default_student(teacher.backbone)
     base, _, layer = name.partition("@")

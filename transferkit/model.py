@@ -35,6 +35,7 @@ class TransferModel:
         self.run_dir = Path(run_dir) if run_dir else None
         self.batch_size = batch_size
         self.extraction_log: list[ExtractionStats] = []
+        self.onnx = None  # an OnnxRunner when loaded with backend="onnx"
         self._cache = FeatureCache() if cache else None
         self.ctx = TransferContext(backbone=backbone, features=self._features, seed=self.card.get("seed", 0),
                                    progress=progress)
@@ -78,6 +79,8 @@ class TransferModel:
 
     def predict_proba(self, inputs: Any) -> np.ndarray:
         """Class probabilities ``(N, C)``, columns in the order of :attr:`classes`."""
+        if self.onnx is not None:
+            return self.onnx.predict_proba(self.as_dataset(inputs), batch_size=self.batch_size)
         return self.strategy.predict_proba(self.as_dataset(inputs), self.ctx)
 
     def predict(self, inputs: Any) -> list[str]:

@@ -268,7 +268,7 @@ def run_controls(strategy, backbone: Backbone, train: Dataset | None, test: Data
     return out
 
 
-def recreate_splits(run: str | Path) -> tuple[Dataset, Dataset, FitConfig]:
+def recreate_splits(run: str | Path) -> tuple[Dataset | None, Dataset, FitConfig]:
     """The training and test sets of a run, rebuilt from its ``config.json`` exactly as ``fit``
     made them (same files, split, seed and few-shot sample), checked against the data hashes of
     its model card.
@@ -283,6 +283,9 @@ def recreate_splits(run: str | Path) -> tuple[Dataset, Dataset, FitConfig]:
     if not (run / "config.json").is_file():
         raise UserInputError(f"{run} has no config.json", hint="give a run directory written by `transferkit fit`")
     cfg = FitConfig.load(run / "config.json")
+    if cfg.data is None and cfg.test:  # zero-shot evaluated on a test set alone: no training split
+        return None, prepare_data(cfg.test, None, text_columns=cfg.text_columns, label_column=cfg.label_column,
+                                  modality=cfg.modality, skip_bad=cfg.skip_bad).train, cfg
     if cfg.data is None:
         raise UserInputError(f"the run {run} was fitted on data given in memory, so its split cannot be rebuilt",
                              hint="fit it from files (--data) to distil or measure it later")

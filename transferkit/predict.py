@@ -54,13 +54,13 @@ def _read_inputs(model, inputs: Sequence[str], text_columns, skip_bad: bool) -> 
 
 
 def predict_files(run: str | Path, inputs: Sequence[str], *, text_columns=None, skip_bad: bool = False,
-                  model=None) -> list[dict[str, Any]]:
+                  model=None, backend: str = "torch") -> list[dict[str, Any]]:
     """Predict every item of the given tables, folders or files.
 
     Returns:
         One row per item: ``origin``, ``prediction``, ``confidence`` and ``p(<class>)`` columns.
     """
-    model = model or load(run)
+    model = model or load(run, backend=backend)
     ds = _read_inputs(model, inputs, text_columns, skip_bad)
     proba = model.predict_proba(ds)
     classes = model.classes
@@ -91,9 +91,9 @@ def write_predictions(rows: list[dict[str, Any]], out: str | Path | None) -> Non
 
 
 def evaluate_run(run: str | Path, data: str, *, text_columns=None, label_column: str | None = None,
-                 skip_bad: bool = False, out: str | Path | None = None, n_boot: int = 1000) -> dict[str, Any]:
+                 skip_bad: bool = False, out: str | Path | None = None, n_boot: int = 1000, backend: str = "torch") -> dict[str, Any]:
     """Metrics of a trained run on labelled data (accuracy, macro-F1, per class, ECE, intervals)."""
-    model = load(run)
+    model = load(run, backend=backend)
     prepared = prepare_data(data, None, text_columns=text_columns or model.card.get("text_columns"),
                             label_column=label_column or model.card.get("label_column", "label"),
                             modality=model.modality, skip_bad=skip_bad)

@@ -1,0 +1,83 @@
+"""ONNX export, int8, and the onnx backend (tiny models: fast)."""
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+pytest.importorskip("onnxruntime", reason="pip install 'transferkit[export]'")
+
+import transferkit as tk  # noqa: E402
+from conftest import toy_texts  # noqa: E402
+from transferkit.cli import main  # noqa: E402
+from transferkit.data import from_arrays  # noqa: E402
+
+LONG = "a long text that needs several windows " * 120
+
+
+@pytest.fixture(scope="module")
+def toy_csv(tmp_path_factory):
+    texts, labels = toy_texts(15)
+    p = tmp_path_factory.mktemp("xdata") / "toy.csv"
+    with open(p, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["text", "label"])
+        w.writerows(zip(texts, labels))
+    return p
+
+
+@pytest.mark.parametrize("strategy,params", [("linear-probe", {}), ("finetune", {"epochs": 1, "val_fraction": 0}),
+                                             ("lora", {"epochs": 1, "val_fraction": 0})])
+def test_text_export_matches_pytorch_including_long_texts(strategy, params, tiny_text_dir, toy_csv, tmp_path):
+    if strategy == "lora":
+        pytest.importorskip("peft")
+    out = tmp_path / "run"
+    model = tk.fit(data=str(toy_csv), model=str(tiny_text_dir), strategy=strategy, strategy_params=params,
+                   backbone_options={"max_length": 16}, out=str(out), control=False, log=None)
+    assert main(["export", str(out), "--quantize", "int8"]) == 0
+    card = json.loads((out / "model_card.json").read_text())
+    e = card["export"]
+    assert e["parity"]["on"] == "test split" and e["parity"]["max_abs_diff"] < 1e-4
+    assert e["int8"]["bytes"] < e["bytes"] and e["int8"]["test_items"] == 6
+    assert e["int8"]["accuracy_change"] == pytest.approx(e["int8"]["accuracy_int8"] - e["int8"]["accuracy_fp32"])
+    onnx = tk.load(out, backend="onnx")
+    for texts in (["one"], ["short", LONG, "x y z", LONG[:90], "b", "c", "d"]):  # dynamic items, windows, tokens
+        np.testing.assert_allclose(onnx.predict_proba(texts), model.predict_proba(texts), atol=1e-4)
+    assert tk.load(out, backend="onnx-int8").predict_proba([LONG]).shape == (1, 2)
+
+
+def test_predict_backend_onnx_on_the_command_line(tiny_text_dir, toy_csv, tmp_path, capsys):
+    out = tmp_path / "run"
+    tk.fit(data=str(toy_csv), model=str(tiny_text_dir), out=str(out), control=False, log=None)
+    assert main(["predict", str(out), str(toy_csv), "--backend", "onnx"]) == 2
+    assert "transferkit export" in capsys.readouterr().err  # not exported yet: says how
+    assert main(["export", str(out)]) == 0
+    capsys.readouterr()
+    assert main(["predict", str(out), str(toy_csv), "--out", str(tmp_path / "a.csv")]) == 0
+    assert main(["predict", str(out), str(toy_csv), "--backend", "onnx", "--out", str(tmp_path / "b.csv")]) == 0
+    a = list(csv.DictReader(open(tmp_path / "a.csv")))
+    b = list(csv.DictReader(open(tmp_path / "b.csv")))
+    assert [r["prediction"] for r in a] == [r["prediction"] for r in b]
+    assert max(abs(float(x["confidence"]) - float(y["confidence"])) for x, y in zip(a, b)) < 1e-4
+
+
+def test_image_export_with_dynamic_batch(tiny_image_dir, tmp_path):
+    rng = np.random.RandomState(0)
+    imgs = rng.randint(0, 255, (12, 32, 32, 3), dtype=np.uint8)
+    out = tmp_path / "img"
+    model = tk.fit(train=from_arrays(imgs, ["a", "b"] * 6, modality="image"), model=str(tiny_image_dir),
+                   out=str(out), control=False, log=None)
+    from transferkit.export import export_onnx
+
+    entry = export_onnx(out, log=lambda m: None)
+    assert entry["parity"]["on"].startswith("synthetic items")  # in-memory data: no split to rebuild
+    onnx = tk.load(out, backend="onnx")
+    for n in (1, 7):
+        np.testing.assert_allclose(onnx.predict_proba(imgs[:n]), model.predict_proba(imgs[:n]), atol=1e-4)
+
+
+def test_export_user_errors(tmp_path, capsys):
+    assert main(["export", str(tmp_path / "missing")]) == 2
+    assert "model_card.json is missing" in capsys.readouterr().err

@@ -1,0 +1,241 @@
+"""``transferkit export RUN --format onnx [--quantize int8]`` and the ONNX Runtime backend.
+
+One graph holds the backbone and the strategy's head (:meth:`Strategy.torch_head`; LoRA
+adapters are merged first), with dynamic axes:
+
+* text: ``input_ids (W, L)``, ``attention_mask (W, L)`` for W windows of L tokens, and
+  ``pool (N, W)``: row i holds item i's window weights (its windows' token counts, normalised),
+  so long texts are embedded in windows and pooled exactly as in PyTorch; output ``proba (N, C)``.
+  Tokenising and windowing stay in Python (the backbone's own ``prepare``).
+* images: ``pixel_values (N, 3, H, W)`` -> ``proba (N, C)``.
+
+At export the graph is run on real items of the run (its test split when its files are still
+there, else a few synthetic ones) next to PyTorch; the largest absolute difference of
+probabilities goes into the model card, and the export is refused above ``tolerance``.
+``--quantize int8`` adds dynamically quantized weights (int8 matrices, activations quantized
+on the fly) and measures the accuracy change on the run's test split.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .errors import MissingDependencyError, UserInputError
+
+ONNX_FILE, INT8_FILE = "model.onnx", "model.int8.onnx"
+OPSET = 17
+
+
+def _ort():
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise MissingDependencyError("ONNX export and the onnx backend", "'transferkit[export]'") from None
+    return ort
+
+
+class _TextGraph(nn.Module):
+    """Windows -> transformer -> pooled per window -> pooled per item (``pool @``) -> head -> softmax."""
+
+    def __init__(self, backbone, head: nn.Module):
+        super().__init__()
+        self.module, self.head = backbone.module, head
+        self.backbone = [backbone]  # not a submodule: its module is registered above
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, pool: torch.Tensor) -> torch.Tensor:
+        b = self.backbone[0]
+        out = self.module(input_ids=input_ids, attention_mask=attention_mask,
+                          output_hidden_states=b.layer is not None)
+        h = b._hidden(out)
+        if b.pooling == "cls":
+            f = h[:, 0]
+        else:
+            m = attention_mask.unsqueeze(-1).to(h.dtype)
+            f = (h * m).sum(1) / m.sum(1).clamp_min(1.0)
+        return torch.softmax(self.head(pool @ f.float()), dim=1)
+
+
+class _ImageGraph(nn.Module):
+    def __init__(self, backbone, head: nn.Module):
+        super().__init__()
+        self.module, self.head = backbone.module, head
+        self.backbone = [backbone]
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        from .backbones.base import Batch
+
+        f = self.backbone[0].forward_features(Batch(tensors={"pixel_values": pixel_values}, n_items=len(pixel_values)))
+        return torch.softmax(self.head(f.float()), dim=1)
+
+
+def _inputs(backbone, items: list[Any]) -> dict[str, np.ndarray]:
+    """The graph's inputs for ``items``, made by the backbone's own ``prepare``."""
+    batch = backbone.prepare(items)
+    if backbone.modality == "text":
+        ids, mask = batch.tensors["input_ids"], batch.tensors["attention_mask"]
+        owner, w = batch.owner.numpy(), batch.tensors["weights"].numpy().astype(np.float32)
+        pool = np.zeros((batch.n_items, len(owner)), np.float32)
+        pool[owner, np.arange(len(owner))] = w
+        pool /= np.maximum(pool.sum(1, keepdims=True), 1e-12)
+        width = int(mask.sum(1).max())  # the windows are padded to the longest in the batch
+        return {"input_ids": ids[:, :width].numpy().astype(np.int64),
+                "attention_mask": mask[:, :width].numpy().astype(np.int64), "pool": pool}
+    return {"pixel_values": batch.tensors["pixel_values"].float().contiguous().numpy()}
+
+
+class OnnxRunner:
+    """Prediction through ONNX Runtime with the run's own preprocessing (``backbone.prepare``).
+
+    Args:
+        path: the ``.onnx`` file.
+        backbone: the run's backbone (only its tokenizer / image preprocessing is used).
+        threads: intra-op threads (default: ONNX Runtime's).
+    """
+
+    def __init__(self, path: str | Path, backbone, threads: int | None = None):
+        ort = _ort()
+        opts = ort.SessionOptions()
+        if threads:
+            opts.intra_op_num_threads = threads
+        try:
+            self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        except Exception as e:  # noqa: BLE001 - onnxruntime raises its own exception types
+            raise UserInputError(f"cannot load {path}: {e}", hint="re-run `transferkit export`") from None
+        self.backbone, self.path = backbone, Path(path)
+
+    def predict_proba(self, data, batch_size: int = 32) -> np.ndarray:
+        items = list(data.inputs)
+        order = sorted(range(len(items)), key=lambda i: -self.backbone.sort_key(items[i]))
+        out = None
+        for s in range(0, len(order), batch_size):
+            rows = order[s:s + batch_size]
+            p = self.session.run(None, _inputs(self.backbone, [items[i] for i in rows]))[0]
+            if out is None:
+                out = np.zeros((len(items), p.shape[1]), np.float64)
+            out[rows] = p
+        return out if out is not None else np.zeros((0, 0))
+
+
+def _graph(model) -> tuple[nn.Module, dict[str, Any]]:
+    strategy, backbone = model.strategy, model.backbone
+    if hasattr(strategy, "merge_adapters"):  # LoRA: one plain set of weights in the graph
+        strategy.merge_adapters()
+    head = strategy.torch_head()
+    if backbone.modality == "text":
+        if not hasattr(backbone, "tokenizer"):
+            raise UserInputError(f"export of the text backbone {backbone.name!r} is not supported")
+        g = _TextGraph(backbone, head)
+        axes = {"input_ids": {0: "windows", 1: "tokens"}, "attention_mask": {0: "windows", 1: "tokens"},
+                "pool": {0: "items", 1: "windows"}, "proba": {0: "items"}}
+    elif backbone.modality == "image":
+        g = _ImageGraph(backbone, head)
+        axes = {"pixel_values": {0: "items"}, "proba": {0: "items"}}
+    else:
+        raise UserInputError(f"ONNX export of {backbone.modality} runs is not supported yet",
+                             hint="text and image runs can be exported")
+    return g.eval(), axes
+
+
+def _check_items(run: Path, model, n: int):
+    """Real items to check parity on (the run's test split), else a few synthetic ones; and
+    the test split itself (``None`` when it cannot be rebuilt)."""
+    from .data.dataset import Dataset
+    from .pipeline import recreate_splits
+
+    try:
+        _, test, _ = recreate_splits(run)
+        return test.subset(range(min(n, len(test)))), test, None
+    except UserInputError as e:
+        why = e.message
+    if model.modality == "text":
+        items = ["A short text.", "Another one, " * 200 + "long enough for several windows."]
+    else:
+        rng = np.random.RandomState(0)
+        items = [rng.randint(0, 255, (64, 48, 3), dtype=np.uint8) for _ in range(3)]
+    return Dataset(modality=model.modality, inputs=items), None, why
+
+
+def export_onnx(run: str | Path, *, quantize: str | None = None, check_items: int = 16, tolerance: float = 1e-4,
+                log=print) -> dict[str, Any]:
+    """Export a run to ``RUN/model.onnx`` (and ``model.int8.onnx``); returns the card's ``export`` entry."""
+    from ._files import write_json
+    from .artifact import load
+
+    if quantize not in (None, "int8"):
+        raise UserInputError(f"quantize must be int8, got {quantize!r}")
+    _ort()
+    run = Path(run)
+    model = load(run, cache=False)
+    graph, axes = _graph(model)
+    names = [k for k in axes if k != "proba"]
+    check, test, why = _check_items(run, model, check_items)
+    example = _inputs(model.backbone, list(check.inputs[:2]))
+    path = run / ONNX_FILE
+    t0 = time.perf_counter()
+    import warnings
+
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # the tracer's notes on Python control flow
+        torch.onnx.export(graph, tuple(torch.from_numpy(example[k]) for k in names), str(path),
+                          input_names=names, output_names=["proba"], dynamic_axes=axes, opset_version=OPSET,
+                          dynamo=False)
+    seconds = time.perf_counter() - t0
+    runner = OnnxRunner(path, model.backbone)
+    p_torch = model.predict_proba(check)
+    p_onnx = runner.predict_proba(check)
+    diff = float(np.abs(p_torch - p_onnx).max())
+    if not diff <= tolerance:
+        path.unlink(missing_ok=True)
+        raise UserInputError(f"the ONNX graph differs from PyTorch by {diff:.3g} (tolerance {tolerance:g}) on "
+                             f"{len(check)} items; nothing was exported", hint="please report this model")
+    entry: dict[str, Any] = {
+        "format": "onnx", "file": ONNX_FILE, "bytes": path.stat().st_size, "opset": OPSET, "seconds": round(seconds, 2),
+        "inputs": names, "output": "proba (items, classes)",
+        "parity": {"max_abs_diff": diff, "items": len(check), "on": "test split" if test is not None else
+                   f"synthetic items ({why})", "tolerance": tolerance},
+    }
+    log(f"exported {path} ({entry['bytes'] / 1e6:.1f} MB); largest difference from PyTorch {diff:.2g} on "
+        f"{len(check)} items")
+    if quantize == "int8":
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        qpath = run / INT8_FILE
+        quantize_dynamic(str(path), str(qpath), weight_type=QuantType.QInt8)
+        q = {"file": INT8_FILE, "bytes": qpath.stat().st_size, "size_ratio": qpath.stat().st_size / entry["bytes"]}
+        qrunner = OnnxRunner(qpath, model.backbone)
+        if test is not None:
+            y = np.array([model.classes.index(c) for c in test.labels])
+            a32 = float((runner.predict_proba(test).argmax(1) == y).mean())
+            a8 = float((qrunner.predict_proba(test).argmax(1) == y).mean())
+            q.update(accuracy_fp32=a32, accuracy_int8=a8, accuracy_change=a8 - a32, test_items=len(test))
+            log(f"int8: {q['bytes'] / 1e6:.1f} MB ({100 * q['size_ratio']:.0f}%), test accuracy {a32:.3f} -> {a8:.3f}")
+        else:
+            q["accuracy_change"] = None
+            q["why_not_measured"] = why
+            log(f"int8: {q['bytes'] / 1e6:.1f} MB; accuracy change not measured: {why}")
+        q["max_abs_diff_vs_fp32"] = float(np.abs(qrunner.predict_proba(check) - p_onnx).max())
+        entry["int8"] = q
+    import json
+
+    card = json.loads((run / "model_card.json").read_text())
+    card["export"] = entry
+    write_json(run / "model_card.json", card)
+    return entry
+
+
+def attach_onnx(model, run: str | Path, *, int8: bool = False) -> None:
+    """Make ``model.predict_proba`` run the exported graph (``load(..., backend="onnx")``)."""
+    entry = (model.card or {}).get("export")
+    if not entry:
+        raise UserInputError(f"{run} has no ONNX export", hint=f"run `transferkit export {run}` first")
+    name = entry["file"]
+    if int8:
+        if "int8" not in entry:
+            raise UserInputError(f"{run} has no int8 export", hint=f"run `transferkit export {run} --quantize int8`")
+        name = entry["int8"]["file"]
+    model.onnx = OnnxRunner(Path(run) / name, model.backbone)
