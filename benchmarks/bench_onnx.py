@@ -1,0 +1,111 @@
+"""ONNX Runtime vs PyTorch on CPU, and int8 (issue #6).
+
+For minilm-l6 (SpamAssassin e-mails, subject + body, the product's default windows of 256
+tokens, at most 8 per e-mail) and efficientnet-lite0 (MNIST-5k images at 224 px): a linear-probe
+run is fitted on a stratified subset (``--items``, 80/20 split), exported with
+``transferkit export --quantize int8``, and prediction throughput (items/s over ``--predict``
+test items, no feature cache) is measured for PyTorch, ONNX Runtime fp32 and int8, side by side
+in one process, alternating, best of ``--reps``.  Both runtimes use the same threads
+(``torch.get_num_threads()``).  The int8 accuracy change is on the run's whole test split.
+
+Run: ``python benchmarks/bench_onnx.py`` (about 10 minutes on 2 idle cores).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common as C  # noqa: E402
+
+C.setup_env()
+NAME = "onnx"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--items", type=int, default=400)
+    ap.add_argument("--predict", type=int, default=80)
+    ap.add_argument("--reps", type=int, default=3)
+    a = ap.parse_args()
+    import numpy as np
+    import torch
+
+    import transferkit as tk
+    from transferkit.export import OnnxRunner, export_onnx
+
+    tmp = Path(tempfile.mkdtemp(prefix="tk-onnx-"))
+    rows = C.load_spam()
+    idx = C.stratified_indices([r["label"] for r in rows], a.items, seed=0)
+    spam = C.write_jsonl_gz([rows[i] for i in idx], tmp / "spam.jsonl.gz")
+    images, labels = C.load_mnist()
+    mdir = tmp / "mnist"
+    from PIL import Image
+
+    for i in C.stratified_indices(labels, a.items, seed=0):
+        d = mdir / str(labels[i])
+        d.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(images[i]).save(d / f"{i}.png")
+    m = C.machine()
+    C.warn_if_busy(m)
+    threads = torch.get_num_threads()
+    res = {"machine": m, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "threads": threads, "models": {}}
+    for model_name, data, kw in (("minilm-l6", spam, {"text_columns": ["subject", "body"]}),
+                                 ("efficientnet-lite0", mdir, {})):
+        C.say(f"== {model_name}")
+        run = tmp / model_name
+        tk.fit(data=str(data), model=model_name, out=str(run), control=False, log=None, **kw)
+        entry = export_onnx(run, quantize="int8", log=C.say)
+        torch_model = tk.load(run, cache=False)
+        from transferkit.pipeline import recreate_splits
+
+        _, test, _ = recreate_splits(run)
+        items = test.subset(range(min(a.predict, len(test))))
+        runners = {"pytorch": lambda: torch_model.predict_proba(items),
+                   "onnx fp32": (lambda r: lambda: r.predict_proba(items))(OnnxRunner(run / entry["file"],
+                                                                                     torch_model.backbone, threads)),
+                   "onnx int8": (lambda r: lambda: r.predict_proba(items))(OnnxRunner(run / entry["int8"]["file"],
+                                                                                     torch_model.backbone, threads))}
+        for fn in runners.values():  # warm-up
+            fn()
+        best = {k: float("inf") for k in runners}
+        for _ in range(a.reps):
+            for k, fn in runners.items():
+                t0 = time.perf_counter()
+                fn()
+                best[k] = min(best[k], time.perf_counter() - t0)
+        ips = {k: len(items) / v for k, v in best.items()}
+        r = {"items_per_s": ips, "onnx_vs_pytorch": ips["onnx fp32"] / ips["pytorch"],
+             "int8_vs_pytorch": ips["onnx int8"] / ips["pytorch"], "export": entry, "n_predict": len(items)}
+        res["models"][model_name] = r
+        C.say(f"   items/s: " + ", ".join(f"{k} {v:.1f}" for k, v in ips.items()) +
+              f"; onnx/pytorch {r['onnx_vs_pytorch']:.2f}x")
+    lines = ["## ONNX export and int8 (`benchmarks/bench_onnx.py`)", "",
+             f"{res['date']}, {C.machine_line(m)}; {threads} threads for both runtimes. The CPU was shared with other "
+             "work during this run: ratios are measured side by side (alternating, best of "
+             f"{a.reps}), not absolute.", "",
+             f"Linear-probe runs on {a.items}-item stratified subsets (80/20), exported with `--quantize int8`; "
+             f"throughput over {a.predict} test items without the feature cache (tokenising / decoding included).", ""]
+    table = []
+    summary = []
+    for name, r in res["models"].items():
+        e, q, ips = r["export"], r["export"]["int8"], r["items_per_s"]
+        table.append([name, f"{ips['pytorch']:.1f}", f"{ips['onnx fp32']:.1f}", f"**{r['onnx_vs_pytorch']:.2f}x**",
+                      f"{ips['onnx int8']:.1f} ({r['int8_vs_pytorch']:.2f}x)", f"{e['parity']['max_abs_diff']:.1g}",
+                      f"{e['bytes'] / 1e6:.1f} → {q['bytes'] / 1e6:.1f} MB",
+                      f"{q['accuracy_fp32']:.3f} → {q['accuracy_int8']:.3f} ({100 * q['accuracy_change']:+.1f} pts)"])
+        summary.append({"item": f"#6 ONNX vs PyTorch CPU throughput, {name}", "goal": "≥ 1.3x",
+                        "measured": f"{r['onnx_vs_pytorch']:.2f}x (int8 {r['int8_vs_pytorch']:.2f}x)",
+                        "met": bool(r["onnx_vs_pytorch"] >= 1.3), "anchor": NAME})
+    lines += [C.md_table(["model", "PyTorch items/s", "ONNX items/s", "ONNX / PyTorch", "int8 items/s",
+                          "parity (max abs diff)", "size fp32 → int8", "test accuracy fp32 → int8"], table)]
+    res["summary"] = summary
+    C.save_result(NAME, res)
+    C.update_section(NAME, "\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
