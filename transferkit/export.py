@@ -30,7 +30,7 @@ from .errors import MissingDependencyError, UserInputError
 
 ONNX_FILE, INT8_FILE = "model.onnx", "model.int8.onnx"
 OPSET = 17
-QUANT_OPS = ["MatMul", "Gemm"]
+QUANT_OPS = ["MatMul", "Gemm", "Gather"]  # Gather: embedding tables
 
 
 def _ort():
