@@ -46,7 +46,7 @@ def _args():
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--setfit-seeds", type=int, default=3, help="SetFit runs take minutes each")
     ap.add_argument("--setfit-shots", default="8,16", help="labels per class at which SetFit runs")
-    ap.add_argument("--fresh", action="store_true", help="fewshot: start over instead of continuing")
+    ap.add_argument("--fresh", action="store_true", help="da, fewshot: start over instead of continuing")
     ap.add_argument("--test-items", type=int, default=600, help="fewshot: scored test items")
     ap.add_argument("--tasks", default="mnist->digits,digits->mnist,spam-2002->2003")
     ap.add_argument("--cache", help="feature cache folder to reuse (default: a fresh one)")
@@ -122,13 +122,23 @@ def run_da(res: dict) -> None:
     if "spam-2002->2003" in wanted:
         s02, s03 = spam_years()
         tasks["spam-2002->2003"] = (s02, s03, "minilm-l6", {"max_chunks": 2})
+    if not a.fresh:  # continue the recorded seeds (same protocol) where an earlier run stopped
+        prev = _merged({}).get("da")
+        if prev:
+            res["da"] = prev
     out = res.setdefault("da", {"tasks": {}})
     out.update(machine=C.machine(), seeds=a.seeds, date=time.strftime("%Y-%m-%d"))
     for name in wanted:
         src, tgt, model, opts = tasks[name]
         C.say(f"== {name}: {len(src)} source items -> {len(tgt)} target items ({model})")
         backbone = get_backbone(model, **opts)
-        rows: dict[str, dict] = {}
+        old = out["tasks"].get(name, {})
+        same = old.get("model") == model and old.get("options") == opts and not a.fresh
+        rows: dict[str, dict] = old.get("rows", {}) if same else {}
+        first = old.get("seeds_done", 0) if same else 0
+        if first >= a.seeds:
+            C.say(f"   {a.seeds} seeds recorded already (--fresh to start over)")
+            continue
 
         def fit_score(method: str, params: dict, seed: int):
             s = get_strategy(method, params)
@@ -146,7 +156,7 @@ def run_da(res: dict) -> None:
         fs, ft = pctx.features(src), pctx.features(unlabelled(tgt))
         shift = domain_shift(fs, ft, n_permutations=200, seed=0).to_dict()
         C.say(f"   source-only linear probe {acc:.3f}; shift: {shift['reading']}")
-        for seed in range(a.seeds):
+        for seed in range(first, a.seeds):
             _, _, acc, secs = fit_score("dann", {"trade_off": 0.0}, seed)
             rows.setdefault("source-only adapter", {"acc": [], "seconds": []})
             rows["source-only adapter"]["acc"].append(acc)

@@ -81,3 +81,44 @@ def test_image_export_with_dynamic_batch(tiny_image_dir, tmp_path):
 def test_export_user_errors(tmp_path, capsys):
     assert main(["export", str(tmp_path / "missing")]) == 2
     assert "model_card.json is missing" in capsys.readouterr().err
+
+
+# ----- the onnx backend for feature extraction ------------------------------------------------------
+def test_onnx_feature_extraction_matches_torch_text_and_image(tiny_text_dir, tiny_image_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("TRANSFERKIT_CACHE", str(tmp_path / "cache"))
+    from transferkit.backbones import get_backbone
+    from transferkit.features import extract_features
+
+    texts = from_arrays(["short", LONG, "x y z " * 7, LONG[:90], "b"], modality="text")
+    rng = np.random.RandomState(1)
+    images = from_arrays(rng.randint(0, 255, (5, 20, 30, 3), dtype=np.uint8), modality="image")
+    for model_dir, data, opts in ((tiny_text_dir, texts, {"max_length": 16}), (tiny_image_dir, images, {})):
+        bb = get_backbone(str(model_dir), **opts)
+        ref, _ = extract_features(bb, data, cache=False)
+        got, stats = extract_features(bb, data, cache=False, backend="onnx")
+        np.testing.assert_allclose(got, ref, atol=1e-4 * max(1.0, float(np.abs(ref).max())))
+        if data.modality == "text":
+            assert stats.chunked >= 1  # windows pooled per item outside the graph, as in PyTorch
+        graphs = list((tmp_path / "cache" / "onnx").glob(f"{bb.cache_key()}.onnx"))
+        assert len(graphs) == 1  # exported once per cache key, then reused
+        mtime = graphs[0].stat().st_mtime_ns
+        extract_features(get_backbone(str(model_dir), **opts), data, cache=False, backend="onnx")
+        assert graphs[0].stat().st_mtime_ns == mtime
+
+
+def test_fit_with_onnx_backend_and_refusals(tiny_text_dir, tiny_audio_dir, toy_csv, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("TRANSFERKIT_CACHE", str(tmp_path / "cache"))
+    a = tk.fit(data=str(toy_csv), model=str(tiny_text_dir), control=False, log=None, cache=False)
+    b = tk.fit(data=str(toy_csv), model=str(tiny_text_dir), control=False, log=None, cache=False, backend="onnx")
+    np.testing.assert_allclose(b.predict_proba(["one", LONG]), a.predict_proba(["one", LONG]), atol=1e-3)
+    with pytest.raises(tk.UserInputError, match="backend must be torch or onnx"):
+        tk.fit(data=str(toy_csv), model=str(tiny_text_dir), control=False, log=None, backend="tensorrt")
+    from transferkit.backbones import get_backbone
+    from transferkit.features import extract_features
+
+    audio = from_arrays([np.zeros(1600, np.float32)], modality="audio", sampling_rate=16000)
+    with pytest.raises(tk.UserInputError, match="onnx backend does not support"):
+        extract_features(get_backbone(str(tiny_audio_dir)), audio, cache=False, backend="onnx")
+    assert main(["fit", "--data", str(toy_csv), "--model", str(tiny_text_dir), "--no-control", "--backend", "onnx",
+                 "--out", str(tmp_path / "run")]) == 0
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["config"]["backend"] == "onnx"

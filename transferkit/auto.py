@@ -99,7 +99,7 @@ def choose_strategy(train: Dataset) -> tuple[str, str]:
 
 def choose(train: Dataset, candidates: list[str] | None, *, strategy: str | None, seed: int,
            backbone_options: dict[str, Any], batch_size: int, cache: bool, progress: bool | None,
-           log: Callable[[str], None], rank_dir: str | None = None) -> AutoChoice:
+           log: Callable[[str], None], rank_dir: str | None = None, backend: str = "torch") -> AutoChoice:
     """Rank ``candidates`` (default: :func:`default_candidates`) on ``train`` and choose.
 
     Args:
@@ -129,7 +129,7 @@ def choose(train: Dataset, candidates: list[str] | None, *, strategy: str | None
     log(f"auto: ranking {len(cands)} candidates on the training split: {', '.join(cands)}")
     result = rank(train, cands, scores=("logme", "knn"), max_items=RANK_MAX_ITEMS, seed=seed,
                   batch_size=batch_size, backbone_options=backbone_options, cache=cache, progress=progress,
-                  log=None)
+                  log=None, backend=backend)
     if rank_dir:
         result.write(rank_dir)
     best = result.best

@@ -84,6 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--skip-bad", action="store_true", default=None, help="leave out bad items and record them")
     f.add_argument("--no-control", action="store_true", help="skip the no-transfer controls and the verdict")
     f.add_argument("--batch-size", type=int, help="items per forward pass (default 32)")
+    f.add_argument("--backend", choices=["torch", "onnx"],
+                   help="feature extraction runtime (default torch; onnx: ONNX Runtime on CPU, needs "
+                        "'transferkit[export]')")
     f.add_argument("--no-cache", action="store_true", help="neither read nor write the feature cache")
     t = f.add_argument_group("training (strategies that train: finetune...)")
     t.add_argument("--epochs", type=int, help="passes over the training data")
@@ -145,6 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
     rk.add_argument("--knn-k", type=int, default=5, help="neighbours of the kNN score")
     rk.add_argument("--seed", type=int, default=0)
     rk.add_argument("--batch-size", type=int, default=32)
+    rk.add_argument("--backend", choices=["torch", "onnx"], default="torch",
+                    help="feature extraction runtime (onnx: ONNX Runtime on CPU, needs 'transferkit[export]')")
     rk.add_argument("--skip-bad", action="store_true")
     rk.add_argument("--no-cache", action="store_true")
     rk.add_argument("--out", help="write rank.json and rank.html into this folder")
@@ -220,7 +225,8 @@ def cmd_fit(a: argparse.Namespace) -> int:
                       ("label_column", "label_column"), ("modality", "modality"), ("model", "model"),
                       ("strategy", "strategy"), ("models", "candidates"), ("labels_per_class", "labels_per_class"),
                       ("target_unlabelled", "target_unlabelled"), ("test_size", "test_size"),
-                      ("seed", "seed"), ("out", "out"), ("skip_bad", "skip_bad"), ("batch_size", "batch_size")):
+                      ("seed", "seed"), ("out", "out"), ("skip_bad", "skip_bad"), ("batch_size", "batch_size"),
+                      ("backend", "backend")):
         if getattr(a, flag) is not None:
             over[key] = getattr(a, flag)
     if a.no_control:
@@ -332,7 +338,8 @@ def cmd_rank(a: argparse.Namespace) -> int:
     result = rank(a.data, models, target_unlabelled=a.target_unlabelled, text_columns=a.text_column,
                   label_column=a.label_column, scores=[s.strip() for s in a.scores.split(",") if s.strip()],
                   max_items=a.max_items, seed=a.seed, batch_size=a.batch_size, backbone_options=opts,
-                  modality=a.modality, skip_bad=a.skip_bad, cache=not a.no_cache, knn_k=a.knn_k)
+                  modality=a.modality, skip_bad=a.skip_bad, cache=not a.no_cache, knn_k=a.knn_k,
+                  backend=a.backend)
     print(result.table())
     if a.out:
         print(f"report: {result.write(a.out)['html']}")

@@ -48,6 +48,9 @@ class FitConfig:
         skip_bad: leave out bad items (recorded in the run) instead of stopping.
         control: train the no-transfer controls and give a verdict.
         batch_size: items per forward pass during feature extraction.
+        backend: runtime of feature extraction: ``torch``, or ``onnx`` (ONNX Runtime on CPU, the
+            backbone's feature graph exported once per cache key and checked against PyTorch;
+            needs ``transferkit[export]``).  Training that tunes the backbone runs in PyTorch.
         cache: reuse and fill the on-disk feature cache.
         n_boot: bootstrap resamples for the intervals.
         resume: strategies that train continue from the newest complete checkpoint in
@@ -73,6 +76,7 @@ class FitConfig:
     skip_bad: bool = False
     control: bool = True
     batch_size: int = 32
+    backend: str = "torch"
     cache: bool = True
     n_boot: int = 1000
     resume: bool = True
@@ -91,6 +95,8 @@ class FitConfig:
             raise UserInputError(f"test_size must be between 0 and 1, got {self.test_size!r}")
         if not isinstance(self.batch_size, int) or self.batch_size < 1:
             raise UserInputError(f"batch_size must be a positive integer, got {self.batch_size!r}")
+        if self.backend not in ("torch", "onnx"):
+            raise UserInputError(f"backend must be torch or onnx, got {self.backend!r}")
         if self.modality not in (None, "text", "image", "audio"):
             raise UserInputError(f"modality must be text, image or audio, not {self.modality!r}")
         if not isinstance(self.n_boot, int) or self.n_boot < 100:

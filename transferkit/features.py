@@ -21,6 +21,7 @@ from ._files import cache_root
 from ._memory import release_free_memory
 from .backbones.base import Backbone
 from .data.dataset import Dataset
+from .errors import UserInputError
 
 SHARD_ITEMS = 2048
 
@@ -118,7 +119,7 @@ class FeatureCache:
 
 def extract_features(backbone: Backbone, data: Dataset, *, batch_size: int = 32,
                      cache: FeatureCache | None | bool = True, progress: bool | None = None,
-                     device: str | torch.device = "cpu") -> tuple[np.ndarray, ExtractionStats]:
+                     device: str | torch.device = "cpu", backend: str = "torch") -> tuple[np.ndarray, ExtractionStats]:
     """Pooled features for every item of ``data``.
 
     Args:
@@ -128,6 +129,8 @@ def extract_features(backbone: Backbone, data: Dataset, *, batch_size: int = 32,
             their own ``chunk_batch`` windows per pass).
         cache: ``True`` for the default cache, a :class:`FeatureCache`, or ``False``/``None``.
         progress: show a progress bar (default: when stderr is a terminal).
+        backend: ``torch``, or ``onnx``: the backbone's feature graph run by ONNX Runtime on CPU
+            (exported and checked once per cache key; :class:`transferkit.export.OnnxFeatures`).
 
     Returns:
         ``features (N, D)`` float32 in the order of ``data``, and the extraction's stats.
@@ -153,6 +156,14 @@ def extract_features(backbone: Backbone, data: Dataset, *, batch_size: int = 32,
 
         bar = tqdm(total=len(todo), unit="item", desc=f"features {backbone.describe()}", leave=False,
                    disable=(not progress) if progress is not None else None, dynamic_ncols=True)
+        forward = backbone.forward_features
+        if backend == "onnx":
+            from .export import onnx_features
+
+            forward = onnx_features(backbone).forward_features
+            device = "cpu"
+        elif backend != "torch":
+            raise UserInputError(f"backend must be torch or onnx, got {backend!r}")
         module = backbone.module
         module.to(device)
         pending: list[int] = []  # rows computed but not yet in the cache (the rows live in feats)
@@ -162,7 +173,7 @@ def extract_features(backbone: Backbone, data: Dataset, *, batch_size: int = 32,
                 for s in range(0, len(todo), pool):
                     idx = todo[s:s + pool]
                     batch = backbone.prepare([_item(data, i) for i in idx]).to(device)
-                    out = backbone.forward_features(batch).float().cpu().numpy()
+                    out = forward(batch).float().cpu().numpy()
                     u = np.asarray(batch.units) if batch.units is not None else np.zeros((len(idx), 2), np.int64)
                     if feats.shape[1] == 0:
                         feats = np.zeros((n, out.shape[1]), dtype=np.float32)

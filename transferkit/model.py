@@ -27,13 +27,14 @@ class TransferModel:
 
     def __init__(self, backbone: Backbone, strategy: Strategy, *, card: dict[str, Any] | None = None,
                  metrics: dict[str, Any] | None = None, run_dir: str | Path | None = None,
-                 cache: bool = True, batch_size: int = 32, progress: bool | None = None):
+                 cache: bool = True, batch_size: int = 32, progress: bool | None = None, backend: str = "torch"):
         self.backbone = backbone
         self.strategy = strategy
         self.card = card or {}
         self.metrics = metrics
         self.run_dir = Path(run_dir) if run_dir else None
         self.batch_size = batch_size
+        self.backend = backend  # feature extraction: torch, or onnx (ONNX Runtime on CPU)
         self.extraction_log: list[ExtractionStats] = []
         self.onnx = None  # an OnnxRunner when loaded with backend="onnx"
         self._cache = FeatureCache() if cache else None
@@ -50,7 +51,8 @@ class TransferModel:
 
     def _features(self, data: Dataset) -> np.ndarray:
         feats, stats = extract_features(self.ctx.backbone, data, batch_size=self.batch_size,
-                                        cache=self._cache or False, progress=self.ctx.progress)
+                                        cache=self._cache or False, progress=self.ctx.progress,
+                                        backend=self.backend)
         self.extraction_log.append(stats)
         return feats
 

@@ -134,7 +134,8 @@ def fit(config: FitConfig | None = None, *, train: Dataset | None = None, test: 
     strategy = get_strategy(cfg.strategy, cfg.strategy_params)
     if hasattr(strategy, "check_labels"):  # zero-shot: every test label described, no misspelt one
         strategy.check_labels(test_ds)
-    model = TransferModel(backbone, strategy, cache=cfg.cache, batch_size=cfg.batch_size, progress=progress)
+    model = TransferModel(backbone, strategy, cache=cfg.cache, batch_size=cfg.batch_size, progress=progress,
+                          backend=cfg.backend)
     model.ctx.seed = cfg.seed
     model.ctx.device = str(distributed.device())  # GPU LOCAL_RANK under a launcher; else as before, CPU
     model.ctx.target = target_ds
@@ -221,7 +222,7 @@ def _choose_automatically(cfg: FitConfig, train: Dataset, say: Log, progress: bo
     choice = distributed.on_main(lambda: choose(
         train, cfg.candidates, strategy=cfg.strategy, seed=cfg.seed, backbone_options=cfg.backbone_options,
         batch_size=cfg.batch_size, cache=cfg.cache, progress=progress, log=say,
-        rank_dir=str(Path(cfg.out) / "rank") if cfg.out else None))
+        rank_dir=str(Path(cfg.out) / "rank") if cfg.out else None, backend=cfg.backend))
     say(f"auto: chose {choice.model}" + (f" layer {choice.layer}" if choice.layer is not None else "") +
         f" with {choice.strategy}")
     if choice.strategy_chosen and cfg.strategy_params:
@@ -247,7 +248,7 @@ def run_controls(strategy, backbone: Backbone, train: Dataset | None, test: Data
     out: dict[str, np.ndarray] = {}
     say("control: the same architecture, randomly initialised …")
     random_model = TransferModel(backbone.randomized(cfg.seed), strategy.clone(), cache=cfg.cache,
-                                 batch_size=cfg.batch_size, progress=progress)
+                                 batch_size=cfg.batch_size, progress=progress, backend=cfg.backend)
     random_model.ctx.seed = cfg.seed
     random_model.ctx.device = str(distributed.device())
     random_model.ctx.target = target
@@ -355,7 +356,7 @@ def domain_adaptation_evidence(strategy, model: TransferModel, train: Dataset | 
         # the strategy tuned the backbone in place: the pre-trained features and the source-only
         # model come from a fresh copy, which the source-only training may tune in turn
         base = TransferModel(get_backbone(cfg.model, **cfg.backbone_options), strategy.clone(), cache=cfg.cache,
-                             batch_size=cfg.batch_size)
+                             batch_size=cfg.batch_size, backend=cfg.backend)
         base.ctx.seed, base.ctx.device, base.ctx.target = cfg.seed, ctx.device, target
         bctx = base.ctx
     else:
@@ -440,7 +441,8 @@ def reference_features(model: TransferModel, train: Dataset, seed: int,
     n = len(train)
     idx = np.sort(np.random.default_rng(seed).choice(n, min(n, max_rows), replace=False))
     feats, _ = extract_features(model.ctx.backbone, train.subset(idx), batch_size=model.batch_size,
-                                cache=model._cache or False, progress=False, device=model.ctx.device)
+                                cache=model._cache or False, progress=False, device=model.ctx.device,
+                                backend=model.backend)
     return feats
 
 

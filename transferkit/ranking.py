@@ -230,7 +230,8 @@ def rank(data: Any, candidates: Sequence[str | dict | Candidate], *, target_unla
          text_columns: list[str] | str | None = None, label_column: str | None = "label",
          scores: Sequence[str] = DEFAULT_SCORES, max_items: int | None = None, seed: int = 0, batch_size: int = 32,
          log: Log | None = _stderr, backbone_options: dict[str, Any] | None = None, modality: str | None = None,
-         skip_bad: bool = False, cache: bool = True, progress: bool | None = None, knn_k: int = 5) -> RankResult:
+         skip_bad: bool = False, cache: bool = True, progress: bool | None = None, knn_k: int = 5,
+         backend: str = "torch") -> RankResult:
     """Score every candidate backbone on labelled data, best first.
 
     Args:
@@ -249,6 +250,7 @@ def rank(data: Any, candidates: Sequence[str | dict | Candidate], *, target_unla
         backbone_options: options for every candidate (a dict candidate's own options win).
         cache: use the on-disk feature cache.
         knn_k: neighbours of the kNN score.
+        backend: feature extraction runtime, ``torch`` or ``onnx`` (as :func:`extract_features`).
 
     Returns:
         :class:`RankResult`.
@@ -325,7 +327,8 @@ def rank(data: Any, candidates: Sequence[str | dict | Candidate], *, target_unla
         say(f"{c.label}: features …")
         with _PeakRSS() as mem:
             t_start = time.perf_counter()
-            feats, st = extract_features(bb, ds, batch_size=batch_size, cache=cache, progress=progress)
+            feats, st = extract_features(bb, ds, batch_size=batch_size, cache=cache, progress=progress,
+                                         backend=backend)
             extract_s = time.perf_counter() - t_start
             row_notes: list[str] = []
             inputs: dict[str, Any] = {"features": feats, "labels": codes}
@@ -354,7 +357,8 @@ def rank(data: Any, candidates: Sequence[str | dict | Candidate], *, target_unla
             domain = None
             if target is not None:
                 say(f"{c.label}: target features and domain distance …")
-                tfeats, _ = extract_features(bb, target, batch_size=batch_size, cache=cache, progress=progress)
+                tfeats, _ = extract_features(bb, target, batch_size=batch_size, cache=cache, progress=progress,
+                                             backend=backend)
                 domain = domain_shift(feats, tfeats, max_items=TARGET_ITEMS, seed=seed).to_dict()
                 del tfeats
             total_s = time.perf_counter() - t_start
@@ -370,7 +374,7 @@ def rank(data: Any, candidates: Sequence[str | dict | Candidate], *, target_unla
     data_info = {"source": ds.source, "modality": ds.modality, "n_items": len(ds), "n_classes": n_classes,
                  "classes": sorted(set(ds.labels)), "fingerprint": ds.fingerprint()}
     target_info = None if target is None else {"source": target.source, "n_items": len(target)}
-    settings = {"knn_k": knn_k, "max_items": max_items, "batch_size": batch_size,
+    settings = {"knn_k": knn_k, "max_items": max_items, "batch_size": batch_size, "backend": backend,
                 "backbone_options": opts, "logme": "exact evidence (the authors' value whenever N >= D)"}
     return RankResult(rows, score_names, data_info, target_info, notes, seed, settings)
 

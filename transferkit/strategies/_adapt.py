@@ -24,6 +24,7 @@ from ..data.dataset import Dataset
 from ..errors import UserInputError
 from ..training import Callback, train
 from ..training.loop import isolated_rng
+from ..training.optim import adamw
 from ._tuning import mark_adapted, used_layer_groups
 from .base import Strategy, TransferContext
 
@@ -239,7 +240,7 @@ class FeatureAdaptation(Strategy):
             parts["backbone"] = Xs.backbone.module
             groups.append({"params": Xs.trainable, "lr": self.backbone_lr})
         modules = nn.ModuleDict(parts)
-        optimizer = torch.optim.AdamW(groups, lr=self.lr, weight_decay=self.weight_decay)
+        optimizer = adamw(groups, lr=self.lr, weight_decay=self.weight_decay)
         xs = Xs if tuned else torch.as_tensor(Xs, dtype=torch.float32)
         xt = Xt if Xt is None or tuned else torch.as_tensor(Xt, dtype=torch.float32)
         yt = torch.as_tensor(ys, dtype=torch.long)

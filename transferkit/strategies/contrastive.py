@@ -31,6 +31,7 @@ from ..data.dataset import Dataset
 from ..errors import UserInputError
 from ..training import make_scheduler, plan_steps, train, trainable_state
 from ..training.schedules import SCHEDULES
+from ..training.optim import adamw
 from ._tuning import mark_adapted, used_layer_groups
 from .base import STRATEGIES, Strategy, TransferContext
 from .probe import fit_logistic, linear_head, softmax
@@ -207,7 +208,7 @@ class ContrastiveTuning(Strategy):
             params = [p for _, ps in chosen for p in ps]
             for p in params:
                 p.requires_grad_(True)
-            optimizer = torch.optim.AdamW(
+            optimizer = adamw(
                 [{"params": [p for p in params if p.ndim > 1], "weight_decay": self.weight_decay},
                  {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}], lr=self.lr)
             _, total = plan_steps(n_units, batch_size=self.batch_size, epochs=epochs, max_steps=self.max_steps)

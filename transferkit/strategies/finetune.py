@@ -37,6 +37,7 @@ from ..training.callbacks import Callback
 from ..training.augment import make_augment
 from ..training.loop import isolated_rng
 from ..training.schedules import SCHEDULES
+from ..training.optim import adamw
 from ._tuning import mark_adapted, recalibrate_batchnorm, used_layer_groups
 from .base import STRATEGIES, Strategy, TransferContext
 
@@ -212,7 +213,7 @@ class FineTune(Strategy):
             model = nn.ModuleDict({"backbone": module, "head": head})
             self._before_training(model, fit_ds, val_ds, ctx)
             param_groups, self.lr_by_group_ = self._param_groups(groups, chosen, head)
-            optimizer = torch.optim.AdamW(param_groups, lr=self.lr, weight_decay=self.weight_decay)
+            optimizer = adamw(param_groups, lr=self.lr, weight_decay=self.weight_decay)
             _, total = plan_steps(len(fit_ds), batch_size=self.batch_size, grad_accum=self.grad_accum,
                                   epochs=self.epochs, max_steps=self.max_steps)
             scheduler = make_scheduler(optimizer, self.schedule, total, warmup=self.warmup)
