@@ -15,7 +15,7 @@ sys.path.insert(0, str(HERE))
 import _common as C  # noqa: E402
 
 ORDER = ["extraction", "cache", "memory", "probe", "bad_images", "logme", "transferability", "rank_cost", "strategies",
-         "finetune", "adapt", "distill", "onnx", "serve", "serve_checks"]
+         "finetune", "lora", "adapt", "distill", "onnx", "serve", "serve_checks"]
 
 
 def main() -> int:
