@@ -100,9 +100,15 @@ def main() -> None:
         # Recorded after each task, so a long run that is stopped keeps what it finished.
         m["cpu_other_during_pct"] = load.pct()
         m["seconds"] = round(time.perf_counter() - t0, 1)
-        res = {"machine": m, "args": vars(a), "runs": runs}
+        res = {"machine": m, "args": vars(a), "runs": runs, "lora_lr": LoRA_LR()}
         if not a.quick:
             report(res)
+
+
+def LoRA_LR() -> float:  # noqa: N802 - recorded with the results: the rows ran with it
+    from transferkit.strategies.lora import LoRA
+
+    return LoRA().lr
 
 
 def _agg(xs: list[float]) -> str:
@@ -142,10 +148,17 @@ def report(res: dict) -> None:
                         "met": (max(cells[s][0] for s in ("finetune", "lp-ft", "lora", "l2sp")) >
                                 max(cells["linear-probe"][0], float(np.mean(base)))) if variant == "80/20" else None,
                         "anchor": "strategies"})
+    from transferkit.strategies.lora import LoRA
+
+    lora_lr, lora_now = res.get("lora_lr"), LoRA().lr
+    lora_note = "" if lora_lr == lora_now else (
+        f"\n**LoRA here ran with lr {lora_lr:g}, its default then; the default is now {lora_now:g}** "
+        "(`benchmarks/bench_lora.py`, section lora, measures LoRA against full fine-tuning with it).\n")
     spam8 = table.get(("spam", "80/20"))
     if spam8:
         gap = spam8["finetune"][0] - spam8["lora"][0]
-        summary.append({"item": "LoRA accuracy vs full fine-tuning, spam 80/20", "goal": "within 1 point",
+        summary.append({"item": f"LoRA accuracy vs full fine-tuning, spam 80/20 (lora lr {lora_lr:g})",
+                        "goal": "within 1 point",
                         "measured": f"lora {spam8['lora'][0]:.3f} vs finetune {spam8['finetune'][0]:.3f} "
                                     f"({100 * -gap:+.1f} pts)", "met": bool(gap <= 0.01), "anchor": "strategies"})
     res["summary"] = summary
@@ -164,7 +177,7 @@ minilm-l6 on the first 128 tokens (`max_length=128, max_chunks=1`, to keep fine-
 Fine-tuning strategies train 3 epochs on 80/20 (their default) and {FEW_SHOT_EPOCHS} epochs few-shot.
 Accuracy is mean ± std over seeds; time is the mean seconds of `fit` (extraction included, controls
 excluded).
-
+{lora_note}
 {C.md_table(['task', 'variant', 'strategy / control', 'train items', 'test accuracy', 'fit time (s)'], rows)}
 """
     C.save_result("strategies", res)
