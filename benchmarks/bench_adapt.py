@@ -291,7 +291,7 @@ def _merged(res: dict) -> dict:
     out = dict(_load())
     for part in ("da", "fewshot", "zeroshot"):
         p = C.RESULTS / f"{NAME}-{part}.json"
-        if part in res:
+        if part in res and part in RAN:  # only what this process measured: another may be running a part
             p.parent.mkdir(parents=True, exist_ok=True)
             p.write_text(json.dumps(res[part], indent=1, default=C._jsonable) + "\n")
         if p.exists():
@@ -367,9 +367,12 @@ def record(res: dict) -> None:
     C.update_section(NAME, "\n".join(body))
 
 
+RAN: set[str] = set()  # the parts this process runs (their files are its to write)
+
 if __name__ == "__main__":
     res = _load()
     parts = {"da": run_da, "fewshot": run_fewshot, "zeroshot": run_zeroshot, "record": record}
     for part in (["da", "fewshot", "zeroshot"] if a.part == "all" else [a.part]):
+        RAN.add(part)
         parts[part](res)
     C.say("recorded in BENCHMARKS.md")
