@@ -7,8 +7,11 @@ Parts (``--part``; each records its own rows in results/adapt.json and BENCHMARK
   MNIST-5k -> scikit-learn digits and back (efficientnet-lite0, 224 px, every item), and
   SpamAssassin 2002 -> 2003 (easy-ham-1 + spam-1 -> easy-ham-2 + spam-2, minilm-l6, the
   first 2 windows of 256 tokens of each e-mail).  Rows: the source-only linear probe on backbone
-  features; the source-only adapter (the same adapter MLP with adaptation off); dann, mmd,
-  coral and self-training with their defaults, the knob chosen by DEV without target labels.
+  features; the source-only adapter (the same adapter MLP with adaptation off: no alignment
+  loss, both domains standardised with the source's statistics); adabn (the same adapter, each
+  domain standardised with its own statistics, no alignment loss); dann, mmd, coral and
+  self-training with their defaults (domain standardisation included), the knob chosen by DEV
+  without target labels.
   Seeds 0..S-1 move the adapter's initialisation, batches and DEV's hold-out.
 * ``fewshot`` - spam with 8 and 16 labelled e-mails per class (sampled from the 80% training
   part of a stratified split, seed = the run's seed), scored on a fixed stratified subset of the
@@ -129,6 +132,7 @@ def run_da(res: dict) -> None:
     out = res.setdefault("da", {"tasks": {}})
     out.update(machine=C.machine(), seeds=a.seeds, date=time.strftime("%Y-%m-%d"))
     for name in wanted:
+        RAN_TASKS.add(name)
         src, tgt, model, opts = tasks[name]
         C.say(f"== {name}: {len(src)} source items -> {len(tgt)} target items ({model})")
         backbone = get_backbone(model, **opts)
@@ -157,10 +161,13 @@ def run_da(res: dict) -> None:
         shift = domain_shift(fs, ft, n_permutations=200, seed=0).to_dict()
         C.say(f"   source-only linear probe {acc:.3f}; shift: {shift['reading']}")
         for seed in range(first, a.seeds):
-            _, _, acc, secs = fit_score("dann", {"trade_off": 0.0}, seed)
-            rows.setdefault("source-only adapter", {"acc": [], "seconds": []})
-            rows["source-only adapter"]["acc"].append(acc)
-            rows["source-only adapter"]["seconds"].append(secs)
+            for row, params in (("source-only adapter", {"trade_off": 0.0, "normalize": "source"}),
+                                ("adabn", {"trade_off": 0.0, "normalize": "domain"})):
+                _, _, acc, secs = fit_score("dann", params, seed)
+                rows.setdefault(row, {"acc": [], "seconds": []})
+                rows[row]["acc"].append(acc)
+                rows[row]["seconds"].append(secs)
+                C.say(f"   seed {seed} {row:<14} {acc:.3f}  ({secs:.1f} s)")
             for method in DA_METHODS:
                 s, ctx, acc, secs = fit_score(method, {}, seed)
                 info = s.fit_info()
@@ -292,8 +299,13 @@ def _merged(res: dict) -> dict:
     for part in ("da", "fewshot", "zeroshot"):
         p = C.RESULTS / f"{NAME}-{part}.json"
         if part in res and part in RAN:  # only what this process measured: another may be running a part
+            data = res[part]
+            if part == "da" and p.exists():  # and of domain adaptation only its own tasks (--tasks)
+                data = json.loads(p.read_text())
+                data.update({k: v for k, v in res[part].items() if k != "tasks"})
+                data.setdefault("tasks", {}).update({k: v for k, v in res[part]["tasks"].items() if k in RAN_TASKS})
             p.parent.mkdir(parents=True, exist_ok=True)
-            p.write_text(json.dumps(res[part], indent=1, default=C._jsonable) + "\n")
+            p.write_text(json.dumps(data, indent=1, default=C._jsonable) + "\n")
         if p.exists():
             out[part] = json.loads(p.read_text())
     return out
@@ -318,7 +330,7 @@ def record(res: dict) -> None:
                 chosen = f" ({', '.join(f'{c:g}' for c in r['chosen'])})" if r.get("chosen") else ""
                 gain = "" if method.startswith("source-only") else f"{100 * (np.mean(r['acc']) - so):+.1f}"
                 rows.append([method + chosen, _ms(r["acc"]), gain, f"{np.mean(r['seconds']):.1f} s"])
-            best = max(DA_METHODS, key=lambda mth: np.mean(t["rows"].get(mth, {"acc": [0]})["acc"]))
+            best = max(DA_METHODS + ["adabn"], key=lambda mth: np.mean(t["rows"].get(mth, {"acc": [0]})["acc"]))
             gains.append((tname, best, 100 * (np.mean(t["rows"][best]["acc"]) - so),
                           100 * (np.mean(t["rows"]["dann"]["acc"]) - so)))
             body += [f"**{tname}** — {t['n_source']} → {t['n_target']} items, {t['model']} {t['options'] or ''}; "
@@ -368,6 +380,7 @@ def record(res: dict) -> None:
 
 
 RAN: set[str] = set()  # the parts this process runs (their files are its to write)
+RAN_TASKS: set[str] = set()  # the domain-adaptation tasks it runs
 
 if __name__ == "__main__":
     res = _load()

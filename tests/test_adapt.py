@@ -107,6 +107,53 @@ def test_adaptation_beats_source_only_on_a_known_shift(name, params):
     assert adapted.transform(test, ctx).shape == (len(test), adapted.hidden)
 
 
+def test_domain_standardisation_fixes_a_per_feature_affine_shift_and_survives_saving():
+    rng = np.random.default_rng(1)
+    n, d = 300, 6
+    ys, yt = rng.integers(0, 2, n), rng.integers(0, 2, n)
+    xs = rng.normal(size=(n, d))
+    xs[:, 0] += np.where(ys == 1, 1.5, -1.5)
+    xt = rng.normal(size=(n, d))
+    xt[:, 0] += np.where(yt == 1, 1.5, -1.5)
+    xt = xt * np.array([0.2, 4, 1, 3, 1, 1]) + np.array([6.0, -5, 2, 0, 8, 1])  # each feature rescaled and moved
+    table = np.vstack([xs, xt]).astype(np.float32)
+    src = Dataset(modality="text", inputs=[str(i) for i in range(n)], labels=[str(v) for v in ys])
+    tgt = Dataset(modality="text", inputs=[str(n + i) for i in range(n)])
+    test = Dataset(modality="text", inputs=tgt.inputs, labels=[str(v) for v in yt])
+
+    def make_ctx():
+        return TransferContext(backbone=None, features=lambda ds: table[[int(i) for i in ds.inputs]], seed=0,
+                               target=tgt)
+    acc = {}
+    for norm in ("domain", "source"):
+        s = get_strategy("dann", {"trade_off": 0.0, "normalize": norm, "steps": 200})
+        ctx = make_ctx()
+        s.fit(src, ctx)
+        acc[norm] = _acc(s, test, ctx)
+        assert s.fit_info()["normalize"] == norm
+    assert acc["domain"] > 0.85 and acc["source"] < acc["domain"] - 0.2, acc
+    # auto = domain on cached features; the source-only comparison standardises with the source's statistics
+    s = get_strategy("dann", {"trade_off": 0.0, "steps": 200})
+    ctx = make_ctx()
+    s.fit(src, ctx)
+    assert _acc(s, test, ctx) == acc["domain"] and s.source_only().normalize == "source"
+    assert any("AdaBN" in note for note in ctx.notes)
+    # source items embedded with the source's statistics land where target items do
+    fs, ft = s.transform(src, ctx, domain="source"), s.transform(test, ctx)
+    fs_wrong = s.transform(src, ctx)
+    assert np.abs(fs.mean(0) - ft.mean(0)).mean() < 0.5 * np.abs(fs_wrong.mean(0) - ft.mean(0)).mean()
+    # saved and loaded: the same predictions and the same source statistics
+    from transferkit.strategies.base import Strategy  # noqa: F401
+
+    again = get_strategy("dann", s.get_params()).load_state(s.state_tensors(), s.classes_)
+    np.testing.assert_allclose(again.predict_proba(test, ctx), s.predict_proba(test, ctx), atol=1e-6)
+    np.testing.assert_allclose(again.transform(src, ctx, domain="source"), fs, atol=1e-5)
+    with pytest.raises(UserInputError, match="normalize"):
+        get_strategy("dann", {"normalize": "domain", "on": "backbone"})
+    with pytest.raises(UserInputError, match="normalize"):
+        get_strategy("coral", {"normalize": "target"})
+
+
 def test_knob_chosen_without_target_labels_and_explained():
     src, test, make_ctx = _shifted_problem()
     s = get_strategy("dann", {"steps": 100})

@@ -377,9 +377,9 @@ def domain_adaptation_evidence(strategy, model: TransferModel, train: Dataset | 
     p_so = _align(source_only, source_only.predict_proba(test, bctx), strategy.classes_)
     out["source_only"] = classification_metrics(y_test, p_so, strategy.classes_, n_boot=cfg.n_boot, seed=cfg.seed)
     if hasattr(strategy, "transform"):
-        shift("source-only model's features", source_only.transform(train, bctx),
+        shift("source-only model's features", source_only.transform(train, bctx, domain="source"),
               source_only.transform(target, bctx))
-        shift(f"adapted model's features ({strategy.name})", strategy.transform(train, ctx),
+        shift(f"adapted model's features ({strategy.name})", strategy.transform(train, ctx, domain="source"),
               strategy.transform(target, ctx))
     pred = strategy.predict_proba(test, ctx).argmax(1)
     v = transfer_verdict(y_test, pred, {"source-only": p_so.argmax(1)}, n_boot=max(cfg.n_boot, 2000), seed=cfg.seed)
