@@ -132,12 +132,24 @@ def test_domain_standardisation_fixes_a_per_feature_affine_shift_and_survives_sa
         acc[norm] = _acc(s, test, ctx)
         assert s.fit_info()["normalize"] == norm
     assert acc["domain"] > 0.85 and acc["source"] < acc["domain"] - 0.2, acc
-    # auto = domain on cached features; the source-only comparison standardises with the source's statistics
-    s = get_strategy("dann", {"trade_off": 0.0, "steps": 200})
+    # the source-only comparison standardises with the source's statistics
+    s = get_strategy("dann", {"trade_off": 0.0, "normalize": "domain", "steps": 200})
     ctx = make_ctx()
     s.fit(src, ctx)
     assert _acc(s, test, ctx) == acc["domain"] and s.source_only().normalize == "source"
+    assert get_strategy("dann").normalize == "source"
     assert any("AdaBN" in note for note in ctx.notes)
+    # adabn: the probe through the target's statistics; its source-only comparison is the plain probe
+    p = get_strategy("adabn")
+    ctx = make_ctx()
+    p.fit(src, ctx)
+    probe = p.source_only()
+    probe.fit(src, make_ctx())
+    assert probe.name == "linear-probe" and p.fit_info()["target_statistics"]
+    assert _acc(p, test, ctx) > 0.85 and _acc(probe, test, ctx) < _acc(p, test, ctx) - 0.2
+    with torch.no_grad():  # the folded head is the model: export and explanations see the same
+        np.testing.assert_allclose(torch.softmax(p.torch_head()(torch.as_tensor(table[n:])), 1).numpy(),
+                                   p.predict_proba(test, ctx), atol=1e-5)
     # source items embedded with the source's statistics land where target items do
     fs, ft = s.transform(src, ctx, domain="source"), s.transform(test, ctx)
     fs_wrong = s.transform(src, ctx)
