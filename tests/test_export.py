@@ -46,6 +46,10 @@ def test_text_export_matches_pytorch_including_long_texts(strategy, params, tiny
     for texts in (["one"], ["short", LONG, "x y z", LONG[:90], "b", "c", "d"]):  # dynamic items, windows, tokens
         np.testing.assert_allclose(onnx.predict_proba(texts), model.predict_proba(texts), atol=1e-4)
     assert tk.load(out, backend="onnx-int8").predict_proba([LONG]).shape == (1, 2)
+    # runs split so that each holds at most chunk_batch windows: the same probabilities
+    onnx.onnx.backbone.chunk_batch = 3
+    many = ["short", LONG, "x y z", LONG[:90], "b", LONG[:300], "d"]
+    np.testing.assert_allclose(onnx.predict_proba(many), model.predict_proba(many), atol=1e-4)
 
 
 def test_predict_backend_onnx_on_the_command_line(tiny_text_dir, toy_csv, tmp_path, capsys):
