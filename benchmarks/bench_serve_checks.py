@@ -147,8 +147,8 @@ def main() -> None:
          "measured": f"{mal['n']} → {mal['n_4xx']} 4xx, {mal['n_5xx']} 5xx; ready {mal['ready_after']}",
          "met": bool(mal["n_4xx"] == mal["n"] and mal["n_5xx"] == 0 and mal["ready_after"] == 200), "anchor": NAME},
         {"item": "#6 drift alarm: 2003 e-mails vs a 2002 model", "goal": "fires on 2003, quiet on held-out 2002",
-         "measured": f"2003 alarm {d3.get('alarm')} (p {d3.get('p_value')}); 2002 alarm {d2.get('alarm')} "
-                     f"(p {d2.get('p_value')})",
+         "measured": f"2003 alarm {d3.get('alarm')} (p {_g(d3.get('p_value'))}); 2002 alarm {d2.get('alarm')} "
+                     f"(p {_g(d2.get('p_value'))})",
          "met": bool(d3.get("alarm") is True and d2.get("alarm") is False), "anchor": NAME}]
     rows_k = [[k, str(v)] for k, v in per_kind.items()]
     body = "\n".join([
@@ -162,12 +162,16 @@ def main() -> None:
         f"**Drift** (window {settings['drift_window']} items, tested every {settings['drift_every']}; a fresh server "
         f"per stream of {a.n_drift} e-mails, 4 per request):", "",
         C.md_table(["stream", "alarm", "MMD statistic", "p-value", "items seen", "Prometheus line"], [
-            ["held-out 2002 e-mails", str(d2.get("alarm")), f"{d2.get('statistic')}", f"{d2.get('p_value')}",
+            ["held-out 2002 e-mails", str(d2.get("alarm")), _g(d2.get('statistic')), _g(d2.get('p_value')),
              str(d2.get("items_seen")), f"`{d2.get('prometheus_alarm_line')}`"],
-            ["2003 e-mails", str(d3.get("alarm")), f"{d3.get('statistic')}", f"{d3.get('p_value')}",
+            ["2003 e-mails", str(d3.get("alarm")), _g(d3.get('statistic')), _g(d3.get('p_value')),
              str(d3.get("items_seen")), f"`{d3.get('prometheus_alarm_line')}`"]])])
     C.save_result(NAME, res)
     C.update_section(NAME, body)
+
+
+def _g(x) -> str:
+    return f"{x:.3g}" if isinstance(x, float) else str(x)
 
 
 if __name__ == "__main__":
