@@ -68,7 +68,7 @@ def main() -> None:
     table = [[s, f"{mean[s]:.3f} ± {std[s]:.3f}", ", ".join(f"{x:.3f}" for x in r["acc"]),
               f"{np.mean(r['wall_s']):.0f} s"] for s, r in runs.items()]
     lines = ["## LoRA vs full fine-tuning, defaults (`benchmarks/bench_lora.py`)", "",
-             f"{res['date']}, {C.machine_line(m)}. Spam, a {len(ds)}-item stratified subset, minilm-l6 on the first "
+             f"{C.machine_line(m)} Spam, a {len(ds)}-item stratified subset, minilm-l6 on the first "
              f"128 tokens, `tk.fit`'s 80/20 split per seed (about {n_test} test e-mails), each strategy with its "
              f"defaults, seeds 0..{a.seeds - 1} interleaved. LoRA: r = {info['params']['r']}, alpha "
              f"{info['params']['lora_alpha']}, lr {info['params']['lr']:g}, targets "
