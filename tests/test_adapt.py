@@ -77,15 +77,23 @@ def _shifted_problem(n: int = 200, d: int = 8, seed: int = 0):
     xt = rng.normal(size=(n, d))
     xt[:, 0] += np.where(yt == 1, 2.0, -2.0) + 2.0
     xt[:, 1] += 3.0
+    src, test, ctx, _ = _served(xs, ys, xt, yt)
+    return src, test, ctx
+
+
+def _served(xs, ys, xt, yt):
+    """Source / labelled target test sets whose items are row numbers, and a context factory
+    serving the rows of ``[xs; xt]`` as their features (the target set as ``ctx.target``)."""
+    n = len(xs)
     table = np.vstack([xs, xt]).astype(np.float32)
     src = Dataset(modality="text", inputs=[str(i) for i in range(n)], labels=[str(v) for v in ys])
-    tgt = Dataset(modality="text", inputs=[str(n + i) for i in range(n)])
+    tgt = Dataset(modality="text", inputs=[str(n + i) for i in range(len(xt))])
     test = Dataset(modality="text", inputs=tgt.inputs, labels=[str(v) for v in yt])
 
     def ctx():
         return TransferContext(backbone=None, features=lambda ds: table[[int(i) for i in ds.inputs]], seed=0,
                                target=tgt)
-    return src, test, ctx
+    return src, test, ctx, table
 
 
 def _acc(strategy, test, ctx) -> float:
@@ -116,14 +124,7 @@ def test_domain_standardisation_fixes_a_per_feature_affine_shift_and_survives_sa
     xt = rng.normal(size=(n, d))
     xt[:, 0] += np.where(yt == 1, 1.5, -1.5)
     xt = xt * np.array([0.2, 4, 1, 3, 1, 1]) + np.array([6.0, -5, 2, 0, 8, 1])  # each feature rescaled and moved
-    table = np.vstack([xs, xt]).astype(np.float32)
-    src = Dataset(modality="text", inputs=[str(i) for i in range(n)], labels=[str(v) for v in ys])
-    tgt = Dataset(modality="text", inputs=[str(n + i) for i in range(n)])
-    test = Dataset(modality="text", inputs=tgt.inputs, labels=[str(v) for v in yt])
-
-    def make_ctx():
-        return TransferContext(backbone=None, features=lambda ds: table[[int(i) for i in ds.inputs]], seed=0,
-                               target=tgt)
+    src, test, make_ctx, table = _served(xs, ys, xt, yt)
     acc = {}
     for norm in ("domain", "source"):
         s = get_strategy("dann", {"trade_off": 0.0, "normalize": norm, "steps": 200})
