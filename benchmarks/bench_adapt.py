@@ -359,7 +359,8 @@ def record(res: dict) -> None:
         rows.sort(key=lambda x: (int(x[0].split()[0]), x[1]))
         body += [f"### Few-shot spam ({fs['date']}, {C.machine_line(fs['machine'])})", "",
                  f"Scored on {fs['n_test']} held-out e-mails; training wall time (contrastive and SetFit: "
-                 "tuning + head; probe: extraction + head).", "", C.md_table(
+                 "tuning + head; probe: extraction + head)." + (f" {fs['note']}" if fs.get("note") else ""), "",
+                 C.md_table(
                      ["labels", "method", "accuracy", "seeds", "training time"], rows), ""]
         for k in ("8", "16"):
             c, sf = fs["rows"].get(f"contrastive|{k}"), fs["rows"].get(f"setfit|{k}")
