@@ -1,7 +1,8 @@
 """Every strategy on real data, with controls: linear probe vs finetune vs lp-ft vs lora vs l2sp.
 
 Tasks: SpamAssassin spam vs ham (subject + body, minilm-l6, the first 128 tokens of each e-mail)
-and MNIST-5k (efficientnet-lite0 at 96 px), each a stratified subset of ``--items`` (seed 0).
+and MNIST-5k (efficientnet-lite0 at 96 px), stratified subsets of ``--items`` e-mails and
+``--mnist-items`` digits (seed 0).
 Variants: the 80/20 split (``tk.fit``'s stratified split, seeded) and few-shot (K labelled items
 per class sampled from that training part: 8 for spam, 10 for MNIST).  Every strategy runs with
 its defaults through ``tk.fit`` over seeds 0..S-1 (the seed moves the split, the sample and the
@@ -14,12 +15,15 @@ TF-IDF or raw pixels + logistic regression); ``finetune`` runs with its random-i
 The table is also the evidence behind ``--model auto``'s choice of strategy
 (:mod:`transferkit.auto`): where does fine-tuning start to beat the probe?
 
-Run: ``python benchmarks/bench_strategies.py`` (about 40 minutes on 2 idle cores);
-``--quick`` for a smoke run that writes nothing.
+Run: ``python benchmarks/bench_strategies.py`` (about 80 minutes on 2 idle cores with the defaults);
+``--quick`` for a smoke run that writes nothing.  Every finished run is appended to ``--runs-log``
+(a JSON-lines file): a run that is stopped and started again with the same arguments skips what
+is there and goes on.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -34,14 +38,14 @@ STRATEGIES = ["linear-probe", "finetune", "lp-ft", "lora", "l2sp"]
 FEW_SHOT_EPOCHS = 20
 
 
-def tasks(n: int) -> dict:
+def tasks(n: int, n_mnist: int) -> dict:
     from transferkit.data import from_arrays
 
     rows = C.load_spam()
     idx = C.stratified_indices([r["label"] for r in rows], n, seed=0)
     spam = from_arrays([C.spam_text(rows[i]) for i in idx], [rows[i]["label"] for i in idx], modality="text")
     images, labels = C.load_mnist()
-    idx = C.stratified_indices(labels, n, seed=0)
+    idx = C.stratified_indices(labels, n_mnist, seed=0)
     mnist = from_arrays(images[idx], [str(labels[i]) for i in idx], modality="image")
     return {"spam": (spam, "minilm-l6", {"max_length": 128, "max_chunks": 1}, 8),
             "mnist-5k": (mnist, "efficientnet-lite0", {"image_size": 96}, 10)}
@@ -72,34 +76,53 @@ def run_one(ds, model: str, opts: dict, strategy: str, seed: int, shots: int | N
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--items", type=int, default=600)
+    ap.add_argument("--items", type=int, default=1000, help="spam e-mails in the subset")
+    ap.add_argument("--mnist-items", type=int, default=2000, help="MNIST-5k digits in the subset")
     ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--runs-log", default="/tmp/transferkit-bench-strategies.jsonl",
+                    help="JSON-lines file of finished runs; a restarted run with the same arguments skips them")
     ap.add_argument("--only", help="comma-separated tasks (spam, mnist-5k)")
     ap.add_argument("--quick", action="store_true", help="tiny smoke run; writes nothing")
     a = ap.parse_args()
     load = C.OtherLoad()
     m = C.machine()
     C.say(C.machine_line(m))
-    all_tasks = tasks(60 if a.quick else a.items)
+    all_tasks = tasks(60 if a.quick else a.items, 60 if a.quick else a.mnist_items)
     if a.only:
         all_tasks = {k: v for k, v in all_tasks.items() if k in a.only.split(",")}
     seeds = range(1 if a.quick else a.seeds)
     runs = []
     t0 = time.perf_counter()
+    size = {"spam": a.items, "mnist-5k": a.mnist_items}
+    done: dict[tuple, dict] = {}
+    log = Path(a.runs_log)
+    if not a.quick and log.exists():
+        for line in log.read_text().splitlines():
+            r = json.loads(line)
+            done[(r["task"], r["items"], r["variant"], r["strategy"], r["seed"])] = r
+        C.say(f"{len(done)} finished runs in {log}")
+    prior_s = sum(r.get("wall_s", 0) for r in done.values())
     for name, (ds, model, opts, k) in all_tasks.items():
         for variant, shots in (("80/20", None), (f"{k}/class", 2 if a.quick else k)):
             for strategy in STRATEGIES:
                 for seed in seeds:
+                    key = (name, size[name], variant, strategy, seed)
+                    if key in done:
+                        runs.append(done[key])
+                        continue
                     control = strategy == "linear-probe" or (strategy == "finetune" and seed == 0)
                     r = run_one(ds, model, opts, strategy, seed, shots, control, 2 if a.quick else None)
-                    r.update(task=name, variant=variant, strategy=strategy, seed=seed)
+                    r.update(task=name, items=size[name], variant=variant, strategy=strategy, seed=seed)
                     runs.append(r)
+                    if not a.quick:
+                        with log.open("a") as f:
+                            f.write(json.dumps(r) + "\n")
                     C.say(f"{name:8} {variant:9} {strategy:12} seed {seed}: acc {r['accuracy']:.3f} "
                           f"({r['n_train']} train, {r['fit_s']:.0f} s)" +
                           (f" controls {r['controls']}" if "controls" in r else ""))
         # Recorded after each task, so a long run that is stopped keeps what it finished.
         m["cpu_other_during_pct"] = load.pct()
-        m["seconds"] = round(time.perf_counter() - t0, 1)
+        m["seconds"] = round(time.perf_counter() - t0 + prior_s, 1)
         res = {"machine": m, "args": vars(a), "runs": runs, "lora_lr": LoRA_LR()}
         if not a.quick:
             report(res)
@@ -172,7 +195,8 @@ def report(res: dict) -> None:
 defaults, seeds 0..{n_seeds - 1} (the seed moves the split, the few-shot sample and the training).
 Spam: a stratified subset of {res['args']['items']} of the 6,046 SpamAssassin e-mails, subject + body,
 minilm-l6 on the first 128 tokens (`max_length=128, max_chunks=1`, to keep fine-tuning affordable on
-2 CPU cores). MNIST-5k: a stratified subset of {res['args']['items']} digits, efficientnet-lite0 at 96 px, last layer.
+2 CPU cores; the TF-IDF control reads the whole e-mail). MNIST-5k: a stratified subset of
+{res['args'].get('mnist_items', res['args']['items'])} digits, efficientnet-lite0 at 96 px, last layer.
 80/20: `tk.fit`'s stratified split; few-shot: K per class from its training part, same test part.
 Fine-tuning strategies train 3 epochs on 80/20 (their default) and {FEW_SHOT_EPOCHS} epochs few-shot.
 Accuracy is mean ± std over seeds; time is the mean seconds of `fit` (extraction included, controls
