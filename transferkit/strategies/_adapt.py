@@ -460,7 +460,7 @@ class FeatureAdaptation(Strategy):
             model.load_state_dict(sub)
         except (KeyError, RuntimeError, ValueError) as e:
             raise UserInputError(f"the saved {self.name} adapter does not fit: {e}") from None
-        self.model_, self.classes_ = model.eval(), list(classes)
+        self.model_ = model.eval()
         self.source_stats_ = ((tensors["source.mean"].numpy(), tensors["source.std"].numpy())
                               if "source.mean" in tensors and "source.std" in tensors else None)
         tuned = {k[len("backbone."):]: v for k, v in tensors.items() if k.startswith("backbone.")}
@@ -477,9 +477,4 @@ class FeatureAdaptation(Strategy):
             backbone.module.eval()
             self.backbone_, self.trained_names_ = backbone, sorted(tuned)
             mark_adapted(backbone, self._backbone_tensors())
-        self.info_ = {}
-        self.fitted_ = True
-        return self
-
-    def fit_info(self) -> dict[str, Any]:
-        return dict(getattr(self, "info_", {}))
+        return self._restored(classes)

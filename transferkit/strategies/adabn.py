@@ -20,8 +20,6 @@ with its class mix, and standardising that away removes signal.  SpamAssassin 20
 """
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
 from ..data.dataset import Dataset
@@ -75,6 +73,3 @@ class AdaBNProbe(LinearProbe):
     def source_only(self) -> LinearProbe:
         """The same probe with the source's statistics for every item: the comparison it reports."""
         return LinearProbe(**self.get_params())
-
-    def fit_info(self) -> dict[str, Any]:
-        return dict(getattr(self, "info_", {}))

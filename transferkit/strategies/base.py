@@ -140,9 +140,17 @@ class Strategy(ABC):
         backbone (fine-tuning, adapters) applies its saved weights to it here.
         """
 
+    def _restored(self, classes: list[str]) -> "Strategy":
+        """The end of every :meth:`load_state`: classes set, no fit facts, fitted; returns ``self``."""
+        self.classes_ = list(classes)
+        self.info_: dict[str, Any] = {}
+        self.fitted_ = True
+        return self
+
     def fit_info(self) -> dict[str, Any]:
-        """JSON-able facts about the fit (chosen regularisation, epochs...), for metrics.json."""
-        return {}
+        """JSON-able facts about the fit (chosen regularisation, epochs...), for metrics.json:
+        a copy of ``info_``, which a strategy fills while fitting."""
+        return dict(getattr(self, "info_", {}))
 
     def torch_head(self) -> torch.nn.Module:
         """The fitted head as a torch module, ``(N, D)`` backbone features -> ``(N, C)`` logits,

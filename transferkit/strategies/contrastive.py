@@ -304,10 +304,4 @@ class ContrastiveTuning(Strategy):
         self.backbone_, self.trained_names_ = backbone, sorted(sub)
         mark_adapted(backbone, self._backbone_tensors())
         self.head_weight_, self.head_bias_ = W, tensors["head.bias"].numpy()
-        self.classes_ = list(classes)
-        self.info_ = {}
-        self.fitted_ = True
-        return self
-
-    def fit_info(self) -> dict[str, Any]:
-        return dict(getattr(self, "info_", {}))
+        return self._restored(classes)

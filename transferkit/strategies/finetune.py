@@ -418,14 +418,8 @@ class FineTune(Strategy):
         module.eval()
         self.head_, self.backbone_ = head, backbone
         self.trained_names_ = sorted(sub)
-        self.classes_ = list(classes)
-        self.info_ = {}
-        self.fitted_ = True
         mark_adapted(backbone, tensors)
-        return self
-
-    def fit_info(self) -> dict[str, Any]:
-        return dict(getattr(self, "info_", {}))
+        return self._restored(classes)
 
 
 def _scores(proba: np.ndarray, y: np.ndarray) -> dict[str, float]:

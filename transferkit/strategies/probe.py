@@ -159,10 +159,4 @@ class LinearProbe(Strategy):
     def load_state(self, tensors: dict[str, torch.Tensor], classes: list[str], backbone=None) -> "LinearProbe":
         self.head_weight_ = tensors["head.weight"].numpy()
         self.head_bias_ = tensors["head.bias"].numpy()
-        self.classes_ = list(classes)
-        self.info_ = {}
-        self.fitted_ = True
-        return self
-
-    def fit_info(self) -> dict[str, Any]:
-        return dict(getattr(self, "info_", {}))
+        return self._restored(classes)

@@ -10,7 +10,6 @@ optimisation, so it needs no hyper-parameter search and is instant on cached fea
 """
 from __future__ import annotations
 
-from typing import Any
 
 import numpy as np
 import torch
@@ -97,10 +96,4 @@ class Prototype(Strategy):
         if protos.ndim != 2 or protos.shape[0] != len(classes):
             raise UserInputError(f"the saved prototypes have shape {protos.shape}, expected ({len(classes)}, D)")
         self.prototypes_, self.mean_ = protos, tensors["mean"].numpy()
-        self.classes_ = list(classes)
-        self.info_ = {}
-        self.fitted_ = True
-        return self
-
-    def fit_info(self) -> dict[str, Any]:
-        return dict(getattr(self, "info_", {}))
+        return self._restored(classes)

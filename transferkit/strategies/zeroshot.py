@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import difflib
 import json
-from typing import Any
 
 import numpy as np
 import torch
@@ -207,10 +206,5 @@ class ZeroShot(Strategy):
         E = tensors["class_embeddings"].numpy()
         if E.ndim != 2 or E.shape[0] != len(classes):
             raise UserInputError(f"the saved class embeddings have shape {E.shape}, expected ({len(classes)}, D)")
-        self.class_embeddings_, self.classes_ = E, list(classes)
-        self.info_ = {}
-        self.fitted_ = True
-        return self
-
-    def fit_info(self) -> dict[str, Any]:
-        return dict(getattr(self, "info_", {}))
+        self.class_embeddings_ = E
+        return self._restored(classes)
