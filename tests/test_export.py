@@ -50,6 +50,9 @@ def test_text_export_matches_pytorch_including_long_texts(strategy, params, tiny
     onnx.onnx.backbone.chunk_batch = 3
     many = ["short", LONG, "x y z", LONG[:90], "b", LONG[:300], "d"]
     np.testing.assert_allclose(onnx.predict_proba(many), model.predict_proba(many), atol=1e-4)
+    if strategy == "linear-probe":  # more texts than one preparation pool: every row back in its place
+        rows = [LONG[: 7 * (i % 40) + 1] for i in range(270)]
+        np.testing.assert_allclose(onnx.predict_proba(rows), model.predict_proba(rows), atol=1e-4)
 
 
 def test_predict_backend_onnx_on_the_command_line(tiny_text_dir, toy_csv, tmp_path, capsys):
