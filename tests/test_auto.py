@@ -21,7 +21,7 @@ def _toy(n=15):
 def test_auto_picks_the_best_ranked_candidate_and_explains(tiny_text_dir, tmp_path):
     cands = [f"{tiny_text_dir}@0", str(tiny_text_dir), f"{tiny_text_dir}@1"]
     out = tmp_path / "run"
-    model = tk.fit(train=_toy(), model="auto", candidates=cands, out=str(out), log=None)
+    model = tk.fit(train=_toy(8), model="auto", candidates=cands, out=str(out), log=None)
     m = model.metrics
     ranking = m["auto"]["ranking"]
     assert [r["candidate"] for r in ranking] != [] and len(ranking) == 3
@@ -31,7 +31,7 @@ def test_auto_picks_the_best_ranked_candidate_and_explains(tiny_text_dir, tmp_pa
     # the run uses exactly the winner: its model and layer
     assert m["run"]["backbone"] == best["model"] == str(tiny_text_dir)
     assert model.card["backbone"]["identity"]["layer"] == best["layer"]
-    # 12 training items per class: far below the fine-tuning threshold -> a linear probe
+    # 6 training items per class: below the fine-tuning threshold -> a linear probe
     assert m["run"]["strategy"] == "linear-probe" and m["auto"]["strategy_chosen"]
     assert any("linear-probe" in n and "smallest class" in n for n in m["notes"])
     # the test set played no part: ranking saw the training items only
@@ -43,17 +43,33 @@ def test_auto_picks_the_best_ranked_candidate_and_explains(tiny_text_dir, tmp_pa
     # config.json names the resolved choice and re-runs it without ranking again
     cfg = json.loads((out / "config.json").read_text())["config"]
     assert cfg["model"] == best["model"] and cfg["strategy"] == "linear-probe" and cfg["candidates"] is None
-    again = tk.fit(tk.FitConfig.load(out / "config.json"), train=_toy(), out=str(tmp_path / "b"), log=None)
+    again = tk.fit(tk.FitConfig.load(out / "config.json"), train=_toy(8), out=str(tmp_path / "b"), log=None)
     assert "auto" not in again.metrics and again.metrics["test"] == m["test"]
 
 
-def test_strategy_rule_follows_the_smallest_class():
+def test_strategy_rule_follows_the_smallest_class(monkeypatch):
+    import importlib.util
+
     k = FINETUNE_FROM_PER_CLASS
     small = Dataset(modality="text", inputs=["x"] * (2 * k - 1), labels=["a"] * k + ["b"] * (k - 1))
     big = Dataset(modality="text", inputs=["x"] * (2 * k), labels=["a"] * k + ["b"] * k)
     assert choose_strategy(small)[0] == "linear-probe"
     name, why = choose_strategy(big)
-    assert name == FINETUNE_STRATEGY and str(k) in why
+    assert name == FINETUNE_STRATEGY == "lora" and str(k) in why and "BENCHMARKS.md" in why
+    # without PEFT: plain fine-tuning, and the reason says why
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "peft" else real(n, *a))
+    name, why = choose_strategy(big)
+    assert name == "finetune" and "PEFT is not installed" in why
+
+
+def test_auto_fine_tunes_with_lora_from_the_threshold(tiny_text_dir):
+    pytest.importorskip("peft")
+    model = tk.fit(train=_toy(15), model="auto", candidates=[str(tiny_text_dir)], control=False, log=None,
+                   strategy_params={"epochs": 1, "val_fraction": 0})
+    m = model.metrics
+    assert m["run"]["strategy"] == "lora" and m["auto"]["strategy_chosen"]
+    assert m["n_train"] >= 2 * FINETUNE_FROM_PER_CLASS and 0 <= m["test"]["accuracy"] <= 1
 
 
 def test_a_named_strategy_is_kept(tiny_text_dir):
