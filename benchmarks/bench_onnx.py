@@ -124,7 +124,7 @@ def record(res: dict) -> None:
              f"{C.machine_line(m)} {threads} thread(s) for both runtimes; CPU extensions: "
              f"{res.get('cpu_flags', 'not recorded')}. "
              + ("The CPU was shared with other work during this run: " if m.get("cpu_busy_before_pct", 100) > 20
-                else "Nothing else ran on the CPU during this run; ")
+                else "Nothing else ran on the CPU while the timings ran; ")
              + f"ratios are measured side by side (alternating, best of {a['reps']}).", "",
              f"Linear-probe runs on {a['items']}-item stratified subsets (80/20), exported with `--quantize int8`; "
              f"throughput over {a['predict']} test items without the feature cache (tokenising / decoding included). "
