@@ -61,6 +61,9 @@ def test_strategy_rule_follows_the_smallest_class(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "peft" else real(n, *a))
     name, why = choose_strategy(big)
     assert name == "finetune" and "PEFT is not installed" in why
+    # an intermediate layer keeps the probe, whatever the size
+    name, why = choose_strategy(big, layer=6)
+    assert name == "linear-probe" and "intermediate layer" in why
 
 
 def test_auto_fine_tunes_with_lora_from_the_threshold(tiny_text_dir):

@@ -14,7 +14,11 @@ full fine-tuning 0.870; MNIST 80/20: 0.952 vs 0.911; MNIST 10 per class: 0.842 v
 
 * fewer than :data:`FINETUNE_FROM_PER_CLASS` labelled items in the smallest class -> ``linear-probe``
   (the study has no evidence below 8 per class, and the probe trains in seconds);
-* otherwise -> :data:`FINETUNE_STRATEGY` (``lora``), or ``finetune`` when PEFT is not installed.
+* otherwise -> :data:`FINETUNE_STRATEGY` (``lora``), or ``finetune`` when PEFT is not installed;
+* except when the chosen candidate is an intermediate layer (``model@L``): the study fine-tuned
+  last layers only, and fine-tuning from an inner layer of EfficientNet-Lite0 fell far below the
+  probe on the same MNIST-5k split (layer 4: 0.275 vs 0.825, layer 6: 0.750 vs 0.917; section
+  "transferability"), so such a candidate keeps the probe.
 """
 from __future__ import annotations
 
@@ -89,8 +93,8 @@ def _evidence() -> str:
             "the linear probe")
 
 
-def choose_strategy(train: Dataset) -> tuple[str, str]:
-    """``(strategy, reason)`` from the size of the smallest class (see the module doc)."""
+def choose_strategy(train: Dataset, layer: int | None = None) -> tuple[str, str]:
+    """``(strategy, reason)`` from the size of the smallest class and the chosen layer (see the module doc)."""
     import importlib.util
 
     counts = Counter(train.labels)
@@ -100,6 +104,11 @@ def choose_strategy(train: Dataset) -> tuple[str, str]:
             f"linear-probe: the smallest class has {smallest} labelled training items, fewer than "
             f"{FINETUNE_FROM_PER_CLASS}: the strategies study in BENCHMARKS.md has no evidence that fine-tuning "
             "helps below that, and a linear probe on frozen features trains in seconds.")
+    if layer is not None:
+        return "linear-probe", (
+            f"linear-probe: the chosen candidate is an intermediate layer ({layer}); fine-tuning from an inner "
+            "layer fell far below the probe in BENCHMARKS.md (EfficientNet-Lite0 on MNIST-5k, layer 4: 0.275 "
+            "vs 0.825; layer 6: 0.750 vs 0.917), and the strategies study fine-tuned last layers only.")
     if importlib.util.find_spec("peft") is None:
         return FALLBACK_STRATEGY, (
             f"{FALLBACK_STRATEGY}: every class has at least {FINETUNE_FROM_PER_CLASS} labelled training items "
@@ -155,7 +164,7 @@ def choose(train: Dataset, candidates: list[str] | None, *, strategy: str | None
         name = strategy
         reasons.append(f"{strategy}: named by the user.")
     else:
-        name, why = choose_strategy(train)
+        name, why = choose_strategy(train, layer=best.layer)
         reasons.append(why)
     return AutoChoice(model=best.model, layer=best.layer, strategy=name, strategy_chosen=not user_strategy,
                       score="logme", ranking=ranking, reasons=reasons, seconds=round(time.perf_counter() - t, 3))
