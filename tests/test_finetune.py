@@ -184,6 +184,7 @@ def test_checkpoints_go_where_the_context_says_and_a_rerun_resumes(tiny_text_dir
     ({"unfreeze": "some"}, "unfreeze"), ({"layer_decay": 0}, "layer_decay"), ({"schedule": "linear"}, "schedule"),
     ({"val_fraction": 0.9}, "val_fraction"), ({"patience": 0}, "patience"), ({"warmup": 1.5}, "warmup"),
     ({"nonfinite": "ignore"}, "nonfinite"), ({"augment": {"zoom": 2}}, "zoom"), ({"clip": 0}, "clip"),
+    ({"scratch_lr": 0}, "scratch_lr"), ({"scratch_lr": "fast"}, "scratch_lr"),
 ])
 def test_bad_hyperparameters_are_refused_at_construction(params, match):
     with pytest.raises(UserInputError, match=match):
@@ -249,3 +250,22 @@ def test_batchnorm_statistics_follow_the_option(monkeypatch, mode, init, moves):
 def test_batchnorm_option_is_checked():
     with pytest.raises(UserInputError, match="batchnorm must be"):
         FineTune(batchnorm="sometimes")
+
+
+@pytest.mark.parametrize("init, scratch_lr", [("random:0", 1e-3), ("random:0", None), ("pretrained", 1e-3)])
+def test_a_random_init_backbone_trains_from_scratch_at_one_rate(monkeypatch, init, scratch_lr):
+    """The random-init control is not handicapped by rates meant to protect pre-trained weights:
+    every group and the head train at ``scratch_lr``; pre-trained weights keep the decaying rates."""
+    backbone = tiny_cnn()
+    if init == "pretrained":
+        monkeypatch.setattr(backbone, "init", "pretrained")
+    s = FineTune(epochs=1, lr=1e-4, head_lr=5e-3, layer_decay=0.5, batch_size=8, val_fraction=0,
+                 scratch_lr=scratch_lr)
+    s.fit(image_set(8, 0), TransferModel(backbone, s).ctx)
+    rates = s.fit_info()["lr_by_group"]
+    groups = [v for k, v in rates.items() if k != "head"]
+    if init == "random:0" and scratch_lr is not None:
+        assert set(rates.values()) == {1e-3} and s.fit_info()["from_scratch_lr"] == 1e-3
+    else:
+        assert rates["head"] == 5e-3 and max(groups) == 1e-4 and min(groups) < 1e-4
+        assert s.fit_info()["from_scratch_lr"] is None

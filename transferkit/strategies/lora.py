@@ -156,6 +156,8 @@ class LoRA(FineTune):
             on spam (240-e-mail subsets, 3 epochs) 5e-4 left LoRA 10-20 points below full
             fine-tuning and 2e-3 matched or beat it (BENCHMARKS.md, section lora).
         layer_decay: 1, one rate for every adapter.
+        scratch_lr: ``None``: the random-init control trains its adapters at ``lr`` too (the
+            adapters start from zero on either backbone, and only they and the head train).
         **finetune_params: every other option of :class:`FineTune`; ``unfreeze`` chooses the
             groups whose adapters train.
     """
@@ -164,8 +166,8 @@ class LoRA(FineTune):
 
     def __init__(self, *, r: int = 8, lora_alpha: float = 16, lora_dropout: float = 0.1,
                  target_modules: list[str] | None = None, merge: bool = False, lr: float = 2e-3,
-                 layer_decay: float = 1.0, **finetune_params: Any):
-        super().__init__(lr=lr, layer_decay=layer_decay, **finetune_params)
+                 layer_decay: float = 1.0, scratch_lr: float | None = None, **finetune_params: Any):
+        super().__init__(lr=lr, layer_decay=layer_decay, scratch_lr=scratch_lr, **finetune_params)
         self.r, self.lora_alpha, self.lora_dropout, self.merge = r, lora_alpha, lora_dropout, merge
         self.target_modules = list(target_modules) if isinstance(target_modules, (list, tuple)) else target_modules
         _check(_is_int(r) and r >= 1, f"r must be a positive integer, got {r!r}", "typical: 4 to 16")

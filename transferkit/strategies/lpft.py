@@ -48,6 +48,8 @@ class LinearProbeFineTune(FineTune):
         lr: rate of the top backbone group in stage 2 (smaller than ``finetune``'s 5e-5).
         head_lr: rate of the head in stage 2; the head starts trained, so it gets the
             backbone's rate, as in the paper (one rate for the whole network).
+        scratch_lr: ``None``: the random-init control, whose head also starts as the probe (on
+            random features), trains at ``lr`` / ``head_lr`` like the transfer run.
         probe_Cs: inverse L2 strengths tried by the probe's cross-validation.
         probe_cv: folds of that cross-validation.
         **finetune_params: every other option of :class:`FineTune`.
@@ -55,10 +57,10 @@ class LinearProbeFineTune(FineTune):
 
     name = "lp-ft"
 
-    def __init__(self, *, lr: float = 1e-5, head_lr: float = 1e-5,
+    def __init__(self, *, lr: float = 1e-5, head_lr: float = 1e-5, scratch_lr: float | None = None,
                  probe_Cs: tuple[float, ...] | list[float] = (1e-3, 1e-2, 1e-1, 1.0, 10.0), probe_cv: int = 5,
                  **finetune_params: Any):
-        super().__init__(lr=lr, head_lr=head_lr, **finetune_params)
+        super().__init__(lr=lr, head_lr=head_lr, scratch_lr=scratch_lr, **finetune_params)
         self.probe_Cs = list(probe_Cs) if isinstance(probe_Cs, (list, tuple)) else probe_Cs
         self.probe_cv = probe_cv
         _check(isinstance(self.probe_Cs, list) and bool(self.probe_Cs)
