@@ -10,7 +10,8 @@ training); few-shot runs train 20 epochs instead of the default 3, so that fine-
 than a handful of optimizer steps.  Controls: the linear probe runs with both controls on every
 seed (the same probe on the randomly initialised network, and the tuned classical baseline:
 TF-IDF or raw pixels + logistic regression); ``finetune`` runs with its random-init control
-(the same architecture trained from scratch with the same budget) on seed 0.
+(the same architecture trained from scratch with the same budget, at one rate ``scratch_lr`` for
+every layer) on seed 0.
 
 The table is also the evidence behind ``--model auto``'s choice of strategy
 (:mod:`transferkit.auto`): where does fine-tuning start to beat the probe?
@@ -123,7 +124,9 @@ def main() -> None:
         # Recorded after each task, so a long run that is stopped keeps what it finished.
         m["cpu_other_during_pct"] = load.pct()
         m["seconds"] = round(time.perf_counter() - t0 + prior_s, 1)
-        res = {"machine": m, "args": vars(a), "runs": runs, "lora_lr": LoRA_LR()}
+        res = {"machine": m, "args": vars(a), "runs": runs, "lora_lr": LoRA_LR(),
+               "reused_runs": sum(1 for r in runs if (r["task"], r["items"], r["variant"], r["strategy"], r["seed"])
+                                  in done)}
         if not a.quick:
             report(res)
 
@@ -140,6 +143,10 @@ def _agg(xs: list[float]) -> str:
 
 def report(res: dict) -> None:
     runs, m = res["runs"], res["machine"]
+    n_reused = res.get("reused_runs", 0)
+    reused = (f" {n_reused} of the {len(runs)} runs were read back from the runs log of an earlier run "
+              f"(measured before this date and commit: an interrupted or extended study goes on where it "
+              f"stopped); the others ran now." if n_reused else "")
     keys = sorted({(r["task"], r["variant"]) for r in runs}, key=lambda k: (k[0], k[1] != "80/20"))
     rows, summary, table = [], [], {}
     for task, variant in keys:
@@ -189,7 +196,7 @@ def report(res: dict) -> None:
     body = f"""<a id="strategies"></a>
 ## 8. Strategies side by side, with controls (`benchmarks/bench_strategies.py`)
 
-{C.machine_line(m)} Whole run: {m['seconds'] / 60:.1f} min.
+{C.machine_line(m)} Whole run: {m['seconds'] / 60:.1f} min.{reused}
 
 `tk.fit(train=<subset>, model=..., strategy=S, labels_per_class=K, seed=s)` with each strategy's
 defaults, seeds 0..{n_seeds - 1} (the seed moves the split, the few-shot sample and the training).
