@@ -126,7 +126,7 @@ def run_finetune(a) -> None:
             r = json.loads(line)
             done[(r["task"], r["variant"], r["candidate"], r["items"])] = r["accuracy"]
     all_tasks = tasks(a.items)
-    t0 = time.perf_counter()
+    t0, reused = time.perf_counter(), 0
     for r in res["results"]:
         ds, cands, opts, shots = all_tasks[r["task"]]
         if ds.modality != "image" or (a.variants and f"{r['task']} {r['variant']}" not in a.variants.split(",")):
@@ -140,6 +140,7 @@ def run_finetune(a) -> None:
             key = (r["task"], r["variant"], row["candidate"], a.items)
             if key not in done and "ft_accuracy" in row and r.get("ft_epochs") == epochs:
                 done[key] = row["ft_accuracy"]  # recorded by an earlier --finetune run
+                reused += 1
             if key not in done:
                 t = time.perf_counter()
                 done[key] = finetune_accuracy(row["candidate"], opts, tr, test, seed=0, epochs=epochs)
@@ -154,8 +155,7 @@ def run_finetune(a) -> None:
                        for s in SCORES}
         C.say(f"== {r['task']} {r['variant']}: tau vs fine-tuning " +
               ", ".join(f"{s} {v:+.2f}" for s, v in r["tau_ft"].items() if v is not None))
-    earlier = res.get("finetune", {}).get("seconds", 0.0)  # the runs recorded before this invocation
-    res["finetune"] = {"machine": C.machine(), "seconds": round(earlier + time.perf_counter() - t0, 1),
+    res["finetune"] = {"machine": C.machine(), "seconds": round(time.perf_counter() - t0, 1), "reused": reused,
                        "epochs": FINETUNE_EPOCHS}
     report(res)
 
@@ -275,14 +275,18 @@ def report(res: dict) -> None:
         ft_detail = [[r["task"], r["variant"], x["candidate"], f"{x['accuracy']:.3f}", f"{x['ft_accuracy']:.3f}"]
                      for r in ft for x in sorted(r["rows"], key=lambda x: -x["ft_accuracy"])]
         fm = res["finetune"]
+        n_ft = sum(len(r["rows"]) for r in ft)
+        reused_text = (f" for {n_ft - fm['reused']} of the {n_ft} fine-tunings; the other {fm['reused']} were read "
+                       "back from the results file of an earlier `--finetune` run (before this date and commit)"
+                       if fm.get("reused") else "")
         ft_text = f"""
 ### Against fine-tuning accuracy (image tasks)
 
-{C.machine_line(fm['machine'])} Fine-tuning runs: {fm['seconds'] / 60:.1f} min in all.
+{C.machine_line(fm['machine'])} Fine-tuning runs: {fm['seconds'] / 60:.1f} min{reused_text}.
 
 Every image candidate of the variants below fine-tuned on the same splits (`finetune` with its
 defaults: all layer groups, discriminative learning rates, pre-trained BatchNorm statistics kept
-for pre-trained weights; {fm['epochs']['80/20']} epochs on 80/20, {fm['epochs']['few-shot']} few-shot), scored on the
+for pre-trained weights, random copies trained from scratch at one rate, `scratch_lr`; {fm['epochs']['80/20']} epochs on 80/20, {fm['epochs']['few-shot']} few-shot), scored on the
 same test part, with the same scores as above. Fine-tuned so far: {', '.join(f"{r['task']} {r['variant']}" for r in ft)}
 (the other image variants and the text candidates were not: hours of CPU on 2 cores).
 
