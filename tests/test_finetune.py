@@ -269,3 +269,21 @@ def test_a_random_init_backbone_trains_from_scratch_at_one_rate(monkeypatch, ini
     else:
         assert rates["head"] == 5e-3 and max(groups) == 1e-4 and min(groups) < 1e-4
         assert s.fit_info()["from_scratch_lr"] is None
+
+
+@pytest.mark.parametrize("strategy, layer, warned", [("finetune", 1, True), ("finetune", None, False),
+                                                     ("lp-ft", 1, False)])
+def test_a_new_head_on_an_inner_layer_gets_a_note(tiny_text_dir, strategy, layer, warned):
+    """Fine-tuning from an inner layer with a random head fell far below the probe in the
+    transferability study: the run says so and names the alternatives."""
+    from transferkit.strategies import get_strategy
+
+    train, _ = text_sets()
+    backbone = get_backbone(str(tiny_text_dir), **({"layer": layer} if layer is not None else {}))
+    s = get_strategy(strategy, {"epochs": 1, "val_fraction": 0})
+    ctx = TransferModel(backbone, s).ctx
+    s.fit(train, ctx)
+    notes = [n for n in ctx.notes if "inner layer" in n]
+    assert bool(notes) == warned
+    if warned:
+        assert notes[0].startswith("finetune from layer 1") and "linear-probe" in notes[0] and "lp-ft" in notes[0]

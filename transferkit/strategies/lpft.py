@@ -56,6 +56,7 @@ class LinearProbeFineTune(FineTune):
     """
 
     name = "lp-ft"
+    new_head = False
 
     def __init__(self, *, lr: float = 1e-5, head_lr: float = 1e-5, scratch_lr: float | None = None,
                  probe_Cs: tuple[float, ...] | list[float] = (1e-3, 1e-2, 1e-1, 1.0, 10.0), probe_cv: int = 5,
