@@ -103,6 +103,7 @@ def main() -> None:
             done[(r["task"], r["items"], r["variant"], r["strategy"], r["seed"])] = r
         C.say(f"{len(done)} finished runs in {log}")
     prior_s = sum(r.get("wall_s", 0) for r in done.values())
+    reused = 0  # runs read back from the log rather than run now
     for name, (ds, model, opts, k) in all_tasks.items():
         for variant, shots in (("80/20", None), (f"{k}/class", 2 if a.quick else k)):
             for strategy in STRATEGIES:
@@ -110,6 +111,7 @@ def main() -> None:
                     key = (name, size[name], variant, strategy, seed)
                     if key in done:
                         runs.append(done[key])
+                        reused += 1
                         continue
                     control = strategy == "linear-probe" or (strategy == "finetune" and seed == 0)
                     r = run_one(ds, model, opts, strategy, seed, shots, control, 2 if a.quick else None)
@@ -124,9 +126,7 @@ def main() -> None:
         # Recorded after each task, so a long run that is stopped keeps what it finished.
         m["cpu_other_during_pct"] = load.pct()
         m["seconds"] = round(time.perf_counter() - t0 + prior_s, 1)
-        res = {"machine": m, "args": vars(a), "runs": runs, "lora_lr": LoRA_LR(),
-               "reused_runs": sum(1 for r in runs if (r["task"], r["items"], r["variant"], r["strategy"], r["seed"])
-                                  in done)}
+        res = {"machine": m, "args": vars(a), "runs": runs, "lora_lr": LoRA_LR(), "reused_runs": reused}
         if not a.quick:
             report(res)
 
