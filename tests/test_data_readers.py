@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import time
 
 import numpy as np
 import pytest
@@ -205,15 +204,13 @@ def test_table_of_image_paths(tmp_path):
 
 @pytest.mark.skipif(not SPAM.exists(), reason=f"real data not found at {SPAM}")
 def test_real_spamassassin_reads_all_6046_mails():
-    t = time.perf_counter()
+    # its speed (goal < 10 s) is measured in benchmarks/bench_read.py, not asserted here
     r = ValidationReport()
     ds = read_source(SPAM, text_columns=["subject", "body"], label_column="label", report=r)
-    elapsed = time.perf_counter() - t
     assert len(ds) == 6046 and ds.classes == ["ham", "spam"]
     assert ds.labels.count("ham") == 4150
     # 20 bodies are empty, but subject + body never is
     assert r.problems == []
-    assert elapsed < 10, f"reading took {elapsed:.1f}s"
 
 
 # ----------------------------------------------------------------------------- folders
