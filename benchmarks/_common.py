@@ -28,7 +28,7 @@ SPAM = SHARED / "spamassassin.jsonl.gz"
 MNIST = SHARED / "mnist_5k.csv.gz"
 
 # Sections of BENCHMARKS.md in the order they appear.
-SECTIONS = ["summary", "extraction", "cache", "memory", "probe", "bad_images", "read", "logme", "transferability", "rank_cost", "strategies", "finetune", "lora", "adapt", "distill", "onnx", "serve", "serve_checks"]
+SECTIONS = ["summary", "extraction", "cache", "memory", "probe", "bad_images", "read", "logme", "transferability", "rank_cost", "strategies", "spam_full", "finetune", "lora", "adapt", "distill", "onnx", "serve", "serve_checks"]
 
 
 def setup_env(fresh_cache: bool = True) -> str | None:

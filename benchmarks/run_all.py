@@ -14,7 +14,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import _common as C  # noqa: E402
 
-ORDER = ["extraction", "cache", "memory", "probe", "bad_images", "read", "logme", "transferability", "rank_cost", "strategies",
+ORDER = ["extraction", "cache", "memory", "probe", "bad_images", "read", "logme", "transferability", "rank_cost", "strategies", "spam_full",
          "finetune", "lora", "adapt", "distill", "onnx", "serve", "serve_checks"]
 
 
