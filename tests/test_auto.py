@@ -25,8 +25,9 @@ def test_auto_picks_the_best_ranked_candidate_and_explains(tiny_text_dir, tmp_pa
     m = model.metrics
     ranking = m["auto"]["ranking"]
     assert [r["candidate"] for r in ranking] != [] and len(ranking) == 3
-    logmes = [r["scores"]["logme"] for r in ranking]
-    assert logmes == sorted(logmes, reverse=True)  # best first
+    keys = [(r["scores"]["knn"], r["scores"]["logme"]) for r in ranking]
+    assert keys == sorted(keys, reverse=True)  # best first: kNN, ties broken by LogME
+    assert m["auto"]["score"] == "knn" and "5-NN accuracy" in m["auto"]["reasons"][0]
     best = ranking[0]
     # the run uses exactly the winner: its model and layer
     assert m["run"]["backbone"] == best["model"] == str(tiny_text_dir)

@@ -108,13 +108,13 @@ def _digits(n=120, seed=0):
 
 
 # ----------------------------------------------------------------------------- rank
-def test_rank_computes_every_score_and_orders_by_logme(headed, tmp_path):
+def test_rank_computes_every_score_and_orders_by_knn_then_logme(headed, tmp_path):
     lines = []
     r = rank(_digits(), [headed, f"random:{headed}"], log=lines.append, progress=False)
     assert isinstance(r, RankResult)
-    assert [row.candidate for row in r.rows] == sorted([headed, f"random:{headed}"],
-                                                       key=lambda c: -next(x.scores["logme"] for x in r.rows
-                                                                           if x.candidate == c))
+    assert r.scores[:2] == ["knn", "logme"]
+    keys = [(x.scores["knn"], x.scores["logme"]) for x in r.rows]
+    assert keys == sorted(keys, reverse=True)
     pre = next(x for x in r.rows if x.init == "pretrained")
     rnd = next(x for x in r.rows if x.init == "random:0")
     assert set(pre.scores) == {"logme", "hscore", "knn", "leep", "nce"}
@@ -273,3 +273,14 @@ def test_rank_cli_prints_a_table_and_writes_the_report(tiny_text_dir, tmp_path, 
     printed = capsys.readouterr().out
     assert f"{tiny_text_dir}@1" in printed and "report:" in printed
     assert (out / "rank.html").is_file() and (out / "rank.json").is_file()
+
+
+def test_ties_in_the_first_score_are_broken_by_the_next():
+    from transferkit.ranking import order_key
+
+    rows = {"a": {"knn": 0.8, "logme": -0.5}, "b": {"knn": 0.9, "logme": -0.9}, "c": {"knn": 0.8, "logme": 0.1},
+            "d": {"knn": None, "logme": 5.0}, "e": {"knn": 0.8, "logme": None}}
+    order = sorted(rows, key=lambda k: order_key(rows[k], ["knn", "logme"]))
+    # the best kNN first; among the 0.8 ties the higher LogME, a missing LogME after; no kNN at all last
+    assert order == ["b", "c", "a", "e", "d"]
+    assert sorted(rows, key=lambda k: order_key(rows[k], ["logme"]))[:3] == ["d", "c", "a"]

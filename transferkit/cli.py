@@ -140,7 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
     rk.add_argument("--layers", help="layers to try for every model given without @ ('last' = last layer), "
                                      "comma-separated, e.g. last,4,6")
     rk.add_argument("--target-unlabelled", help="unlabelled data the model will meet: adds MMD and proxy A-distance")
-    rk.add_argument("--scores", default="logme,hscore,knn,leep,nce", help="comma-separated; the first orders the table")
+    rk.add_argument("--scores", default="knn,logme,hscore,leep,nce",
+                    help="comma-separated; the first orders the table, the next ones break ties")
     rk.add_argument("--text-column", help="text column(s), comma-separated")
     rk.add_argument("--label-column", default="label")
     rk.add_argument("--modality", choices=["text", "image", "audio"])

@@ -332,14 +332,15 @@ def _details(metrics: dict, test: dict, classes: list[str], card: dict | None,
     body += _domain(metrics.get("domain") or {}, metrics)
     auto = metrics.get("auto")
     if auto:
-        rows = [[_e(r["candidate"]) + (" <b>(chosen)</b>" if i == 0 else ""),
+        rows = [[_e(r["candidate"]) + (" <b>(chosen)</b>" if i == 0 else ""), _pct(r["scores"].get("knn")),
                  _e(f"{r['scores'].get('logme'):.4f}" if r["scores"].get("logme") is not None else "—"),
-                 _pct(r["scores"].get("knn")), _duration(r["seconds"])]
+                 _duration(r["seconds"])]
                 for i, r in enumerate(auto.get("ranking", []))]
         body += ['<h2 id="auto">How the model and strategy were chosen</h2>',
-                 "<p>Ranked on the training split only (the test set played no part), best first; "
+                 "<p>Ranked on the training split only (the test set played no part), best first: by the "
+                 "leave-one-out 5-NN accuracy, ties broken by LogME; "
                  "the full ranking is in <code>rank/rank.html</code>.</p>",
-                 _table(["Candidate", "LogME", "5-NN accuracy (leave-one-out)", "Time"], rows, {1, 2, 3}),
+                 _table(["Candidate", "5-NN accuracy (leave-one-out)", "LogME", "Time"], rows, {1, 2, 3}),
                  "<ul>", *(f"<li>{_e(r)}</li>" for r in auto.get("reasons", [])), "</ul>"]
     notes = metrics.get("notes") or []
     if notes:
