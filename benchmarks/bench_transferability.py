@@ -225,9 +225,14 @@ def main() -> None:
                     help="fine-tune the image candidates of the recorded study and add tau against that accuracy")
     ap.add_argument("--variants", help="with --finetune: only these task variants, comma-separated "
                                        "('mnist-5k 80/20,digits 10/class'); default: every image variant")
+    ap.add_argument("--report-only", action="store_true",
+                    help="rewrite the section from results/transferability.json (nothing is measured)")
     ap.add_argument("--runs-log", default="/tmp/transferkit-bench-transferability-ft.jsonl",
                     help="with --finetune: JSON-lines file of finished fine-tunings (a restart skips them)")
     a = ap.parse_args()
+    if a.report_only:
+        report(json.loads((C.RESULTS / "transferability.json").read_text()))
+        return
     if a.finetune:
         run_finetune(a)
         return
