@@ -159,6 +159,7 @@ def run_finetune(a) -> None:
         for line in log.read_text().splitlines():
             r = json.loads(line)
             done[(r["task"], r["variant"], r["candidate"], r["items"], r.get("n_test"))] = r["accuracy"]
+    machine = C.machine()  # at the start: the commit and load the fine-tunings ran with
     all_tasks = tasks(a.items, a.test_items)
     t0, reused = time.perf_counter(), 0
     for r in res["results"]:
@@ -189,7 +190,7 @@ def run_finetune(a) -> None:
                        for s in SCORES}
         C.say(f"== {r['task']} {r['variant']}: tau vs fine-tuning " +
               ", ".join(f"{s} {v:+.2f}" for s, v in r["tau_ft"].items() if v is not None))
-    res["finetune"] = {"machine": C.machine(), "seconds": round(time.perf_counter() - t0, 1), "reused": reused,
+    res["finetune"] = {"machine": machine, "seconds": round(time.perf_counter() - t0, 1), "reused": reused,
                        "epochs": FINETUNE_EPOCHS}
     report(res)
 
