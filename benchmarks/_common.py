@@ -169,6 +169,14 @@ def spam_text(row: dict) -> str:
     return f"{row['subject']}\n{row['body']}"
 
 
+def spam_dataset(rows: list[dict], indices=None):
+    """A text Dataset of spam rows (``spam_text``, ``label``), all of them or those at ``indices``."""
+    from transferkit.data import from_arrays
+
+    rs = rows if indices is None else [rows[i] for i in indices]
+    return from_arrays([spam_text(r) for r in rs], [r["label"] for r in rs], modality="text")
+
+
 def load_mnist():
     """``(images (5000, 28, 28) uint8, labels (5000,) int)``."""
     import numpy as np

@@ -88,12 +88,9 @@ def digit_sets():
 
 
 def spam_years():
-    from transferkit.data import from_arrays
-
     rows = C.load_spam()
     def pick(groups):
-        rs = [r for r in rows if r["group"] in groups]
-        return from_arrays([C.spam_text(r) for r in rs], [r["label"] for r in rs], modality="text")
+        return C.spam_dataset([r for r in rows if r["group"] in groups])
     return pick({"easy-ham-1", "spam-1"}), pick({"easy-ham-2", "spam-2"})
 
 
@@ -213,12 +210,12 @@ def run_fewshot(res: dict) -> None:
         if prev:
             res["fewshot"] = prev
     from transferkit.backbones import get_backbone
-    from transferkit.data import few_shot_sample, from_arrays, stratified_split
+    from transferkit.data import few_shot_sample, stratified_split
     from transferkit.model import TransferModel
     from transferkit.strategies import get_strategy
 
     rows = C.load_spam()
-    ds = from_arrays([C.spam_text(r) for r in rows], [r["label"] for r in rows], modality="text")
+    ds = C.spam_dataset(rows)
     train_all, test = stratified_split(ds, test_size=0.2, seed=0)
     test = test.subset(C.stratified_indices(test.labels, a.test_items, seed=0))
     try:

@@ -322,11 +322,10 @@ def _tree_bytes(d: Path, skip: str | None = None) -> tuple[int, dict[str, int]]:
 def lora_vs_finetune(n_items: int, max_steps: int, tmp: Path) -> dict:
     import transferkit as tk
     from transferkit.artifact import WEIGHTS
-    from transferkit.data import from_arrays
 
     rows = C.load_spam()
     idx = C.stratified_indices([r["label"] for r in rows], n_items, seed=SEED)
-    ds = from_arrays([C.spam_text(rows[i]) for i in idx], [rows[i]["label"] for i in idx], modality="text")
+    ds = C.spam_dataset(rows, idx)
     out = {}
     for strategy in ("lora", "finetune"):
         run_dir = tmp / f"run-{strategy}"

@@ -32,13 +32,12 @@ def main() -> None:
     import numpy as np
 
     import transferkit as tk
-    from transferkit.data import from_arrays
 
     m = C.machine()
     C.warn_if_busy(m)
     rows = C.load_spam()
     idx = C.stratified_indices([r["label"] for r in rows], a.items, seed=0)
-    ds = from_arrays([C.spam_text(rows[i]) for i in idx], [rows[i]["label"] for i in idx], modality="text")
+    ds = C.spam_dataset(rows, idx)
     runs: dict[str, dict] = {s: {"acc": [], "wall_s": []} for s in ("finetune", "lora")}
     info = {}
     for seed in range(a.seeds):

@@ -33,7 +33,6 @@ def main() -> None:
     ap.add_argument("--no-write", action="store_true")
     a = ap.parse_args()
     import transferkit as tk
-    from transferkit.data import from_arrays
     from transferkit.features import FeatureCache, extract_features
     from transferkit.ranking import parse_candidate, rank
 
@@ -42,7 +41,7 @@ def main() -> None:
     C.say(C.machine_line(m))
     rows = C.load_spam()
     idx = C.stratified_indices([r["label"] for r in rows], a.items, seed=0)
-    ds = from_arrays([C.spam_text(rows[i]) for i in idx], [rows[i]["label"] for i in idx], modality="text")
+    ds = C.spam_dataset(rows, idx)
 
     def fresh_cache() -> None:
         os.environ["TRANSFERKIT_CACHE"] = tempfile.mkdtemp(prefix="tk-rank-cost-")

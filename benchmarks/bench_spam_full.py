@@ -69,15 +69,13 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="80 e-mails, 2 LoRA steps; writes nothing")
     ap.add_argument("--no-write", action="store_true")
     a = ap.parse_args()
-    from transferkit.data import from_arrays
-
     load = C.OtherLoad()
     m = C.machine()
     C.say(C.machine_line(m))
     rows = C.load_spam()
     if a.quick:
         rows = [rows[i] for i in C.stratified_indices([r["label"] for r in rows], 80, seed=0)]
-    ds = from_arrays([C.spam_text(r) for r in rows], [r["label"] for r in rows], modality="text")
+    ds = C.spam_dataset(rows)
     opts = {"max_length": a.max_length, "max_chunks": 1}
     t0 = time.perf_counter()
     kept = []

@@ -44,7 +44,7 @@ def tasks(n: int, n_mnist: int) -> dict:
 
     rows = C.load_spam()
     idx = C.stratified_indices([r["label"] for r in rows], n, seed=0)
-    spam = from_arrays([C.spam_text(rows[i]) for i in idx], [rows[i]["label"] for i in idx], modality="text")
+    spam = C.spam_dataset(rows, idx)
     images, labels = C.load_mnist()
     idx = C.stratified_indices(labels, n_mnist, seed=0)
     mnist = from_arrays(images[idx], [str(labels[i]) for i in idx], modality="image")

@@ -74,8 +74,7 @@ def tasks(n: int, test_items: int = 0):
     rows = C.load_spam()
     labels = [r["label"] for r in rows]
     idx = C.stratified_indices(labels, n, seed=0)
-    spam = [from_arrays([C.spam_text(rows[i]) for i in ix], [rows[i]["label"] for i in ix], modality="text")
-            if len(ix) else None for ix in (idx, _extra(labels, idx, k))]
+    spam = [C.spam_dataset(rows, ix) if len(ix) else None for ix in (idx, _extra(labels, idx, k))]
     images, labels = C.load_mnist()
     idx = C.stratified_indices(labels, n, seed=0)
     mnist = [from_arrays(images[ix], [str(labels[i]) for i in ix], modality="image")
@@ -237,7 +236,6 @@ def main() -> None:
     if a.finetune:
         run_finetune(a)
         return
-    import transferkit as tk
     from transferkit.auto import AUTO_SCORES
     from transferkit.data import few_shot_sample
     from transferkit.ranking import rank
