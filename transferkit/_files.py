@@ -33,8 +33,13 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         raise
 
 
+def json_bytes(obj) -> bytes:
+    """``obj`` as indented UTF-8 JSON (numpy scalars and arrays, paths converted)."""
+    return (json.dumps(obj, indent=2, sort_keys=False, default=_jsonable) + "\n").encode()
+
+
 def write_json(path: str | Path, obj) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False, default=_jsonable) + "\n").encode())
+    atomic_write_bytes(path, json_bytes(obj))
 
 
 def _jsonable(x):

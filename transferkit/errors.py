@@ -5,6 +5,17 @@ Every error a user can cause is a :class:`UserInputError` (or a subclass): it ca
 """
 from __future__ import annotations
 
+import os
+
+
+def shown(name: str | os.PathLike) -> str:
+    """A file name or origin as messages show it: control characters (a newline in a file name)
+    escaped, so one name is one line of output and cannot forge others."""
+    s = os.fspath(name) if isinstance(name, os.PathLike) else str(name)
+    if s.isprintable():
+        return s
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in s)
+
 
 class TransferkitError(Exception):
     """Base class of every exception raised on purpose by transferkit."""
