@@ -43,7 +43,8 @@ def main() -> None:
     import torch
 
     import transferkit as tk
-    from transferkit.export import OnnxRunner, export_onnx
+    from transferkit.export import export_onnx
+    from transferkit.onnx_runtime import OnnxRunner
 
     tmp = Path(tempfile.mkdtemp(prefix="tk-onnx-"))
     rows = C.load_spam()

@@ -101,7 +101,7 @@ def load(run_dir: str | Path, *, check_weights: bool = True, cache: bool = True,
     model = TransferModel(backbone, strategy, card=card, metrics=metrics, run_dir=run_dir, cache=cache,
                           progress=progress)
     if backend != "torch":
-        from .export import attach_onnx
+        from .onnx_runtime import attach_onnx
 
         attach_onnx(model, run_dir, int8=backend == "onnx-int8")
     return model

@@ -130,7 +130,7 @@ def extract_features(backbone: Backbone, data: Dataset, *, batch_size: int = 32,
         cache: ``True`` for the default cache, a :class:`FeatureCache`, or ``False``/``None``.
         progress: show a progress bar (default: when stderr is a terminal).
         backend: ``torch``, or ``onnx``: the backbone's feature graph run by ONNX Runtime on CPU
-            (exported and checked once per cache key; :class:`transferkit.export.OnnxFeatures`).
+            (exported and checked once per cache key; :class:`transferkit.onnx_runtime.OnnxFeatures`).
 
     Returns:
         ``features (N, D)`` float32 in the order of ``data``, and the extraction's stats.
@@ -158,7 +158,7 @@ def extract_features(backbone: Backbone, data: Dataset, *, batch_size: int = 32,
                    disable=(not progress) if progress is not None else None, dynamic_ncols=True)
         forward = backbone.forward_features
         if backend == "onnx":
-            from .export import onnx_features
+            from .onnx_runtime import onnx_features
 
             forward = onnx_features(backbone).forward_features
             device = "cpu"
