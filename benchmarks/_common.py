@@ -6,11 +6,13 @@ hub offline and the tokenizers single-process, so that measurements are comparab
 """
 from __future__ import annotations
 
+import argparse
 import datetime as _dt
 import gzip
 import json
 import os
 import platform
+import shlex
 import statistics
 import subprocess
 import sys
@@ -27,8 +29,19 @@ SHARED = Path(os.environ.get("TRANSFERKIT_SHARED_DATA", REPO.parent / "shared" /
 SPAM = SHARED / "spamassassin.jsonl.gz"
 MNIST = SHARED / "mnist_5k.csv.gz"
 
-# Sections of BENCHMARKS.md in the order they appear.
-SECTIONS = ["summary", "extraction", "cache", "memory", "probe", "bad_images", "read", "logme", "transferability", "rank_cost", "strategies", "spam_full", "finetune", "lora", "adapt", "distill", "onnx", "serve", "serve_checks"]
+# Sections of BENCHMARKS.md in the order they appear: reading data, extracting features, choosing a
+# model, training it, shipping it.  Sections are unnumbered; each is linked by its anchor.
+SECTIONS = ["summary", "read", "bad_images", "extraction", "cache", "memory", "logme", "transferability",
+            "rank_cost", "probe", "strategies", "spam_full", "finetune", "lora", "adapt", "distill", "onnx",
+            "serve", "serve_checks"]
+# The anchor of each section (kept as earlier links spelled them).
+ANCHORS = {"read": "read", "bad_images": "bad-images", "extraction": "extraction", "cache": "cache",
+           "memory": "memory", "logme": "logme-speed", "transferability": "transferability",
+           "rank_cost": "rank-cost", "probe": "probe", "strategies": "strategies", "spam_full": "spam-full",
+           "finetune": "finetune-speed", "lora": "lora", "adapt": "adapt", "distill": "distill", "onnx": "onnx",
+           "serve": "serve", "serve_checks": "serve-checks"}
+# Results files of a section other than ``results/NAME.json`` (its parts, each with its own run).
+PART_FILES = {"adapt": ["adapt-da", "adapt-fewshot", "adapt-zeroshot"]}
 
 
 def setup_env(fresh_cache: bool = True) -> str | None:
@@ -53,6 +66,59 @@ def require_data(*paths: Path) -> None:
     if missing:
         sys.exit(f"benchmark data missing: {', '.join(missing)} (set TRANSFERKIT_SHARED_DATA to the folder "
                  "that holds spamassassin.jsonl.gz and mnist_5k.csv.gz)")
+
+
+# ----------------------------------------------------------------------------- arguments
+_RUN: dict[str, Any] = {}  # this invocation's arguments, recorded by parse_args, saved by save_result
+
+
+def parse_args(ap: argparse.ArgumentParser, argv: list[str] | None = None) -> argparse.Namespace:
+    """``ap.parse_args(argv)``, remembered so that :func:`save_result` records this invocation."""
+    a = ap.parse_args(argv)
+    _RUN.clear()
+    _RUN.update(run_info(a, argv))
+    return a
+
+
+def this_run() -> dict[str, Any]:
+    """A copy of what :func:`parse_args` recorded of this invocation (for a results file's parts)."""
+    if not _RUN:
+        raise RuntimeError("parse the arguments with _common.parse_args(ap) first")
+    return dict(_RUN)
+
+
+def run_info(a: argparse.Namespace | dict, argv: list[str] | None = None) -> dict[str, Any]:
+    """What a results file records of the invocation that measured it: the script, its argv, every
+    argument's value (defaults included) and the command that repeats the run with the same values."""
+    args = dict(vars(a)) if isinstance(a, argparse.Namespace) else dict(a)
+    script = Path(sys.argv[0]).resolve()
+    try:
+        script_name = str(script.relative_to(REPO))
+    except ValueError:
+        script_name = script.name
+    return {"script": script_name, "argv": list(sys.argv[1:] if argv is None else argv), "args": args,
+            "command": command_line(script_name, args), "args_recorded": True}
+
+
+def command_line(script: str, args: dict[str, Any]) -> str:
+    """``python SCRIPT --opt value ...`` with every argument spelled out, so that a later change of a
+    default does not change what the command runs.  Flags that are off and options left unset are
+    left out; ``--no-write`` and ``--quick`` never appear (a run that wrote results had neither)."""
+    parts = ["python", script]
+    for k, v in args.items():
+        if v is None or v is False or k in ("no_write", "quick"):
+            continue
+        opt = "--" + k.replace("_", "-")
+        if v is True:
+            parts.append(opt)
+        else:
+            if isinstance(v, str) and Path(v).is_absolute():
+                try:
+                    v = str(Path(v).relative_to(REPO))
+                except ValueError:
+                    pass
+            parts += [opt, str(v)]
+    return shlex.join(parts)
 
 
 # ----------------------------------------------------------------------------- machine
@@ -252,8 +318,11 @@ HEADER = """# Benchmarks
 
 Measured by the scripts in `benchmarks/` (how to run them: `benchmarks/README.md`); each script
 rewrites its own section below and the summary table is rebuilt from `benchmarks/results/*.json`.
-Every figure here was measured, none is estimated; each section names the machine, versions and date.
+Every figure here was measured, none is estimated. Each section starts with the command that
+regenerates it, the commit it ran on and its results file, then names the machine, versions and date;
+runs read back from an earlier run's log or results file are named as such where they appear.
 """
+PROVENANCE = "**Regenerate:**"  # the first word of the line that update_section writes under a heading
 
 
 def _markers(name: str) -> tuple[str, str]:
@@ -270,21 +339,111 @@ def _sections(text: str) -> dict[str, str]:
     return out
 
 
-def update_section(name: str, body: str) -> None:
-    """Replace (or add) the section ``name`` of BENCHMARKS.md, then rebuild the summary."""
+def _load_results(name: str) -> dict[str, Any] | None:
+    p = RESULTS / f"{name}.json"
+    return json.loads(p.read_text()) if p.exists() else None
+
+
+def _commit_text(m: dict[str, Any]) -> str:
+    c = (m or {}).get("commit") or "unknown"
+    if c == "unknown":
+        return "commit not recorded"
+    sha, _, rest = c.partition("+")
+    return f"commit `{sha}`" + (f" with {rest}" if rest else "")
+
+
+def _run_line(run: dict[str, Any], m: dict[str, Any]) -> str:
+    text = f"`{run['command']}` — {_commit_text(m)}, {(m or {}).get('date', 'date not recorded')}"
+    if not run.get("args_recorded", True):
+        text += f" (arguments not recorded by the run; {run.get('note', 'the command is rebuilt from the script')})"
+    elif run.get("note"):
+        text += f" ({run['note']})"
+    return text
+
+
+def _is_run(x: Any) -> bool:
+    return isinstance(x, dict) and "command" in x
+
+
+def provenance(name: str) -> str:
+    """The line (or list) under a section's heading: command, commit, date, results file(s)."""
+    runs: list[tuple[str, dict, dict, str]] = []  # (label, run, machine, results file)
+    for part in PART_FILES.get(name, []) + [name]:
+        r = _load_results(part)
+        if r is None:
+            continue
+        if _is_run(r.get("run")):
+            runs.append(("" if part == name else part.removeprefix(name + "-"), r["run"], r.get("machine", {}), part))
+        for k, v in r.items():  # a part measured by a later invocation (e.g. --finetune)
+            if isinstance(v, dict) and _is_run(v.get("run")):
+                runs.append((k, v["run"], v.get("machine", {}), part))
+    seen: set[str] = set()  # a part gathered into the section's main file is listed once
+    runs = [r for r in runs if not (r[0] in seen or seen.add(r[0]))]
+    if not runs:
+        return f"{PROVENANCE} `python benchmarks/bench_{name}.py` (not run yet)."
+    files = sorted({f"`benchmarks/results/{f}.json`" for *_, f in runs})
+    if len(runs) == 1:
+        _, run, m, _ = runs[0]
+        return f"{PROVENANCE} {_run_line(run, m)}. Results: {', '.join(files)}."
+    lines = [f"{PROVENANCE} (results: {', '.join(files)})"]
+    lines += [f"- {label or 'main run'}: {_run_line(run, m)}" for label, run, m, _ in runs]
+    return "\n".join(lines)
+
+
+def decorate(name: str, body: str) -> str:
+    """A section body with its anchor above the heading and the provenance line under it (any earlier
+    anchor or provenance lines the body carries are replaced)."""
+    lines = body.strip("\n").splitlines()
+    while lines and (lines[0].startswith("<a id=") or not lines[0].strip()):
+        lines.pop(0)
+    keep, skipping = [], False
+    for line in lines:  # drop an earlier provenance block: its first line and the list under it
+        if line.startswith(PROVENANCE):
+            skipping = True
+            continue
+        if skipping and (line.startswith("- ") or not line.strip()):
+            if not line.strip():
+                skipping = False
+            continue
+        skipping = False
+        keep.append(line)
+    lines = keep
+    anchor = f'<a id="{ANCHORS.get(name, name)}"></a>'
+    if lines and lines[0].startswith("## "):
+        return "\n".join([anchor, lines[0], "", provenance(name), "", *lines[1:]]).replace("\n\n\n", "\n\n")
+    return "\n".join([anchor, provenance(name), "", *lines])
+
+
+def update_section(name: str, body: str | None = None) -> None:
+    """Replace (or add) the section ``name`` of BENCHMARKS.md, then rebuild the summary and every
+    section's anchor and provenance line from ``results/``.  ``body=None`` keeps the section's text."""
     text = BENCHMARKS_MD.read_text() if BENCHMARKS_MD.exists() else ""
     secs = _sections(text)
-    secs[name] = body.strip("\n")
+    if body is not None:
+        secs[name] = body.strip("\n")
     secs["summary"] = summary_table()
     parts = [HEADER.rstrip("\n")]
     for n in SECTIONS:
         if n in secs:
             a, b = _markers(n)
-            parts.append(f"{a}\n{secs[n]}\n{b}")
+            parts.append(f"{a}\n{secs[n] if n == 'summary' else decorate(n, secs[n])}\n{b}")
     BENCHMARKS_MD.write_text("\n\n".join(parts) + "\n")
 
 
-def save_result(name: str, result: dict) -> Path:
+def rebuild() -> None:
+    """Rewrite BENCHMARKS.md's summary, order, anchors and provenance lines from ``results/``; the
+    sections' measured text is kept as it is (nothing is measured)."""
+    update_section("summary", None)
+
+
+def save_result(name: str, result: dict, record_run: bool = True) -> Path:
+    """Write ``results/NAME.json``.  Unless the result carries one already (a section rewritten from
+    its results file keeps the run that measured it), it records this invocation (``run``: script,
+    argv, arguments, command; set by :func:`parse_args`) and the machine with commit and date."""
+    if record_run and "run" not in result:
+        result["run"] = this_run()
+    if record_run and "machine" not in result:
+        result["machine"] = machine()
     RESULTS.mkdir(parents=True, exist_ok=True)
     p = RESULTS / f"{name}.json"
     p.write_text(json.dumps(result, indent=2, default=_jsonable) + "\n")
@@ -307,19 +466,25 @@ def _jsonable(x):
 
 
 def summary_table() -> str:
-    """The must-show items: one row per entry of each results file's ``summary`` list."""
+    """One row per goal: each results file's ``summary`` entries that have a goal (``met`` True or
+    False); entries recorded without one (``met`` None) are figures of their section, not goals."""
     rows = []
     for name in SECTIONS[1:]:
-        p = RESULTS / f"{name}.json"
-        if not p.exists():
-            rows.append(f"| {name} | (not run yet: `python benchmarks/bench_{name}.py`) | | | |")
+        r = _load_results(name)
+        if r is None:
+            rows.append(f"| {name} | (not run yet: `python benchmarks/bench_{name}.py`) | | [{name}](#{ANCHORS[name]}) |")
             continue
-        r = json.loads(p.read_text())
         for s in r.get("summary", []):
-            met = {True: "**yes**", False: "**NO**", None: "n/a"}[s.get("met")]
-            rows.append(f"| {s['item']} | {s['goal']} | {s['measured']} | {met} | [{name}](#{s.get('anchor', name)}) |")
+            if s.get("met") is None:
+                continue
+            met = "**yes**" if s["met"] else "**NO**"
+            if s.get("met_note"):
+                met += f" ({s['met_note']})"
+            anchor = ANCHORS.get(s.get("anchor", name), s.get("anchor", name))
+            rows.append(f"| {s['item']}: {s['goal']} | {s['measured']} | {met} | [{name}](#{anchor}) |")
     return "\n".join(["## Summary", "",
-                      "| item | goal | measured | met? | details |", "|---|---|---|---|---|", *rows])
+                      "| goal | measured | met? | section |", "|---|---|---|---|", *rows, "",
+                      "One row per goal; figures measured without a goal are in their sections."])
 
 
 def md_table(header: list[str], rows: list[list[Any]]) -> str:
@@ -338,3 +503,32 @@ def fmt_gain(x: float, ci) -> str:
 
 def say(msg: str = "") -> None:
     print(msg, flush=True)
+
+
+def one_goal(item: str, goal: str, cases: list[tuple[str, str, bool]], anchor: str,
+             context: str = "") -> dict[str, Any]:
+    """One summary entry for a goal measured on several cases, ``cases`` = ``[(label, measured, met)]``
+    (``context``: what the cases share, said once after them): met when every case met it
+    (``met_note`` says how many did when only some did)."""
+    n_met = sum(bool(m) for _, _, m in cases)
+    measured = "; ".join([f"{label}: {text}" for label, text, _ in cases] + ([context] if context else []))
+    entry = {"item": item, "goal": goal, "measured": measured,
+             "met": n_met == len(cases), "anchor": anchor}
+    if 0 < n_met < len(cases):
+        entry["met_note"] = f"met on {n_met} of {len(cases)}"
+    return entry
+
+
+def write_study(name: str, figures: dict[str, Any], m: dict[str, Any], section: str) -> None:
+    """Write the figures that transferkit's messages cite into ``transferkit/studies.json`` (study
+    ``name``, shaped as :mod:`transferkit._studies` documents), with the script, commit and date of
+    the measuring run ``m`` (a :func:`machine` dict)."""
+    from transferkit._studies import write_study as _write
+
+    script = Path(sys.argv[0]).resolve()
+    try:
+        source = str(script.relative_to(REPO))
+    except ValueError:
+        source = f"benchmarks/{script.name}"
+    _write(name, figures, source=source, commit=m.get("commit", "unknown"), date=m.get("date", "unknown"),
+           section=ANCHORS.get(section, section))

@@ -1,4 +1,4 @@
-"""Domain adaptation, few-shot and zero-shot on real data (issue #5).
+"""Domain adaptation, few-shot and zero-shot on real data.
 
 Parts (``--part``; each records its own rows in results/adapt.json and BENCHMARKS.md):
 
@@ -52,7 +52,7 @@ def _args():
     ap.add_argument("--test-items", type=int, default=600, help="fewshot: scored test items")
     ap.add_argument("--tasks", default="mnist->digits,digits->mnist,spam-2002->2003")
     ap.add_argument("--cache", help="feature cache folder to reuse (default: a fresh one)")
-    return ap.parse_args()
+    return C.parse_args(ap)
 
 
 a = _args()
@@ -126,7 +126,7 @@ def run_da(res: dict) -> None:
         if prev:
             res["da"] = prev
     out = res.setdefault("da", {"tasks": {}})
-    out.update(machine=C.machine(), seeds=a.seeds, date=time.strftime("%Y-%m-%d"))
+    out.update(machine=C.machine(), seeds=a.seeds, date=time.strftime("%Y-%m-%d"), run=C.this_run())
     for name in wanted:
         RAN_TASKS.add(name)
         src, tgt, model, opts = tasks[name]
@@ -225,7 +225,7 @@ def run_fewshot(res: dict) -> None:
         have_setfit = False
         C.say("setfit is not installed: its rows are skipped (pip install setfit)")
     out = res.setdefault("fewshot", {"rows": {}})
-    out.update(machine=C.machine(), n_test=len(test), date=time.strftime("%Y-%m-%d"))
+    out.update(machine=C.machine(), n_test=len(test), date=time.strftime("%Y-%m-%d"), run=C.this_run())
     setfit_shots = {int(k) for k in a.setfit_shots.split(",") if k.strip()}
 
     def done(key: str, seed: int) -> bool:  # a re-run continues where an interrupted one stopped
@@ -267,7 +267,7 @@ def run_zeroshot(res: dict) -> None:
 
     s02, s03 = spam_years()
     out = res.setdefault("zeroshot", {})
-    out.update(machine=C.machine(), date=time.strftime("%Y-%m-%d"), labels=LABELS, sets={})
+    out.update(machine=C.machine(), date=time.strftime("%Y-%m-%d"), labels=LABELS, sets={}, run=C.this_run())
     for name, ds in (("2002", s02), ("2003", s03)):
         s = get_strategy("zero-shot", {"labels": LABELS})
         m = TransferModel(get_backbone("minilm-l6", max_chunks=2), s, progress=False)
@@ -311,10 +311,12 @@ def _merged(res: dict) -> dict:
 
 def record(res: dict) -> None:
     res = _merged(res)
-    summary, body = [], ["## Domain adaptation, few-shot and zero-shot (issue #5)", "",
+    summary, body = [], ["## Domain adaptation, few-shot and zero-shot (`benchmarks/bench_adapt.py`)", "",
                          "Script: `benchmarks/bench_adapt.py` (its docstring gives the protocol). Accuracy: mean ± "
                          "std over seeds. The CPU was shared with other work during these runs, so wall times "
-                         "are comparable within a table (side by side, interleaved per seed), not absolute.", ""]
+                         "are comparable within a table (side by side, interleaved per seed), not absolute. "
+                         "`python benchmarks/bench_adapt.py --part record` rebuilds this section from the parts' "
+                         "results files without measuring.", ""]
     da = res.get("da")
     if da:
         body += [f"### Unsupervised domain adaptation ({da['date']}, {C.machine_line(da['machine'])})", "",
@@ -341,11 +343,10 @@ def record(res: dict) -> None:
                      f"(p = {t['shift']['mmd_p_value']:.3g}), proxy A-distance {t['shift']['a_distance']:.2f}.", "",
                      C.md_table(["method (knob per seed)", "target accuracy", "gain over its source-only, pts",
                                  "fit time"], rows), ""]
-        for tname, best, g, gd in gains:
-            summary.append({"item": f"#5 DA {tname}: best method's gain over source-only",
-                            "goal": "≥ +9.6 pts (DANN on MNIST→USPS in TLlib)",
-                            "measured": f"{best} {g:+.1f} pts (dann {gd:+.1f})", "met": bool(g >= 9.6),
-                            "anchor": NAME})
+        summary.append(C.one_goal("unsupervised domain adaptation: the best method's gain over source-only",
+                                  "≥ +9.6 pts (DANN on MNIST→USPS in TLlib)",
+                                  [(tname, f"{best} {g:+.1f} pts (dann {gd:+.1f})", bool(g >= 9.6))
+                                   for tname, best, g, gd in gains], NAME))
     fs = res.get("fewshot")
     if fs:
         rows = []
@@ -359,15 +360,17 @@ def record(res: dict) -> None:
                  "tuning + head; probe: extraction + head)." + (f" {fs['note']}" if fs.get("note") else ""), "",
                  C.md_table(
                      ["labels", "method", "accuracy", "seeds", "training time"], rows), ""]
+        cases = []
         for k in ("8", "16"):
             c, sf = fs["rows"].get(f"contrastive|{k}"), fs["rows"].get(f"setfit|{k}")
             if c and sf:
                 ratio = np.mean(sf["seconds"]) / np.mean(c["seconds"])
                 met = bool(np.mean(c["acc"]) >= np.mean(sf["acc"]) - 1e-9 and ratio >= 5)
-                summary.append({"item": f"#5 contrastive vs SetFit, {k} per class",
-                                "goal": "SetFit's accuracy or better in ≤ 1/5 of its time",
-                                "measured": f"{np.mean(c['acc']):.3f} vs {np.mean(sf['acc']):.3f}, "
-                                            f"{ratio:.1f}x faster", "met": met, "anchor": NAME})
+                cases.append((f"{k} per class", f"{np.mean(c['acc']):.3f} vs {np.mean(sf['acc']):.3f}, "
+                                                f"{ratio:.1f}x faster", met))
+        if cases:
+            summary.append(C.one_goal("few-shot spam: contrastive vs the SetFit package",
+                                      "SetFit's accuracy or better in ≤ 1/5 of its time", cases, NAME))
     zs = res.get("zeroshot")
     if zs:
         rows = [[name, str(s["n"]), f"{s['acc']:.3f}", f"{s['majority']:.3f}", f"{s['seconds']:.0f} s"]
@@ -375,11 +378,12 @@ def record(res: dict) -> None:
         body += [f"### Zero-shot spam vs ham ({zs['date']}, {C.machine_line(zs['machine'])})", "",
                  f"Labels: `{zs['labels']}`; minilm-l6, no labelled item.", "",
                  C.md_table(["e-mails", "items", "accuracy", "majority class", "time"], rows), ""]
-        summary.append({"item": "#5 zero-shot spam vs ham", "goal": "reported",
+        summary.append({"item": "zero-shot spam vs ham", "goal": "reported",
                         "measured": ", ".join(f"{n}: {s['acc']:.3f}" for n, s in zs["sets"].items()),
                         "met": None, "anchor": NAME})
     res["summary"] = summary
-    C.save_result(NAME, res)
+    res.pop("run", None)  # each part records the invocation that measured it; this file only gathers them
+    C.save_result(NAME, res, record_run=False)
     C.update_section(NAME, "\n".join(body))
 
 

@@ -145,7 +145,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--per-class", type=int, default=30)
     ap.add_argument("--no-write", action="store_true")
-    a = ap.parse_args()
+    a = C.parse_args(ap)
     load = C.OtherLoad()
     m = C.machine()
     C.say(C.machine_line(m))
@@ -198,7 +198,7 @@ def main() -> None:
                  "yes" if reported[rel] else "**no**"] for rel, why in bad.items()]
     odd_rows = ", ".join(f"`{rel}` ({mode})" for rel, mode in odd.items())
     body = f"""<a id="bad-images"></a>
-## 5. Bad images through the command line (`benchmarks/bench_bad_images.py`)
+## Bad images through the command line (`benchmarks/bench_bad_images.py`)
 
 {C.machine_line(m)}
 

@@ -65,7 +65,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=1500, help="e-mails in the stratified subset (6046 = all)")
     ap.add_argument("--no-write", action="store_true")
     ap.add_argument("--child", nargs=3, metavar=("DATA", "OUT", "RESULT"), help=argparse.SUPPRESS)
-    a = ap.parse_args()
+    a = C.parse_args(ap)
     if a.child:
         return child(*a.child)
 
@@ -146,7 +146,7 @@ def report(res: dict) -> str:
     computed = sum(e["n_computed"] for e in ext2)
     met = "met" if res["ratio_fit"] >= 20 else "**NOT met**"
     return f"""<a id="cache"></a>
-## 2. Feature cache: second identical fit (`benchmarks/bench_cache.py`)
+## Feature cache: second identical fit (`benchmarks/bench_cache.py`)
 
 {C.machine_line(res['machine'])}
 

@@ -1,4 +1,4 @@
-"""Distillation: a student with half the teacher's layers, against the teacher (issue #6).
+"""Distillation: a student with half the teacher's layers, against the teacher.
 
 Teacher: ``transferkit fit`` of a minilm-l6 linear probe on a stratified subset of the
 SpamAssassin e-mails (``--items``, subject + body, the first 2 windows of 128 tokens), its
@@ -30,7 +30,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--items", type=int, default=600)
     ap.add_argument("--epochs", type=int, default=3)
-    a = ap.parse_args()
+    a = C.parse_args(ap)
     import transferkit as tk
     from transferkit.distill import distill
 
@@ -65,7 +65,7 @@ def main() -> None:
         f"accuracy {100 * (s['accuracy'] - t['accuracy']):+.1f} points; they agree on {100 * r['agreement']:.1f}% "
         "of test e-mails. (The probe teacher's weights file holds only its head: the backbone is the published "
         "one; the student stores its own 3 layers.)"])
-    r["summary"] = [{"item": "#6 distilled student vs teacher (spam)", "goal": "report size, speed, accuracy",
+    r["summary"] = [{"item": "distilled student vs teacher (spam)", "goal": "report size, speed, accuracy",
                      "measured": f"{r['speedup']:.2f}x faster, {100 * r['size_ratio']:.0f}% params, accuracy "
                                  f"{s['accuracy']:.3f} vs {t['accuracy']:.3f}", "met": None, "anchor": NAME}]
     C.save_result(NAME, r)

@@ -161,7 +161,7 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=300)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--no-write", action="store_true", help="print only; do not touch BENCHMARKS.md")
-    a = ap.parse_args()
+    a = C.parse_args(ap)
     load = C.OtherLoad()
     m = C.machine()
     C.say(C.machine_line(m))
@@ -288,7 +288,7 @@ def report(result: dict, a) -> None:
     agree = result["max_abs_diff"]
     info = t["info"]
     body = f"""<a id="extraction"></a>
-## 1. Extraction throughput (`benchmarks/bench_extraction.py`)
+## Extraction throughput (`benchmarks/bench_extraction.py`)
 
 {C.machine_line(m)}
 

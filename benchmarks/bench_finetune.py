@@ -1,7 +1,7 @@
 """Fine-tuning cost: transferkit's ``finetune`` vs a hand-written PyTorch loop vs transformers' ``Trainer``;
 and LoRA's trainable share and artifact size.
 
-1. Step time and peak memory (issue 3).  The three sides train the same thing:
+1. Step time and peak memory.  The three sides train the same thing:
 
    * model: minilm-l6 (the zoo's offline BertModel, the same weight file for every side), mean
      pooling over the attention mask, dropout 0.1 on the pooled features, a new ``Linear(384, 2)``
@@ -321,7 +321,7 @@ def _tree_bytes(d: Path, skip: str | None = None) -> tuple[int, dict[str, int]]:
 
 def lora_vs_finetune(n_items: int, max_steps: int, tmp: Path) -> dict:
     import transferkit as tk
-    from transferkit.artifact import WEIGHTS
+    from transferkit.runs.rundir import WEIGHTS
 
     rows = C.load_spam()
     idx = C.stratified_indices([r["label"] for r in rows], n_items, seed=SEED)
@@ -369,7 +369,7 @@ def main() -> None:
     ap.add_argument("--child", choices=SIDES, help=argparse.SUPPRESS)
     ap.add_argument("--data", help=argparse.SUPPRESS)
     ap.add_argument("--child-out", help=argparse.SUPPRESS)
-    a = ap.parse_args()
+    a = C.parse_args(ap)
     if a.child:
         child(a.child, a.data, a.warmup + a.steps, a.warmup, a.child_out)
         return

@@ -3,7 +3,7 @@
 Input: 20,000 x 1,280 float32 features with 100 classes (class means plus Gaussian noise, fixed
 seed), the size of EfficientNet-Lite features of a mid-sized data set.  Both implementations
 run in this process on the same array, alternately, best of 3 each; their values must agree to
-1e-6 relative.  The goal of issue 4 is at least 2x faster.
+1e-6 relative.  The goal is at least 2x faster.
 
 The authors' code (thuml/LogME, commit 56551ca, ``LogME.py``) is not part of transferkit and
 is never copied into this repository: it is read at run time from a git checkout or mirror of
@@ -89,7 +89,7 @@ def main() -> None:
     ap.add_argument("--logme-repo", help="git checkout or mirror of github.com/thuml/LogME")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
-    a = ap.parse_args()
+    a = C.parse_args(ap)
     C.setup_env()
     from transferkit.scores import logme
 
@@ -147,7 +147,7 @@ def section_body(r: dict, m: dict) -> str:
              ", ".join(f"{t:.2f}" for t in r["authors_s"]), f"{r['authors_value']:.12f}"]]
     return "\n".join([
         '<a id="logme-speed"></a>',
-        "## LogME speed: transferkit vs the authors' implementation", "",
+        "## LogME speed: transferkit vs the authors' implementation (`benchmarks/bench_logme.py`)", "",
         f"`python benchmarks/bench_logme.py`: LogME of {r['n']:,} x {r['d']:,} float32 features with {r['classes']} "
         "classes (class means plus Gaussian noise, seed 0), both implementations in one process on the same array, "
         f"alternately, best of {r['repeats']}.", "",

@@ -1,4 +1,4 @@
-"""LoRA against full fine-tuning on spam, with their defaults (issue #3).
+"""LoRA against full fine-tuning on spam, with their defaults.
 
 The same minilm-l6 weights, the same data and split per seed: a stratified subset of
 ``--items`` SpamAssassin e-mails (subject + body, the first 128 tokens), ``tk.fit``'s 80/20
@@ -28,7 +28,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--items", type=int, default=300)
     ap.add_argument("--seeds", type=int, default=3)
-    a = ap.parse_args()
+    a = C.parse_args(ap)
     import numpy as np
 
     import transferkit as tk
@@ -60,7 +60,7 @@ def main() -> None:
     n_test = int(round(0.2 * len(ds)))
     res = {"machine": m, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "items": len(ds),
            "seeds": a.seeds, "runs": runs, "lora": info, "gap_pts": gap,
-           "summary": [{"item": "#3 LoRA accuracy vs full fine-tuning, spam", "goal": "within 1 point",
+           "summary": [{"item": "LoRA accuracy vs full fine-tuning, spam subset", "goal": "within 1 point",
                         "measured": f"lora {mean['lora']:.3f} vs finetune {mean['finetune']:.3f} ({gap:+.1f} pts, "
                                     f"{a.seeds} seeds, {len(ds)}-item subset)",
                         "met": bool(gap >= -1.0), "anchor": NAME}]}

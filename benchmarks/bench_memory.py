@@ -96,7 +96,7 @@ def main() -> None:
     ap.add_argument("--no-write", action="store_true")
     ap.add_argument("--reps", type=int, default=4, help="fresh processes per measurement (mean judged, median run shown)")
     ap.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
-    a = ap.parse_args()
+    a = C.parse_args(ap)
     if a.child:
         return child(a.child[0], int(a.child[1]), a.child[2])
     C.setup_env()
@@ -146,22 +146,21 @@ def main() -> None:
                 # The memory extraction itself adds (its peak above the resident set before it),
                 # less the output matrix, may grow by at most 10% from 1x to 10x the data.
                 met = big["extra_mean_kb"] <= 1.10 * small["extra_mean_kb"]
-                summary.append({"item": f"extraction peak RSS, 10x vs 1x data ({kind}: {spec['sizes'][0]} -> "
-                                        f"{spec['sizes'][1]}, default cache on)",
-                                "goal": "flat (extraction's own memory beyond the output matrix, mean over fresh "
-                                        "processes, grows < 10%)",
-                                "measured": f"extra beyond the {big['features_bytes'] / 2**20:.1f} MB output, mean of "
-                                            f"{a.reps}: {mb(small['extra_mean_kb'])} -> {mb(big['extra_mean_kb'])} MB "
-                                            f"({big['extra_mean_kb'] / small['extra_mean_kb']:.2f}x; single runs "
-                                            f"{mb(min(small['extra_all_kb']))}-{mb(max(small['extra_all_kb']))} at 1x, "
-                                            f"{mb(min(big['extra_all_kb']))}-{mb(max(big['extra_all_kb']))} at 10x); "
-                                            f"median-run peak "
-                                            f"{peak_ratio:.3f}x ({mb(small['peak_extraction_kb'])} -> "
-                                            f"{mb(big['peak_extraction_kb'])} MB)",
-                                "met": bool(met), "anchor": "memory"})
-    res["summary"] = summary
+                summary.append((f"{kind} {spec['sizes'][0]} -> {spec['sizes'][1]}",
+                                f"extra beyond the {big['features_bytes'] / 2**20:.1f} MB output, mean of "
+                                f"{a.reps}: {mb(small['extra_mean_kb'])} -> {mb(big['extra_mean_kb'])} MB "
+                                f"({big['extra_mean_kb'] / small['extra_mean_kb']:.2f}x; single runs "
+                                f"{mb(min(small['extra_all_kb']))}-{mb(max(small['extra_all_kb']))} at 1x, "
+                                f"{mb(min(big['extra_all_kb']))}-{mb(max(big['extra_all_kb']))} at 10x); "
+                                f"median-run peak "
+                                f"{peak_ratio:.3f}x ({mb(small['peak_extraction_kb'])} -> "
+                                f"{mb(big['peak_extraction_kb'])} MB)", bool(met)))
+    res["summary"] = [C.one_goal(
+        "extraction peak RSS, 10x vs 1x the data (images and texts, default cache on)",
+        "flat (extraction's own memory beyond the output matrix, mean over fresh processes, grows < 10%)",
+        summary, "memory")]
     body = f"""<a id="memory"></a>
-## 3. Memory of extraction at 1x and 10x the data (`benchmarks/bench_memory.py`)
+## Memory of extraction at 1x and 10x the data (`benchmarks/bench_memory.py`)
 
 {C.machine_line(m)}
 

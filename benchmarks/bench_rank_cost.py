@@ -31,7 +31,7 @@ def main() -> None:
     ap.add_argument("--items", type=int, default=300)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--no-write", action="store_true")
-    a = ap.parse_args()
+    a = C.parse_args(ap)
     import transferkit as tk
     from transferkit.features import FeatureCache, extract_features
     from transferkit.ranking import parse_candidate, rank
@@ -78,7 +78,7 @@ def main() -> None:
                 "anchor": "rank-cost"}]
     res = {"machine": m, "args": vars(a), "times": times, "medians": med, "ratio": ratio, "summary": summary}
     body = f"""<a id="rank-cost"></a>
-## 9. The cost of ranking (`benchmarks/bench_rank_cost.py`)
+## The cost of ranking (`benchmarks/bench_rank_cost.py`)
 
 {C.machine_line(m)}
 

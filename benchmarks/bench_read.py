@@ -26,7 +26,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--no-write", action="store_true")
-    a = ap.parse_args()
+    a = C.parse_args(ap)
     from transferkit.data import ValidationReport, read_source
 
     C.require_data(C.SPAM)

@@ -191,7 +191,7 @@ def main() -> None:
     ap.add_argument("--max-requests", type=int, default=3000, help="requests per phase at most")
     ap.add_argument("--quick", action="store_true", help="tiny smoke run (80 e-mails, a few seconds a level); writes nothing")
     ap.add_argument("--no-write", action="store_true")
-    a = ap.parse_args()
+    a = C.parse_args(ap)
     if a.quick:
         a.n_train, a.capacity_s, a.level_s, a.max_requests, a.concurrency = 80, 4.0, 6.0, 200, 8
         a.queue_items = a.queue_items or 8  # small enough that 2x sheds within seconds
@@ -268,7 +268,7 @@ def report(res: dict) -> str:
     sm = res.get("server_metrics", {})
     mean_b = sm.get("mean_batch_items")
     return f"""<a id="serve"></a>
-## 6. Serving under load (`benchmarks/bench_serve.py`)
+## Serving under load (`benchmarks/bench_serve.py`)
 
 {C.machine_line(res['machine'])}
 

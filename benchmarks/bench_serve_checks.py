@@ -1,4 +1,4 @@
-"""Serving checks on real weights and data (issue #6): malformed requests, and the drift alarm.
+"""Serving checks on real weights and data: malformed requests, and the drift alarm.
 
 A minilm-l6 linear probe is fitted on ``--n-train`` SpamAssassin e-mails of 2002 (easy-ham-1 +
 spam-1, stratified; first 2 windows of 256 tokens), then served by the real app and uvicorn on
@@ -54,7 +54,7 @@ def main() -> None:
     ap.add_argument("--n-train", type=int, default=300)
     ap.add_argument("--n-bad", type=int, default=120)
     ap.add_argument("--n-drift", type=int, default=200)
-    a = ap.parse_args()
+    a = C.parse_args(ap)
     import httpx
 
     import transferkit as tk
@@ -143,10 +143,10 @@ def main() -> None:
     C.say(f"2003: alarm {res['drift_2003'].get('alarm')}, p {res['drift_2003'].get('p_value')}")
     mal, d2, d3 = res["malformed"], res["drift_2002"], res["drift_2003"]
     res["summary"] = [
-        {"item": "#6 malformed requests → 4xx, 0 5xx, still ready", "goal": "N → N 4xx, 0 5xx",
+        {"item": "malformed requests → 4xx, 0 5xx, still ready", "goal": "N → N 4xx, 0 5xx",
          "measured": f"{mal['n']} → {mal['n_4xx']} 4xx, {mal['n_5xx']} 5xx; ready {mal['ready_after']}",
          "met": bool(mal["n_4xx"] == mal["n"] and mal["n_5xx"] == 0 and mal["ready_after"] == 200), "anchor": NAME},
-        {"item": "#6 drift alarm: 2003 e-mails vs a 2002 model", "goal": "fires on 2003, quiet on held-out 2002",
+        {"item": "drift alarm: 2003 e-mails vs a 2002 model", "goal": "fires on 2003, quiet on held-out 2002",
          "measured": f"2003 alarm {d3.get('alarm')} (p {_g(d3.get('p_value'))}); 2002 alarm {d2.get('alarm')} "
                      f"(p {_g(d2.get('p_value'))})",
          "met": bool(d3.get("alarm") is True and d2.get("alarm") is False), "anchor": NAME}]

@@ -68,7 +68,7 @@ def main() -> None:
                     help="comma-separated; linear-probe runs with the controls")
     ap.add_argument("--quick", action="store_true", help="80 e-mails, 2 LoRA steps; writes nothing")
     ap.add_argument("--no-write", action="store_true")
-    a = ap.parse_args()
+    a = C.parse_args(ap)
     load = C.OtherLoad()
     m = C.machine()
     C.say(C.machine_line(m))
@@ -131,13 +131,12 @@ def report(res: dict, write: bool = True) -> None:
              ["control: random-init linear-probe", probe["n_train"], f"{probe['controls']['random-init']:.3f}", "",
               ""]]
     best_other = max(probe["accuracy"], base)
-    res["summary"] = [{
-        "item": f"spam, all {res['n_items']:,} e-mails, 80/20 (seed {a['seed']}): {r['strategy']} vs probe and "
-                f"{base_name}",
-        "goal": "fine-tuning beats both (issue: TF-IDF ~0.985, probe ~0.964)",
-        "measured": f"{r['strategy']} {r['accuracy']:.3f}; probe {probe['accuracy']:.3f}, {base_name} {base:.3f} "
-                    f"(MiniLM reads {a['max_length']} tokens, TF-IDF the whole e-mail)",
-        "met": bool(r["accuracy"] > best_other), "anchor": "spam-full"} for r in tuned]
+    res["summary"] = [C.one_goal(
+        f"spam, all {res['n_items']:,} e-mails, 80/20 (seed {a['seed']}): fine-tuning vs the probe and {base_name}",
+        "fine-tuning beats both (reference points: TF-IDF ~0.985, probe ~0.964)",
+        [(r["strategy"], f"{r['accuracy']:.3f}", bool(r["accuracy"] > best_other)) for r in tuned], "spam_full",
+        context=f"probe {probe['accuracy']:.3f}, {base_name} {base:.3f} (MiniLM reads {a['max_length']} tokens, "
+                "TF-IDF the whole e-mail)")]
     back = [r for r in runs if r.get("read_back")]
     back_text = "".join(
         f" `{r['strategy']}` was read back from `results/spam_full.json` (run {r['machine']['date']}, transferkit "

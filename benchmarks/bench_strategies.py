@@ -17,9 +17,12 @@ The table is also the evidence behind ``--model auto``'s choice of strategy
 (:mod:`transferkit.auto`): where does fine-tuning start to beat the probe?
 
 Run: ``python benchmarks/bench_strategies.py`` (about 80 minutes on 2 idle cores with the defaults);
-``--quick`` for a smoke run that writes nothing.  Every finished run is appended to ``--runs-log``
-(a JSON-lines file): a run that is stopped and started again with the same arguments skips what
-is there and goes on.
+``--quick`` for a smoke run that writes nothing; ``--report-only`` rewrites the section (and the
+``strategies`` study of ``transferkit/studies.json``) from ``results/strategies.json``.  Every finished
+run is appended to ``--runs-log`` (a JSON-lines file, by default ``results/strategies-runs.jsonl``,
+committed with the results) with the commit and start time of the invocation that measured it: a run
+that is stopped and started again with the same arguments skips what is there and goes on, and the
+section says which runs were read back and when they were measured.
 """
 from __future__ import annotations
 
@@ -37,6 +40,7 @@ import numpy as np  # noqa: E402
 
 STRATEGIES = ["linear-probe", "finetune", "lp-ft", "lora", "l2sp"]
 FEW_SHOT_EPOCHS = 20
+BACKBONES = {"spam": "minilm-l6", "mnist-5k": "efficientnet-lite0"}
 
 
 def tasks(n: int, n_mnist: int) -> dict:
@@ -48,8 +52,8 @@ def tasks(n: int, n_mnist: int) -> dict:
     images, labels = C.load_mnist()
     idx = C.stratified_indices(labels, n_mnist, seed=0)
     mnist = from_arrays(images[idx], [str(labels[i]) for i in idx], modality="image")
-    return {"spam": (spam, "minilm-l6", {"max_length": 128, "max_chunks": 1}, 8),
-            "mnist-5k": (mnist, "efficientnet-lite0", {"image_size": 96}, 10)}
+    return {"spam": (spam, BACKBONES["spam"], {"max_length": 128, "max_chunks": 1}, 8),
+            "mnist-5k": (mnist, BACKBONES["mnist-5k"], {"image_size": 96}, 10)}
 
 
 def run_one(ds, model: str, opts: dict, strategy: str, seed: int, shots: int | None, control: bool,
@@ -80,11 +84,17 @@ def main() -> None:
     ap.add_argument("--items", type=int, default=1000, help="spam e-mails in the subset")
     ap.add_argument("--mnist-items", type=int, default=2000, help="MNIST-5k digits in the subset")
     ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--runs-log", default="/tmp/transferkit-bench-strategies.jsonl",
-                    help="JSON-lines file of finished runs; a restarted run with the same arguments skips them")
+    ap.add_argument("--runs-log", default=str(C.RESULTS / "strategies-runs.jsonl"),
+                    help="JSON-lines file of finished runs; a restarted run with the same arguments skips them (name a new "
+                         "file to measure every run afresh)")
     ap.add_argument("--only", help="comma-separated tasks (spam, mnist-5k)")
     ap.add_argument("--quick", action="store_true", help="tiny smoke run; writes nothing")
-    a = ap.parse_args()
+    ap.add_argument("--report-only", action="store_true",
+                    help="rewrite the section from results/strategies.json (nothing is measured)")
+    a = C.parse_args(ap)
+    if a.report_only:
+        report(json.loads((C.RESULTS / "strategies.json").read_text()))
+        return
     load = C.OtherLoad()
     m = C.machine()
     C.say(C.machine_line(m))
@@ -110,12 +120,13 @@ def main() -> None:
                 for seed in seeds:
                     key = (name, size[name], variant, strategy, seed)
                     if key in done:
-                        runs.append(done[key])
+                        runs.append(dict(done[key], read_back=True))
                         reused += 1
                         continue
                     control = strategy == "linear-probe" or (strategy == "finetune" and seed == 0)
                     r = run_one(ds, model, opts, strategy, seed, shots, control, 2 if a.quick else None)
-                    r.update(task=name, items=size[name], variant=variant, strategy=strategy, seed=seed)
+                    r.update(task=name, items=size[name], variant=variant, strategy=strategy, seed=seed,
+                             measured={"commit": m["commit"], "run_started": m["date"]})
                     runs.append(r)
                     if not a.quick:
                         with log.open("a") as f:
@@ -126,7 +137,8 @@ def main() -> None:
         # Recorded after each task, so a long run that is stopped keeps what it finished.
         m["cpu_other_during_pct"] = load.pct()
         m["seconds"] = round(time.perf_counter() - t0 + prior_s, 1)
-        res = {"machine": m, "args": vars(a), "runs": runs, "lora_lr": LoRA_LR(), "reused_runs": reused}
+        res = {"machine": m, "args": vars(a), "run": C.this_run(), "runs": runs, "lora_lr": LoRA_LR(),
+               "reused_runs": reused}
         if not a.quick:
             report(res)
 
@@ -144,11 +156,9 @@ def _agg(xs: list[float]) -> str:
 def report(res: dict) -> None:
     runs, m = res["runs"], res["machine"]
     n_reused = res.get("reused_runs", 0)
-    reused = (f" {n_reused} of the {len(runs)} runs were read back from the runs log of an earlier run "
-              f"(measured before this date and commit: an interrupted or extended study goes on where it "
-              f"stopped); the others ran now." if n_reused else "")
+    reused = _read_back_text(res) if n_reused else ""
     keys = sorted({(r["task"], r["variant"]) for r in runs}, key=lambda k: (k[0], k[1] != "80/20"))
-    rows, summary, table = [], [], {}
+    rows, summary, table, goal_cases = [], [], {}, []
     for task, variant in keys:
         sel = [r for r in runs if r["task"] == task and r["variant"] == variant]
         probe = [r for r in sel if r["strategy"] == "linear-probe"]
@@ -169,15 +179,19 @@ def report(res: dict) -> None:
                      f"{ft0['controls']['random-init']:.3f}", ""])
         table[(task, variant)] = cells
         best = max(cells, key=lambda s: cells[s][0])
-        summary.append({"item": f"{task} {variant}: best strategy (mean over seeds)",
-                        "goal": "fine-tuning beats the probe and the baseline at 80/20 (issue: spam TF-IDF ~0.985, "
-                                "probe ~0.964)" if variant == "80/20" else "record",
-                        "measured": f"{best} {cells[best][0]:.3f}; probe {cells['linear-probe'][0]:.3f}, finetune "
-                                    f"{cells['finetune'][0]:.3f}, lp-ft {cells['lp-ft'][0]:.3f}, lora "
-                                    f"{cells['lora'][0]:.3f}, l2sp {cells['l2sp'][0]:.3f}; {base_name} {np.mean(base):.3f}",
-                        "met": (max(cells[s][0] for s in ("finetune", "lp-ft", "lora", "l2sp")) >
-                                max(cells["linear-probe"][0], float(np.mean(base)))) if variant == "80/20" else None,
-                        "anchor": "strategies"})
+        measured = (f"{best} {cells[best][0]:.3f}; probe {cells['linear-probe'][0]:.3f}, finetune "
+                    f"{cells['finetune'][0]:.3f}, lp-ft {cells['lp-ft'][0]:.3f}, lora "
+                    f"{cells['lora'][0]:.3f}, l2sp {cells['l2sp'][0]:.3f}; {base_name} {np.mean(base):.3f}")
+        if variant == "80/20":
+            goal_cases.append((task, measured, bool(max(cells[s][0] for s in ("finetune", "lp-ft", "lora", "l2sp")) >
+                                                    max(cells["linear-probe"][0], float(np.mean(base))))))
+        else:  # few-shot: recorded, no goal
+            summary.append({"item": f"{task} {variant}: best strategy (mean over seeds)", "goal": "record",
+                            "measured": measured, "met": None, "anchor": "strategies"})
+    if goal_cases:
+        summary.insert(0, C.one_goal("80/20 subsets: the best strategy (mean over seeds) against the probe and the "
+                                     "classical baseline", "fine-tuning beats both (reference points on spam: "
+                                     "TF-IDF ~0.985, probe ~0.964)", goal_cases, "strategies"))
     from transferkit.strategies.lora import LoRA
 
     lora_lr, lora_now = res.get("lora_lr"), LoRA().lr
@@ -194,7 +208,7 @@ def report(res: dict) -> None:
     res["summary"] = summary
     n_seeds = res["args"]["seeds"]
     body = f"""<a id="strategies"></a>
-## 8. Strategies side by side, with controls (`benchmarks/bench_strategies.py`)
+## Strategies side by side, with controls (`benchmarks/bench_strategies.py`)
 
 {C.machine_line(m)} Whole run: {m['seconds'] / 60:.1f} min.{reused}
 
@@ -213,7 +227,43 @@ excluded).
 """
     C.save_result("strategies", res)
     C.update_section("strategies", body)
+    write_study(res)
     C.say(body)
+
+
+def _read_back_text(res: dict) -> str:
+    """Which runs were read back from the runs log, and when and where they were measured."""
+    runs, log = res["runs"], res["args"].get("runs_log") or ""
+    back = [r for r in runs if r.get("read_back")]
+    try:
+        log = str(Path(log).resolve().relative_to(C.REPO))
+    except ValueError:
+        pass
+    groups: dict[tuple, int] = {}
+    for r in back:
+        mm = r.get("measured") or {}
+        k = (mm.get("commit", "commit not recorded"), mm.get("run_started", "date not recorded"), mm.get("evidence"))
+        groups[k] = groups.get(k, 0) + 1
+    kept = res.get("runs_log_copy")
+    log_text = f"`{log}`" + (f" (its runs are kept in `{kept}`)" if kept else "")
+    where = "; ".join(f"{n} measured by the invocation started {d} at transferkit {c}" + (f" ({e})" if e else "")
+                      for (c, d, e), n in groups.items())
+    return (f" {len(back)} of the {len(runs)} runs were read back from the runs log {log_text} rather than run again "
+            f"(an interrupted or extended study goes on where it stopped): {where}; the other "
+            f"{len(runs) - len(back)} ran in this invocation.")
+
+
+def write_study(res: dict) -> None:
+    """The figures ``--model auto`` cites (``transferkit/studies.json``, study ``strategies``)."""
+    keys = sorted({(r["task"], r["variant"]) for r in res["runs"]}, key=lambda k: (k[0] != "spam", k[1] != "80/20"))
+    variants = []
+    for task, variant in keys:
+        sel = [r for r in res["runs"] if r["task"] == task and r["variant"] == variant]
+        variants.append({"task": task, "variant": variant, "backbone": BACKBONES[task],
+                         "train_items": sel[0]["n_train"],
+                         "accuracy": {s: round(float(np.mean([r["accuracy"] for r in sel if r["strategy"] == s])), 3)
+                                      for s in STRATEGIES}})
+    C.write_study("strategies", {"seeds": res["args"]["seeds"], "variants": variants}, res["machine"], "strategies")
 
 
 if __name__ == "__main__":

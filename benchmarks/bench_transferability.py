@@ -158,9 +158,10 @@ def run_finetune(a) -> None:
         for line in log.read_text().splitlines():
             r = json.loads(line)
             done[(r["task"], r["variant"], r["candidate"], r["items"], r.get("n_test"))] = r["accuracy"]
+    from_log = set(done)
     machine = C.machine()  # at the start: the commit and load the fine-tunings ran with
     all_tasks = tasks(a.items, a.test_items)
-    t0, reused = time.perf_counter(), 0
+    t0, reused, reused_log = time.perf_counter(), 0, 0
     for r in res["results"]:
         ds, extra, cands, opts, shots = all_tasks[r["task"]]
         if ds.modality != "image" or (a.variants and f"{r['task']} {r['variant']}" not in a.variants.split(",")):
@@ -175,12 +176,16 @@ def run_finetune(a) -> None:
             if key not in done and "ft_accuracy" in row and r.get("ft_epochs") == epochs:
                 done[key] = row["ft_accuracy"]  # recorded by an earlier --finetune run
                 reused += 1
+            elif key in from_log:
+                reused_log += 1
             if key not in done:
                 t = time.perf_counter()
                 done[key] = finetune_accuracy(row["candidate"], opts, tr, test, seed=0, epochs=epochs)
                 with log.open("a") as f:
                     f.write(json.dumps({"task": key[0], "variant": key[1], "candidate": key[2], "items": key[3],
-                                        "n_test": key[4], "accuracy": done[key], "seconds": time.perf_counter() - t}) + "\n")
+                                        "n_test": key[4], "accuracy": done[key], "seconds": time.perf_counter() - t,
+                                        "measured": {"commit": machine["commit"], "run_started": machine["date"]}})
+                            + "\n")
                 C.say(f"   {r['task']} {r['variant']} {row['candidate']:<30} fine-tuned acc {done[key]:.3f} "
                       f"(probe {row['accuracy']:.3f}, {time.perf_counter() - t:.0f} s)")
             row["ft_accuracy"] = done[key]
@@ -189,8 +194,8 @@ def run_finetune(a) -> None:
                        for s in SCORES}
         C.say(f"== {r['task']} {r['variant']}: tau vs fine-tuning " +
               ", ".join(f"{s} {v:+.2f}" for s, v in r["tau_ft"].items() if v is not None))
-    res["finetune"] = {"machine": machine, "seconds": round(time.perf_counter() - t0, 1), "reused": reused,
-                       "epochs": FINETUNE_EPOCHS}
+    res["finetune"] = {"machine": machine, "run": C.this_run(), "seconds": round(time.perf_counter() - t0, 1),
+                       "reused": reused, "reused_log": reused_log, "epochs": FINETUNE_EPOCHS}
     report(res)
 
 
@@ -227,9 +232,9 @@ def main() -> None:
                                        "('mnist-5k 80/20,digits 10/class'); default: every image variant")
     ap.add_argument("--report-only", action="store_true",
                     help="rewrite the section from results/transferability.json (nothing is measured)")
-    ap.add_argument("--runs-log", default="/tmp/transferkit-bench-transferability-ft.jsonl",
+    ap.add_argument("--runs-log", default=str(C.RESULTS / "transferability-ft-runs.jsonl"),
                     help="with --finetune: JSON-lines file of finished fine-tunings (a restart skips them)")
-    a = ap.parse_args()
+    a = C.parse_args(ap)
     if a.report_only:
         report(json.loads((C.RESULTS / "transferability.json").read_text()))
         return
@@ -334,9 +339,17 @@ def report(res: dict) -> None:
                      for r in ft for x in sorted(r["rows"], key=lambda x: -x["ft_accuracy"])]
         fm = res["finetune"]
         n_ft = sum(len(r["rows"]) for r in ft)
-        reused_text = (f" for {n_ft - fm['reused']} of the {n_ft} fine-tunings; the other {fm['reused']} were read "
-                       "back from the results file of an earlier `--finetune` run (before this date and commit)"
-                       if fm.get("reused") else "")
+        ft_log = _repo_path(((fm.get("run") or {}).get("args") or {}).get("runs_log"))
+        back = [(fm.get("reused", 0), "from the results file of an earlier `--finetune` run"),
+                (fm.get("reused_log", 0), (f"from the runs log `{ft_log}` (each line names the commit and start of "
+                                           "the invocation that measured it)"))]
+        n_back = sum(n for n, _ in back)
+        reused_text = (f" for {n_ft - n_back} of the {n_ft} fine-tunings; the other {n_back} were read back, "
+                       + " and ".join(f"{n} {where}" for n, where in back if n) + " (measured before this date and commit)"
+                       if n_back else "")
+        if "reused_log" not in fm:  # recorded since the runs log moved under results/
+            reused_text += (" (how many were read back from the runs log, then kept in the temporary folder, was "
+                            "not recorded)")
         ft_text = f"""
 ### Against fine-tuning accuracy (image tasks)
 
@@ -357,13 +370,16 @@ same test part, with the same scores as above. Fine-tuned so far: {', '.join(f"{
 </details>
 """
     res["summary"] = summary
+    regret_text = (f"Over the {len(regret)} task variants, `--model auto`'s pick lost {np.mean(regret):.3f} of probe "
+                   f"accuracy against the best candidate on average (worst {max(regret):.3f}); picking by LogME alone "
+                   f"would have lost {np.mean(by_logme):.3f} (worst {max(by_logme):.3f}).")
     n_test = sorted({r["n_test"] for r in results})
     test_text = (f"The test part is that subset's 20% plus stratified items from outside the subset (seed 1), "
                  f"{'/'.join(map(str, n_test))} test items per task: on the subset's 20% alone (120 items), accuracy moves "
                  "by about 2 points from sampling noise, as much as many gaps between candidates."
                  if res["args"].get("test_items", 0) > math.ceil(0.2 * res["args"]["items"]) else "")
     body = f"""<a id="transferability"></a>
-## 7. Do the scores predict accuracy? Weighted Kendall tau (`benchmarks/bench_transferability.py`)
+## Do the scores predict accuracy? Weighted Kendall tau (`benchmarks/bench_transferability.py`)
 
 {C.machine_line(m)} Whole run: {m['seconds'] / 60:.1f} min.
 
@@ -381,6 +397,8 @@ so their tau uses three candidates and is not computed for text). The last two c
 
 {C.md_table(['task', 'variant', 'train items'] + [f'tau {s}' for s in SCORES] + ['auto pick (acc)', 'best (acc)'], rows)}
 
+{regret_text}
+
 <details><summary>Every candidate's accuracy and scores</summary>
 
 {C.md_table(['task', 'variant', 'candidate', 'probe accuracy'] + SCORES, detail)}
@@ -389,7 +407,44 @@ so their tau uses three candidates and is not computed for text). The last two c
 {ft_text}"""
     C.save_result("transferability", res)
     C.update_section("transferability", body)
+    write_studies(res)
     C.say(body)
+
+
+def _repo_path(p: str | None) -> str:
+    try:
+        return str(Path(p).resolve().relative_to(C.REPO)) if p else "not recorded"
+    except ValueError:
+        return str(p)
+
+
+def write_studies(res: dict) -> None:
+    """The figures transferkit's messages cite (``transferkit/studies.json``): ``auto_pick`` (what
+    ``--model auto``'s pick, the best candidate and LogME's pick reached per task variant) and, once
+    ``--finetune`` ran on MNIST-5k 80/20, ``inner_layer_finetune`` (fine-tuning from an inner layer
+    against the probe there)."""
+    def pick(row: dict) -> dict:
+        return {"candidate": row["candidate"], "accuracy": round(row["accuracy"], 3)}
+
+    results = res["results"]
+    n_test = sorted({r["n_test"] for r in results})
+    C.write_study("auto_pick", {
+        "test_items": n_test[0] if len(n_test) == 1 else n_test,
+        "variants": [{"task": r["task"], "variant": r["variant"], "train_items": r["n_train"],
+                      "auto": pick(next(x for x in r["rows"] if x["candidate"] == r["auto_pick"])),
+                      "best": pick(next(x for x in r["rows"] if x["candidate"] == r["best"])),
+                      "logme": pick(pick_for(r["rows"], ("logme",)))} for r in results]},
+        res["machine"], "transferability")
+    ft = next((r for r in results if r["task"] == "mnist-5k" and r["variant"] == "80/20" and "tau_ft" in r), None)
+    if ft is None:
+        return
+    base = "efficientnet-lite0"
+    layers = {c.split("@")[1]: {"finetune": round(x["ft_accuracy"], 3), "probe": round(x["accuracy"], 3)}
+              for x in ft["rows"] if (c := x["candidate"]).startswith(base + "@")}
+    C.write_study("inner_layer_finetune", {
+        "task": ft["task"], "variant": ft["variant"], "backbone": base, "train_items": ft["n_train"],
+        "test_items": ft["n_test"], "epochs": ft["ft_epochs"], "layers": dict(sorted(layers.items()))},
+        res["finetune"]["machine"], "transferability")
 
 
 if __name__ == "__main__":
