@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from conftest import toy_texts
-from transferkit.artifact import load, save_model
+from transferkit.runs import RunDir, load
 from transferkit.backbones import BACKBONES, get_backbone
 from transferkit.data import Dataset
 from transferkit.errors import NotFittedError, UserInputError
@@ -48,8 +48,10 @@ def test_strategy_conformance(name, tiny_text_dir, tmp_path):
     # save -> load gives the same predictions
     card = {"backbone": {"name": str(tiny_text_dir), "options": {}, "identity": backbone.identity()},
             "strategy": {"name": name, "params": strategy.get_params()}, "classes": strategy.classes_}
-    save_model(model, tmp_path / "run", card=card)
-    again = load(tmp_path / "run")
+    run = RunDir(tmp_path / "run")
+    card["weights"] = run.write_weights(strategy.state_tensors(), strategy=name, classes=strategy.classes_)
+    run.write_card(card)
+    again = load(run.path, backbone=str(tiny_text_dir))  # a folder outside the run: named by the caller
     np.testing.assert_allclose(again.predict_proba(test), proba, atol=1e-6)
     # same seed -> same result
     other = get_strategy(name)

@@ -13,7 +13,7 @@ import transferkit as tk
 from conftest import toy_texts
 from transferkit.cli import main
 from transferkit.distill import Distillation
-from transferkit.pipeline import recreate_splits
+from transferkit.runs import recreate_splits
 
 
 @pytest.fixture()

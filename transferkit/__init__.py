@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from importlib import metadata as _metadata
 
-from .artifact import load
 from .backbones import Backbone, get_backbone, list_models
 from .config import FitConfig
 from .data import Dataset, from_arrays, prepare_data
@@ -17,6 +16,7 @@ from .errors import DataValidationError, NotFittedError, TransferkitError, UserI
 from .features import extract_features
 from .model import TransferModel
 from .pipeline import fit
+from .runs import RunDir, load
 from .strategies import Strategy, get_strategy
 
 try:
@@ -25,7 +25,7 @@ except _metadata.PackageNotFoundError:  # running from a source tree
     __version__ = "0.0.0+source"
 
 __all__ = [
-    "fit", "load", "FitConfig", "TransferModel", "Dataset", "from_arrays", "prepare_data", "get_backbone",
+    "fit", "load", "RunDir", "FitConfig", "TransferModel", "Dataset", "from_arrays", "prepare_data", "get_backbone",
     "list_models", "Backbone", "get_strategy", "Strategy", "extract_features", "TransferkitError",
     "UserInputError", "DataValidationError", "NotFittedError", "__version__",
 ]

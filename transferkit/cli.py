@@ -40,6 +40,21 @@ def _add_backbone_options(p: argparse.ArgumentParser) -> None:
                    help="run the model repository's own Python code: only for models you trust")
 
 
+def _add_load_options(p: argparse.ArgumentParser) -> None:
+    """Options of the commands that load a run: a run's files never enable code, only these do."""
+    g = p.add_argument_group("loading the run (a run directory's own files never enable code or pickle)")
+    g.add_argument("--backbone", metavar="PATH", help="the run's pre-trained backbone (zoo name, directory or hub "
+                   "id), when its model card names a folder outside the run and the model caches")
+    g.add_argument("--trust-remote-code", action="store_true", help="run the backbone repository's own Python code "
+                   "(only for code you trust)")
+    g.add_argument("--allow-pickle", action="store_true", help="allow pickled (.bin) backbone weights "
+                   "(only for models you trust)")
+
+
+def _load_options(a: argparse.Namespace) -> dict[str, Any]:
+    return {"backbone": a.backbone, "trust_remote_code": a.trust_remote_code, "allow_pickle": a.allow_pickle}
+
+
 def _backbone_options(a: argparse.Namespace) -> dict[str, Any]:
     keys = ("layer", "pooling", "max_length", "max_chunks", "image_size", "allow_pickle", "trust_remote_code")
     return {k: getattr(a, k) for k in keys if getattr(a, k, None) is not None}
@@ -104,19 +119,21 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("run", help="run directory")
     pr.add_argument("inputs", nargs="+", help="table, folder, or image/audio files")
     pr.add_argument("--out", help="write predictions to this .csv or .json (default: print CSV)")
-    pr.add_argument("--text-column", help="text column(s) (default: those the run was trained on)")
+    pr.add_argument("--text-column", help="text column(s), comma-separated (default: those the run was trained on)")
     pr.add_argument("--skip-bad", action="store_true", help="leave out bad items instead of stopping")
     pr.add_argument("--backend", choices=["torch", "onnx", "onnx-int8"], default="torch",
                     help="onnx: ONNX Runtime on the graph written by `transferkit export` (onnx-int8: its int8 copy)")
+    _add_load_options(pr)
 
     e = sub.add_parser("evaluate", help="evaluate a trained run on labelled data")
     e.add_argument("run", help="run directory")
     e.add_argument("--data", required=True, help="labelled table or folder")
-    e.add_argument("--text-column", help="text column(s) (default: those the run was trained on)")
+    e.add_argument("--text-column", help="text column(s), comma-separated (default: those the run was trained on)")
     e.add_argument("--label-column", help="label column (default: the run's)")
     e.add_argument("--skip-bad", action="store_true", help="leave out bad items instead of stopping")
     e.add_argument("--out", help="write the metrics to this JSON file")
     e.add_argument("--backend", choices=["torch", "onnx", "onnx-int8"], default="torch")
+    _add_load_options(e)
 
     xp = sub.add_parser("export", help="write the run as one ONNX graph (backbone + head), checked against PyTorch "
                                        "(pip install 'transferkit[export]')")
@@ -125,11 +142,12 @@ def build_parser() -> argparse.ArgumentParser:
     xp.add_argument("--quantize", choices=["int8"], help="also write dynamically quantized int8 weights and "
                                                          "measure the accuracy change on the run's test split")
     xp.add_argument("--tolerance", type=float, default=1e-4, help="largest allowed difference from PyTorch")
+    _add_load_options(xp)
 
     v = sub.add_parser("validate", help="check data without training: every problem at once")
     v.add_argument("--data", required=True)
     v.add_argument("--test")
-    v.add_argument("--text-column")
+    v.add_argument("--text-column", help="text column(s), comma-separated; several are joined")
     v.add_argument("--label-column", default="label")
     v.add_argument("--modality", choices=["text", "image", "audio"])
 
@@ -181,6 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--method", choices=["auto", "gradcam", "integrated-gradients"], default="auto")
     ex.add_argument("--steps", type=int, default=32, help="integrated-gradients steps (default 32)")
     ex.add_argument("--no-report", action="store_true", help="leave RUN/report.html as it is")
+    _add_load_options(ex)
 
     ds = sub.add_parser("distill", help="train a smaller, faster student on a run's soft labels")
     ds.add_argument("run", help="the teacher's run directory (fitted from files)")
@@ -193,6 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     ds.add_argument("--lr", type=float, default=5e-5)
     ds.add_argument("--batch-size", type=int, default=16)
     ds.add_argument("--seed", type=int, help="default: the teacher run's")
+    _add_load_options(ds)
 
     d = sub.add_parser("demo", help="the bundled default job: no data, no network needed")
     d.add_argument("--out", default="runs/demo", help="where the demo runs are written (default runs/demo)")
@@ -219,6 +239,7 @@ def cmd_models(a: argparse.Namespace) -> int:
 def cmd_fit(a: argparse.Namespace) -> int:
     from .config import FitConfig
     from .pipeline import fit
+    from .runs import RunDir
 
     cfg = FitConfig.load(a.config) if a.config else FitConfig()
     over: dict[str, Any] = {}
@@ -234,8 +255,11 @@ def cmd_fit(a: argparse.Namespace) -> int:
         over["control"] = False
     if a.no_cache:
         over["cache"] = False
+    if over.get("strategy", cfg.strategy) != cfg.strategy:
+        # another strategy than the config's: the config's parameters were that strategy's
+        over["strategy_params"] = {}
     if a.param:
-        over["strategy_params"] = {**cfg.strategy_params, **_key_values(a.param, "--param")}
+        over["strategy_params"] = {**over.get("strategy_params", cfg.strategy_params), **_key_values(a.param, "--param")}
     named = {k: v for k, v in (("labels", a.label_descriptions), ("on", a.on)) if v is not None}
     if named:
         over["strategy_params"] = {**over.get("strategy_params", cfg.strategy_params), **named}
@@ -247,7 +271,10 @@ def cmd_fit(a: argparse.Namespace) -> int:
     bopts = _backbone_options(a)
     if bopts:
         over["backbone_options"] = {**cfg.backbone_options, **bopts}
-    model = fit(cfg, **over)
+    if a.config and a.out is None and cfg.out and RunDir(cfg.out).is_complete():
+        raise UserInputError(f"{a.config} would write its run into {cfg.out}, which already holds a finished run",
+                             hint=f"pass --out NEW_DIR to re-run it elsewhere (or --out {cfg.out} to overwrite it)")
+    model = fit(cfg.replace(**over))
     from .training import distributed
 
     if distributed.is_main():  # under torchrun / accelerate launch: one summary, not one per process
@@ -296,9 +323,11 @@ def _print_summary(metrics: dict, run_dir: Path | None) -> None:
 
 
 def cmd_predict(a: argparse.Namespace) -> int:
+    from .data import split_columns
     from .predict import predict_files, write_predictions
 
-    rows = predict_files(a.run, a.inputs, text_columns=a.text_column, skip_bad=a.skip_bad, backend=a.backend)
+    rows = predict_files(a.run, a.inputs, text_columns=split_columns(a.text_column), skip_bad=a.skip_bad, backend=a.backend,
+                         load_options=_load_options(a))
     write_predictions(rows, a.out)
     if a.out:
         print(f"{len(rows)} predictions written to {a.out}", file=sys.stderr)
@@ -306,10 +335,11 @@ def cmd_predict(a: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(a: argparse.Namespace) -> int:
+    from .data import split_columns
     from .predict import evaluate_run
 
-    metrics = evaluate_run(a.run, a.data, text_columns=a.text_column, label_column=a.label_column,
-                           skip_bad=a.skip_bad, out=a.out, backend=a.backend)
+    metrics = evaluate_run(a.run, a.data, text_columns=split_columns(a.text_column), label_column=a.label_column,
+                           skip_bad=a.skip_bad, out=a.out, backend=a.backend, load_options=_load_options(a))
     print(f"accuracy {metrics['accuracy']:.3f} [{metrics['accuracy_ci'][0]:.3f}, {metrics['accuracy_ci'][1]:.3f}], "
           f"macro-F1 {metrics['macro_f1']:.3f}, ECE {metrics['ece']:.3f} on {metrics['n']} items")
     for c, pc in metrics["per_class"].items():
@@ -318,9 +348,9 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
 
 
 def cmd_validate(a: argparse.Namespace) -> int:
-    from .data import prepare_data
+    from .data import prepare_data, split_columns
 
-    prepared = prepare_data(a.data, a.test, text_columns=a.text_column, label_column=a.label_column,
+    prepared = prepare_data(a.data, a.test, text_columns=split_columns(a.text_column), label_column=a.label_column,
                             modality=a.modality)
     print(prepared.report.summary())
     return 0
@@ -370,7 +400,7 @@ def cmd_explain(a: argparse.Namespace) -> int:
         else:
             inputs.append(x)
     results = explain(a.run, inputs, out=a.out, target=a.target, method=a.method, steps=a.steps,
-                      update_report=not a.no_report)
+                      update_report=not a.no_report, load_options=_load_options(a))
     for e in results:
         line = f"{e.item}: {e.predicted} ({e.probability:.3f}); {e.method} for {e.target} -> {', '.join(e.files)}"
         if e.tokens:
@@ -384,7 +414,8 @@ def cmd_distill(a: argparse.Namespace) -> int:
     from .distill import distill
 
     distill(a.run, a.out, student=a.student, temperature=a.temperature, alpha=a.alpha, epochs=a.epochs, lr=a.lr,
-            batch_size=a.batch_size, seed=a.seed, log=lambda m: print(m, file=sys.stderr, flush=True))
+            batch_size=a.batch_size, seed=a.seed, log=lambda m: print(m, file=sys.stderr, flush=True),
+            load_options=_load_options(a))
     print(f"student written to {a.out}/ (comparison: {a.out}/distillation.json, report: {a.out}/report.html)")
     return 0
 
@@ -393,7 +424,7 @@ def cmd_export(a: argparse.Namespace) -> int:
     from .export import export_onnx
 
     entry = export_onnx(a.run, quantize=a.quantize, tolerance=a.tolerance,
-                        log=lambda m: print(m, file=sys.stderr, flush=True))
+                        log=lambda m: print(m, file=sys.stderr, flush=True), load_options=_load_options(a))
     print(f"{Path(a.run) / entry['file']}: parity with PyTorch {entry['parity']['max_abs_diff']:.2g} "
           f"(recorded in {Path(a.run) / 'model_card.json'}); predict with --backend onnx")
     return 0

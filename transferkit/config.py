@@ -7,16 +7,17 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import UserInputError
+from .errors import UserInputError, shown
 
 DEFAULT_MODELS = {"text": "minilm-l6", "image": "efficientnet-lite0"}
 
 
-@dataclass
+@dataclass(frozen=True)
 class FitConfig:
     """Everything that determines a fit.
 
@@ -82,13 +83,21 @@ class FitConfig:
     resume: bool = True
 
     def __post_init__(self) -> None:
+        for name in ("data", "test", "target_unlabelled", "out"):  # a path object is written as its text
+            v = getattr(self, name)
+            if v is not None and not isinstance(v, str):
+                if not isinstance(v, os.PathLike):
+                    raise UserInputError(f"{name} must be a path, got {type(v).__name__}",
+                                         hint="an in-memory Dataset goes to fit(train=..., test=...)")
+                object.__setattr__(self, name, os.fspath(v))
         if isinstance(self.candidates, str):
-            self.candidates = [c.strip() for c in self.candidates.split(",") if c.strip()]
+            object.__setattr__(self, "candidates", [c.strip() for c in self.candidates.split(",") if c.strip()])
         if self.candidates and self.model != "auto":
             raise UserInputError("candidates are only used with model='auto'",
                                  hint="pass --model auto --models a,b,c, or one --model")
         if isinstance(self.text_columns, str):
-            self.text_columns = [c.strip() for c in self.text_columns.split(",") if c.strip()]
+            object.__setattr__(self, "text_columns",
+                               [c.strip() for c in self.text_columns.split(",") if c.strip()])
         if self.labels_per_class is not None and (not isinstance(self.labels_per_class, int) or self.labels_per_class < 1):
             raise UserInputError(f"labels_per_class must be a positive integer, got {self.labels_per_class!r}")
         if not 0.0 < float(self.test_size) < 1.0:
@@ -105,6 +114,10 @@ class FitConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def replace(self, **changes: Any) -> "FitConfig":
+        """A copy with ``changes`` (validated like a new config)."""
+        return type(self).from_dict({**self.to_dict(), **changes})
+
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "FitConfig":
         names = {f.name for f in dataclasses.fields(cls)}
@@ -116,11 +129,30 @@ class FitConfig:
 
     @classmethod
     def load(cls, path: str | Path) -> "FitConfig":
+        """The config of ``path``: a bare config, or a run's ``config.json`` written by ``fit``."""
+        return cls.from_file(path)
+
+    @classmethod
+    def from_file(cls, path: str | Path, *, any_command: bool = False) -> "FitConfig":
+        """Read a config file.
+
+        Args:
+            any_command: also accept the config.json of a run another command wrote (a distilled
+                student's names the teacher's data and split); ``fit --config`` takes only fit's.
+        """
         try:
-            d = json.loads(Path(path).read_text())
+            d = json.loads(Path(path).read_text(encoding="utf-8"))
         except OSError as e:
-            raise UserInputError(f"cannot read config {path}: {e.strerror}") from None
+            raise UserInputError(f"cannot read config {shown(path)}: {e.strerror}") from None
         except ValueError as e:
-            raise UserInputError(f"{path} is not valid JSON: {e}") from None
+            raise UserInputError(f"{shown(path)} is not valid JSON: {e}") from None
+        if not isinstance(d, dict):
+            raise UserInputError(f"{shown(path)} is not a JSON object")
+        command = d.get("command", "fit")
+        if command != "fit" and not any_command:
+            raise UserInputError(f"{shown(path)} is the config of a `transferkit {command}` run, not of a fit",
+                                 hint=f"re-run it with `transferkit {command}`")
         d = d.get("config", d)  # accept a bare config or {"config": ..., "transferkit_version": ...}
+        if not isinstance(d, dict):
+            raise UserInputError(f"{shown(path)}: 'config' is not a JSON object")
         return cls.from_dict(d)

@@ -26,8 +26,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .backbones import get_backbone
 from .data.dataset import Dataset
-from .errors import UserInputError
+from .errors import UserInputError, shown
+from .evaluation import classification_metrics
+from .model import TransferModel
+from .pipeline import reference_features
+from .report import render_report
+from .runs import RunDir, load, now_iso, recreate_splits, versions
 from .strategies.base import TransferContext
 from .strategies.finetune import FineTune
 
@@ -95,38 +101,49 @@ def _params(model) -> int:
 
 def _throughput(model, data: Dataset, repeats: int = 1) -> float:
     """Items per second of ``model.predict_proba`` (no cache: the backbone runs)."""
-    cache = model._cache
-    model._cache = None
+    cache = model.feature_cache
+    model.feature_cache = None
     try:
         t0 = time.perf_counter()
         for _ in range(repeats):
             model.predict_proba(data)
         return repeats * len(data) / (time.perf_counter() - t0)
     finally:
-        model._cache = cache
+        model.feature_cache = cache
 
 
 def distill(run: str | Path, out: str | Path, *, student: str | None = None, temperature: float = 2.0,
             alpha: float = 0.5, epochs: int = 3, lr: float = 5e-5, batch_size: int = 16, seed: int | None = None,
-            speed_items: int = 200, log=print, **finetune: Any) -> dict[str, Any]:
+            speed_items: int = 200, log=print, load_options: dict[str, Any] | None = None,
+            **finetune: Any) -> dict[str, Any]:
     """Train a student on the teacher run's training split and compare the two on its test split.
+
+    The student is a complete run directory: model card (with the teacher as its lineage),
+    weights, config.json (the teacher's data and split, and the distillation settings), metrics,
+    report, and the drift reference its server monitors.
+
+    Args:
+        load_options: passed to :func:`~transferkit.runs.load` for the teacher (``backbone``,
+            ``trust_remote_code``, ``allow_pickle``).
 
     Returns the comparison written to ``out/distillation.json``.
     """
-    from .artifact import load, now_iso, save_model, versions
-    from .backbones import get_backbone
-    from .evaluation import classification_metrics
-    from .model import TransferModel
-    from .pipeline import recreate_splits
-    from .report import write_report
-
-    run, out = Path(run), Path(out)
-    if out.resolve() == run.resolve():
+    teacher_dir, student_dir = RunDir(run), RunDir(out)
+    if student_dir.path.resolve() == teacher_dir.path.resolve():
         raise UserInputError("the student needs its own --out folder", hint="e.g. --out runs/spam-student")
-    teacher = load(run)
+    with student_dir.lock():
+        return _distill(teacher_dir, student_dir, student=student, temperature=temperature, alpha=alpha,
+                        epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, speed_items=speed_items, log=log,
+                        load_options=load_options or {}, finetune=finetune)
+
+
+def _distill(teacher_dir: RunDir, out: RunDir, *, student, temperature, alpha, epochs, lr, batch_size, seed,
+             speed_items, log, load_options, finetune) -> dict[str, Any]:
+    run = teacher_dir.path
+    teacher = load(run, **load_options)
     train_ds, test_ds, cfg = recreate_splits(run)
     if train_ds is None:
-        raise UserInputError(f"the run {run} has no training split to distil on (a zero-shot run on a test set)",
+        raise UserInputError(f"the run {shown(run)} has no training split to distil on (a zero-shot run on a test set)",
                              hint="fit the teacher with --data")
     seed = cfg.seed if seed is None else seed
     name = student or default_student(teacher.backbone)
@@ -162,54 +179,57 @@ def distill(run: str | Path, out: str | Path, *, student: str | None = None, tem
     speed_set = test_ds.subset(range(min(speed_items, len(test_ds))))
     _throughput(smodel, speed_set.subset(range(min(8, len(speed_set)))))  # warm-up
     sps, tps = _throughput(smodel, speed_set), _throughput(teacher, speed_set)
+    settings = {"student": name, "temperature": temperature, "alpha": alpha, "epochs": epochs, "lr": lr,
+                "batch_size": batch_size, "seed": seed, **finetune}
+    teacher_entry = {"run": str(run), "backbone": teacher.card["backbone"]["name"],
+                     "strategy": teacher.card["strategy"]["name"], "parameters": _params(teacher),
+                     "accuracy": m_teacher["accuracy"], "accuracy_ci": m_teacher["accuracy_ci"],
+                     "items_per_s": tps, "weights_bytes": teacher_dir.file("strategy.safetensors").stat().st_size}
+    out.begin()
+    weights = out.write_weights(strategy.state_tensors(), strategy=strategy.name, classes=strategy.classes_)
+    result = {
+        "teacher": teacher_entry,
+        "student": {"name": name, "parameters": _params(smodel), "accuracy": m_student["accuracy"],
+                    "accuracy_ci": m_student["accuracy_ci"], "items_per_s": sps,
+                    "weights_bytes": weights["bytes"], "train_s": train_s},
+        "agreement": float((p_teacher.argmax(1) == p_student.argmax(1)).mean()),
+        "speedup": sps / tps, "size_ratio": _params(smodel) / _params(teacher),
+        "settings": {k: settings[k] for k in ("temperature", "alpha", "epochs", "lr", "batch_size", "seed")},
+        "n_train": len(train_ds), "n_test": len(test_ds),
+        "note": ("The teacher's weights file of a linear probe holds only its head (the backbone is the "
+                 "published one), so weights_bytes compares artifacts, parameters compares models."),
+    }
+    created = now_iso()
+    metrics = {"run": {"name": out.path.name, "created": created, "strategy": "finetune (distilled)",
+                       "backbone": name, "modality": teacher.modality, "seed": seed},
+               "n_train": len(train_ds), "n_test": len(test_ds), "classes": strategy.classes_,
+               "test": m_student, "controls": {"teacher": m_teacher},
+               "strategy": {"name": "finetune", "params": strategy.get_params(), "fit": strategy.fit_info()},
+               "distillation": result,
+               "notes": [f"Distilled from {shown(run)} ({teacher_entry['backbone']}, {teacher_entry['strategy']}) at "
+                         f"temperature {temperature}, alpha {alpha}: the 'teacher' row is the teacher on the same "
+                         f"test split. Student {result['speedup']:.2f}x the teacher's speed with "
+                         f"{100 * result['size_ratio']:.0f}% of its parameters; the two agree on "
+                         f"{100 * result['agreement']:.1f}% of test items."]}
     card = {
-        "created": now_iso(),
+        "created": created,
         "backbone": {"name": base, "options": opts, "identity": sbackbone.identity()},
         "strategy": {"name": "finetune", "params": strategy.get_params()},
         "classes": strategy.classes_, "label_map": {str(i): c for i, c in enumerate(strategy.classes_)},
         "modality": teacher.modality, "text_columns": cfg.text_columns, "label_column": cfg.label_column,
         "data": {"source": cfg.data, "train_hash": train_ds.fingerprint(), "test_hash": test_ds.fingerprint(),
                  "n_train": len(train_ds), "n_test": len(test_ds)},
-        "seed": seed, "versions": versions(),
+        "seed": seed, "versions": versions(), "weights": weights,
+        "lineage": {"command": "distill", "parent": teacher_dir.lineage_entry()},
+        "distilled_from": teacher_entry, "distillation": result["settings"],
     }
-    card = save_model(smodel, out, card=card)
-    teacher_bytes = (run / "strategy.safetensors").stat().st_size
-    result = {
-        "teacher": {"run": str(run), "backbone": teacher.card["backbone"]["name"],
-                    "strategy": teacher.card["strategy"]["name"], "parameters": _params(teacher),
-                    "accuracy": m_teacher["accuracy"], "accuracy_ci": m_teacher["accuracy_ci"],
-                    "items_per_s": tps, "weights_bytes": teacher_bytes},
-        "student": {"name": name, "parameters": _params(smodel), "accuracy": m_student["accuracy"],
-                    "accuracy_ci": m_student["accuracy_ci"], "items_per_s": sps,
-                    "weights_bytes": card["weights"]["bytes"], "train_s": train_s},
-        "agreement": float((p_teacher.argmax(1) == p_student.argmax(1)).mean()),
-        "speedup": sps / tps, "size_ratio": _params(smodel) / _params(teacher),
-        "settings": {"temperature": temperature, "alpha": alpha, "epochs": epochs, "lr": lr,
-                     "batch_size": batch_size, "seed": seed},
-        "n_train": len(train_ds), "n_test": len(test_ds),
-        "note": ("The teacher's weights file of a linear probe holds only its head (the backbone is the "
-                 "published one), so weights_bytes compares artifacts, parameters compares models."),
-    }
-    from ._files import write_json
-
-    card = dict(card, distilled_from=result["teacher"], distillation=result["settings"])
-    write_json(out / "model_card.json", card)
-    write_json(out / "distillation.json", result)
-    metrics = {"run": {"name": out.name, "created": card["created"], "strategy": "finetune (distilled)",
-                       "backbone": name, "modality": teacher.modality, "seed": seed},
-               "n_train": len(train_ds), "n_test": len(test_ds), "classes": strategy.classes_,
-               "test": m_student, "controls": {"teacher": m_teacher},
-               "strategy": {"name": "finetune", "params": strategy.get_params(), "fit": strategy.fit_info()},
-               "distillation": result,
-               "notes": [f"Distilled from {run} ({result['teacher']['backbone']}, {result['teacher']['strategy']}) at "
-                         f"temperature {temperature}, alpha {alpha}: the 'teacher' row is the teacher on the same "
-                         f"test split. Student {result['speedup']:.2f}x the teacher's speed with "
-                         f"{100 * result['size_ratio']:.0f}% of its parameters; the two agree on "
-                         f"{100 * result['agreement']:.1f}% of test items."]}
-    write_json(out / "metrics.json", metrics)
-    write_report(out / "report.html", metrics, card=card)
+    card["drift_reference"] = out.write_reference(reference_features(smodel, train_ds, seed))
+    out.write_config({**cfg.to_dict(), "out": str(out.path)}, command="distill")
+    out.write_json("distillation.json", result)
+    out.write_json("metrics.json", metrics)
+    out.write_text("report.html", render_report(metrics, card=card))
+    out.write_card(card)
     log(f"student {name}: accuracy {m_student['accuracy']:.3f} vs teacher {m_teacher['accuracy']:.3f}; "
         f"{result['speedup']:.2f}x faster, {100 * result['size_ratio']:.0f}% of the parameters; "
-        f"agreement {100 * result['agreement']:.1f}%; written to {out}/")
+        f"agreement {100 * result['agreement']:.1f}%; written to {shown(out.path)}/")
     return result
-

@@ -25,7 +25,10 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from ._files import write_json
 from .errors import MissingDependencyError, UserInputError
+from .report import render_report
+from .runs import RunDir, load
 
 METHODS = ("auto", "gradcam", "integrated-gradients")
 
@@ -237,7 +240,8 @@ def _name(item: Any) -> str:
 
 
 def explain(run: str | Path, inputs: Sequence[Any], *, out: str | Path | None = None, target: str | None = None,
-            method: str = "auto", steps: int = 32, update_report: bool = True) -> list[Explanation]:
+            method: str = "auto", steps: int = 32, update_report: bool = True,
+            load_options: dict[str, Any] | None = None) -> list[Explanation]:
     """Explain the run's predictions for ``inputs`` and write them into ``out`` (default ``RUN/explanations``).
 
     Args:
@@ -248,19 +252,18 @@ def explain(run: str | Path, inputs: Sequence[Any], *, out: str | Path | None = 
             otherwise), ``gradcam`` or ``integrated-gradients``.
         steps: integration steps of integrated gradients.
         update_report: add an "Explanations" section to ``RUN/report.html``.
+        load_options: passed to :func:`~transferkit.runs.load` (``backbone``, ``trust_remote_code``...).
     """
-    from .artifact import load
-
     if method not in METHODS:
         raise UserInputError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
     if not isinstance(steps, int) or steps < 2:
         raise UserInputError(f"steps must be an integer >= 2, got {steps!r}")
     if not inputs:
         raise UserInputError("nothing to explain: give texts or image files")
-    run = Path(run)
-    model = load(run)
+    rd = RunDir(run)
+    model = load(rd.path, **(load_options or {}))
     modality = model.modality
-    out_dir = Path(out) if out else run / "explanations"
+    out_dir = Path(out) if out else rd.path / "explanations"
     out_dir.mkdir(parents=True, exist_ok=True)
     results: list[Explanation] = []
     for i, item in enumerate(inputs):
@@ -281,18 +284,14 @@ def explain(run: str | Path, inputs: Sequence[Any], *, out: str | Path | None = 
             raise UserInputError(f"explanations of {modality} models are not available yet",
                                  hint="text and image runs can be explained")
         results.append(e)
-    from ._files import write_json
-
     write_json(out_dir / "explanations.json", [e.to_dict() for e in results])
-    if update_report and (run / "metrics.json").is_file():
-        _rewrite_report(run, out_dir, results)
+    if update_report and rd.file("metrics.json").is_file():
+        with rd.lock():
+            _rewrite_report(rd, out_dir, results)
     return results
 
 
-def _rewrite_report(run: Path, out_dir: Path, results: list[Explanation]) -> None:
-    from .report import write_report
-
-    read = lambda n, default: json.loads((run / n).read_text()) if (run / n).is_file() else default  # noqa: E731
+def _rewrite_report(rd: RunDir, out_dir: Path, results: list[Explanation]) -> None:
     sections = []
     for e in results:
         entry = e.to_dict()
@@ -301,6 +300,7 @@ def _rewrite_report(run: Path, out_dir: Path, results: list[Explanation]) -> Non
         elif e.tokens is not None:
             entry["html"] = tokens_html(e.tokens)
         sections.append(entry)
-    validation = read("validation.json", None)
-    write_report(run / "report.html", read("metrics.json", {}), card=read("model_card.json", None),
-                 skipped=read("skipped.json", None), validation=validation, explanations=sections)
+    rd.write_text("report.html", render_report(rd.read_json("metrics.json", {}), card=rd.card(),
+                                               skipped=rd.read_json("skipped.json", None),
+                                               validation=rd.read_json("validation.json", None),
+                                               explanations=sections))

@@ -29,7 +29,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from .data.dataset import Dataset
 from .errors import UserInputError
+from .runs import RunDir, load, recreate_splits
 from .onnx_runtime import OPSET, OnnxRunner, eager_attention, graph_inputs, ort_module
 
 ONNX_FILE, INT8_FILE = "model.onnx", "model.int8.onnx"
@@ -93,9 +95,6 @@ def _graph(model) -> tuple[nn.Module, dict[str, Any]]:
 def _check_items(run: Path, model, n: int):
     """Real items to check parity on (the run's test split), else a few synthetic ones; and
     the test split itself (``None`` when it cannot be rebuilt)."""
-    from .data.dataset import Dataset
-    from .pipeline import recreate_splits
-
     try:
         _, test, _ = recreate_splits(run)
         return test.subset(range(min(n, len(test)))), test, None
@@ -110,16 +109,24 @@ def _check_items(run: Path, model, n: int):
 
 
 def export_onnx(run: str | Path, *, quantize: str | None = None, check_items: int = 16, tolerance: float = 1e-4,
-                log=print) -> dict[str, Any]:
-    """Export a run to ``RUN/model.onnx`` (and ``model.int8.onnx``); returns the card's ``export`` entry."""
-    from ._files import write_json
-    from .artifact import load
+                log=print, load_options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Export a run to ``RUN/model.onnx`` (and ``model.int8.onnx``); returns the card's ``export`` entry.
 
+    Args:
+        load_options: passed to :func:`~transferkit.runs.load` (``backbone``, ``trust_remote_code``...).
+    """
     if quantize not in (None, "int8"):
         raise UserInputError(f"quantize must be int8, got {quantize!r}")
     ort_module()
-    run = Path(run)
-    model = load(run, cache=False)
+    rd = RunDir(run)
+    with rd.lock():
+        return _export(rd, quantize, check_items, tolerance, log, load_options or {})
+
+
+def _export(rd: RunDir, quantize: str | None, check_items: int, tolerance: float, log,
+            load_options: dict[str, Any]) -> dict[str, Any]:
+    run = rd.path
+    model = load(run, cache=False, **load_options)
     graph, axes = _graph(model)
     names = [k for k in axes if k != "proba"]
     check, test, why = _check_items(run, model, check_items)
@@ -194,9 +201,5 @@ def export_onnx(run: str | Path, *, quantize: str | None = None, check_items: in
             log(f"int8: {q['bytes'] / 1e6:.1f} MB; accuracy change not measured: {why}")
         q["max_abs_diff_vs_fp32"] = float(np.abs(qrunner.predict_proba(check) - p_onnx).max())
         entry["int8"] = q
-    import json
-
-    card = json.loads((run / "model_card.json").read_text())
-    card["export"] = entry
-    write_json(run / "model_card.json", card)
+    rd.write_card({**rd.card(), "export": entry})
     return entry

@@ -37,7 +37,8 @@ class TransferModel:
         self.backend = backend  # feature extraction: torch, or onnx (ONNX Runtime on CPU)
         self.extraction_log: list[ExtractionStats] = []
         self.onnx = None  # an OnnxRunner when loaded with backend="onnx"
-        self._cache = FeatureCache() if cache else None
+        #: the on-disk feature cache (``None``: features are computed every time)
+        self.feature_cache = FeatureCache() if cache else None
         self.ctx = TransferContext(backbone=backbone, features=self._features, seed=self.card.get("seed", 0),
                                    progress=progress)
 
@@ -51,7 +52,7 @@ class TransferModel:
 
     def _features(self, data: Dataset) -> np.ndarray:
         feats, stats = extract_features(self.ctx.backbone, data, batch_size=self.batch_size,
-                                        cache=self._cache or False, progress=self.ctx.progress,
+                                        cache=self.feature_cache or False, progress=self.ctx.progress,
                                         backend=self.backend)
         self.extraction_log.append(stats)
         return feats

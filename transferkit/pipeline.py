@@ -1,43 +1,73 @@
-"""``fit``: the pipeline every command walks, left to right.
+"""``fit``: the pipeline every command walks, left to right, in short named stages.
 
-data source -> validate -> backbone -> features (cached) -> strategy -> evaluate (+ controls,
-verdict) -> run directory.
+validate -> resolve -> backbone and strategy -> fit -> evaluate (+ domain evidence) -> controls and
+verdict -> write the run directory.
+
+The configuration is resolved once (defaults, ``--model auto``'s choice, the strategy's full
+typed parameters) into an immutable :class:`~transferkit.config.FitConfig`; that resolved config
+is what ``config.json`` holds, so ``fit --config RUN/config.json`` re-runs the fit exactly.
 
 Under ``torchrun`` or ``accelerate launch`` every process walks the whole pipeline: the same
 data, split and backbone; strategies that train share each step through the one training loop
 (:mod:`.training.distributed`), the transfer run and its random-init control alike; evaluation
 and the classical control are computed by every process, identically (they are cheap next to
 training, and a process that skipped them could not join the control's training).  Process 0
-alone prints and writes the run directory; the others wait for it and return the same model.
+alone prints, locks and writes the run directory; the others wait for it and return the same model.
 """
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
-from .artifact import REFERENCE_MAX_ROWS, now_iso, save_model, save_reference_features, versions
 from .backbones import get_backbone
 from .backbones.base import Backbone
 from .config import DEFAULT_MODELS, FitConfig
-from .controls import BASELINES, baseline_for
 from .data import PreparedData, few_shot_sample, prepare_data, stratified_split
 from .data.dataset import Dataset
-from .errors import UserInputError
+from .errors import UserInputError, shown
 from .evaluation import classification_metrics, transfer_verdict
-from .features import ExtractionStats
+from .evidence import domain_adaptation_evidence, new_model, run_controls
+from .features import ExtractionStats, extract_features
 from .model import TransferModel
-from .strategies import get_strategy
+from .report import render_report
+from .runs import REFERENCE_MAX_ROWS, RunDir, now_iso, versions
+from .runs.loading import remember_user_backbone
+from .strategies import STRATEGIES
+from .strategies.base import Strategy
 from .training import distributed
+from .training.checkpoint import prune_after_run
 
 Log = Callable[[str], None]
 
 
 def _stderr(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
+
+
+@dataclass
+class Splits:
+    """The data of one fit, validated: ``train`` is ``None`` for zero-shot on a test set alone."""
+
+    prepared: PreparedData
+    train: Dataset | None
+    test: Dataset
+    target: Dataset | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def modality(self) -> str:
+        return self.test.modality
+
+    @property
+    def n_train(self) -> int:
+        return 0 if self.train is None else len(self.train)
 
 
 def fit(config: FitConfig | None = None, *, train: Dataset | None = None, test: Dataset | None = None,
@@ -47,43 +77,105 @@ def fit(config: FitConfig | None = None, *, train: Dataset | None = None, test: 
     Args:
         config: a :class:`FitConfig`; keyword ``overrides`` set or replace its fields
             (``tk.fit(data="emails.jsonl", text_columns="subject,body", out="runs/spam")``).
-        train: an in-memory :class:`Dataset` instead of ``config.data`` (e.g. from arrays).
-        test: an in-memory test set instead of ``config.test``.
+        train: an in-memory :class:`Dataset` instead of ``config.data`` (a path here is taken
+            as ``data``).
+        test: an in-memory test set instead of ``config.test`` (a path here is taken as ``test``,
+            and recorded in config.json like any other field).
         log: where progress lines go (``None``: silent).
 
     Returns:
         The fitted :class:`TransferModel`, with ``.metrics`` and (when ``out`` is set) ``.run_dir``.
     """
+    if isinstance(train, (str, os.PathLike)):
+        overrides["data"], train = train, None
+    if isinstance(test, (str, os.PathLike)):
+        overrides["test"], test = test, None
     cfg = FitConfig.from_dict({**(config.to_dict() if config else {}), **overrides})
     distributed.init()  # under a launcher: join the other processes; alone: nothing
     main = distributed.is_main()
     say = log if log and main else (lambda _m: None)
     progress = progress if main else False
+    run = RunDir(cfg.out) if cfg.out else None
+    with run.lock() if run is not None and main else contextlib.nullcontext():
+        return _fit(cfg, train, test, say, progress, run)
+
+
+def _fit(cfg: FitConfig, train: Dataset | None, test: Dataset | None, say: Log, progress: bool | None,
+         run: RunDir | None) -> TransferModel:
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
 
-    # 1. validate, before any model is loaded
     t = time.perf_counter()
+    splits = validate_stage(cfg, train, test, say)
+    timings["validate_s"] = time.perf_counter() - t
+
+    cfg, auto = resolve_stage(cfg, splits, say, progress)
+    if auto is not None:
+        timings["auto_rank_s"] = auto.seconds
+        splits.notes += [f"Chosen automatically — {r}" for r in auto.reasons]
+    say(f"data: {splits.n_train} training and {len(splits.test)} test items, {len(splits.test.classes)} classes "
+        f"({splits.modality})" + (f"; {len(splits.target)} unlabelled target items" if splits.target else ""))
+
+    model = build_stage(cfg, splits, progress, run)
+    strategy = model.strategy
+
+    t = time.perf_counter()
+    say(f"fitting {cfg.strategy} on {model.backbone.describe()} …")
+    strategy.fit(splits.train, model.ctx)
+    proba = strategy.predict_proba(splits.test, model.ctx)
+    timings["fit_s"] = time.perf_counter() - t
+    timings["extract_s"] = sum(s.seconds for s in model.extraction_log)
+
+    metrics, y_test = evaluate_stage(cfg, splits, strategy, proba)
+    notes = splits.notes + _extraction_notes(model.backbone, model.extraction_log) + model.ctx.notes
+    if splits.target is not None:
+        t = time.perf_counter()
+        metrics["domain"] = domain_adaptation_evidence(strategy, model, splits.train, splits.test, splits.target,
+                                                       y_test, cfg, say)
+        timings["domain_s"] = time.perf_counter() - t
+    if cfg.control:
+        t = time.perf_counter()
+        metrics.update(controls_stage(cfg, splits, strategy, model.backbone, proba, y_test, say, progress, run))
+        timings["controls_s"] = time.perf_counter() - t
+    timings["total_s"] = time.perf_counter() - t_start
+
+    model.metrics = _metrics(cfg, splits, strategy, metrics, auto, timings, notes)
+    model.card = _card(cfg, splits, model)
+    if run is not None:
+        # process 0 writes; the others wait and get the card as written (or its error)
+        model.card = distributed.on_main(lambda: write_stage(run, cfg, model, splits))
+        model.run_dir = run.path
+    m = model.metrics
+    verdict = m.get("verdict")
+    say(f"test accuracy {m['test']['accuracy']:.3f}" + (
+        f"; best control {m['control']['name']} {m['control']['accuracy']:.3f}; verdict: {verdict}"
+        if verdict else ""))
+    return model
+
+
+# ----- stages -------------------------------------------------------------------------------
+def validate_stage(cfg: FitConfig, train: Dataset | None, test: Dataset | None, say: Log) -> Splits:
+    """Read and check every data source before any model is loaded; split, few-shot sample,
+    and read the unlabelled target data."""
     strategy_cls = _strategy_class(cfg.strategy)
     learns_nothing = strategy_cls is not None and not strategy_cls.needs_labels  # zero-shot
     test_only = learns_nothing and train is None and cfg.data is None and (test is not None or cfg.test)
     if train is None and cfg.data is None and not test_only:
         raise UserInputError("no training data: pass data= (a file or folder) or train= (a Dataset)",
                              hint="zero-shot needs no training data: it can run on a labelled --test alone")
-    notes: list[str] = []
+    reads = dict(text_columns=cfg.text_columns, label_column=cfg.label_column, modality=cfg.modality,
+                 skip_bad=cfg.skip_bad)
+    test_source = test if test is not None else cfg.test
     if test_only:  # zero-shot on a labelled evaluation set: nothing to train on, nothing to split
-        prepared = prepare_data(test if test is not None else cfg.test, None, text_columns=cfg.text_columns,
-                                label_column=cfg.label_column, modality=cfg.modality, skip_bad=cfg.skip_bad)
+        prepared = prepare_data(test_source, None, **reads)
     else:
-        prepared = prepare_data(
-            train if train is not None else cfg.data, test if test is not None else cfg.test,
-            text_columns=cfg.text_columns, label_column=cfg.label_column, modality=cfg.modality,
-            skip_bad=cfg.skip_bad)
+        prepared = prepare_data(train if train is not None else cfg.data, test_source, **reads)
     report = prepared.report
     for p in report.warnings:
-        say(f"warning: {p.origin}: {p.message}")
+        say(f"warning: {shown(p.origin)}: {p.message}")
     if report.skipped:
         say(f"skipped {len(report.skipped)} bad items (listed in the run directory)")
+    notes: list[str] = []
     train_ds, test_ds = prepared.train, prepared.test
     if test_only:
         train_ds, test_ds = None, prepared.train
@@ -106,214 +198,151 @@ def fit(config: FitConfig | None = None, *, train: Dataset | None = None, test: 
         train_ds = few_shot_sample(train_ds, cfg.labels_per_class, seed=cfg.seed)
         notes.append(f"Few-shot: {cfg.labels_per_class} labelled items per class sampled (seed {cfg.seed}) "
                      f"from {n_before} training items.")
-    timings["validate_s"] = time.perf_counter() - t
-    modality = test_ds.modality
+    return Splits(prepared, train_ds, test_ds, target_ds, notes)
+
+
+def resolve_stage(cfg: FitConfig, splits: Splits, say: Log, progress: bool | None):
+    """The configuration resolved once: the model (default per modality, or ``auto``'s choice
+    with its layer), the strategy (default ``linear-probe``, or ``auto``'s) and its full typed
+    parameters.  Returns the resolved config and the auto choice (``None`` without ``auto``)."""
     auto = None
+    changes: dict[str, Any] = {}
+    strategy, params = cfg.strategy, dict(cfg.strategy_params)
     if cfg.model == "auto":
-        auto = _choose_automatically(cfg, train_ds, say, progress)
-        timings["auto_rank_s"] = auto.seconds
-        notes += [f"Chosen automatically — {r}" for r in auto.reasons]
-    elif cfg.strategy in (None, "auto"):
-        if cfg.strategy == "auto":
-            raise UserInputError("strategy 'auto' needs model 'auto'",
-                                 hint="pass --model auto, or name a strategy (see the README)")
-        cfg.strategy = "linear-probe"
-    model_name = cfg.model or DEFAULT_MODELS.get(modality)
-    if model_name is None:
-        raise UserInputError(f"there is no default model for {modality} data", hint="pass --model")
-    cfg.model = model_name
-    n_train = 0 if train_ds is None else len(train_ds)
-    say(f"data: {n_train} training and {len(test_ds)} test items, {len(test_ds.classes)} classes "
-        f"({modality})" + (f"; {len(target_ds)} unlabelled target items" if target_ds is not None else ""))
+        from .auto import choose
 
-    # 2. backbone and strategy
-    backbone = get_backbone(model_name, **cfg.backbone_options)
-    if backbone.modality != modality:
-        raise UserInputError(f"model {model_name!r} takes {backbone.modality} data but the data is {modality}",
+        auto = distributed.on_main(lambda: choose(
+            splits.train, cfg.candidates, strategy=cfg.strategy, seed=cfg.seed, backbone_options=cfg.backbone_options,
+            batch_size=cfg.batch_size, cache=cfg.cache, progress=progress, log=say,
+            rank_dir=str(Path(cfg.out) / "rank") if cfg.out else None, backend=cfg.backend))
+        say(f"auto: chose {auto.model}" + (f" layer {auto.layer}" if auto.layer is not None else "") +
+            f" with {auto.strategy}")
+        strategy = auto.strategy
+        if auto.strategy_chosen and params:
+            # Options given for whichever strategy would be chosen: keep those it takes.
+            takes = set(STRATEGIES.get(strategy).params_class().names())
+            dropped = sorted(set(params) - takes)
+            params = {k: v for k, v in params.items() if k in takes}
+            if dropped:
+                auto.reasons.append(f"{strategy} takes no option {', '.join(dropped)}: ignored.")
+        changes.update(model=auto.model, candidates=None)
+        if auto.layer is not None:
+            changes["backbone_options"] = {**cfg.backbone_options, "layer": auto.layer}
+    elif strategy == "auto":
+        raise UserInputError("strategy 'auto' needs model 'auto'",
+                             hint="pass --model auto, or name a strategy (see `transferkit strategies`)")
+    strategy = strategy or "linear-probe"
+    model = changes.get("model") or cfg.model or DEFAULT_MODELS.get(splits.modality)
+    if model is None:
+        raise UserInputError(f"there is no default model for {splits.modality} data", hint="pass --model")
+    full_params = STRATEGIES.get(strategy).from_params(params).get_params()
+    return cfg.replace(**changes, model=model, strategy=strategy, strategy_params=full_params), auto
+
+
+def build_stage(cfg: FitConfig, splits: Splits, progress: bool | None, run: RunDir | None) -> TransferModel:
+    """The backbone and the (unfitted) strategy of the resolved config, as one model."""
+    backbone = get_backbone(cfg.model, **cfg.backbone_options)
+    if backbone.modality != splits.modality:
+        raise UserInputError(f"model {cfg.model!r} takes {backbone.modality} data but the data is {splits.modality}",
                              hint="pick a model of the data's modality (see `transferkit models`)")
-    strategy = get_strategy(cfg.strategy, cfg.strategy_params)
-    if hasattr(strategy, "check_labels"):  # zero-shot: every test label described, no misspelt one
-        strategy.check_labels(test_ds)
-    model = TransferModel(backbone, strategy, cache=cfg.cache, batch_size=cfg.batch_size, progress=progress,
-                          backend=cfg.backend)
-    model.ctx.seed = cfg.seed
-    model.ctx.device = str(distributed.device())  # GPU LOCAL_RANK under a launcher; else as before, CPU
-    model.ctx.target = target_ds
-    _checkpointing(model.ctx, cfg, "transfer")
+    strategy = STRATEGIES.get(cfg.strategy).from_params(cfg.strategy_params)
+    strategy.check_labels(splits.test)  # zero-shot: every test label described, no misspelt one
+    return new_model(backbone, strategy, cfg, progress=progress, target=splits.target,
+                     checkpoints=run.checkpoint_dir("transfer") if run is not None else None)
 
-    t = time.perf_counter()
-    say(f"fitting {cfg.strategy} on {backbone.describe()} …")
-    strategy.fit(train_ds, model.ctx)
-    proba = strategy.predict_proba(test_ds, model.ctx)
-    timings["fit_s"] = time.perf_counter() - t
-    timings["extract_s"] = sum(s.seconds for s in model.extraction_log)
+
+def evaluate_stage(cfg: FitConfig, splits: Splits, strategy: Strategy,
+                   proba: np.ndarray) -> tuple[dict[str, Any], np.ndarray]:
+    """Test metrics with bootstrap intervals; returns them and the test labels as indices."""
     classes = strategy.classes_
-    unknown = sorted(set(test_ds.labels) - set(classes))
+    unknown = sorted(set(splits.test.labels) - set(classes))
     if unknown:
         raise UserInputError(f"test labels not seen in training: {', '.join(unknown)}")
-    y_test = np.array([classes.index(c) for c in test_ds.labels])
-    metrics: dict[str, Any] = {"test": classification_metrics(y_test, proba, classes, n_boot=cfg.n_boot,
-                                                              seed=cfg.seed)}
-    notes += _extraction_notes(backbone, model.extraction_log)
-    notes += model.ctx.notes
-    if target_ds is not None:
-        t = time.perf_counter()
-        metrics["domain"] = domain_adaptation_evidence(strategy, model, train_ds, test_ds, target_ds, y_test,
-                                                       cfg, say)
-        timings["domain_s"] = time.perf_counter() - t
+    y_test = np.array([classes.index(c) for c in splits.test.labels])
+    return {"test": classification_metrics(y_test, proba, classes, n_boot=cfg.n_boot, seed=cfg.seed)}, y_test
 
-    # 3. controls and verdict
-    if cfg.control:
-        t = time.perf_counter()
-        control_proba = run_controls(strategy, backbone, train_ds, test_ds, cfg, say, progress, target=target_ds)
-        timings["controls_s"] = time.perf_counter() - t
-        metrics["controls"] = {name: classification_metrics(y_test, p, classes, n_boot=cfg.n_boot, seed=cfg.seed)
-                               for name, p in control_proba.items()}
-        v = transfer_verdict(y_test, proba.argmax(1), {k: p.argmax(1) for k, p in control_proba.items()},
-                             n_boot=max(cfg.n_boot, 2000), seed=cfg.seed)
-        metrics.update(control=v["control"], controls_gain=v["controls"], transfer_gain=v["transfer_gain"],
-                       transfer_gain_ci=v["transfer_gain_ci"], verdict=v["verdict"],
-                       verdict_explanation=v["explanation"])
-    timings["total_s"] = time.perf_counter() - t_start
-    metrics = {
+
+def controls_stage(cfg: FitConfig, splits: Splits, strategy: Strategy, backbone: Backbone, proba: np.ndarray,
+                   y_test: np.ndarray, say: Log, progress: bool | None, run: RunDir | None) -> dict[str, Any]:
+    """The controls' metrics, the gain over the best one and the verdict."""
+    control_proba = run_controls(strategy, backbone, splits.train, splits.test, cfg, say, progress,
+                                 target=splits.target,
+                                 checkpoints=run.checkpoint_dir("random-init") if run is not None else None)
+    classes = strategy.classes_
+    v = transfer_verdict(y_test, proba.argmax(1), {k: p.argmax(1) for k, p in control_proba.items()},
+                         n_boot=max(cfg.n_boot, 2000), seed=cfg.seed)
+    return {"controls": {name: classification_metrics(y_test, p, classes, n_boot=cfg.n_boot, seed=cfg.seed)
+                         for name, p in control_proba.items()},
+            "control": v["control"], "controls_gain": v["controls"], "transfer_gain": v["transfer_gain"],
+            "transfer_gain_ci": v["transfer_gain_ci"], "verdict": v["verdict"],
+            "verdict_explanation": v["explanation"]}
+
+
+def write_stage(run: RunDir, cfg: FitConfig, model: TransferModel, splits: Splits) -> dict:
+    """Write the run directory through its :class:`RunDir`: config, metrics, weights, drift
+    reference, validation, skipped items, report, and last the model card (which makes it a
+    run); then drop the checkpoints, which only a killed fit needs."""
+    card = dict(model.card)
+    run.begin()
+    reference = splits.train if splits.train is not None else splits.test  # zero-shot on a test set alone
+    card["drift_reference"] = run.write_reference(reference_features(model, reference, cfg.seed))
+    run.write_config(cfg.to_dict())
+    run.write_json("metrics.json", model.metrics)
+    card["weights"] = run.write_weights(model.strategy.state_tensors(), strategy=model.strategy.name,
+                                        classes=model.strategy.classes_)
+    report = splits.prepared.report
+    run.write_json("validation.json", report.to_dict())
+    run.write_json("skipped.json", report.skipped)
+    run.write_text("report.html", render_report(model.metrics, card=card, skipped=report.skipped,
+                                                validation=report.to_dict()))
+    card = run.write_card(card)
+    prune_after_run(run.checkpoints)
+    if cfg.model:
+        remember_user_backbone(cfg.model)
+    return card
+
+
+# ----- pieces ---------------------------------------------------------------------------------
+def _metrics(cfg: FitConfig, splits: Splits, strategy: Strategy, evidence: dict[str, Any], auto,
+             timings: dict[str, float], notes: list[str]) -> dict[str, Any]:
+    return {
         "run": {"name": Path(cfg.out).name if cfg.out else None, "created": now_iso(), "strategy": cfg.strategy,
-                "backbone": model_name, "modality": modality, "seed": cfg.seed,
+                "backbone": cfg.model, "modality": splits.modality, "seed": cfg.seed,
                 **({"processes": distributed.world_size()} if distributed.world_size() > 1 else {})},
-        "n_train": n_train, "n_test": len(test_ds), "classes": classes,
-        **({"n_target_unlabelled": len(target_ds)} if target_ds is not None else {}),
-        **metrics,
+        "n_train": splits.n_train, "n_test": len(splits.test), "classes": strategy.classes_,
+        **({"n_target_unlabelled": len(splits.target)} if splits.target is not None else {}),
+        **evidence,
         "strategy": {"name": cfg.strategy, "params": strategy.get_params(), "fit": strategy.fit_info()},
         **({"auto": auto.to_dict()} if auto else {}),
         "timings": {k: round(v, 3) for k, v in timings.items()},
         "notes": notes,
     }
-    model.metrics = metrics
-    card = {
-        "created": metrics["run"]["created"],
-        "backbone": {"name": model_name, "options": cfg.backbone_options, "identity": backbone.identity()},
-        "strategy": {"name": cfg.strategy, "params": strategy.get_params()},
+
+
+def _card(cfg: FitConfig, splits: Splits, model: TransferModel) -> dict[str, Any]:
+    """The model card: lineage of what was trained (the run directory adds its files' hashes)."""
+    train, test, target = splits.train, splits.test, splits.target
+    classes = model.strategy.classes_
+    return {
+        "created": model.metrics["run"]["created"],
+        "backbone": {"name": cfg.model, "options": cfg.backbone_options, "identity": model.backbone.identity()},
+        "strategy": {"name": cfg.strategy, "params": model.strategy.get_params()},
         "classes": classes, "label_map": {str(i): c for i, c in enumerate(classes)},
-        "modality": modality, "text_columns": cfg.text_columns, "label_column": cfg.label_column,
-        "data": {"source": cfg.data or (train_ds.source if train_ds is not None else None),
-                 "train_hash": train_ds.fingerprint() if train_ds is not None else None,
-                 "test_hash": test_ds.fingerprint(), "n_train": n_train, "n_test": len(test_ds),
-                 **({"target_unlabelled": cfg.target_unlabelled, "target_hash": target_ds.fingerprint(),
-                     "n_target": len(target_ds)} if target_ds is not None else {})},
-        "seed": cfg.seed, "versions": versions(), "timings": metrics["timings"],
+        "modality": splits.modality, "text_columns": cfg.text_columns, "label_column": cfg.label_column,
+        "data": {"source": cfg.data or (train.source if train is not None else None),
+                 "train_hash": train.fingerprint() if train is not None else None,
+                 "test_hash": test.fingerprint(), "n_train": splits.n_train, "n_test": len(test),
+                 **({"target_unlabelled": cfg.target_unlabelled, "target_hash": target.fingerprint(),
+                     "n_target": len(target)} if target is not None else {})},
+        "lineage": {"command": "fit"},
+        "seed": cfg.seed, "versions": versions(), "timings": model.metrics["timings"],
     }
-    model.card = card
-    if cfg.out:
-        # process 0 writes; the others wait and get the card as written (or its error)
-        reference = train_ds if train_ds is not None else test_ds  # zero-shot on a test set alone
-        model.card = distributed.on_main(lambda: write_run(cfg, model, metrics, card, prepared, train=reference))
-        model.run_dir = Path(cfg.out)
-    verdict = metrics.get("verdict")
-    say(f"test accuracy {metrics['test']['accuracy']:.3f}" + (
-        f"; best control {metrics['control']['name']} {metrics['control']['accuracy']:.3f}; verdict: {verdict}"
-        if verdict else ""))
-    return model
 
 
-def _choose_automatically(cfg: FitConfig, train: Dataset, say: Log, progress: bool | None):
-    """Rank the candidates on the training split and resolve ``cfg`` in place: the run's
-    config.json then names the chosen model, layer and strategy, and re-runs them exactly."""
-    from .auto import choose
-
-    choice = distributed.on_main(lambda: choose(
-        train, cfg.candidates, strategy=cfg.strategy, seed=cfg.seed, backbone_options=cfg.backbone_options,
-        batch_size=cfg.batch_size, cache=cfg.cache, progress=progress, log=say,
-        rank_dir=str(Path(cfg.out) / "rank") if cfg.out else None, backend=cfg.backend))
-    say(f"auto: chose {choice.model}" + (f" layer {choice.layer}" if choice.layer is not None else "") +
-        f" with {choice.strategy}")
-    if choice.strategy_chosen and cfg.strategy_params:
-        # Options given for whichever strategy would be chosen: keep those it takes.
-        from .strategies import STRATEGIES
-
-        takes = set(STRATEGIES.get(choice.strategy)._param_names())
-        dropped = sorted(set(cfg.strategy_params) - takes)
-        cfg.strategy_params = {k: v for k, v in cfg.strategy_params.items() if k in takes}
-        if dropped:
-            choice.reasons.append(f"{choice.strategy} takes no option {', '.join(dropped)}: ignored.")
-    cfg.model, cfg.strategy, cfg.candidates = choice.model, choice.strategy, None
-    if choice.layer is not None:
-        cfg.backbone_options = {**cfg.backbone_options, "layer": choice.layer}
-    return choice
-
-
-def run_controls(strategy, backbone: Backbone, train: Dataset | None, test: Dataset, cfg: FitConfig, say: Log,
-                 progress: bool | None, target: Dataset | None = None) -> dict[str, np.ndarray]:
-    """Test-set probabilities of (a) the same strategy on a randomly initialised copy of the
-    backbone (adapting to the same unlabelled ``target``, if any) and (b) the modality's
-    classical baseline, both trained on the same split (no baseline without training labels)."""
-    out: dict[str, np.ndarray] = {}
-    say("control: the same architecture, randomly initialised …")
-    random_model = TransferModel(backbone.randomized(cfg.seed), strategy.clone(), cache=cfg.cache,
-                                 batch_size=cfg.batch_size, progress=progress, backend=cfg.backend)
-    random_model.ctx.seed = cfg.seed
-    random_model.ctx.device = str(distributed.device())
-    random_model.ctx.target = target
-    _checkpointing(random_model.ctx, cfg, "random-init")
-    random_model.strategy.fit(train, random_model.ctx)
-    out["random-init"] = _align(random_model.strategy, random_model.strategy.predict_proba(test, random_model.ctx),
-                                strategy.classes_)
-    if train is None or not train.labels:
-        return out
-    try:
-        name = baseline_for(train.modality)
-    except KeyError:
-        return out
-    say(f"control: classical baseline {name} …")
-    y = np.array([strategy.classes_.index(c) for c in train.labels])
-    proba, _info = BASELINES.get(name)(train, y, test, cfg.seed)
-    out[name] = proba
-    return out
-
-
-def recreate_splits(run: str | Path) -> tuple[Dataset | None, Dataset, FitConfig]:
-    """The training and test sets of a run, rebuilt from its ``config.json`` exactly as ``fit``
-    made them (same files, split, seed and few-shot sample), checked against the data hashes of
-    its model card.
-
-    Raises:
-        UserInputError: no config.json, no data path (a run fitted on in-memory data), or
-            the files changed since the run (the hashes differ).
-    """
-    import json
-
-    run = Path(run)
-    if not (run / "config.json").is_file():
-        raise UserInputError(f"{run} has no config.json", hint="give a run directory written by `transferkit fit`")
-    cfg = FitConfig.load(run / "config.json")
-    if cfg.data is None and cfg.test:  # zero-shot evaluated on a test set alone: no training split
-        return None, prepare_data(cfg.test, None, text_columns=cfg.text_columns, label_column=cfg.label_column,
-                                  modality=cfg.modality, skip_bad=cfg.skip_bad).train, cfg
-    if cfg.data is None:
-        raise UserInputError(f"the run {run} was fitted on data given in memory, so its split cannot be rebuilt",
-                             hint="fit it from files (--data) to distil or measure it later")
-    prepared = prepare_data(cfg.data, cfg.test, text_columns=cfg.text_columns, label_column=cfg.label_column,
-                            modality=cfg.modality, skip_bad=cfg.skip_bad)
-    train, test = prepared.train, prepared.test
-    if test is None:
-        train, test = stratified_split(train, test_size=cfg.test_size, seed=cfg.seed)
-    if cfg.labels_per_class:
-        train = few_shot_sample(train, cfg.labels_per_class, seed=cfg.seed)
-    card = json.loads((run / "model_card.json").read_text()) if (run / "model_card.json").is_file() else {}
-    want = card.get("data") or {}
-    for name, ds in (("training", train), ("test", test)):
-        h = want.get("train_hash" if name == "training" else "test_hash")
-        if h and h != ds.fingerprint():
-            raise UserInputError(f"the {name} data of {run} changed since the run ({cfg.data}"
-                                 f"{', ' + cfg.test if cfg.test else ''}): its hash differs from the model card's",
-                                 hint="restore the files the run was fitted on")
-    return train, test, cfg
-
-
-def _strategy_class(name: str | None):
+def _strategy_class(name: str | None) -> type[Strategy] | None:
     """The registered class of ``name`` (``None`` for the default or ``auto``)."""
     if name in (None, "auto"):
         return None
-    from .strategies import STRATEGIES
-
     return STRATEGIES.get(name)
 
 
@@ -323,92 +352,18 @@ def _read_target(cfg: FitConfig, modality: str, say: Log) -> Dataset:
     tp = prepare_data(cfg.target_unlabelled, None, text_columns=cfg.text_columns, label_column=cfg.label_column,
                       modality=cfg.modality or modality, skip_bad=cfg.skip_bad, require_labels=False)
     for p in tp.report.warnings:
-        say(f"warning: {p.origin}: {p.message}")
+        say(f"warning: {shown(p.origin)}: {p.message}")
     if tp.report.skipped:
         say(f"skipped {len(tp.report.skipped)} bad items of the target data")
     target = tp.train
     if target.modality != modality:
-        raise UserInputError(f"the target data {cfg.target_unlabelled} holds {target.modality} items but the "
+        raise UserInputError(f"the target data {shown(cfg.target_unlabelled)} holds {target.modality} items but the "
                              f"training data is {modality}", hint="give unlabelled data of the same kind")
     if len(target) < 2:
-        raise UserInputError(f"the target data {cfg.target_unlabelled} has {len(target)} item(s)",
+        raise UserInputError(f"the target data {shown(cfg.target_unlabelled)} has {len(target)} item(s)",
                              hint="give at least a few dozen unlabelled items of the target domain")
     return Dataset(modality=target.modality, inputs=target.inputs, labels=None, origins=target.origins,
                    source=target.source, sampling_rate=target.sampling_rate)
-
-
-def domain_adaptation_evidence(strategy, model: TransferModel, train: Dataset | None, test: Dataset,
-                               target: Dataset, y_test: np.ndarray, cfg: FitConfig, say: Log) -> dict[str, Any]:
-    """How far the target is from the training data, and, for a domain-adaptation strategy,
-    what adapting bought over the same model trained on the source alone.
-
-    Returns ``{"shift": [{"features", "mmd2", "mmd_p_value", "a_distance", "level", "reading"}],
-    "source_only": metrics, "adaptation_gain", "adaptation_gain_ci", "adaptation_verdict",
-    "selection": ...}`` (the last four only for domain-adaptation strategies).
-    """
-    from .scores.domain import domain_shift
-
-    if train is None:
-        return {}
-    say("domain distance between the training data and the unlabelled target …")
-    ctx = model.ctx
-    if getattr(strategy, "on", "features") == "backbone":
-        # the strategy tuned the backbone in place: the pre-trained features and the source-only
-        # model come from a fresh copy, which the source-only training may tune in turn
-        base = TransferModel(get_backbone(cfg.model, **cfg.backbone_options), strategy.clone(), cache=cfg.cache,
-                             batch_size=cfg.batch_size, backend=cfg.backend)
-        base.ctx.seed, base.ctx.device, base.ctx.target = cfg.seed, ctx.device, target
-        bctx = base.ctx
-    else:
-        bctx = ctx
-    rows = []
-
-    def shift(name: str, fs: np.ndarray, ft: np.ndarray) -> None:
-        d = domain_shift(fs, ft, n_permutations=200, max_items=1000, seed=cfg.seed)
-        rows.append({"features": name, **d.to_dict()})
-
-    shift("backbone features (before adaptation)", bctx.features(train), bctx.features(target))
-    out: dict[str, Any] = {"shift": rows}
-    if not getattr(type(strategy), "needs_target", False):
-        return out
-    say(f"{strategy.name}: the same model trained on the source alone, for comparison …")
-    source_only = strategy.source_only()
-    source_only.fit(train, bctx)
-    p_so = _align(source_only, source_only.predict_proba(test, bctx), strategy.classes_)
-    out["source_only"] = classification_metrics(y_test, p_so, strategy.classes_, n_boot=cfg.n_boot, seed=cfg.seed)
-    if hasattr(strategy, "transform"):
-        shift("source-only model's features", source_only.transform(train, bctx, domain="source"),
-              source_only.transform(target, bctx))
-        shift(f"adapted model's features ({strategy.name})", strategy.transform(train, ctx, domain="source"),
-              strategy.transform(target, ctx))
-    pred = strategy.predict_proba(test, ctx).argmax(1)
-    v = transfer_verdict(y_test, pred, {"source-only": p_so.argmax(1)}, n_boot=max(cfg.n_boot, 2000), seed=cfg.seed)
-    word = {"helped": "helped", "hurt": "hurt", "no-difference": "made no clear difference"}[v["verdict"]]
-    out.update(adaptation_gain=v["transfer_gain"], adaptation_gain_ci=v["transfer_gain_ci"],
-               adaptation_verdict=v["verdict"],
-               adaptation_explanation=(f"Adapting to the unlabelled target {word}: test accuracy "
-                                       f"{out['source_only']['accuracy']:.3f} source-only vs "
-                                       f"{(pred == y_test).mean():.3f} adapted (gain {v['transfer_gain']:+.3f}, "
-                                       f"95% interval [{v['transfer_gain_ci'][0]:+.3f}, "
-                                       f"{v['transfer_gain_ci'][1]:+.3f}])."))
-    sel = (strategy.fit_info() or {}).get("selection")
-    if sel:
-        out["selection"] = sel
-    return out
-
-
-def _checkpointing(ctx, cfg: FitConfig, which: str) -> None:
-    """Strategies that train checkpoint under ``out/checkpoints/<which>/``; one folder per model,
-    so the transfer run and its random-init control never resume from each other."""
-    if cfg.out:
-        ctx.checkpoint_dir = Path(cfg.out) / "checkpoints" / which
-        ctx.resume = cfg.resume
-
-
-def _align(fitted, proba: np.ndarray, classes: list[str]) -> np.ndarray:
-    if list(fitted.classes_) == list(classes):
-        return proba
-    return proba[:, [fitted.classes_.index(c) for c in classes]]
 
 
 def _extraction_notes(backbone: Backbone, log: list[ExtractionStats]) -> list[str]:
@@ -436,32 +391,9 @@ def reference_features(model: TransferModel, train: Dataset, seed: int,
     """Features ``(min(N, max_rows), D)`` of a seeded random sample of training items, computed
     as the served model computes them (the backbone as the strategy left it; for the linear probe
     these are cache hits of the fit's own features)."""
-    from .features import extract_features
-
     n = len(train)
     idx = np.sort(np.random.default_rng(seed).choice(n, min(n, max_rows), replace=False))
     feats, _ = extract_features(model.ctx.backbone, train.subset(idx), batch_size=model.batch_size,
-                                cache=model._cache or False, progress=False, device=model.ctx.device,
+                                cache=model.feature_cache or False, progress=False, device=model.ctx.device,
                                 backend=model.backend)
     return feats
-
-
-def write_run(cfg: FitConfig, model: TransferModel, metrics: dict, card: dict, prepared: PreparedData,
-              train: Dataset | None = None) -> dict:
-    """Write the run directory: config, metrics, weights, model card, skipped, report, and
-    (given ``train``) a sample of training features, the reference of the server's drift monitor."""
-    from ._files import write_json
-    from .report import write_report
-
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    if train is not None:
-        card = dict(card, drift_reference=save_reference_features(out, reference_features(model, train, cfg.seed)))
-    write_json(out / "config.json", {"transferkit_version": versions().get("transferkit"), "config": cfg.to_dict()})
-    write_json(out / "metrics.json", metrics)
-    card = save_model(model, out, card=card)
-    write_json(out / "validation.json", prepared.report.to_dict())
-    write_json(out / "skipped.json", prepared.report.skipped)
-    write_report(out / "report.html", metrics, card=card, skipped=prepared.report.skipped,
-                 validation=prepared.report.to_dict())
-    return card

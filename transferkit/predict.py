@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -11,11 +10,11 @@ from typing import Any, Sequence
 import numpy as np
 
 from ._files import write_json
-from .artifact import load
 from .data import prepare_data
 from .data.dataset import Dataset
 from .errors import UserInputError
 from .evaluation import classification_metrics
+from .runs import load
 
 
 def _read_inputs(model, inputs: Sequence[str], text_columns, skip_bad: bool) -> Dataset:
@@ -54,13 +53,14 @@ def _read_inputs(model, inputs: Sequence[str], text_columns, skip_bad: bool) -> 
 
 
 def predict_files(run: str | Path, inputs: Sequence[str], *, text_columns=None, skip_bad: bool = False,
-                  model=None, backend: str = "torch") -> list[dict[str, Any]]:
+                  model=None, backend: str = "torch", load_options: dict[str, Any] | None = None
+                  ) -> list[dict[str, Any]]:
     """Predict every item of the given tables, folders or files.
 
     Returns:
         One row per item: ``origin``, ``prediction``, ``confidence`` and ``p(<class>)`` columns.
     """
-    model = model or load(run, backend=backend)
+    model = model or load(run, backend=backend, **(load_options or {}))
     ds = _read_inputs(model, inputs, text_columns, skip_bad)
     proba = model.predict_proba(ds)
     classes = model.classes
@@ -73,16 +73,34 @@ def predict_files(run: str | Path, inputs: Sequence[str], *, text_columns=None, 
     return rows
 
 
+#: A cell starting with one of these is a formula to a spreadsheet (``=HYPERLINK(...)``,
+#: ``+cmd|...``, ``@SUM``); tab and carriage return start one in some of them too.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_safe(value: Any) -> Any:
+    """A CSV cell a spreadsheet shows as text: a string that would start a formula gets a
+    leading apostrophe (OWASP's advice for CSV injection); numbers are left as they are."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
 def write_predictions(rows: list[dict[str, Any]], out: str | Path | None) -> None:
-    """CSV (default, or a ``.csv`` path) or JSON (a ``.json`` path); stdout when ``out`` is None."""
+    """CSV (default, or a ``.csv`` path) or JSON (a ``.json`` path); stdout when ``out`` is None.
+
+    In CSV, text cells (origins, class names, and column names made of them) that a spreadsheet
+    would run as a formula are written with a leading apostrophe; JSON keeps every value as it is.
+    """
     if out and str(out).endswith(".json"):
         write_json(out, rows)
         return
     buf = io.StringIO()
     if rows:
-        w = csv.DictWriter(buf, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+        fields = list(rows[0])
+        w = csv.writer(buf)
+        w.writerow([csv_safe(f) for f in fields])
+        w.writerows([csv_safe(r[f]) for f in fields] for r in rows)
     if out:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         Path(out).write_text(buf.getvalue(), encoding="utf-8")
@@ -91,9 +109,10 @@ def write_predictions(rows: list[dict[str, Any]], out: str | Path | None) -> Non
 
 
 def evaluate_run(run: str | Path, data: str, *, text_columns=None, label_column: str | None = None,
-                 skip_bad: bool = False, out: str | Path | None = None, n_boot: int = 1000, backend: str = "torch") -> dict[str, Any]:
+                 skip_bad: bool = False, out: str | Path | None = None, n_boot: int = 1000, backend: str = "torch",
+                 load_options: dict[str, Any] | None = None) -> dict[str, Any]:
     """Metrics of a trained run on labelled data (accuracy, macro-F1, per class, ECE, intervals)."""
-    model = load(run, backend=backend)
+    model = load(run, backend=backend, **(load_options or {}))
     prepared = prepare_data(data, None, text_columns=text_columns or model.card.get("text_columns"),
                             label_column=label_column or model.card.get("label_column", "label"),
                             modality=model.modality, skip_bad=skip_bad)

@@ -7,9 +7,9 @@ from typing import Any
 
 import numpy as np
 
-from ..artifact import load, load_reference_features
 from ..data.dataset import Dataset
 from ..features import extract_features
+from ..runs import RunDir, load
 from ..strategies.base import TransferContext
 from .inputs import decode_image
 
@@ -29,11 +29,11 @@ class Predictor:
         reference: ``(n, D)`` training features for drift, or ``None`` (older runs).
     """
 
-    def __init__(self, run_dir: str | Path):
+    def __init__(self, run_dir: str | Path, load_options: dict[str, Any] | None = None):
         self.run_dir = Path(run_dir)
-        self.model = load(self.run_dir, cache=False, progress=False)
+        self.model = load(self.run_dir, cache=False, progress=False, **(load_options or {}))
         self.card = self.model.card
-        self.reference = load_reference_features(self.run_dir, self.card)
+        self.reference = RunDir(self.run_dir).reference(self.card)
         self._last: np.ndarray | None = None
         model = self.model
         self._ctx = TransferContext(backbone=model.ctx.backbone, features=self._features, seed=model.ctx.seed,

@@ -1,0 +1,127 @@
+"""What a fit is compared with: the no-transfer controls, and for unlabelled target data, the
+domain distance and what adapting bought over the source-only model.
+
+Both take a fitted strategy and the resolved :class:`~transferkit.config.FitConfig`; the
+pipeline turns what they return into the metrics and the verdict.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from .backbones import get_backbone
+from .backbones.base import Backbone
+from .config import FitConfig
+from .controls import BASELINES, baseline_for
+from .data.dataset import Dataset
+from .evaluation import classification_metrics, transfer_verdict
+from .model import TransferModel
+from .scores.domain import domain_shift
+from .strategies.base import Strategy
+from .training import distributed
+
+Log = Callable[[str], None]
+
+
+def new_model(backbone: Backbone, strategy: Strategy, cfg: FitConfig, *, progress: bool | None = None,
+              target: Dataset | None = None, checkpoints: str | Path | None = None) -> TransferModel:
+    """A :class:`TransferModel` set up as the config says: cache, batch size, backend, seed,
+    device, target data, and where a strategy that trains checkpoints (``None``: nowhere)."""
+    model = TransferModel(backbone, strategy, cache=cfg.cache, batch_size=cfg.batch_size, progress=progress,
+                          backend=cfg.backend)
+    ctx = model.ctx
+    ctx.seed, ctx.device, ctx.target = cfg.seed, str(distributed.device()), target
+    if checkpoints is not None:
+        ctx.checkpoint_dir, ctx.resume = Path(checkpoints), cfg.resume
+    return model
+
+
+def aligned(fitted: Strategy, proba: np.ndarray, classes: list[str]) -> np.ndarray:
+    """``proba`` of ``fitted`` with its columns in the order of ``classes``."""
+    if list(fitted.classes_) == list(classes):
+        return proba
+    return proba[:, [fitted.classes_.index(c) for c in classes]]
+
+
+def run_controls(strategy: Strategy, backbone: Backbone, train: Dataset | None, test: Dataset, cfg: FitConfig,
+                 say: Log, progress: bool | None, target: Dataset | None = None,
+                 checkpoints: str | Path | None = None) -> dict[str, np.ndarray]:
+    """Test-set probabilities of (a) the same strategy on a randomly initialised copy of the
+    backbone (adapting to the same unlabelled ``target``, if any) and (b) the modality's
+    classical baseline, both trained on the same split (no baseline without training labels)."""
+    out: dict[str, np.ndarray] = {}
+    say("control: the same architecture, randomly initialised …")
+    random_model = new_model(backbone.randomized(cfg.seed), strategy.clone(), cfg, progress=progress, target=target,
+                             checkpoints=checkpoints)
+    random_model.strategy.fit(train, random_model.ctx)
+    out["random-init"] = aligned(random_model.strategy, random_model.strategy.predict_proba(test, random_model.ctx),
+                                 strategy.classes_)
+    if train is None or not train.labels:
+        return out
+    try:
+        name = baseline_for(train.modality)
+    except KeyError:
+        return out
+    say(f"control: classical baseline {name} …")
+    y = np.array([strategy.classes_.index(c) for c in train.labels])
+    proba, _info = BASELINES.get(name)(train, y, test, cfg.seed)
+    out[name] = proba
+    return out
+
+
+def domain_adaptation_evidence(strategy: Strategy, model: TransferModel, train: Dataset | None, test: Dataset,
+                               target: Dataset, y_test: np.ndarray, cfg: FitConfig, say: Log) -> dict[str, Any]:
+    """How far the target is from the training data, and, for a domain-adaptation strategy,
+    what adapting bought over the same model trained on the source alone.
+
+    Returns ``{"shift": [{"features", "mmd2", "mmd_p_value", "a_distance", "level", "reading"}],
+    "source_only": metrics, "adaptation_gain", "adaptation_gain_ci", "adaptation_verdict",
+    "selection": ...}`` (the last four only for domain-adaptation strategies).
+    """
+    if train is None:
+        return {}
+    say("domain distance between the training data and the unlabelled target …")
+    ctx = model.ctx
+    if strategy.tunes_backbone:
+        # the strategy tuned the backbone in place: the pre-trained features and the source-only
+        # model come from a fresh copy, which the source-only training may tune in turn
+        bctx = new_model(get_backbone(cfg.model, **cfg.backbone_options), strategy.clone(), cfg,
+                         target=target).ctx
+    else:
+        bctx = ctx
+    rows = []
+
+    def shift(name: str, fs: np.ndarray, ft: np.ndarray) -> None:
+        d = domain_shift(fs, ft, n_permutations=200, max_items=1000, seed=cfg.seed)
+        rows.append({"features": name, **d.to_dict()})
+
+    shift("backbone features (before adaptation)", bctx.features(train), bctx.features(target))
+    out: dict[str, Any] = {"shift": rows}
+    if not type(strategy).needs_target:
+        return out
+    say(f"{strategy.name}: the same model trained on the source alone, for comparison …")
+    source_only = strategy.source_only()
+    source_only.fit(train, bctx)
+    p_so = aligned(source_only, source_only.predict_proba(test, bctx), strategy.classes_)
+    out["source_only"] = classification_metrics(y_test, p_so, strategy.classes_, n_boot=cfg.n_boot, seed=cfg.seed)
+    if strategy.transforms_features:
+        shift("source-only model's features", source_only.transform(train, bctx, domain="source"),
+              source_only.transform(target, bctx))
+        shift(f"adapted model's features ({strategy.name})", strategy.transform(train, ctx, domain="source"),
+              strategy.transform(target, ctx))
+    pred = strategy.predict_proba(test, ctx).argmax(1)
+    v = transfer_verdict(y_test, pred, {"source-only": p_so.argmax(1)}, n_boot=max(cfg.n_boot, 2000), seed=cfg.seed)
+    word = {"helped": "helped", "hurt": "hurt", "no-difference": "made no clear difference"}[v["verdict"]]
+    out.update(adaptation_gain=v["transfer_gain"], adaptation_gain_ci=v["transfer_gain_ci"],
+               adaptation_verdict=v["verdict"],
+               adaptation_explanation=(f"Adapting to the unlabelled target {word}: test accuracy "
+                                       f"{out['source_only']['accuracy']:.3f} source-only vs "
+                                       f"{(pred == y_test).mean():.3f} adapted (gain {v['transfer_gain']:+.3f}, "
+                                       f"95% interval [{v['transfer_gain_ci'][0]:+.3f}, "
+                                       f"{v['transfer_gain_ci'][1]:+.3f}])."))
+    sel = (strategy.fit_info() or {}).get("selection")
+    if sel:
+        out["selection"] = sel
+    return out

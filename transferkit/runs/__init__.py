@@ -1,0 +1,9 @@
+"""Run directories: one owner for every file (:class:`RunDir`), loading a run back
+(:func:`load`), and rebuilding its splits (:func:`recreate_splits`)."""
+from __future__ import annotations
+
+from .loading import load
+from .rundir import FORMAT, REFERENCE_MAX_ROWS, RunDir, now_iso, versions
+from .splits import recreate_splits
+
+__all__ = ["RunDir", "load", "recreate_splits", "FORMAT", "REFERENCE_MAX_ROWS", "now_iso", "versions"]
