@@ -284,3 +284,28 @@ def test_ties_in_the_first_score_are_broken_by_the_next():
     # the best kNN first; among the 0.8 ties the higher LogME, a missing LogME after; no kNN at all last
     assert order == ["b", "c", "a", "e", "d"]
     assert sorted(rows, key=lambda k: order_key(rows[k], ["logme"]))[:3] == ["d", "c", "a"]
+
+
+def test_rank_page_escapes_and_writes_from_a_hand_made_result(tmp_path):
+    # report.rank reads a RankResult by its attributes (it may not import ranking): a result built
+    # by hand renders, hostile labels and file names stay text, and write() still gives both files.
+    from transferkit.ranking import RankRow
+    from transferkit.report.formatting import fmt_score
+
+    shift = {"level": "large", "reading": "<i>far</i>", "mmd2": 0.0123, "mmd_p_value": 0.001, "a_distance": 1.5}
+    rows = [RankRow("{{ 7*7 }} <script>x</script>", "m", None, "pretrained", 8, {"knn": 0.9, "logme": 0.12},
+                    {}, 1.0, 10, 2.0, None, shift, ["<b>note</b>"]),
+            RankRow('{{ "EVAL" ~ "ROW" }}', "m", 3, "random:0", 4, {"knn": 0.8, "logme": -0.5}, {}, 0.2, 0, 0.5, 12.3)]
+    r = RankResult(rows, ["knn", "logme"], {"source": "<img src=x>.csv", "modality": "image", "n_items": 10,
+                                            "n_classes": 2}, {"source": "{{ 7*7 }}.csv", "n_items": 5}, [], 3)
+    paths = r.write(tmp_path)
+    page = paths["html"].read_text(encoding="utf-8")
+    assert json.loads(paths["json"].read_text())["rows"][0]["candidate"] == rows[0].candidate
+    for literal in ("{{ 7*7 }} &lt;script&gt;x&lt;/script&gt;", "&lt;img src=x&gt;.csv", "target: {{ 7*7 }}.csv",
+                    "&lt;i&gt;far&lt;/i&gt;", "&lt;b&gt;note&lt;/b&gt;", "EVAL&#34; ~ &#34;ROW"):
+        assert literal in page, literal
+    assert "<script" not in page and "<img src=x" not in page and "EVALROW" not in page
+    assert "<td>last</td>" in page and "<td>3</td>" in page and "<td>12</td>" in page  # layer and memory cells
+    assert IMG.search(page)
+    assert [fmt_score("knn", 0.9), fmt_score("logme", 0.12), fmt_score("logme", 1234.5), fmt_score("x", None)] == \
+        ["90.0%", "0.1200", "1234.5", "—"]

@@ -204,3 +204,63 @@ def test_matplotlib_is_imported_lazily():
     if proc.returncode == 2:
         pytest.skip("`import transferkit` already imports matplotlib")
     assert proc.returncode == 0, proc.stderr or "matplotlib was imported by transferkit.report"
+
+
+def test_template_syntax_in_data_is_printed_not_evaluated():
+    # Data is only ever a value given to the templates, never template source: Jinja2 syntax in a
+    # class name, a file name or a note comes out literally (escaped), not evaluated or run.
+    tricky = ("<script>alert(1)</script>", "{{ 7*7 }}", '{{ "EVAL" ~ "CLASS" }}', "{% if true %}x{% endif %}")
+    m = make_metrics(classes=tricky)
+    m["run"]["name"] = '{{ "EVAL" ~ "RUN" }}'
+    m["notes"].append("{{ ''.__class__ }}")
+    page = render_report(m, skipped=[{"origin": '{{ "EVAL" ~ "FILE" }}/<script>x.png', "reason": "{{ 7*7 }}"}],
+                         validation={"problems": [{"severity": "warning", "kind": "k", "origin": "{{ 7*7 }}.png",
+                                                   "message": "<script>", "hint": '{{ "EVAL" ~ "HINT" }}'}]})
+    for literal in ("{{ 7*7 }}", "{{ &#34;EVAL&#34; ~ &#34;CLASS&#34; }}", "{% if true %}x{% endif %}",
+                    "transferkit report: {{ &#34;EVAL&#34; ~ &#34;RUN&#34; }}", "{{ &#39;&#39;.__class__ }}",
+                    "{{ &#34;EVAL&#34; ~ &#34;FILE&#34; }}/&lt;script&gt;x.png", "{{ 7*7 }}.png",
+                    "hint: {{ &#34;EVAL&#34; ~ &#34;HINT&#34; }}"):
+        assert literal in page, literal
+    for evaluated in ("EVALCLASS", "EVALRUN", "EVALFILE", "EVALHINT", "&lt;class", "<class"):
+        assert evaluated not in page, evaluated
+    assert "<script" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    check_images(page)
+    check_self_contained(page)
+
+
+def test_explanation_markup_is_kept_and_its_fields_escaped():
+    # explain's word-level HTML is built (and escaped word by word) by transferkit itself: it is
+    # kept as markup; every other field of an explanation is data and is escaped.
+    span = '<span style="background:rgba(220,50,50,0.40)" title="+0.1234">free&amp;</span>'
+    page = render_report(make_metrics(), explanations=[
+        {"item": "<img src=z>.txt", "predicted": "{{ 7*7 }}", "probability": 0.93, "target": "spam",
+         "method": "integrated gradients", "html": span, "note": "<b>n</b>"}])
+    assert '<div class="explanation" id="explanation-0">' in page and span in page
+    assert "&lt;img src=z&gt;.txt" in page and "<b>{{ 7*7 }}</b> (93.0%)" in page and "&lt;b&gt;n&lt;/b&gt;" in page
+
+
+def test_templates_are_package_files_and_cover_every_page():
+    from importlib import resources
+
+    folder = resources.files("transferkit.report").joinpath("templates")
+    names = {p.name for p in folder.iterdir()}
+    assert {"report.html", "rank.html", "macros.html", "report.css"} <= names
+    # shipped with the package (pyproject's package-data), so an installed copy renders too
+    root = Path(__file__).resolve().parents[1]
+    text = (root / "pyproject.toml").read_text(encoding="utf-8")
+    assert '"report/templates/*"' in text and '"studies.json"' in text
+
+
+def test_report_package_does_not_import_ranking():
+    # report/ sits below ranking in the layers (docs/architecture.md): it reads a RankResult by
+    # its attributes and may name the type only for type checkers.
+    import ast
+
+    folder = Path(__file__).resolve().parents[1] / "transferkit" / "report"
+    for path in folder.glob("*.py"):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        guarded = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If)
+                   and "TYPE_CHECKING" in ast.unparse(node.test) for n in ast.walk(node)}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and id(node) not in guarded:
+                assert "ranking" not in (node.module or ""), f"{path.name}:{node.lineno} imports ranking"

@@ -34,6 +34,8 @@ import numpy as np
 from .data import prepare_data, stratified_split
 from .data.dataset import Dataset
 from .errors import UserInputError
+from .report.formatting import fmt_score
+from .report.rank import write_rank
 from .scores import SCORES, domain_shift
 
 __all__ = ["rank", "RankResult", "RankRow", "Candidate", "parse_candidate", "order_key", "DEFAULT_SCORES"]
@@ -186,7 +188,7 @@ class RankResult:
             heads.append("shift to target")
         lines = []
         for i, r in enumerate(self.rows, 1):
-            cells = [str(i), r.candidate, str(r.dim)] + [_fmt(s, r.scores.get(s)) for s in self.scores]
+            cells = [str(i), r.candidate, str(r.dim)] + [fmt_score(s, r.scores.get(s)) for s in self.scores]
             cells += [f"{r.seconds:.1f}", "—" if r.peak_memory_mb is None else f"{r.peak_memory_mb:.0f}"]
             if self.target is not None:
                 cells.append("—" if not r.domain else f"{r.domain['level']} (A={r.domain['a_distance']:.2f})")
@@ -212,23 +214,7 @@ class RankResult:
         Returns:
             ``{"json": path, "html": path}``.
         """
-        from ._files import atomic_write_bytes, write_json
-
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        write_json(out / "rank.json", self.to_dict())
-        from .report.rank import render_html
-
-        atomic_write_bytes(out / "rank.html", render_html(self).encode("utf-8"))
-        return {"json": out / "rank.json", "html": out / "rank.html"}
-
-
-def _fmt(score: str, v: float | None) -> str:
-    if v is None:
-        return "—"
-    if score == "knn":
-        return f"{100 * v:.1f}%"
-    return f"{v:.4f}" if abs(v) < 100 else f"{v:.1f}"
+        return write_rank(self, out_dir)
 
 
 # ----------------------------------------------------------------------------- rank
@@ -373,7 +359,7 @@ def rank(data: Any, candidates: Sequence[str | dict | Candidate], *, target_unla
                             scores=values, score_seconds=seconds, extract_seconds=round(extract_s, 3),
                             n_cached=st.n_cached, seconds=round(total_s, 3), peak_memory_mb=mem.peak_mb,
                             domain=domain, notes=row_notes))
-        say(f"{c.label}: " + ", ".join(f"{s} {_fmt(s, v)}" for s, v in values.items()) + f" ({total_s:.1f} s)")
+        say(f"{c.label}: " + ", ".join(f"{s} {fmt_score(s, v)}" for s, v in values.items()) + f" ({total_s:.1f} s)")
         del feats, inputs
 
     rows.sort(key=lambda r: order_key(r.scores, score_names))  # stable: full ties keep the given order

@@ -9,14 +9,15 @@ features, the head format every strategy shares (LP-FT starts from it).
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
 from ..data.dataset import Dataset
-from ..errors import UserInputError
 from .base import STRATEGIES, Strategy, TransferContext
+from .params import Params, param
 
 
 def fit_logistic(X, y: np.ndarray, *, Cs: tuple[float, ...], cv: int, max_iter: int,
@@ -75,23 +76,19 @@ def fit_logistic(X, y: np.ndarray, *, Cs: tuple[float, ...], cv: int, max_iter: 
 def _cv_path(X, y: np.ndarray, Cs: list[float], folds: int, seed: int) -> np.ndarray:
     """Mean validation log-likelihood of each C (ascending) over stratified folds.
 
-    Each fold walks the regularisation path from strong to weak, warm-starting every fit
-    from the previous solution with a selection-grade tolerance: 3-4x faster than
-    independent fits, with the same choice of C on the data we measured.
+    scikit-learn's ``LogisticRegressionCV`` walks each fold's regularisation path from strong
+    to weak, warm-starting every fit from the previous solution; the selection-grade tolerance
+    (``tol=1e-3``, 300 iterations) keeps it 3-4x faster than independent fits, with the same
+    choice of C on the data we measured.  ``refit=False``: :func:`fit_logistic` refits the
+    chosen C on all items itself, at full tolerance.
     """
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import log_loss
+    from sklearn.linear_model import LogisticRegressionCV
     from sklearn.model_selection import StratifiedKFold
 
-    labels = np.arange(int(y.max()) + 1)
-    scores = np.zeros(len(Cs))
-    for tr, va in StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed).split(np.zeros(len(y)), y):
-        clf = LogisticRegression(warm_start=True, max_iter=300, tol=1e-3)
-        for k, C in enumerate(Cs):
-            clf.C = C
-            clf.fit(X[tr], y[tr])
-            scores[k] -= log_loss(y[va], clf.predict_proba(X[va]), labels=labels) / folds
-    return scores
+    cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    path = LogisticRegressionCV(Cs=list(Cs), cv=cv, scoring="neg_log_loss", l1_ratios=(0.0,), max_iter=300,
+                                tol=1e-3, refit=False, use_legacy_attributes=False).fit(X, y)
+    return np.asarray(path.scores_, dtype=np.float64).reshape(folds, len(Cs)).mean(axis=0)
 
 
 def linear_head(weight: np.ndarray, bias: np.ndarray) -> torch.nn.Linear:
@@ -109,34 +106,28 @@ def softmax(z: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
-@STRATEGIES.register("linear-probe", needs="features",
-                     summary="frozen backbone; logistic regression on cached features, C by cross-validation")
+@dataclass
+class ProbeParams(Params):
+    """Options of ``linear-probe`` (and ``adabn``)."""
+
+    Cs: list[float] = param([1e-3, 1e-2, 1e-1, 1.0, 10.0], "candidate inverse L2 strengths (on standardised "
+                                                           "features), one chosen by cross-validation", gt=0)
+    cv: int = param(5, "folds of stratified cross-validation (fewer when a class is smaller)", ge=2)
+    max_iter: int = param(2000, "L-BFGS iterations", ge=1)
+
+
+@STRATEGIES.register("linear-probe", needs="features")
 class LinearProbe(Strategy):
     """Frozen-feature logistic regression.
 
     Data: labelled items of any modality. Shapes: features ``(N, D)`` -> head ``(C, D)``.
-
-    Args:
-        Cs: candidate inverse regularisation strengths (on standardised features).
-        cv: folds of stratified cross-validation (fewer when a class is smaller).
-        max_iter: L-BFGS iterations.
+    Options: :class:`ProbeParams`.
     """
 
     name = "linear-probe"
+    description = "frozen backbone; logistic regression on cached features, C by cross-validation"
+    Params = ProbeParams
     uses_features = True
-
-    def __init__(self, *, Cs: tuple[float, ...] | list[float] = (1e-3, 1e-2, 1e-1, 1.0, 10.0),
-                 cv: int = 5, max_iter: int = 2000):
-        super().__init__()
-        self.Cs = tuple(float(c) for c in Cs)
-        self.cv = cv
-        self.max_iter = max_iter
-        if not self.Cs or any(c <= 0 for c in self.Cs):
-            raise UserInputError(f"Cs must be positive numbers, got {Cs!r}")
-        if not isinstance(cv, int) or cv < 2:
-            raise UserInputError(f"cv must be an integer >= 2, got {cv!r}")
-        if not isinstance(max_iter, int) or max_iter < 1:
-            raise UserInputError(f"max_iter must be a positive integer, got {max_iter!r}")
 
     def _fit(self, train: Dataset, y: np.ndarray, ctx: TransferContext) -> None:
         X = ctx.features(train)
