@@ -254,7 +254,13 @@ def _read_back_text(res: dict) -> str:
 
 
 def write_study(res: dict) -> None:
-    """The figures ``--model auto`` cites (``transferkit/studies.json``, study ``strategies``)."""
+    """The figures ``--model auto`` cites go to ``transferkit/studies.json`` (study ``strategies``)."""
+    C.write_study("strategies", study_figures(res), res["machine"], "strategies")
+
+
+def study_figures(res: dict) -> dict:
+    """Study ``strategies`` of ``transferkit/studies.json`` from a results dict: the seeds and, per task
+    variant, each strategy's mean accuracy over them (3 decimals, as the section shows them)."""
     keys = sorted({(r["task"], r["variant"]) for r in res["runs"]}, key=lambda k: (k[0] != "spam", k[1] != "80/20"))
     variants = []
     for task, variant in keys:
@@ -263,7 +269,7 @@ def write_study(res: dict) -> None:
                          "train_items": sel[0]["n_train"],
                          "accuracy": {s: round(float(np.mean([r["accuracy"] for r in sel if r["strategy"] == s])), 3)
                                       for s in STRATEGIES}})
-    C.write_study("strategies", {"seeds": res["args"]["seeds"], "variants": variants}, res["machine"], "strategies")
+    return {"seeds": res["args"]["seeds"], "variants": variants}
 
 
 if __name__ == "__main__":

@@ -419,32 +419,38 @@ def _repo_path(p: str | None) -> str:
 
 
 def write_studies(res: dict) -> None:
-    """The figures transferkit's messages cite (``transferkit/studies.json``): ``auto_pick`` (what
-    ``--model auto``'s pick, the best candidate and LogME's pick reached per task variant) and, once
+    """The figures transferkit's messages cite go to ``transferkit/studies.json``."""
+    for name, (figures, machine) in study_figures(res).items():
+        C.write_study(name, figures, machine, "transferability")
+
+
+def study_figures(res: dict) -> dict[str, tuple[dict, dict]]:
+    """``{study: (figures, machine of the run that measured them)}`` from a results dict: ``auto_pick``
+    (what ``--model auto``'s pick, the best candidate and LogME's pick reached per task variant) and, once
     ``--finetune`` ran on MNIST-5k 80/20, ``inner_layer_finetune`` (fine-tuning from an inner layer
-    against the probe there)."""
+    against the probe there).  Accuracies to 3 decimals, as the section shows them."""
     def pick(row: dict) -> dict:
         return {"candidate": row["candidate"], "accuracy": round(row["accuracy"], 3)}
 
     results = res["results"]
     n_test = sorted({r["n_test"] for r in results})
-    C.write_study("auto_pick", {
+    out = {"auto_pick": ({
         "test_items": n_test[0] if len(n_test) == 1 else n_test,
         "variants": [{"task": r["task"], "variant": r["variant"], "train_items": r["n_train"],
                       "auto": pick(next(x for x in r["rows"] if x["candidate"] == r["auto_pick"])),
                       "best": pick(next(x for x in r["rows"] if x["candidate"] == r["best"])),
-                      "logme": pick(pick_for(r["rows"], ("logme",)))} for r in results]},
-        res["machine"], "transferability")
+                      "logme": pick(pick_for(r["rows"], ("logme",)))} for r in results]}, res["machine"])}
     ft = next((r for r in results if r["task"] == "mnist-5k" and r["variant"] == "80/20" and "tau_ft" in r), None)
     if ft is None:
-        return
+        return out
     base = "efficientnet-lite0"
     layers = {c.split("@")[1]: {"finetune": round(x["ft_accuracy"], 3), "probe": round(x["accuracy"], 3)}
               for x in ft["rows"] if (c := x["candidate"]).startswith(base + "@")}
-    C.write_study("inner_layer_finetune", {
+    out["inner_layer_finetune"] = ({
         "task": ft["task"], "variant": ft["variant"], "backbone": base, "train_items": ft["n_train"],
         "test_items": ft["n_test"], "epochs": ft["ft_epochs"], "layers": dict(sorted(layers.items()))},
-        res["finetune"]["machine"], "transferability")
+        res["finetune"]["machine"])
+    return out
 
 
 if __name__ == "__main__":

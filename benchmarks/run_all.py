@@ -1,6 +1,8 @@
 """Run every benchmark in sequence (one process at a time) and rewrite BENCHMARKS.md.
 
-Run: ``python benchmarks/run_all.py [--only extraction,cache] [--wait-idle SECONDS]``
+Run: ``python benchmarks/run_all.py [--only extraction,cache] [--wait-idle SECONDS]``;
+``--rebuild`` measures nothing: it rewrites BENCHMARKS.md's summary, section order, anchors and
+"Regenerate" lines from ``benchmarks/results/`` (the sections' measured text is kept).
 """
 from __future__ import annotations
 
@@ -14,8 +16,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import _common as C  # noqa: E402
 
-ORDER = ["extraction", "cache", "memory", "probe", "bad_images", "read", "logme", "transferability", "rank_cost", "strategies", "spam_full",
-         "finetune", "lora", "adapt", "distill", "onnx", "serve", "serve_checks"]
+ORDER = C.SECTIONS[1:]  # the order of BENCHMARKS.md
 
 
 def main() -> int:
@@ -23,7 +24,13 @@ def main() -> int:
     ap.add_argument("--only", help=f"comma-separated subset of {','.join(ORDER)}")
     ap.add_argument("--wait-idle", type=float, default=0.0,
                     help="before each benchmark, wait up to this many seconds for other work to stop")
+    ap.add_argument("--rebuild", action="store_true",
+                    help="measure nothing: rewrite BENCHMARKS.md's summary, order and provenance lines from results/")
     a = ap.parse_args()
+    if a.rebuild:
+        C.rebuild()
+        print(f"rebuilt {C.BENCHMARKS_MD} from {C.RESULTS}")
+        return 0
     names = [n.strip() for n in a.only.split(",")] if a.only else ORDER
     unknown = sorted(set(names) - set(ORDER))
     if unknown:
