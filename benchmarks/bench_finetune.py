@@ -348,6 +348,7 @@ def lora_vs_finetune(n_items: int, max_steps: int, tmp: Path) -> dict:
                                              "trainable_share", "state_bytes", "backbone_bytes")})
             rec["adapter_share"] = info["adapter_params"] / info["backbone_params"]
             rec["module_params_with_adapters"] = total_params
+            rec["rank"] = m.strategy.r
         else:
             rec["trained_params"] = rec["saved_params"]
         out[strategy] = rec
@@ -414,8 +415,18 @@ def main() -> None:
         return
     C.save_result(SECTION, result)
     C.update_section(SECTION, body)
+    C.write_study("lora_share", study_figures(result), m, "finetune-lora")
     C.say(body)
     C.say(f"wrote the '{SECTION}' section of {C.BENCHMARKS_MD.name} and {C.RESULTS / (SECTION + '.json')}")
+
+
+def study_figures(result: dict) -> dict:
+    """Study ``lora_share`` of ``transferkit/studies.json`` (LoRA's trainable share, which messages
+    cite) from a results dict."""
+    lo = result["lora"]["lora"]
+    return {"backbone": MODEL, "rank": lo["rank"], "targets": lo["targets"],
+            "trainable_params": lo["trainable_params"], "backbone_params": lo["backbone_params"],
+            "trainable_share": round(lo["trainable_share"], 5)}
 
 
 def summarise(runs: dict, lora: dict, a, m: dict, n: int, checked: int) -> dict:

@@ -133,7 +133,7 @@ def main() -> None:
     if a.no_write:
         return
     C.save_result(SECTION, result)
-    write_section(section_body(result, m))
+    C.update_section(SECTION, section_body(result, m))
     C.say(f"wrote the '{SECTION}' section of {C.BENCHMARKS_MD.name} and {C.RESULTS / (SECTION + '.json')}")
 
 
@@ -163,23 +163,6 @@ def section_body(r: dict, m: dict) -> str:
         "part of this repository.", "",
         C.machine_line(m),
     ])
-
-
-def write_section(body: str) -> None:
-    """Replace the text between this section's markers in BENCHMARKS.md; append it when absent.
-
-    Only this section is touched: other scripts own the rest of the file.
-    """
-    start, end = f"<!-- bench:{SECTION} -->", f"<!-- /bench:{SECTION} -->"
-    path = C.BENCHMARKS_MD
-    text = path.read_text() if path.exists() else C.HEADER
-    block = f"{start}\n{body.strip()}\n{end}"
-    i, j = text.find(start), text.find(end)
-    if i >= 0 and j > i:
-        text = text[:i] + block + text[j + len(end):]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    path.write_text(text)
 
 
 if __name__ == "__main__":

@@ -172,12 +172,15 @@ def test_runs_logs_live_with_the_results():
 def test_studies_are_the_figures_of_the_results_files(C):
     from transferkit import _studies
 
-    expected = {"strategies": (_bench("bench_strategies").study_figures(
-        json.loads((BENCH / "results" / "strategies.json").read_text())),
-        json.loads((BENCH / "results" / "strategies.json").read_text())["machine"])}
-    expected.update(_bench("bench_transferability").study_figures(
-        json.loads((BENCH / "results" / "transferability.json").read_text())))
-    assert set(expected) == {"strategies", "auto_pick", "inner_layer_finetune"}
+    def results(name: str) -> dict:
+        return json.loads((BENCH / "results" / f"{name}.json").read_text())
+
+    expected = {"strategies": (_bench("bench_strategies").study_figures(results("strategies")),
+                               results("strategies")["machine"]),
+                "lora_share": (_bench("bench_finetune").study_figures(results("finetune")),
+                               results("finetune")["machine"])}
+    expected.update(_bench("bench_transferability").study_figures(results("transferability")))
+    assert set(expected) == {"strategies", "auto_pick", "inner_layer_finetune", "lora_share"}
     for name, (figures, machine) in expected.items():
         entry = _studies.study(name)
         assert (entry["commit"], entry["date"]) == (machine["commit"], machine["date"]), name
