@@ -6,12 +6,17 @@ Typical use::
     prepared = prepare_data("emails.jsonl.gz", text_columns=["subject", "body"])
     prepared.train, prepared.test, prepared.report
 """
+from ._audio import AUDIO_EXTENSIONS, load_audio
+from ._images import IMAGE_EXTENSIONS, load_image
+from .checks import text_problem
 from .dataset import Dataset
-from .validate import PreparedData, Problem, ValidationReport, prepare_data
-from .readers import (AUDIO_EXTENSIONS, IMAGE_EXTENSIONS, DataWarning, from_arrays, load_audio,
-                      load_image, read_source)
+from .readers import DataWarning, from_arrays, read_source
+from .report import Problem, ValidationReport, printable
 from .split import few_shot_sample, stratified_split
+from ._tables import split_columns
+from .validate import PreparedData, prepare_data
 
 __all__ = ["Dataset", "Problem", "ValidationReport", "PreparedData", "prepare_data",
            "read_source", "from_arrays", "load_image", "load_audio", "IMAGE_EXTENSIONS",
-           "AUDIO_EXTENSIONS", "DataWarning", "stratified_split", "few_shot_sample"]
+           "AUDIO_EXTENSIONS", "DataWarning", "stratified_split", "few_shot_sample",
+           "split_columns", "text_problem", "printable"]

@@ -1,4 +1,4 @@
-"""Media files: a cheap but real integrity check, and decoding (images to RGB, WAV to float).
+"""Image files: a cheap but real integrity check, and decoding to RGB (audio: ``_audio.py``).
 
 The check decodes every file once (``verify()`` then a full ``load()``) because a header that
 parses says nothing about the pixel data: truncated downloads open fine and only fail when
@@ -7,24 +7,21 @@ decoded, which would otherwise happen in the middle of training.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import re
-import struct
 import warnings
-import wave
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from ..errors import UserInputError
+from ._filecheck import FileCheck, read_for_check, sha256
+from .report import printable
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp",
                     ".ppm", ".pgm", ".pbm", ".pnm", ".jfif")
-AUDIO_EXTENSIONS = (".wav", ".wave")
 
 # Human words for the PIL modes that load_image converts; anything else is shown as its code.
 MODE_WORDS = {
@@ -36,26 +33,6 @@ MODE_WORDS = {
     "I;16N": "16-bit grayscale", "F": "32-bit float",
 }
 _ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
-
-
-@dataclass
-class FileCheck:
-    """Outcome of :func:`check_image` for one file.
-
-    Attributes:
-        kind: ``None`` when the file is usable, else a problem slug ("truncated", ...).
-        message: plain-words description of the problem (empty when usable).
-        hint: what to do about it.
-        mode: the PIL mode of a usable image (e.g. ``"L"``); ``None`` otherwise.
-        sha256: hex digest of the file bytes (matches ``Dataset.content_hashes``), ``None``
-            when the file could not be read.
-    """
-
-    kind: str | None
-    message: str = ""
-    hint: str | None = None
-    mode: str | None = None
-    sha256: str | None = None
 
 
 def _looks_like_text(data: bytes) -> bool:
@@ -114,19 +91,12 @@ def check_image(path: str | Path) -> FileCheck:
 
 
 def _check_one(path: str | Path) -> FileCheck:
-    name = Path(path).name
-    try:
-        data = Path(path).read_bytes()
-    except FileNotFoundError:
-        return FileCheck("missing-file", f"file not found: {path}",
-                          "check the path (relative paths are resolved from the table's folder)")
-    except OSError as e:  # permissions, a directory, an unreadable disk sector
-        return FileCheck("unreadable", f"cannot read the file: {e.strerror or e}",
-                          "check the file's permissions")
-    if not data:
-        return FileCheck("empty-file", "the file is empty (0 bytes)",
-                          "re-download or re-export it, or delete it")
-    digest = hashlib.sha256(data).hexdigest()
+    name = printable(Path(path).name)
+    data = read_for_check(path, "check the path (relative paths are resolved from the table's "
+                          "folder)", "re-download or re-export it, or delete it")
+    if isinstance(data, FileCheck):
+        return data
+    digest = sha256(data)
     try:
         # Above MAX_IMAGE_PIXELS PIL only warns; the callers turn that warning into an error,
         # because decoding such a file would take gigabytes in the middle of training.
@@ -248,131 +218,5 @@ def load_image(item: Any) -> Image.Image:
                 pass
             return _to_rgb(im)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-        raise UserInputError(f"cannot decode image {item}: {e}",
+        raise UserInputError(f"cannot decode image {printable(str(item))}: {e}",
                              "run the data check (prepare_data) to list every bad file") from None
-
-
-# ----------------------------------------------------------------------------- audio
-def check_wavs(paths: Sequence[str]) -> list[FileCheck]:
-    return [_check_wav(p) for p in paths]
-
-
-def _check_wav(path: str) -> FileCheck:
-    try:
-        data = Path(path).read_bytes()
-    except FileNotFoundError:
-        return FileCheck("missing-file", f"file not found: {path}", "check the path")
-    except OSError as e:
-        return FileCheck("unreadable", f"cannot read the file: {e.strerror or e}")
-    if not data:
-        return FileCheck("empty-file", "the file is empty (0 bytes)", "delete or replace it")
-    digest = hashlib.sha256(data).hexdigest()
-    hint = "convert it to 16-bit PCM WAV, e.g. `ffmpeg -i in.mp3 -ar 16000 out.wav`"
-    try:
-        wave_, _, truncated = _decode_wav(data)
-    except (ValueError, EOFError, wave.Error, struct.error) as e:
-        return FileCheck("bad-audio", f"not a readable WAV file ({e})", hint, sha256=digest)
-    if truncated:
-        return FileCheck("truncated", "the WAV file is shorter than its header says",
-                         "re-export or re-download it", sha256=digest)
-    if wave_.size == 0:
-        return FileCheck("bad-audio", "the recording has no samples", "delete it", sha256=digest)
-    return FileCheck(None, sha256=digest)
-
-
-def _pcm_to_float(frames: bytes, width: int, channels: int, is_float: bool) -> np.ndarray:
-    """Interleaved PCM bytes -> float32 mono ``(T,)`` in [-1, 1]."""
-    usable = len(frames) - len(frames) % (width * channels)
-    b = np.frombuffer(frames[:usable], dtype=np.uint8)
-    if is_float:
-        x = np.frombuffer(b.tobytes(), dtype="<f4" if width == 4 else "<f8").astype(np.float32)
-    elif width == 1:  # 8-bit WAV is unsigned
-        x = (b.astype(np.float32) - 128.0) / 128.0
-    elif width == 3:  # 24-bit: assemble little-endian triplets into int32, sign-extend
-        t = b.reshape(-1, 3).astype(np.int32)
-        v = t[:, 0] | (t[:, 1] << 8) | (t[:, 2] << 16)
-        x = (np.where(v >= 1 << 23, v - (1 << 24), v) / float(1 << 23)).astype(np.float32)
-    elif width in (2, 4):
-        x = (np.frombuffer(b.tobytes(), dtype=f"<i{width}") / float(1 << (8 * width - 1)))
-        x = x.astype(np.float32)
-    else:
-        raise ValueError(f"unsupported sample width of {width} bytes")
-    x = x.reshape(-1, channels).mean(axis=1) if channels > 1 else x
-    return np.clip(x, -1.0, 1.0).astype(np.float32)
-
-
-def _decode_wav(data: bytes) -> tuple[np.ndarray, int, bool]:
-    """WAV bytes -> (mono float32 waveform, rate, truncated?)."""
-    try:
-        with wave.open(io.BytesIO(data)) as w:
-            ch, width, rate, n = w.getnchannels(), w.getsampwidth(), w.getframerate(), w.getnframes()
-            frames = w.readframes(n)
-        return _pcm_to_float(frames, width, ch, False), rate, len(frames) < n * width * ch
-    except wave.Error as e:
-        if "unknown format" not in str(e):
-            raise
-    return _decode_riff(data)  # float or WAVE_FORMAT_EXTENSIBLE: the 3.11 wave module refuses
-
-
-def _decode_riff(data: bytes) -> tuple[np.ndarray, int, bool]:
-    if data[:4] != b"RIFF" or data[8:12] != b"WAVE":
-        raise ValueError("not a RIFF/WAVE file")
-    pos, fmt = 12, None
-    while pos + 8 <= len(data):
-        cid, size = data[pos:pos + 4], struct.unpack_from("<I", data, pos + 4)[0]
-        body = data[pos + 8:pos + 8 + size]
-        if cid == b"fmt ":
-            tag, ch, rate, _, _, bits = struct.unpack_from("<HHIIHH", body)
-            if tag == 0xFFFE and len(body) >= 26:
-                tag = struct.unpack_from("<H", body, 24)[0]  # the sub-format GUID's first 2 bytes
-            if tag not in (1, 3):
-                raise ValueError(f"WAV encoding {tag} is not PCM or float")
-            fmt = (ch, rate, bits // 8, tag == 3)
-        elif cid == b"data":
-            if fmt is None:
-                raise ValueError("data chunk before the fmt chunk")
-            ch, rate, width, is_float = fmt
-            return _pcm_to_float(body, width, ch, is_float), rate, len(body) < size
-        pos += 8 + size + (size & 1)
-    raise ValueError("no audio data chunk")
-
-
-def load_audio(item: Any, sampling_rate: int | None) -> tuple[np.ndarray, int]:
-    """Decode one audio item.
-
-    Args:
-        item: a ``.wav`` path (PCM 8/16/24/32-bit or float) or a waveform array ``(T,)``
-            (or ``(T, C)``, mixed to mono).
-        sampling_rate: the rate of an in-memory array (ignored for files: the header says).
-
-    Returns:
-        ``(waveform, rate)``: float32 mono ``(T,)`` in [-1, 1] and its sampling rate in Hz.
-        No resampling is done.
-
-    Raises:
-        UserInputError: the file cannot be decoded, or an array comes without a rate.
-    """
-    if isinstance(item, np.ndarray):
-        if not sampling_rate:
-            raise UserInputError("an audio array needs its sampling_rate",
-                                 "pass sampling_rate=16000 (or the real rate)")
-        x = audio_array(item)
-        return (x.mean(axis=1) if x.ndim == 2 else x).astype(np.float32), int(sampling_rate)
-    try:
-        x, rate, _ = _decode_wav(Path(item).read_bytes())
-    except (OSError, ValueError, EOFError, wave.Error, struct.error) as e:
-        raise UserInputError(f"cannot decode audio {item}: {e}",
-                             "run the data check (prepare_data) to list every bad file") from None
-    return x, rate
-
-
-def audio_array(a: np.ndarray) -> np.ndarray:
-    """Integer PCM is scaled by its type's range; floats beyond [-1, 1] by their peak."""
-    a = np.asarray(a)
-    if np.issubdtype(a.dtype, np.integer):
-        info = np.iinfo(a.dtype)
-        x = a.astype(np.float32)
-        return (x - 128.0) / 128.0 if info.min == 0 and info.bits == 8 else x / float(-info.min or info.max)
-    x = a.astype(np.float32)
-    peak = float(np.abs(x).max()) if x.size else 0.0
-    return x / peak if peak > 1.0 and np.isfinite(peak) else x

@@ -19,7 +19,9 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 from ..errors import MissingDependencyError, UserInputError
+from ._csv import csv_records, swallowed_rows
 from .dataset import Dataset
+from .report import printable
 
 TABLE_EXTENSIONS = (".csv", ".tsv", ".jsonl", ".ndjson", ".json", ".parquet")
 _TEXT_NAMES = ("text", "sentence", "content", "body", "message", "review", "document",
@@ -108,6 +110,14 @@ def _match_column(name: str, present: list[str]) -> str | None:
     return loose[0] if len(loose) == 1 else None
 
 
+def split_columns(columns: str | list[str] | None) -> list[str] | None:
+    """``"subject,body"`` -> ``["subject", "body"]`` (the ``--text-column`` syntax of every
+    command); a list or ``None`` is returned as it is."""
+    if isinstance(columns, str):
+        return [c.strip() for c in columns.split(",") if c.strip()] or None
+    return columns
+
+
 def resolve_columns(present: list[str], text_columns: list[str] | str | None,
                     label_column: str | None, modality: str, where: str,
                     label_optional: bool = False) -> tuple[list[str], str | None]:
@@ -123,8 +133,7 @@ def resolve_columns(present: list[str], text_columns: list[str] | str | None,
         label = _match_column(label_column, present)
         if label is None and not label_optional:
             missing.append(label_column)
-    if isinstance(text_columns, str):
-        text_columns = [text_columns]
+    text_columns = split_columns(text_columns)
     if text_columns is not None:
         chosen = []
         for c in text_columns:
@@ -231,34 +240,6 @@ class _Builder:
         return Dataset(self.modality, self.inputs, labels, self.origins, source=source)
 
 
-def _csv_rows(text: str, delimiter: str) -> Iterator[tuple[int, int, list[str], int, int]]:
-    """Yield ``(first_line, last_line, fields, char_start, char_end)`` per CSV record.
-
-    Records may span lines (quoted newlines); a parse error yields ``fields=None``.
-    """
-    buf = io.StringIO(text, newline="")
-    pos = [0]
-
-    def lines() -> Iterator[str]:
-        for line in buf:
-            pos[0] += len(line)
-            yield line
-
-    reader = csv.reader(lines(), delimiter=delimiter)
-    while True:
-        start_line, start_char = reader.line_num + 1, pos[0]
-        try:
-            fields = next(reader)
-        except StopIteration:
-            return
-        except csv.Error as e:
-            yield start_line, reader.line_num, [str(e)], start_char, -1
-            if reader.line_num < start_line:  # no progress: give up rather than spin
-                return
-            continue
-        yield start_line, reader.line_num, fields, start_char, pos[0]
-
-
 def _first_bad_in(bad: list[tuple[int, int]], start: int, end: int, cursor: list[int]) -> int | None:
     """Byte offset of the first undecodable byte in chars [start, end); rows come in order."""
     i = cursor[0]
@@ -269,26 +250,29 @@ def _first_bad_in(bad: list[tuple[int, int]], start: int, end: int, cursor: list
 
 
 def _read_csv(path: Path, text: str, bad, delimiter: str, resolve, make) -> _Builder:
-    rows = _csv_rows(text, delimiter)
+    name = printable(path.name)
+    rows = csv_records(text, delimiter)
     header = None
     for _, _, fields, _, end in rows:
         if end >= 0 and fields and any(f.strip() for f in fields):
             header = [clean(f) for f in fields]
             break
     if header is None:
-        raise UserInputError(f"{path.name} is empty (no header, no rows)",
+        raise UserInputError(f"{name} is empty (no header, no rows)",
                              "check that you passed the right file")
     if delimiter == "," and len(header) == 1 and ";" in header[0]:
         # European Excel writes ';'-separated "CSV"
         return _read_csv(path, text, bad, ";", resolve, make)
     text_cols, label_col = resolve(header)
     index = {c: i for i, c in enumerate(header)}
+    label_at = index.get(label_col) if label_col is not None else None
     b = make(text_cols, label_col)
     cursor = [0]
+    labels_seen: set[str] = set()  # what a real label looks like, for swallowed_rows
     for line, last, fields, start, end in rows:
         if not fields or (len(fields) == 1 and not fields[0].strip() and end >= 0):
             continue  # a blank line
-        origin = f"{path.name}:{line}"
+        origin = f"{name}:{line}"
         if end < 0:
             b.row_error("bad-row", origin, f"cannot parse this CSV row ({fields[0]})",
                         "check the quoting on this line")
@@ -300,7 +284,15 @@ def _read_csv(path: Path, text: str, bad, delimiter: str, resolve, make) -> _Bui
             b.row_error("bad-row", origin, f"the row runs from line {line} to line {last} with "
                         f"only {len(fields)} of {len(header)} fields", "probably an unclosed "
                         "quote (\") on this line: it swallows the lines that follow")
+        elif last > line and (why := swallowed_rows(text[start:end], line, fields, len(header),
+                                                   delimiter, label_at, labels_seen)):
+            b.row_error("bad-row", f"{name}:{line}-{last}", f"one row runs from line {line} "
+                        f"to line {last}, and {why}: a quote (\") opened on line {line} "
+                        "probably swallowed the rows after it", "close the quote where its "
+                        "field ends, or write a quote inside a field as two (\"\")")
         else:
+            if label_at is not None and label_at < len(fields):
+                labels_seen.add(fields[label_at].strip())
             first_bad = _first_bad_in(bad, start, end, cursor) if bad else None
             b.add(origin, lambda c: fields[index[c]] if index[c] < len(fields) else _MISSING,
                   first_bad, text[start:end] if first_bad is not None else "")
@@ -315,10 +307,10 @@ def _byte_lines(path: Path) -> Iterator[bytes]:
             f.seek(0)
             yield from (gzip.GzipFile(fileobj=f) if gz else f)
     except (EOFError, gzip.BadGzipFile, zlib.error) as e:
-        raise UserInputError(f"{path.name}: not a readable gzip file ({e})",
+        raise UserInputError(f"{printable(path.name)}: not a readable gzip file ({e})",
                              "re-download or re-compress it") from None
     except OSError as e:
-        raise UserInputError(f"cannot read {path}: {e.strerror or e}",
+        raise UserInputError(f"cannot read {printable(str(path))}: {e.strerror or e}",
                              "check the file's permissions") from None
 
 
@@ -349,7 +341,7 @@ def _jsonl_rows(name: str, lines: Iterable[bytes]) -> Iterator[tuple[str, Any, i
 
 
 def _read_jsonl(path: Path, lines: Iterable[bytes], resolve, make) -> _Builder:
-    rows = _jsonl_rows(path.name, lines)
+    rows = _jsonl_rows(printable(path.name), lines)
     head, keys = [], {}
     for r in rows:  # the columns are the keys of the first rows
         head.append(r)
@@ -358,10 +350,11 @@ def _read_jsonl(path: Path, lines: Iterable[bytes], resolve, make) -> _Builder:
         if len(head) >= _KEYS_SCAN:
             break
     if not head:
-        raise UserInputError(f"{path.name} has no rows", "check that you passed the right file")
+        raise UserInputError(f"{printable(path.name)} has no rows",
+                             "check that you passed the right file")
     if not keys:
-        raise UserInputError(f"{path.name}: no line holds a JSON object (first problem at "
-                             f"{head[0][0]})", "write one JSON object per line, "
+        raise UserInputError(f"{printable(path.name)}: no line holds a JSON object (first "
+                             f"problem at {head[0][0]})", "write one JSON object per line, "
                              "e.g. {\"text\": \"...\", \"label\": \"spam\"}")
     b = make(*resolve([clean(k) for k in keys]))
     for origin, obj, first_bad, raw in itertools.chain(head, rows):
@@ -391,8 +384,8 @@ def _read_json(path: Path, data: bytes, resolve, make) -> _Builder:
     except json.JSONDecodeError as e:
         if e.msg.startswith("Extra data"):  # a valid first line, then more: JSON lines
             return _read_jsonl(path, io.BytesIO(data), resolve, make)  # JSON lines named .json
-        raise UserInputError(f"{path.name}:{e.lineno}: invalid JSON at column {e.colno}: "
-                             f"{e.msg}", "fix the file, or write one object per line "
+        raise UserInputError(f"{printable(path.name)}:{e.lineno}: invalid JSON at column "
+                             f"{e.colno}: {e.msg}", "fix the file, or write one object per line "
                              "(.jsonl) so one bad line does not spoil the rest") from None
     if isinstance(doc, dict) and doc and all(isinstance(v, list) for v in doc.values()):
         n = max(len(v) for v in doc.values())  # {"text": [...], "label": [...]}
@@ -400,7 +393,7 @@ def _read_json(path: Path, data: bytes, resolve, make) -> _Builder:
     if isinstance(doc, dict):
         doc = [doc]
     if not isinstance(doc, list) or not doc:
-        raise UserInputError(f"{path.name} holds no rows (expected a list of objects)",
+        raise UserInputError(f"{printable(path.name)} holds no rows (expected a list of objects)",
                              "write [{\"text\": ..., \"label\": ...}, ...] or JSON lines")
     keys = {}
     for r in doc[:_KEYS_SCAN]:
@@ -408,7 +401,7 @@ def _read_json(path: Path, data: bytes, resolve, make) -> _Builder:
             keys.update(dict.fromkeys(r))
     b = make(*resolve(list(keys)))
     for i, r in enumerate(doc):
-        origin = f"{path.name}[{i}]"
+        origin = f"{printable(path.name)}[{i}]"
         if not isinstance(r, dict):
             b.row_error("bad-json", origin, f"item {i} is a JSON {type(r).__name__}, not an "
                         "object", "every item of the list must be an object")
@@ -432,14 +425,15 @@ def _read_parquet(path: Path, resolve, make) -> _Builder:
     except UserInputError:
         raise
     except Exception as e:  # noqa: BLE001 - arrow raises its own types for a bad file
-        raise UserInputError(f"{path.name}: not a readable Parquet file ({e})",
+        raise UserInputError(f"{printable(path.name)}: not a readable Parquet file ({e})",
                              "re-export it") from None
     if table.num_rows == 0:
-        raise UserInputError(f"{path.name} has no rows", "check that you passed the right file")
+        raise UserInputError(f"{printable(path.name)} has no rows",
+                             "check that you passed the right file")
     cols = {c: table.column(c).to_pylist() for c in wanted}
     b = make(text_cols, label_col)
     for i in range(table.num_rows):
-        b.add(f"{path.name}[{i}]", lambda c: cols[c][i])
+        b.add(f"{printable(path.name)}[{i}]", lambda c: cols[c][i])
     return b
 
 
@@ -454,14 +448,15 @@ def read_table(path: Path, *, text_columns, label_column, modality: str, report,
         UserInputError: only when the whole table is unusable (no rows, missing columns).
     """
     kind = table_kind(path)
-    where = path.name
+    where = printable(path.name)
 
     def resolve(present):
         return resolve_columns(present, text_columns, label_column, modality, where,
                                label_optional)
 
     def make(text_cols, label_col):
-        return _Builder(path.name, text_cols, label_col, modality, path.parent, report, split)
+        return _Builder(printable(path.name), text_cols, label_col, modality, path.parent, report,
+                        split)
 
     if kind == "parquet":
         b = _read_parquet(path, resolve, make)
@@ -470,7 +465,8 @@ def read_table(path: Path, *, text_columns, label_column, modality: str, report,
     else:
         data = b"".join(_byte_lines(path))
         if not data.strip():
-            raise UserInputError(f"{path.name} is empty", "check that you passed the right file")
+            raise UserInputError(f"{printable(path.name)} is empty",
+                                 "check that you passed the right file")
         if kind == "json":
             b = _read_json(path, data, resolve, make)
         else:
@@ -478,6 +474,6 @@ def read_table(path: Path, *, text_columns, label_column, modality: str, report,
             del data  # the text is a second copy of a possibly large file
             b = _read_csv(path, text, bad, "\t" if kind == "tsv" else ",", resolve, make)
     if b.seen == 0:
-        raise UserInputError(f"{path.name} has a header but no rows",
+        raise UserInputError(f"{printable(path.name)} has a header but no rows",
                              "check that you passed the right file")
     return b.build(str(path)), b.text_cols

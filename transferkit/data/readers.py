@@ -1,7 +1,7 @@
 """Reading user data into a :class:`Dataset`: folders, tables, arrays; audio decoding.
 
 Reading never raises on a bad *item*: each one is recorded in a
-:class:`~transferkit.data.validate.ValidationReport` (file, line, what to do) and the caller
+:class:`~transferkit.data.report.ValidationReport` (file, line, what to do) and the caller
 decides.  Only a source that is unusable as a whole (missing path, unknown format, no rows,
 missing columns) raises :class:`UserInputError`.
 """
@@ -16,13 +16,14 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import UserInputError
-from ._images import (AUDIO_EXTENSIONS, IMAGE_EXTENSIONS, MODE_WORDS, FileCheck, audio_array,
-                      check_images, check_wavs, load_audio, load_image, scale_to_uint8)
+from ._audio import AUDIO_EXTENSIONS, audio_array, load_audio
+from ._images import IMAGE_EXTENSIONS, load_image, scale_to_uint8
 from ._tables import TABLE_EXTENSIONS, clean, decode, read_table, table_kind
+from .checks import check_items
 from .dataset import Dataset
-from .validate import ValidationReport
+from .report import ValidationReport, printable
 
-__all__ = ["read_source", "from_arrays", "load_image", "load_audio", "check_items",
+__all__ = ["read_source", "read_path", "from_arrays", "load_image", "load_audio",
            "IMAGE_EXTENSIONS", "AUDIO_EXTENSIONS"]
 
 _OTHER_AUDIO = (".mp3", ".flac", ".ogg", ".m4a", ".aac", ".opus", ".wma", ".aif", ".aiff")
@@ -59,9 +60,10 @@ def read_source(path: str | os.PathLike, *, text_columns: list[str] | None = Non
     """
     own = report is None
     report = ValidationReport() if own else report
-    out = _read(Path(path), text_columns, label_column, modality, report, split)
+    out = read_path(Path(path), text_columns, label_column, modality, report, split)
     if own and report.problems:
-        warnings.warn(DataWarning(f"{path}:\n{report.summary()}\n  (collect these with "
+        warnings.warn(DataWarning(f"{printable(str(path))}:\n{report.summary()}\n  (collect "
+                                  "these with "
                                   "report=ValidationReport(), or use prepare_data)"), stacklevel=2)
     return out
 
@@ -70,13 +72,15 @@ class DataWarning(UserWarning):
     """Problems found by :func:`read_source` when no report was passed to collect them."""
 
 
-def _read(path: Path, text_columns, label_column, modality, report, split,
-          label_optional: bool = False):
+def read_path(path: Path, text_columns, label_column, modality, report, split,
+              label_optional: bool = False) -> Dataset | tuple[Dataset, Dataset]:
+    """:func:`read_source` into a given report (``label_optional``: a missing label column
+    means unlabelled data rather than an error)."""
     if modality not in (None, "text", "image", "audio"):
         raise UserInputError(f"unknown modality {modality!r}", "use 'text', 'image' or 'audio'")
     path = path.expanduser()
     if not path.exists():
-        raise UserInputError(f"{path} does not exist", _suggest_path(path))
+        raise UserInputError(f"{printable(str(path))} does not exist", _suggest_path(path))
     if path.is_dir():
         return _read_folder(path, modality, report, split)
     kind = table_kind(path)
@@ -87,7 +91,8 @@ def _read(path: Path, text_columns, label_column, modality, report, split,
             hint = "pass the folder that holds it (one subfolder per class)"
         elif ext in (".xlsx", ".xls", ".ods"):
             hint = "save the sheet as CSV (in Excel: Save As > 'CSV UTF-8') and pass that"
-        raise UserInputError(f"{path.name}: cannot read {ext} files as a data set", hint)
+        raise UserInputError(f"{printable(path.name)}: cannot read {printable(ext)} files as a "
+                             "data set", hint)
     ds, cols = read_table(path, text_columns=text_columns, label_column=label_column,
                           modality=modality or "text", report=report, split=split,
                           label_optional=label_optional)
@@ -98,13 +103,13 @@ def _read(path: Path, text_columns, label_column, modality, report, split,
 def _suggest_path(path: Path) -> str:
     parent = path.parent
     if not parent.is_dir():
-        return f"the folder {parent} does not exist either; check the path"
+        return f"the folder {printable(str(parent))} does not exist either; check the path"
     names = sorted(p.name for p in parent.iterdir() if not p.name.startswith("."))
     close = difflib.get_close_matches(path.name, names, n=3, cutoff=0.5)
     if close:
         return f"did you mean {' or '.join(repr(str(parent / c)) for c in close)}?"
-    shown = ", ".join(names[:10]) + (" ..." if len(names) > 10 else "")
-    return f"{parent} holds: {shown or '(nothing)'}"
+    shown = ", ".join(printable(n) for n in names[:10]) + (" ..." if len(names) > 10 else "")
+    return f"{printable(str(parent))} holds: {shown or '(nothing)'}"
 
 
 # ----------------------------------------------------------------------------- folders
@@ -117,7 +122,7 @@ def _walk(root: Path) -> list[Path]:
     out = []
 
     def fail(e: OSError) -> None:  # os.walk would skip an unreadable folder silently
-        raise UserInputError(f"cannot read the folder {e.filename}: {e.strerror}",
+        raise UserInputError(f"cannot read the folder {printable(str(e.filename))}: {e.strerror}",
                              "check its permissions")
 
     for dirpath, dirnames, filenames in os.walk(root, onerror=fail):
@@ -135,8 +140,8 @@ def _guess_modality(files: Sequence[Path], where: str) -> str:
     if counts[best] == 0:
         seen = sorted(set(exts))
         raise UserInputError(
-            f"{where}: no image, audio or .txt files found (extensions present: "
-            f"{', '.join(seen[:10]) or 'none'})",
+            f"{printable(where)}: no image, audio or .txt files found (extensions present: "
+            f"{printable(', '.join(seen[:10])) or 'none'})",
             "put the files in one subfolder per class, or pass a table file instead")
     return best
 
@@ -166,7 +171,7 @@ def _read_class_folder(root: Path, modality, report, split, disp: str) -> Datase
     inputs, labels, origins, ignored = [], [], [], []
     for f in files:
         rel = f.relative_to(root)
-        origin = f"{disp}/{rel.as_posix()}"
+        origin = printable(f"{disp}/{rel.as_posix()}")
         label = rel.parts[0] if len(rel.parts) > 1 else None
         media = f.suffix.lower() in exts
         if label is None and classes:
@@ -179,7 +184,8 @@ def _read_class_folder(root: Path, modality, report, split, disp: str) -> Datase
             continue
         if modality == "text":
             if not media:
-                report.add("error", "not-text", origin, f"'{f.suffix}' is not a text file "
+                report.add("error", "not-text", origin, f"'{printable(f.suffix)}' is not a text "
+                           "file "
                            "(only .txt files are read as texts)", "remove it", split=split)
                 continue
             text = _read_text_file(f, origin, len(inputs), report, split)
@@ -190,15 +196,16 @@ def _read_class_folder(root: Path, modality, report, split, disp: str) -> Datase
         origins.append(origin)
     if ignored:
         report.add("warning", "ignored-file", f"{disp}/", f"{len(ignored)} file(s) outside the "
-                   f"class folders are ignored: {', '.join(ignored[:5])}", split=split)
+                   f"class folders are ignored: {printable(', '.join(ignored[:5]))}",
+                   split=split)
     counts = {c: 0 for c in classes}
     for lab in labels:
         if lab is not None:
             counts[lab] += 1
     for c, n in counts.items():
         if n == 0:
-            report.add("error", "empty-class", f"{disp}/{c}/", f"class folder '{c}' has no "
-                       "files", "add files to it or delete the folder", split=split)
+            report.add("error", "empty-class", f"{disp}/{c}/", f"class folder '{printable(c)}' "
+                       "has no files", "add files to it or delete the folder", split=split)
     ds = Dataset(modality, inputs, labels if classes else None, origins, source=str(root))
     check_items(ds, report, split)
     return ds
@@ -219,77 +226,6 @@ def _read_text_file(f: Path, origin: str, item: int, report, split: str) -> str:
                    "re-save the file as UTF-8", item=item, split=split)
         text = clean(text)
     return text
-
-
-# ----------------------------------------------------------------------------- item checks
-def check_items(ds: Dataset, report: ValidationReport, split: str, *,
-                what: str | None = None) -> list[str | None] | None:
-    """Check every item of ``ds`` (decoding media one at a time) and record problems.
-
-    Args:
-        ds: the data set.
-        report: where problems go.
-        split: recorded with each problem.
-        what: for texts, a description of the columns used (for the empty-text message).
-
-    Returns:
-        For files, the sha256 of each (``None`` where unreadable); ``None`` for texts/arrays.
-        When every file hashed, ``ds``'s hash cache is filled so they are not read twice.
-    """
-    if ds.modality == "text":
-        for i, x in enumerate(ds.inputs):
-            if not isinstance(x, str):
-                report.add("error", "bad-item", ds.origins[i], f"a text item is a "
-                           f"{type(x).__name__}, not a string", item=i, split=split)
-            elif not x.strip():
-                cols = ("" if not what else f" (columns {what} are all blank)" if "," in what
-                        else f" (column {what} is blank)")
-                report.add("error", "empty-text", ds.origins[i], f"the text is empty{cols}",
-                           "fill it in or remove the row", item=i, split=split)
-        return None
-    paths = [i for i, x in enumerate(ds.inputs) if isinstance(x, (str, os.PathLike))]
-    for i, x in enumerate(ds.inputs):
-        if not isinstance(x, (str, os.PathLike)):
-            msg = _check_array(x, ds.modality, ds.sampling_rate)
-            if msg:
-                report.add("error", "bad-array", ds.origins[i], msg, item=i, split=split)
-    checker = check_images if ds.modality == "image" else check_wavs
-    results: list[FileCheck] = checker([ds.inputs[i] for i in paths])
-    hashes: list[str | None] = [None] * len(ds)
-    modes: dict[str, list[int]] = {}
-    for i, r in zip(paths, results):
-        hashes[i] = r.sha256
-        if r.kind:
-            report.add("error", r.kind, ds.origins[i], r.message, r.hint, item=i, split=split)
-        elif r.mode and r.mode != "RGB":
-            modes.setdefault(r.mode, []).append(i)
-    for mode, idx in modes.items():
-        word = MODE_WORDS.get(mode, f"mode {mode!r}")
-        extra = "; transparency is flattened onto white" if "transparency" in word else ""
-        report.add("warning", "converted-mode", f"{split} set",
-                   f"{_n(len(idx), 'image')} {'is' if len(idx) == 1 else 'are'} {word} "
-                   f"(PIL mode {mode!r}) and will be converted to RGB{extra}; e.g. "
-                   f"{ds.origins[idx[0]]}", split=split)
-    if paths and len(paths) == len(ds) and all(h is not None for h in hashes):
-        ds._hashes = hashes  # the check read every byte already
-    return hashes if paths else None
-
-
-def _n(count: int, noun: str) -> str:
-    return f"{count} {noun}{'' if count == 1 else 's'}"
-
-
-def _check_array(x: Any, modality: str, rate: int | None) -> str | None:
-    if not isinstance(x, np.ndarray):
-        return f"an item is a {type(x).__name__}, not a file path or an array"
-    if modality == "image":
-        ok = x.ndim == 2 or (x.ndim == 3 and x.shape[2] in (1, 3, 4))
-        return None if ok and x.size else f"image array of shape {x.shape}: expected (H, W) or (H, W, C)"
-    if x.ndim != 1 or not x.size:
-        return f"audio array of shape {x.shape}: expected a non-empty waveform (T,)"
-    if not np.isfinite(x).all():
-        return "the waveform contains NaN or infinite values"
-    return None if rate else "in-memory audio needs the Dataset's sampling_rate"
 
 
 # ----------------------------------------------------------------------------- arrays
