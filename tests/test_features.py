@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from transferkit.backbones import get_backbone
 from transferkit.data import Dataset
-from transferkit.features import FeatureCache, extract_features
+from transferkit.features import FeatureCache, FeatureCacheWarning, extract_features
 
 
 def _texts(n):
@@ -60,9 +61,12 @@ def test_damaged_shard_is_recomputed_not_fatal(tiny_text_dir, tmp_path):
     b = get_backbone(str(tiny_text_dir))
     ds = _texts(5)
     f1, _ = extract_features(b, ds, cache=cache)
-    for p in tmp_path.rglob("*.feat.npy"):
+    shards = list(tmp_path.rglob("shard-*.tkf"))
+    assert shards
+    for p in shards:
         p.write_bytes(b"garbage")
-    f2, s = extract_features(b, ds, cache=cache)
+    with pytest.warns(FeatureCacheWarning, match="damaged"):
+        f2, s = extract_features(b, ds, cache=cache)
     assert s.n_computed == 5
     np.testing.assert_allclose(f1, f2, atol=1e-6)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
+import secrets
 from pathlib import Path
 from typing import Iterable
 
@@ -13,15 +13,25 @@ def cache_root() -> Path:
     """Where features and hashes are cached: ``$TRANSFERKIT_CACHE`` or ``~/.cache/transferkit``."""
     env = os.environ.get("TRANSFERKIT_CACHE")
     root = Path(env) if env else Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "transferkit"
-    root.mkdir(parents=True, exist_ok=True)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        pass  # read-only, or a file: each writer of the cache copes (a cache only saves time)
     return root
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that a reader never sees a partial file."""
+    """Write ``data`` to ``path`` so that a reader never sees a partial file.
+
+    The data goes to a temporary file beside ``path`` (fsync'd) that is then renamed over it.
+    The file gets the usual mode of a new file, ``0o666`` less the umask (``0o644`` under the
+    common umask 022), as ``open()`` would give: another account can read a shared run.
+    (``tempfile.mkstemp`` would make it 0600.)
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
