@@ -13,6 +13,11 @@ Each file is written to a temporary name and renamed; the manifest is renamed in
 last, so a directory without one is an interrupted write and is ignored (then removed).
 A file whose sha256 differs from the manifest is damaged: the previous checkpoint is used.
 A file that holds a pickled Python object is refused with :class:`UnsafeFileError`.
+
+Removing checkpoints never follows a symbolic link: a checkpoint folder (or its parent, the
+run's ``checkpoints/``) that is a link is refused, and a ``ckpt-*`` entry that is a link is
+neither loaded nor followed (only the link itself is removed).  Once a run is written,
+:func:`prune_after_run` drops what only a killed fit needed.
 """
 from __future__ import annotations
 
@@ -73,7 +78,7 @@ def config_hash(config: dict[str, Any]) -> str:
 # ----- RNG states as plain tensors -------------------------------------------------------
 def capture_rng() -> dict[str, Any]:
     """torch (CPU and CUDA), numpy and Python ``random`` states, with no Python objects."""
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    _, keys, pos, has_gauss, gauss = np.random.get_state()
     version, internal, gauss_next = random.getstate()
     out: dict[str, Any] = {
         "torch": torch.get_rng_state(),
@@ -140,10 +145,28 @@ def _write_manifest(ckpt: Path, meta: dict[str, Any], files: dict[str, dict[str,
 
 
 def _remove(ckpt: Path) -> None:
+    if ckpt.is_symlink():  # only the link goes, never what it points at
+        ckpt.unlink(missing_ok=True)
+        return
     # The manifest goes first: a removal cut short leaves an incomplete (ignored) directory,
     # never a complete-looking one with a file missing.
     (ckpt / MANIFEST).unlink(missing_ok=True)
-    shutil.rmtree(ckpt, ignore_errors=True)
+    shutil.rmtree(ckpt, ignore_errors=True)  # unlinks links inside, never follows them
+
+
+def _refuse_symlink(directory: Path, levels: int = 2) -> None:
+    """Refuse to write into or remove from a checkpoint folder reached through a link.
+
+    The folder and its parent (the run's ``checkpoints/``) belong to the run; a link there
+    would make clearing or pruning delete files outside it.  (Where the run folder itself
+    lives is the user's choice.)
+    """
+    for p in (directory, directory.parent)[:levels]:
+        if p.is_symlink():
+            raise UserInputError(
+                f"the checkpoint folder {p} is a symbolic link (to {os.readlink(p)}); transferkit does not "
+                "write or delete checkpoints through a link, which could remove files outside the run",
+                hint=f"remove the link ({p}) or choose another output directory")
 
 
 def save_checkpoint(directory: str | Path, *, step: int, model: dict[str, torch.Tensor],
@@ -164,8 +187,9 @@ def save_checkpoint(directory: str | Path, *, step: int, model: dict[str, torch.
     from safetensors.torch import save as st_save
 
     directory = Path(directory)
+    _refuse_symlink(directory)
     ckpt = directory / f"{PREFIX}{step:08d}"
-    if ckpt.exists():  # left by an interrupted run that got this far: never trust its files
+    if ckpt.exists() or ckpt.is_symlink():  # left by an interrupted run that got this far: never trust its files
         _remove(ckpt)
     ckpt.mkdir(parents=True)
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.items()}
@@ -182,22 +206,88 @@ def save_checkpoint(directory: str | Path, *, step: int, model: dict[str, torch.
     return ckpt
 
 
+def _entries(directory: Path) -> list[Path]:
+    """``ckpt-*`` entries of a folder (links included, never followed)."""
+    return [d for d in directory.glob(f"{PREFIX}*") if d.is_symlink() or d.is_dir()]
+
+
 def prune(directory: str | Path, keep_last: int) -> None:
     """Remove all but the newest ``keep_last`` complete checkpoints, and older incomplete ones."""
+    directory = Path(directory)
+    _refuse_symlink(directory)
+    _prune(directory, keep_last)
+
+
+def _prune(directory: Path, keep_last: int) -> None:
     complete = complete_checkpoints(directory)
     for old in complete[:-keep_last] if keep_last > 0 else complete:
         _remove(old)
     newest = _step_of(complete[-1]) if complete else -1
-    for d in Path(directory).glob(f"{PREFIX}*"):
-        if d.is_dir() and not (d / MANIFEST).exists() and _step_of(d) < newest:
-            shutil.rmtree(d, ignore_errors=True)
+    for d in _entries(directory):
+        if (d.is_symlink() or not (d / MANIFEST).exists()) and _step_of(d) < newest:
+            _remove(d)
 
 
 def clear_checkpoints(directory: str | Path) -> None:
-    """Remove every checkpoint in ``directory`` (a run that starts over)."""
-    for d in Path(directory).glob(f"{PREFIX}*"):
-        if d.is_dir():
-            _remove(d)
+    """Remove every checkpoint in ``directory`` (a run that starts over).
+
+    Raises:
+        UserInputError: the folder (or its parent) is a symbolic link.
+    """
+    directory = Path(directory)
+    _refuse_symlink(directory)
+    for d in _entries(directory):
+        _remove(d)
+
+
+def prune_after_run(root: str | Path, keep_last: int = 0) -> int:
+    """Drop the checkpoints of a finished run: only a killed fit needs them.
+
+    Args:
+        root: the run's checkpoint root (``RUN/checkpoints``): it and every folder directly
+            inside it (one per model: ``transfer``, ``random-init``) are pruned.
+        keep_last: complete checkpoints to keep per folder (0: none; folders left empty are
+            removed, and ``root`` too when nothing is left in it).
+
+    Returns:
+        Bytes freed.  A missing ``root`` frees nothing.
+
+    Raises:
+        UserInputError: ``root`` or a folder in it is a symbolic link (nothing is removed through it).
+    """
+    root = Path(root)
+    _refuse_symlink(root, levels=1)
+    if not root.is_dir():
+        return 0
+    before = _tree_bytes(root)
+    folders = [root] + sorted(p for p in root.iterdir() if p.is_dir() or p.is_symlink())
+    for folder in folders:
+        _refuse_symlink(folder, levels=1)
+    for folder in folders:
+        _prune(folder, keep_last)
+        if keep_last <= 0:
+            # Whatever is left of an unfinished write; unknown files stay.
+            for d in _entries(folder):
+                _remove(d)
+    for folder in reversed(folders):
+        try:
+            folder.rmdir()  # only when empty
+        except OSError:
+            pass
+    return before - _tree_bytes(root)
+
+
+def _tree_bytes(root: Path) -> int:
+    if not root.is_dir():
+        return 0
+    total = 0
+    for dirpath, _, files in os.walk(root):  # does not follow links
+        for f in files:
+            try:
+                total += os.lstat(os.path.join(dirpath, f)).st_size
+            except OSError:
+                pass
+    return total
 
 
 # ----- finding and loading -------------------------------------------------------------------
@@ -206,8 +296,8 @@ def complete_checkpoints(directory: str | Path) -> list[Path]:
     directory = Path(directory)
     if not directory.is_dir():
         return []
-    found = [d for d in directory.glob(f"{PREFIX}*") if d.is_dir() and (d / MANIFEST).is_file()
-             and _step_of(d) >= 0]
+    found = [d for d in directory.glob(f"{PREFIX}*") if not d.is_symlink() and d.is_dir()
+             and (d / MANIFEST).is_file() and _step_of(d) >= 0]
     return sorted(found, key=_step_of)
 
 
