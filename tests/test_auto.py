@@ -106,3 +106,44 @@ def test_cli_model_auto(tiny_text_dir, tmp_path, capsys):
                "--models", "random:minilm-l6", "--out", str(tmp_path / "r2")])
     assert rc == 2
     assert "randomly initialised" in capsys.readouterr().err
+
+
+def test_reasons_quote_the_figures_of_studies_json(monkeypatch):
+    # The figures in auto's messages come from transferkit/studies.json (written by the benchmarks),
+    # not from copies in the code: change a study and the message changes with it.
+    import copy
+    import importlib.util
+
+    from transferkit import _studies, auto
+
+    k = FINETUNE_FROM_PER_CLASS
+    big = Dataset(modality="text", inputs=["x"] * (2 * k), labels=["a"] * k + ["b"] * k)
+    inner = _studies.study("inner_layer_finetune")["layers"]["4"]
+    assert f"layer 4: {inner['finetune']:.3f} vs {inner['probe']:.3f}" in choose_strategy(big, layer=4)[1]
+
+    data = copy.deepcopy(_studies._load())
+    data["inner_layer_finetune"]["layers"] = {"4": {"finetune": 0.123, "probe": 0.987}}
+    data["lora_share"]["trainable_share"] = 0.0042
+    for v in data["strategies"]["variants"]:
+        v["accuracy"] = {"lora": 0.95, "linear-probe": 0.90, "finetune": 0.93, "l2sp": 0.93}
+    data["auto_pick"]["variants"] = data["auto_pick"]["variants"][:2]
+    data["auto_pick"]["variants"][0]["logme"]["accuracy"] = data["auto_pick"]["variants"][0]["best"]["accuracy"] - 0.2
+    monkeypatch.setattr(_studies, "_load", lambda: data)
+
+    assert "layer 4: 0.123 vs 0.987" in choose_strategy(big, layer=4)[1]
+    why = choose_strategy(big)[1]
+    assert "0.42% of minilm-l6" in why and "LoRA was the best in every variant, 5.0 to 5.0 points above" in why
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "peft" else real(n, *a))
+    assert "spam 80/20: -2.0" in choose_strategy(big)[1]
+    assert "in all 2 task variants, where the LogME winner lost up to 20.0 points" in auto._pick_evidence()
+
+
+def test_a_missing_study_fails_loudly(monkeypatch):
+    from transferkit import _studies
+
+    k = FINETUNE_FROM_PER_CLASS
+    big = Dataset(modality="text", inputs=["x"] * (2 * k), labels=["a"] * k + ["b"] * k)
+    monkeypatch.setattr(_studies, "_load", lambda: {})
+    with pytest.raises(_studies.MissingStudyError, match="inner_layer_finetune.*studies.json"):
+        choose_strategy(big, layer=4)

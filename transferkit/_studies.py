@@ -31,6 +31,9 @@ The studies read today, and the figures their readers expect:
 * ``strategies``: ``seeds`` and ``variants: [{"task", "variant", "backbone", "train_items",
   "accuracy": {"<strategy>": mean accuracy}}]`` (``benchmarks/bench_strategies.py``;
   :mod:`transferkit.auto`).
+* ``lora_share``: ``backbone``, ``rank``, ``targets``, ``trainable_params``, ``backbone_params``,
+  ``trainable_share`` (adapters + head over the backbone's parameters, a fraction)
+  (``benchmarks/bench_finetune.py``, LoRA part; :mod:`transferkit.auto`).
 
 Benchmarks write an entry with :func:`write_study`; code reads it with :func:`study` or
 :func:`figure`.  The file is read once per process.
