@@ -6,17 +6,18 @@ network.  Weights load from safetensors only, unless the user passes ``allow_pic
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
 from torch import nn
 
 from .._files import files_sha256
-from ..errors import MissingDependencyError, UnsafeFileError, UserInputError
+from ..errors import MissingDependencyError, UnsafeFileError, UserInputError, shown
 from .._memory import release_free_memory
 from .base import Backbone, Batch, pool_chunks
 
@@ -145,7 +146,7 @@ def layer_groups_of(module: nn.Module) -> list[tuple[str, list[nn.Parameter]]]:
 class HFBackbone(Backbone):
     """Common loading for transformers models (see :func:`get_backbone` for options)."""
 
-    def __init__(self, name: str, *, layer: int | None = None, pooling: str | None = None,
+    def __init__(self, name: str, *, layer: int | str | None = None, pooling: str | None = None,
                  init: str = "pretrained", allow_pickle: bool = False, trust_remote_code: bool = False,
                  revision: str | None = None, model_dir: Path | None = None):
         super().__init__(name, layer=layer, pooling=pooling, init=init)
@@ -155,13 +156,31 @@ class HFBackbone(Backbone):
         self.model_dir = model_dir or resolve_model_dir(name, allow_pickle=allow_pickle, revision=revision)
         self._config = None
 
+    @contextlib.contextmanager
+    def _loading(self) -> Iterator[None]:
+        """Around every transformers load: a repository that ships its own Python code is refused
+        with a clear message unless the user passed trust_remote_code (transformers raises a
+        ValueError before it runs any of that code)."""
+        try:
+            yield
+        except ValueError as e:
+            if self.trust_remote_code or not ("trust_remote_code" in str(e) or "custom code" in str(e)):
+                raise
+            code = sorted(p.name for p in Path(self.model_dir).glob("*.py"))
+            raise UserInputError(
+                f"the model in {shown(self.model_dir)} needs its own Python code to load"
+                + (f" ({', '.join(code)})" if code else ""),
+                hint="if you trust that code, pass --trust-remote-code (trust_remote_code=True): it will run it"
+            ) from None
+
     @property
     def config(self):
         if self._config is None:
             from transformers import AutoConfig
 
-            self._config = AutoConfig.from_pretrained(self.model_dir, local_files_only=True,
-                                                      trust_remote_code=self.trust_remote_code)
+            with self._loading():
+                self._config = AutoConfig.from_pretrained(self.model_dir, local_files_only=True,
+                                                          trust_remote_code=self.trust_remote_code)
         return self._config
 
     def _options(self) -> dict[str, Any]:
@@ -190,9 +209,10 @@ class HFBackbone(Backbone):
             bar = hf_logging.is_progress_bar_enabled()
             hf_logging.disable_progress_bar()  # a bar per model load drowns our own progress lines
             try:
-                module = AutoModel.from_pretrained(
-                    self.model_dir, local_files_only=True, trust_remote_code=self.trust_remote_code,
-                    use_safetensors=None if self.allow_pickle else True)
+                with self._loading():
+                    module = AutoModel.from_pretrained(
+                        self.model_dir, local_files_only=True, trust_remote_code=self.trust_remote_code,
+                        use_safetensors=None if self.allow_pickle else True)
             finally:
                 if bar:
                     hf_logging.enable_progress_bar()
@@ -278,8 +298,9 @@ class HFTextBackbone(HFBackbone):
         if self._tokenizer is None:
             from transformers import AutoTokenizer
 
-            self._tokenizer = AutoTokenizer.from_pretrained(
-                self.model_dir, local_files_only=True, trust_remote_code=self.trust_remote_code)
+            with self._loading():
+                self._tokenizer = AutoTokenizer.from_pretrained(
+                    self.model_dir, local_files_only=True, trust_remote_code=self.trust_remote_code)
         return self._tokenizer
 
     def special_tokens(self) -> tuple[list[int], list[int]]:
@@ -374,9 +395,10 @@ class HFImageBackbone(HFBackbone):
         if self._processor is None:
             from transformers import AutoImageProcessor
 
-            self._processor = AutoImageProcessor.from_pretrained(
-                self.model_dir, local_files_only=True, trust_remote_code=self.trust_remote_code,
-                use_fast=False)
+            with self._loading():
+                self._processor = AutoImageProcessor.from_pretrained(
+                    self.model_dir, local_files_only=True, trust_remote_code=self.trust_remote_code,
+                    use_fast=False)
         return self._processor
 
     def preprocessing(self) -> dict[str, Any]:
@@ -428,8 +450,9 @@ class HFAudioBackbone(HFBackbone):
         if self._extractor is None:
             from transformers import AutoFeatureExtractor
 
-            self._extractor = AutoFeatureExtractor.from_pretrained(
-                self.model_dir, local_files_only=True, trust_remote_code=self.trust_remote_code)
+            with self._loading():
+                self._extractor = AutoFeatureExtractor.from_pretrained(
+                    self.model_dir, local_files_only=True, trust_remote_code=self.trust_remote_code)
         return self._extractor
 
     def preprocessing(self) -> dict[str, Any]:

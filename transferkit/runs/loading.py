@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -145,10 +146,15 @@ def _check_card_backbone(name: str, rd: RunDir) -> None:
 
 
 def _load_backbone(name: str, options: dict[str, Any], trust_remote_code: bool) -> Backbone:
+    if trust_remote_code and Path(name).is_dir():
+        code = sorted(p.name for p in Path(name).glob("*.py"))
+        if code:
+            warnings.warn(f"trust_remote_code: the Python files of {shown(name)} may run: {', '.join(code)}",
+                          stacklevel=3)
     try:
         return get_backbone(name, **options)
     except ValueError as e:
-        if isinstance(e, UserInputError) or "trust_remote_code" not in str(e):
+        if isinstance(e, UserInputError) or not ("trust_remote_code" in str(e) or "custom code" in str(e)):
             raise
         # transformers refuses a repository that ships its own code unless trust_remote_code
         raise UserInputError(f"the backbone {shown(name)} needs its repository's own Python code to load, "
