@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 
 import numpy as np
@@ -43,6 +44,17 @@ def test_distill_writes_a_loadable_student_with_the_comparison(teacher_run, tiny
     assert len(student.backbone.module.encoder.layer) == 1
     assert student.predict(["a new text"])[0] in ("ham", "spam")
     assert "teacher" in (out / "report.html").read_text()
+    # a complete run: its config rebuilds the teacher's split, its drift reference feeds the server
+    config = json.loads((out / "config.json").read_text())
+    assert config["command"] == "distill" and config["config"]["data"] == str(run.parent / "toy.csv")
+    assert card["drift_reference"]["n"] == 24 and (out / "reference_features.npy").is_file()
+    assert card["lineage"]["parent"]["run"] == str(run)
+    assert card["lineage"]["parent"]["card_sha256"] == hashlib.sha256((run / "model_card.json").read_bytes()).hexdigest()
+    train, test, _ = recreate_splits(out)
+    assert len(train) == 24 and len(test) == 6
+    from transferkit.serve.predictor import Predictor
+
+    assert Predictor(out).reference.shape == (24, 32)  # the student's server monitors drift
 
 
 def test_distillation_loss_is_hinton_kd():

@@ -34,6 +34,7 @@ from .model import TransferModel
 from .pipeline import reference_features
 from .report import render_report
 from .runs import RunDir, load, now_iso, recreate_splits, versions
+from .runs.loading import remember_user_backbone
 from .strategies.base import TransferContext
 from .strategies.finetune import FineTune
 
@@ -229,6 +230,7 @@ def _distill(teacher_dir: RunDir, out: RunDir, *, student, temperature, alpha, e
     out.write_json("metrics.json", metrics)
     out.write_text("report.html", render_report(metrics, card=card))
     out.write_card(card)
+    remember_user_backbone(base)  # the user's --student, or the teacher's own backbone
     log(f"student {name}: accuracy {m_student['accuracy']:.3f} vs teacher {m_teacher['accuracy']:.3f}; "
         f"{result['speedup']:.2f}x faster, {100 * result['size_ratio']:.0f}% of the parameters; "
         f"agreement {100 * result['agreement']:.1f}%; written to {shown(out.path)}/")
