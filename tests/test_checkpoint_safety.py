@@ -54,6 +54,24 @@ def test_no_resume_refuses_a_symlinked_checkpoint_folder_and_deletes_nothing(tmp
     assert (outside / "precious.txt").read_text() == "keep me"
 
 
+def test_resuming_through_a_symlinked_folder_is_refused_before_training(tmp_path):
+    outside = _victim(tmp_path)
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "transfer").symlink_to(outside, target_is_directory=True)
+    steps = []
+    torch.manual_seed(0)
+    model = nn.Linear(4, 2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+
+    def step(idx):
+        steps.append(1)
+        return nn.functional.cross_entropy(model(X[idx]), Y[idx])
+
+    with pytest.raises(UserInputError, match="symbolic link"):
+        train(model, step, len(X), opt, seed=0, epochs=1, batch_size=8, checkpoint_dir=tmp_path / "run" / "transfer")
+    assert steps == [] and sorted(p.name for p in outside.iterdir()) == ["ckpt-00000001", "precious.txt"]
+
+
 def test_a_symlinked_checkpoints_parent_is_refused_too(tmp_path):
     outside = _victim(tmp_path)
     (tmp_path / "run").mkdir()

@@ -345,9 +345,12 @@ def load_latest(directory: str | Path, *, config_hash: str | None = None) -> Che
     with a warning in favour of the previous one.
 
     Raises:
-        UserInputError: the checkpoints belong to a run with another configuration.
+        UserInputError: the checkpoints belong to a run with another configuration, or the
+            folder is reached through a symbolic link (refused before training, not at its
+            first checkpoint).
         UnsafeFileError: a checkpoint holds a pickled object.
     """
+    _refuse_symlink(Path(directory))
     for ckpt in reversed(complete_checkpoints(directory)):
         try:
             loaded = load_checkpoint(ckpt)
