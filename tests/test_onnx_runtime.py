@@ -45,3 +45,23 @@ def test_the_runtime_imports_nothing_above_its_layer():
     mods = {(n.module or "").split(".")[0] for n in ast.walk(ast.parse(feats.read_text()))
             if isinstance(n, ast.ImportFrom) and n.level == 1}
     assert "export" not in mods and "onnx_runtime" in mods
+
+
+def test_onnx_backend_with_a_cache_that_cannot_be_written(tiny_text_dir, tmp_path, monkeypatch):
+    """The graph is exported in memory and used; only keeping it for the next run is lost."""
+    import numpy as np
+
+    from transferkit.backbones import get_backbone
+    from transferkit.data import Dataset
+    from transferkit.features import extract_features
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    monkeypatch.setenv("TRANSFERKIT_CACHE", str(blocker))
+    bb = get_backbone(str(tiny_text_dir), max_length=16)
+    data = Dataset(modality="text", inputs=["short", "a longer text " * 9, "b"])
+    with pytest.warns(RuntimeWarning, match="cannot be written"):
+        got, _ = extract_features(bb, data, cache=False, backend="onnx")
+    ref, _ = extract_features(bb, data, cache=False)
+    np.testing.assert_allclose(got, ref, atol=1e-4 * max(1.0, float(np.abs(ref).max())))
+    assert blocker.read_text() == "x"

@@ -14,7 +14,7 @@ or the export command (which imports from here).
 from __future__ import annotations
 
 import contextlib
-import os
+import io
 import warnings
 import weakref
 from pathlib import Path
@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._files import cache_root
+from ._files import atomic_write_bytes, cache_root
 from .backbones.base import Batch, pool_chunks
 from .errors import MissingDependencyError, UserInputError
 
@@ -231,10 +231,18 @@ class OnnxFeatures:
         ort = ort_module()
         self.modality, self.chunk_batch = backbone.modality, getattr(backbone, "chunk_batch", None)
         self.path = Path(root or cache_root() / "onnx") / f"{backbone.cache_key()}.onnx"
-        if not self.path.exists():
-            self._export(backbone)
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = max(1, torch.get_num_threads())
+        if not self.path.exists():
+            graph = self._export(backbone)
+            try:
+                atomic_write_bytes(self.path, graph)
+            except OSError as e:  # a cache that cannot be written only costs the export next time
+                warnings.warn(f"the ONNX graph cache {self.path.parent} cannot be written "
+                              f"({e.strerror or e}): the graph is exported again by the next run",
+                              RuntimeWarning, stacklevel=2)
+            self.session = ort.InferenceSession(graph, opts, providers=["CPUExecutionProvider"])
+            return
         try:
             self.session = ort.InferenceSession(str(self.path), opts, providers=["CPUExecutionProvider"])
         except Exception as e:  # noqa: BLE001 - a damaged cached graph: export it again next time
@@ -252,7 +260,8 @@ class OnnxFeatures:
         imgs = [rng.randint(0, 255, (40, 56, 3), dtype=np.uint8) for _ in range(2)]
         return b.prepare(imgs)
 
-    def _export(self, b) -> None:
+    def _export(self, b) -> bytes:
+        """The feature graph of ``b`` as ONNX bytes, checked against PyTorch on two real inputs."""
         batch = self._example(b)
         if b.modality == "text":
             graph, names = _TextFeatureGraph(b).eval(), ["input_ids", "attention_mask"]
@@ -264,26 +273,24 @@ class OnnxFeatures:
             graph, names = _ImageFeatureGraph(b).eval(), ["pixel_values"]
             example = (batch.tensors["pixel_values"].float().contiguous(),)
             axes = {"pixel_values": {0: "items"}, "features": {0: "items"}}
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        try:
-            with warnings.catch_warnings(), torch.no_grad(), eager_attention(b.module):
-                warnings.simplefilter("ignore")
-                torch.onnx.export(graph, example, str(tmp), input_names=names, output_names=["features"],
-                                  dynamic_axes=axes, opset_version=OPSET, dynamo=False)
-            ort = ort_module()
-            session = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
-            with torch.inference_mode():
-                ref = graph(*example).numpy()
-            got = session.run(None, {k: v.numpy() for k, v in zip(names, example)})[0]
-            diff = float(np.abs(ref - got).max())
-            scale = max(1.0, float(np.abs(ref).max()))
-            if not diff <= self.tolerance * scale:
-                raise UserInputError(f"the ONNX graph of {b.describe()} differs from PyTorch by {diff:.3g} "
-                                     f"(features up to {scale:.3g}); not used", hint="use --backend torch")
-            os.replace(tmp, self.path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        # Exported in memory: the cache folder may be read-only, and a graph that fails the
+        # check below never reaches it.
+        buf = io.BytesIO()
+        with warnings.catch_warnings(), torch.no_grad(), eager_attention(b.module):
+            warnings.simplefilter("ignore")
+            torch.onnx.export(graph, example, buf, input_names=names, output_names=["features"],
+                              dynamic_axes=axes, opset_version=OPSET, dynamo=False)
+        blob = buf.getvalue()
+        session = ort_module().InferenceSession(blob, providers=["CPUExecutionProvider"])
+        with torch.inference_mode():
+            ref = graph(*example).numpy()
+        got = session.run(None, {k: v.numpy() for k, v in zip(names, example)})[0]
+        diff = float(np.abs(ref - got).max())
+        scale = max(1.0, float(np.abs(ref).max()))
+        if not diff <= self.tolerance * scale:
+            raise UserInputError(f"the ONNX graph of {b.describe()} differs from PyTorch by {diff:.3g} "
+                                 f"(features up to {scale:.3g}); not used", hint="use --backend torch")
+        return blob
 
     def forward_features(self, batch) -> torch.Tensor:
         """What ``backbone.forward_features(batch)`` gives, computed by ONNX Runtime."""
