@@ -136,7 +136,8 @@ def _plots(m: dict, models: list[tuple[str, dict, bool]], classes: list[str], le
             "caption": f"Test accuracy {what}; error bars: {level} confidence intervals."}]
     if test.get("confusion_matrix"):
         counts = ", numbers are counts" if len(classes) <= plots.MAX_LABELLED_CLASSES else ""
-        out.append({"id": "plot-confusion", "alt": f"Confusion matrix of the transfer model over {len(classes)} classes",
+        out.append({"id": "plot-confusion",
+                    "alt": f"Confusion matrix of the transfer model over {len(classes)} classes",
                     "png": plots.confusion_heatmap(test["confusion_matrix"], classes),
                     "caption": "Confusion matrix of the transfer model: rows are true classes, columns "
                                f"predicted; colour is the share of the true class{counts}."})
