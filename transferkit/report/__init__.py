@@ -1,8 +1,9 @@
 """The run report: a self-contained HTML page with the verdict, metrics and plots.
 
 ``render_report(metrics, card=..., skipped=..., validation=...)`` returns the HTML text;
-``write_report(path, metrics, ...)`` writes it.  matplotlib is only imported when a report
-is rendered.
+``write_report(path, metrics, ...)`` writes it.  The pages are Jinja2 templates in
+``templates/`` (autoescaping on); ``rank.write_rank`` writes ``transferkit rank``'s pages.
+matplotlib and Jinja2 are only imported when a page is rendered.
 """
 from __future__ import annotations
 
