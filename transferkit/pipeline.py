@@ -231,12 +231,12 @@ def resolve_stage(cfg: FitConfig, splits: Splits, say: Log, progress: bool | Non
     elif strategy == "auto":
         raise UserInputError("strategy 'auto' needs model 'auto'",
                              hint="pass --model auto, or name a strategy (see `transferkit strategies`)")
-    strategy = strategy or "linear-probe"
-    model = changes.get("model") or cfg.model or DEFAULT_MODELS.get(splits.modality)
-    if model is None:
+    changes["strategy"] = strategy or "linear-probe"
+    changes["model"] = changes.get("model") or cfg.model or DEFAULT_MODELS.get(splits.modality)
+    if changes["model"] is None:
         raise UserInputError(f"there is no default model for {splits.modality} data", hint="pass --model")
-    full_params = STRATEGIES.get(strategy).from_params(params).get_params()
-    return cfg.replace(**changes, model=model, strategy=strategy, strategy_params=full_params), auto
+    changes["strategy_params"] = STRATEGIES.get(changes["strategy"]).from_params(params).get_params()
+    return cfg.replace(**changes), auto
 
 
 def build_stage(cfg: FitConfig, splits: Splits, progress: bool | None, run: RunDir | None) -> TransferModel:
