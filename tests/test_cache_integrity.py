@@ -14,7 +14,12 @@ from transferkit import features
 from transferkit.backbones import get_backbone
 from transferkit.data import Dataset
 from transferkit.data.dataset import item_hash
-from transferkit.features import FeatureCache, FeatureCacheWarning, encode_shard, extract_features
+from transferkit.features import (
+    FeatureCache,
+    FeatureCacheWarning,
+    encode_shard,
+    extract_features,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -141,7 +146,7 @@ def test_shards_of_different_widths_never_mix(cached, tiny_text_dir):
     wide = np.concatenate([f, np.ones((len(f), 3), np.float32)], axis=1)
     (shard.parent / f"shard-0-0{features.SHARD_SUFFIX}").write_bytes(encode_shard(keys[6:], wide[6:], u[6:]))
     with pytest.warns(FeatureCacheWarning) as record:
-        f2, s2 = _again(tiny_text_dir, cache, ds)
+        f2, _ = _again(tiny_text_dir, cache, ds)
     assert any("width" in str(w.message) for w in record)  # the lookup saw the conflict
     assert f2.shape == f1.shape
     np.testing.assert_allclose(f2, f1, atol=1e-6)
