@@ -148,7 +148,7 @@ def resolve_columns(present: list[str], text_columns: list[str] | str | None,
             f"{where}: column(s) {', '.join(repr(c) for c in missing)} not found; the columns "
             f"present are {shown}",
             "; ".join(suggestions) if suggestions else
-            "name the columns with text_columns=[...] and label_column=...")
+            "use the names of columns present (listed above), spelled as in the file's header")
     if text_columns is None:
         names = _TEXT_NAMES if modality == "text" else _PATH_NAMES
         others = [c for c in present if c != label]

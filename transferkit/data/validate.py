@@ -253,8 +253,8 @@ def _regression_error(ds: Dataset, label_column: str | None, t: NumericTarget,
     report.add("error", "regression-target", where, f"{printable(what)} {t.distinct} "
                f"distinct {kind} in {t.n} {rows} (e.g. {printable(', '.join(t.examples))}): it "
                "looks like a regression target, but transferkit classifies (each value would "
-               "become a class of its own)", "bin the values into classes (e.g. low/medium/high), "
-               "or name the column of class names with --label-column (label_column=...); if "
+               "become a class of its own)", "bin the values into classes (e.g. low/medium/high); "
+               "if another column holds the class names, that one is the label column; if "
                "these numbers really are class names, make them non-numeric (e.g. 'c12')",
                split="train")
 
