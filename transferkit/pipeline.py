@@ -383,6 +383,8 @@ def _extraction_notes(backbone: Backbone, log: list[ExtractionStats]) -> list[st
     elif cut:
         notes.append(f"{cut} of {n} items were longer than the backbone's limit "
                      f"({getattr(backbone, 'max_seconds', '?')} s for audio) and were cut.")
+    # a damaged cache shard (recomputed) or an unwritable cache (slower, same result)
+    notes += sorted({note for s in log for note in s.cache_notes})
     return notes
 
 
