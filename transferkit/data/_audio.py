@@ -9,8 +9,9 @@ from __future__ import annotations
 import io
 import struct
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 from scipy.io import wavfile

@@ -21,7 +21,7 @@ from __future__ import annotations
 import csv
 import io
 from collections import Counter
-from typing import Iterator
+from collections.abc import Iterator
 
 
 def csv_records(text: str, delimiter: str) -> Iterator[tuple[int, int, list[str], int, int]]:

@@ -39,15 +39,17 @@ def text_problem(x: Any) -> tuple[str, str, str] | None:
         x.encode("utf-8")
     except UnicodeEncodeError as e:
         code = ord(x[e.start])
-        return ("bad-text", f"character {e.start + 1} is a lone surrogate U+{code:04X} (half of "
-                f"a UTF-16 pair, e.g. from a JSON \\u{code:04x} escape): no tokenizer can encode "
-                "it", "replace it with the character it stands for (in JSON: write the character "
-                "itself, or both halves of its surrogate pair)")
+        return ("bad-text",
+                (f"character {e.start + 1} is a lone surrogate U+{code:04X} (half of a UTF-16 "
+                 f"pair, e.g. from a JSON \\u{code:04x} escape): no tokenizer can encode it"),
+                ("replace it with the character it stands for (in JSON: write the character "
+                 "itself, or both halves of its surrogate pair)"))
     if not x.strip():
         return "empty-text", "the text is empty", "fill it in or remove the row"
     if _invisible_only(x):
-        return ("empty-text", "the text is empty: it holds only invisible characters (NUL, "
-                "control or format characters) and whitespace", "fill it in or remove the row")
+        return ("empty-text", ("the text is empty: it holds only invisible characters (NUL, "
+                               "control or format characters) and whitespace"),
+                "fill it in or remove the row")
     return None
 
 

@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 # Few distinct numbers are fine as class names whatever they look like (ratings 1..5, 0.5
 # steps); beyond these, numbers with decimals or mostly-unique numbers are a measured target.
