@@ -65,6 +65,44 @@ def test_strategy_rejects_unknown_options(name):
         get_strategy(name, {"no_such_option": 1})
 
 
+@pytest.mark.parametrize("name", STRATEGY_NAMES)
+def test_params_are_declared_typed_and_round_trip(name):
+    """Every option is declared once (type, default, help), and get_params -> JSON -> from_params
+    gives the same options and the same strategy, unfitted."""
+    cls = STRATEGIES.get(name)
+    assert cls.description and "\n" not in cls.description
+    rows = cls.describe()["params"]
+    assert [r["name"] for r in rows] == cls.params_class().names()
+    assert all(r["help"] and r["type"] for r in rows)
+    params = get_strategy(name).get_params()
+    assert set(params) == set(cls.params_class().names())  # every option, defaults included
+    assert json.loads(json.dumps(params)) == params  # JSON-shaped: lists, never tuples
+    again = cls.from_params(json.loads(json.dumps(params)))
+    assert type(again) is cls and again.get_params() == params
+    assert again.clone().get_params() == params and repr(again) == repr(cls(**params))
+    # the constructor takes the options by keyword, as the tests and benchmarks write them
+    first = rows[0]["name"]
+    assert cls(**{first: params[first]}).get_params() == params
+
+
+@pytest.mark.parametrize("name", STRATEGY_NAMES)
+def test_misspelt_option_names_the_closest_one(name):
+    option = max(STRATEGIES.get(name).params_class().names(), key=len)
+    typo = option[:-1] + ("x" if option[-1] != "x" else "y")
+    with pytest.raises(UserInputError, match=f"has no option '{typo}'; did you mean '{option}'\\?"):
+        get_strategy(name, {typo: 1})
+
+
+@pytest.mark.parametrize("name", STRATEGY_NAMES)
+def test_every_option_refuses_a_value_of_the_wrong_type_by_name(name):
+    """A JSON object fits no option but augment/labels: the message names the option and the value."""
+    for row in STRATEGIES.get(name).describe()["params"]:
+        if "dict" in row["type"]:
+            continue
+        with pytest.raises(UserInputError, match=f"{row['name']} must be .*, got {{'a': 1}}"):
+            get_strategy(name, {row["name"]: {"a": 1}})
+
+
 def _zoo_backbone(name):
     entry = BACKBONES.entry(name)
     pytest.importorskip(entry.meta["module"], reason=f"pip install {entry.meta['package']}")

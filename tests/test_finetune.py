@@ -18,6 +18,7 @@ from transferkit.model import TransferModel
 from transferkit.strategies import finetune as ft_module
 from transferkit.strategies.finetune import FineTune
 from transferkit.training.augment import ImageAugment, make_augment
+from transferkit.training.batchnorm import statistics_frozen
 
 
 def text_sets():
@@ -244,7 +245,7 @@ def test_batchnorm_statistics_follow_the_option(monkeypatch, mode, init, moves):
     moved = [k for k in before if not torch.equal(after[k], before[k])]
     assert bool(moved) == moves
     assert s.fit_info()["batchnorm_statistics"] == ("trained and re-estimated" if moves else "frozen (pre-trained)")
-    assert not any(hasattr(m, "_tk_frozen_stats") for m in backbone.module.modules())  # marker removed
+    assert not any(statistics_frozen(m) for m in backbone.module.modules())  # released after the fit
 
 
 def test_batchnorm_option_is_checked():
@@ -287,3 +288,18 @@ def test_a_new_head_on_an_inner_layer_gets_a_note(tiny_text_dir, strategy, layer
     assert bool(notes) == warned
     if warned:
         assert notes[0].startswith("finetune from layer 1") and "linear-probe" in notes[0] and "lp-ft" in notes[0]
+
+
+def test_inner_layer_note_cites_the_study_not_copied_figures(monkeypatch):
+    """The figures of the note come from studies.json (written by the benchmark), never from the code."""
+    from transferkit._studies import study
+
+    real = study("inner_layer_finetune")
+    r = real["layers"][sorted(real["layers"], key=int)[0]]
+    note = ft_module.inner_layer_note("finetune", 4)
+    assert f"{r['finetune']:.3f}" in note and f"{r['probe']:.3f}" in note and "linear-probe" in note
+    fake = dict(real, task="task-x", backbone="net-y", layers={"5": {"finetune": 0.111, "probe": 0.999}})
+    monkeypatch.setattr(ft_module, "study", lambda name: fake)
+    note = ft_module.inner_layer_note("lora", 2)
+    assert note.startswith("lora from layer 2:")
+    assert "net-y fine-tuned from layer 5 reached 0.111 on task-x where its linear probe reached 0.999" in note

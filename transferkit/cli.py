@@ -27,9 +27,22 @@ def _key_values(pairs: Sequence[str], flag: str) -> dict[str, Any]:
     return out
 
 
+def _layer_arg(text: str) -> int | str:
+    """``--layer``, checked by the backbones' one layer parser (as ``rank --layers``): an int, or
+    ``"last"``, kept as such so that it overrides a layer in ``--config`` (backbones read it)."""
+    from .backbones.base import parse_layer
+
+    try:
+        layer = parse_layer(text)
+        return "last" if layer is None else layer
+    except UserInputError as e:
+        raise argparse.ArgumentTypeError(f"{e.message} ({e.hint})") from None
+
+
 def _add_backbone_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("backbone options")
-    g.add_argument("--layer", type=int, help="take features from this layer (0 = embeddings/stem; default: last)")
+    g.add_argument("--layer", type=_layer_arg, help="take features from this layer: a number (0 = embeddings/stem, "
+                                                    "negative: from the top) or 'last' (the default)")
     g.add_argument("--pooling", choices=["mean", "cls", "pooler"], help="how tokens/positions are pooled")
     g.add_argument("--max-length", type=int, help="tokens per text chunk (default: the model's)")
     g.add_argument("--max-chunks", type=int, help="chunks per text at most; 0 = no limit (default 8)")
@@ -70,6 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     m = sub.add_parser("models", help="list the backbones it knows and which load offline now")
     m.add_argument("--json", action="store_true", help="print JSON")
+
+    st = sub.add_parser("strategies", help="list the strategies, the data each needs and their options (--param)")
+    st.add_argument("name", nargs="?", help="show only this strategy")
+    st.add_argument("--json", action="store_true", help="print JSON")
 
     f = sub.add_parser("fit", help="adapt a backbone to labelled data, with controls and a verdict")
     f.add_argument("--config", help="re-run a config.json written by an earlier run (other flags override it)")
@@ -176,7 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     sv = sub.add_parser("serve", help="serve a trained run over HTTP (pip install 'transferkit[serve]')")
     sv.add_argument("run", help="run directory")
-    sv.add_argument("--host", help="interface to bind (default 127.0.0.1: this machine only)")
+    sv.add_argument("--host", help="interface to bind (default 127.0.0.1: this machine only; a run's config.json "
+                    "cannot bind beyond it, only this flag)")
     sv.add_argument("--port", type=int, help="TCP port (default 8000; 0 = any free port)")
     sv.add_argument("--max-batch", type=int, help="items per model call (default 32)")
     sv.add_argument("--max-delay-ms", type=float, help="wait this long to fill a batch (default 5)")
@@ -186,6 +204,13 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--max-image-pixels", type=int, help="pixels per uploaded image at most (default 40,000,000)")
     sv.add_argument("--max-body-bytes", type=int, help="request body size at most (default 10 MiB)")
     sv.add_argument("--request-timeout-s", type=float, help="answer 503 after this long (default 30)")
+    sv.add_argument("--queue-chars", type=int, help="characters of text waiting at most (default 2,000,000)")
+    sv.add_argument("--queue-pixels", type=int, help="image pixels waiting at most (default 400,000,000)")
+    sv.add_argument("--max-request-pixels", type=int, help="pixels of all images of a request (default 200,000,000)")
+    sv.add_argument("--max-batch-chars", type=int, help="characters of text per model call (default 64,000)")
+    sv.add_argument("--max-batch-pixels", type=int, help="decoded pixels per model call (default 50,000,000)")
+    sv.add_argument("--keep-alive-s", type=float, help="close connections idle this long (default 5)")
+    sv.add_argument("--max-connections", type=int, help="open connections at most; beyond: 503 (default 256)")
     sv.add_argument("--drift-window", type=int, help="recent items the drift test compares (default 200)")
     sv.add_argument("--drift-every", type=int, help="run the drift test every N requests (default 50)")
     sv.add_argument("--drift-p-value", type=float, help="drift alarm below this p-value (default 0.01)")
@@ -233,6 +258,14 @@ def cmd_models(a: argparse.Namespace) -> int:
         print(f"{r['name']:<20} {r['modality']:<8} {r['params'] / 1e6:6.1f}M {r['dim']:>5}  {ok:<12} {r['source']}")
     print("\nAlso: any Hugging Face transformers model by local directory or hub id "
           "(safetensors only unless --allow-pickle; cached or local models load offline).")
+    return 0
+
+
+def cmd_strategies(a: argparse.Namespace) -> int:
+    from .strategies.catalog import render_catalog, strategy_catalog
+
+    rows = strategy_catalog(a.name)
+    print(json.dumps(rows, indent=2) if a.json else render_catalog(rows))
     return 0
 
 
@@ -294,7 +327,7 @@ def _training_params(a: argparse.Namespace, strategy: str) -> dict[str, Any]:
     if a.batch_size is not None:  # one batch size: extraction, and training where the strategy trains
         from .strategies import STRATEGIES
 
-        if strategy in STRATEGIES and "batch_size" in STRATEGIES.get(strategy)._param_names():
+        if strategy in STRATEGIES and "batch_size" in STRATEGIES.get(strategy).params_class().names():
             out["batch_size"] = a.batch_size
     return out
 
@@ -361,8 +394,10 @@ def cmd_rank(a: argparse.Namespace) -> int:
 
     models = [m.strip() for m in a.models.split(",") if m.strip()]
     if a.layers:
-        models = [m if "@" in m or layer.strip() == "last" else f"{m}@{layer.strip()}"
-                  for m in models for layer in a.layers.split(",")]
+        from .backbones.base import parse_layer
+
+        layers = [parse_layer(x, what="--layers: a layer") for x in a.layers.split(",")]
+        models = [m if "@" in m or layer is None else f"{m}@{layer}" for m in models for layer in layers]
         models = list(dict.fromkeys(models))
     opts = _backbone_options(a)
     opts.pop("layer", None)  # --layers and NAME@LAYER decide the layer
@@ -381,7 +416,9 @@ def cmd_serve(a: argparse.Namespace) -> int:
     from .serve import ServeSettings, serve
 
     keys = ("host", "port", "max_batch", "max_delay_ms", "queue_items", "max_items", "max_text_chars",
-            "max_image_pixels", "max_body_bytes", "request_timeout_s", "drift_window", "drift_every", "drift_p_value")
+            "max_image_pixels", "max_body_bytes", "request_timeout_s", "drift_window", "drift_every", "drift_p_value",
+            "queue_chars", "queue_pixels", "max_request_pixels", "max_batch_chars", "max_batch_pixels", "keep_alive_s",
+            "max_connections")
     settings = ServeSettings.for_run(a.run, **{k: getattr(a, k) for k in keys})
     serve(a.run, settings)
     return 0
@@ -437,7 +474,7 @@ def cmd_demo(a: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"models": cmd_models, "fit": cmd_fit, "predict": cmd_predict, "evaluate": cmd_evaluate,
+COMMANDS = {"models": cmd_models, "strategies": cmd_strategies, "fit": cmd_fit, "predict": cmd_predict, "evaluate": cmd_evaluate,
             "validate": cmd_validate, "rank": cmd_rank, "serve": cmd_serve, "explain": cmd_explain, "distill": cmd_distill, "export": cmd_export,
             "demo": cmd_demo}
 

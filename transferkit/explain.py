@@ -93,11 +93,7 @@ def _image_batch(backbone, pixel_values: torch.Tensor):
 
 def cam_layer(backbone) -> torch.nn.Module | None:
     """The module whose output is the last spatial feature map ``(B, C, h, w)`` the features pool, or ``None``."""
-    module = backbone.module
-    if hasattr(module, "stages"):  # EfficientNet-Lite: the chosen layer group's output
-        stages = module.stages()
-        return stages[backbone.layer if backbone.layer is not None else -1]
-    return None
+    return backbone.feature_map_module()
 
 
 def explain_image(model, item: Any, *, target: str | None = None, method: str = "auto",
@@ -131,7 +127,7 @@ def explain_image(model, item: Any, *, target: str | None = None, method: str = 
                             return_convergence_delta=True,
                          # forward_features runs rows in groups of chunk_batch; captum's hook swaps in
                          # the whole layer output, so one call must not hold more rows than a group
-                         internal_batch_size=max(1, getattr(backbone, "chunk_batch", steps)))
+                         internal_batch_size=max(1, backbone.chunk_batch or steps))
         heat = a[0].abs().sum(0).detach().numpy()
         delta = float(d.abs().max())
     heat = np.clip(heat, 0, None)
@@ -191,7 +187,7 @@ def explain_text(model, text: str, *, target: str | None = None, steps: int = 32
                          return_convergence_delta=True,
                          # forward_features runs rows in groups of chunk_batch; captum's hook swaps in
                          # the whole layer output, so one call must not hold more rows than a group
-                         internal_batch_size=max(1, getattr(backbone, "chunk_batch", steps)))
+                         internal_batch_size=max(1, backbone.chunk_batch or steps))
     scores = a.sum(-1)[0].detach().numpy()
     pieces = tok.convert_ids_to_tokens(ids[0].tolist())
     words = _merge_wordpieces([(pc, float(s)) for pc, s, i in zip(pieces, scores, ids[0].tolist()) if i not in special])

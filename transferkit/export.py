@@ -74,11 +74,10 @@ class _ImageGraph(nn.Module):
 
 def _graph(model) -> tuple[nn.Module, dict[str, Any]]:
     strategy, backbone = model.strategy, model.backbone
-    if hasattr(strategy, "merge_adapters"):  # LoRA: one plain set of weights in the graph
-        strategy.merge_adapters()
+    strategy = strategy.merged_for_export()  # LoRA: one plain set of weights in the graph
     head = strategy.torch_head()
     if backbone.modality == "text":
-        if not hasattr(backbone, "tokenizer"):
+        if backbone.tokenizer is None:
             raise UserInputError(f"export of the text backbone {backbone.name!r} is not supported")
         g = _TextGraph(backbone, head)
         axes = {"input_ids": {0: "windows", 1: "tokens"}, "attention_mask": {0: "windows", 1: "tokens"},

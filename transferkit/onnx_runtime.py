@@ -125,7 +125,7 @@ class OnnxRunner:
         last = np.full(n, np.iinfo(np.int64).max)
         np.minimum.at(last, owner, lengths)
         order = sorted(range(n), key=lambda i: (-counts[i], -last[i]))
-        limit = getattr(b, "chunk_batch", None) or len(owner)
+        limit = b.chunk_batch or len(owner)
         runs, start, total = [], 0, 0
         for k, i in enumerate(order):
             if total and total + counts[i] > limit:
@@ -149,7 +149,7 @@ class OnnxRunner:
         items = list(data.inputs)
         b = self.backbone
         out = None
-        if b.modality == "text" and hasattr(b, "chunk_batch"):
+        if b.modality == "text" and b.chunk_batch is not None:
             step = b.pool_items(batch_size)  # texts prepared together, as extraction prepares them
             parts = ((s, self._text_runs(items[s:s + step])) for s in range(0, len(items), step))
         else:
@@ -225,11 +225,11 @@ class OnnxFeatures:
 
     def __init__(self, backbone, root: str | Path | None = None):
         if backbone.modality not in ("text", "image") or (backbone.modality == "text"
-                                                            and not hasattr(backbone, "tokenizer")):
+                                                            and backbone.tokenizer is None):
             raise UserInputError(f"the onnx backend does not support {backbone.describe()}",
                                  hint="use --backend torch (the default)")
         ort = ort_module()
-        self.modality, self.chunk_batch = backbone.modality, getattr(backbone, "chunk_batch", None)
+        self.modality, self.chunk_batch = backbone.modality, backbone.chunk_batch
         self.path = Path(root or cache_root() / "onnx") / f"{backbone.cache_key()}.onnx"
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = max(1, torch.get_num_threads())

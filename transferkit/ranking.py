@@ -31,6 +31,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from .backbones.base import parse_layer
 from .data import prepare_data, stratified_split
 from .data.dataset import Dataset
 from .errors import UserInputError
@@ -48,7 +49,7 @@ Log = Callable[[str], None]
 #: digits, where it preferred last layers to EfficientNet's layer 6.
 DEFAULT_SCORES = ("knn", "logme", "hscore", "leep", "nce")
 TARGET_ITEMS = 1000  # target items used for the domain distance (seeded subset), as domain_shift uses
-_SPEC = re.compile(r"^(?P<model>.+?)(?:@(?P<layer>-?\d+))?$")  # NAME[@LAYER], after any "random:"
+_SPEC = re.compile(r"^(?P<model>.+?)(?:@(?P<layer>-?\d+|(?i:last)))?$")  # NAME[@LAYER], after any "random:"
 
 
 def _stderr(msg: str) -> None:
@@ -95,10 +96,8 @@ def parse_candidate(c: str | dict | Candidate) -> Candidate:
         if unknown or not c.get("model"):
             raise UserInputError(f"bad candidate {c!r}", "a dict candidate takes model (required), layer, random, "
                                  "options, label")
-        layer = c.get("layer")
-        if layer is not None and not isinstance(layer, (int, np.integer)):
-            raise UserInputError(f"candidate {c['model']!r}: layer must be an integer, got {layer!r}")
-        return Candidate(str(c["model"]), None if layer is None else int(layer), bool(c.get("random", False)),
+        layer = parse_layer(c.get("layer"), what=f"candidate {c['model']!r}: layer")
+        return Candidate(str(c["model"]), layer, bool(c.get("random", False)),
                          dict(c.get("options") or {}), str(c.get("label") or ""))
     text = str(c).strip()
     random = text.startswith("random:")
@@ -106,8 +105,7 @@ def parse_candidate(c: str | dict | Candidate) -> Candidate:
     if not m:
         raise UserInputError(f"bad candidate {c!r}", "write NAME, NAME@LAYER or random:NAME[@LAYER], "
                              "e.g. efficientnet-lite0@6")
-    layer = m.group("layer")
-    return Candidate(m.group("model"), None if layer is None else int(layer), random)
+    return Candidate(m.group("model"), parse_layer(m.group("layer")), random)
 
 
 # ----------------------------------------------------------------------------- results

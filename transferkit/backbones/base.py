@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import numbers
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,12 +16,43 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..errors import UserInputError
+
 
 #: Bump when a code change alters the features of an unchanged backbone (architecture, random
 #: initialisation, pooling, preprocessing): it enters every cache key, so old cached features of
 #: that backbone are not reused.  (2: EfficientNet's own random initialisation; 3: EfficientNet in
 #: channels-last layout, which changes features by float rounding only.)
 FEATURES_REVISION = 3
+
+
+def parse_layer(value: int | str | None, *, what: str = "layer") -> int | None:
+    """A layer as the user writes it, the same for ``fit --layer``, ``rank --layers``, ``NAME@LAYER``
+    and ``config.json``: an integer (0 = embeddings / stem; negative counts from the top), its
+    text (``"4"``, ``"-1"``), or ``"last"`` / ``None`` for the last layer (returned as ``None``).
+
+    Raises:
+        UserInputError: anything else, naming the value and what is allowed.
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        pass  # a JSON true/false is not a layer
+    elif isinstance(value, numbers.Integral):
+        return int(value)
+    elif isinstance(value, float) and value.is_integer():
+        return int(value)
+    elif isinstance(value, str):
+        text = value.strip().lower()
+        if text in ("last", ""):
+            return None
+        try:
+            return int(text)
+        except ValueError:
+            pass
+    raise UserInputError(f"{what} must be an integer or 'last', got {value!r}",
+                         hint="0 is the embeddings (text) or stem (images), higher numbers go deeper, negative "
+                              "numbers count from the top; 'last' (the default) is the last layer")
 
 
 @dataclass
@@ -66,11 +98,14 @@ class Backbone(ABC):
     """
 
     modality: str = ""
+    #: Text backbones that split long texts into windows run this many windows per forward pass
+    #: (export and explanations batch the same way); ``None``: the backbone does not split items.
+    chunk_batch: int | None = None
 
-    def __init__(self, name: str, *, layer: int | None = None, pooling: str | None = None,
+    def __init__(self, name: str, *, layer: int | str | None = None, pooling: str | None = None,
                  init: str = "pretrained"):
         self.name = name
-        self.layer = layer
+        self.layer = parse_layer(layer)
         self.pooling = pooling
         self.init = init
         self.adapted: str | None = None
@@ -122,6 +157,17 @@ class Backbone(ABC):
     @abstractmethod
     def layer_groups(self) -> list[tuple[str, list[nn.Parameter]]]:
         """Named parameter groups, input side first: for freezing and per-layer learning rates."""
+
+    @property
+    def tokenizer(self) -> Any:
+        """The text tokenizer (a transformers tokenizer) of a text backbone; ``None`` for others
+        (export and word attributions need it)."""
+        return None
+
+    def feature_map_module(self) -> nn.Module | None:
+        """The module whose output is the last spatial feature map ``(B, C, h, w)`` the features
+        pool (Grad-CAM hooks it), for convolutional image backbones; ``None`` for the others."""
+        return None
 
     def source_head(self) -> nn.Module | None:
         """The pre-training task's classifier over last-layer features, when the model has one."""

@@ -45,12 +45,12 @@ class EfficientNetLiteBackbone(Backbone):
         variant: ``"efficientnet-lite0"`` ... ``"efficientnet-lite2"``.
         image_size: input side in pixels (default: the variant's, 224/240/260); smaller is
             faster, for small inputs such as digits.
-        layer: index into the stages (0 = stem); ``None`` = after the head convolution.
+        layer: index into the stages (0 = stem); ``None`` or ``"last"`` = after the head convolution.
     """
 
     modality = "image"
 
-    def __init__(self, variant: str, *, layer: int | None = None, image_size: int | None = None,
+    def __init__(self, variant: str, *, layer: int | str | None = None, image_size: int | None = None,
                  init: str = "pretrained", pooling: str | None = "mean"):
         from .efficientnet_lite import VARIANTS
 
@@ -102,6 +102,9 @@ class EfficientNetLiteBackbone(Backbone):
 
     def layer_groups(self) -> list[tuple[str, list[nn.Parameter]]]:
         return [(f"stage{i}", list(s.parameters())) for i, s in enumerate(self.module.stages())]
+
+    def feature_map_module(self) -> nn.Module | None:
+        return self.module.stages()[self.layer if self.layer is not None else -1]  # the chosen group's output
 
     def source_head(self) -> nn.Module | None:
         return self.module._fc if self.layer is None else None

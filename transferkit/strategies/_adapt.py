@@ -20,9 +20,9 @@ to 0.35 (measured 2026-11-22); the probe form is the ``adabn`` strategy.
 """
 from __future__ import annotations
 
-import inspect
 import math
-from typing import Any, ClassVar
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -37,6 +37,7 @@ from ..training.loop import isolated_rng
 from ..training.optim import adamw
 from ._tuning import mark_adapted, used_layer_groups
 from .base import Strategy, TransferContext
+from .params import Params, param
 
 SELECTIONS = ("dev", "snd", "none")
 
@@ -113,12 +114,33 @@ class _Progress(Callback):
         self.step = state.step
 
 
-def _pos_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and v >= 1
+@dataclass
+class AdaptationParams(Params):
+    """Options shared by the domain-adaptation strategies on cached features."""
 
+    hidden: int = param(256, "H, the adapter's width", ge=1)
+    dropout: float = param(0.1, "dropout on the adapter's output during training", ge=0, lt=1)
+    steps: int = param(1000, "optimizer steps per training run", ge=1)
+    batch_size: int = param(64, "source items per step (and as many target items)", ge=1)
+    lr: float = param(1e-3, "AdamW learning rate of the adapter and head", gt=0, lt=1)
+    weight_decay: float = param(1e-4, "AdamW weight decay", ge=0)
+    selection: str = param("dev", "how a knob given as a list is chosen without target labels: dev (deep "
+                                  "embedded validation), snd (soft neighbourhood density) or none (the first value)",
+                           choices=SELECTIONS)
+    val_fraction: float = param(0.2, "share of the source items held out for dev while choosing", gt=0, lt=1)
+    on: str = param("features", "features: an adapter on cached frozen features (seconds); backbone: the last "
+                                "unfreeze layer groups train too (minutes to hours on a CPU)",
+                    choices=("features", "backbone"))
+    unfreeze: Literal["all"] | int = param(2, "with on=backbone: 'all' or how many last layer groups train", ge=1)
+    backbone_lr: float = param(2e-5, "with on=backbone: the learning rate of those groups", gt=0, lt=1)
+    normalize: str = param("source", "source: both domains standardised with the source's statistics; domain: "
+                                      "each with its own (AdaBN on features; cached features only)",
+                           choices=("domain", "source"))
 
-def _num(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
+    def validate(self) -> None:
+        if self.normalize == "domain" and self.on == "backbone":
+            raise UserInputError("normalize='domain' works on cached features only (with on=backbone the "
+                                 "features move while training)", hint="use normalize=source")
 
 
 class FeatureAdaptation(Strategy):
@@ -126,93 +148,27 @@ class FeatureAdaptation(Strategy):
 
     Data: labelled source items, unlabelled target items in ``ctx.target`` (without them the
     strategy trains source-only and says so in the notes). Shapes: cached features ``(N, D)``
-    -> adapter ``(N, H)`` -> head ``(N, C)``.
-
-    Args:
-        hidden: H, the adapter's width.
-        dropout: on the adapter's output during training.
-        steps: optimizer steps per training run.
-        batch_size: source items per step (and as many target items).
-        lr, weight_decay: AdamW.
-        selection: how a knob given as a list is chosen without target labels: ``dev``
-            (default), ``snd`` or ``none`` (the first value).
-        val_fraction: share of the source items held out for ``dev`` while choosing.
-        on: ``features`` (adapter on cached frozen features: seconds) or ``backbone`` (the
-            last ``unfreeze`` layer groups of the backbone train too, on raw items: the
-            alignment then shapes the backbone's own features; minutes to hours on a CPU, and
-            every knob candidate is a training run from the pre-trained weights).
-        unfreeze, backbone_lr: with ``on="backbone"``: how many last layer groups train
-            (``"all"`` or a number) and their learning rate.
+    -> adapter ``(N, H)`` -> head ``(N, C)``.  Options: :class:`AdaptationParams` and the
+    knob of each subclass; ``on="backbone"`` makes the alignment shape the backbone's own
+    features, and every knob candidate is then a training run from the pre-trained weights.
     """
 
+    Params = AdaptationParams
     uses_features = True
     needs_target = True
-    #: whether ``on="backbone"`` is available (the loss-weighted methods)
-    tunes_backbone: ClassVar[bool] = False
+    transforms_features = True
     #: name of the hyper-parameter chosen without target labels, and its "no adaptation" value
     knob: ClassVar[str] = "trade_off"
 
-    def __init__(self, *, hidden: int = 256, dropout: float = 0.1, steps: int = 1000, batch_size: int = 64,
-                 lr: float = 1e-3, weight_decay: float = 1e-4, selection: str = "dev", val_fraction: float = 0.2,
-                 on: str = "features", unfreeze: str | int = 2, backbone_lr: float = 2e-5, normalize: str = "source"):
-        super().__init__()
-        self.normalize = normalize
-        if normalize not in ("domain", "source"):
-            raise UserInputError(f"normalize must be domain or source, got {normalize!r}",
-                                 hint="source (default): both domains standardised with the source's statistics; "
-                                      "domain: each with its own (AdaBN; cached features only)")
-        if normalize == "domain" and on == "backbone":
-            raise UserInputError("normalize='domain' works on cached features only (with on=backbone the "
-                                 "features move while training)", hint="use normalize=source")
-        self.hidden, self.dropout, self.steps, self.batch_size = hidden, dropout, steps, batch_size
-        self.lr, self.weight_decay, self.selection, self.val_fraction, self.on = (lr, weight_decay, selection,
-                                                                                 val_fraction, on)
-        self.unfreeze, self.backbone_lr = unfreeze, backbone_lr
-        for k in ("hidden", "steps", "batch_size"):
-            if not _pos_int(getattr(self, k)):
-                raise UserInputError(f"{k} must be a positive integer, got {getattr(self, k)!r}")
-        if not _num(dropout) or not 0 <= dropout < 1:
-            raise UserInputError(f"dropout must be in [0, 1), got {dropout!r}")
-        if not _num(lr) or not 0 < lr < 1:
-            raise UserInputError(f"lr must be a number in (0, 1), got {lr!r}")
-        if not _num(weight_decay) or weight_decay < 0:
-            raise UserInputError(f"weight_decay must be >= 0, got {weight_decay!r}")
-        if selection not in SELECTIONS:
-            raise UserInputError(f"selection must be one of {', '.join(SELECTIONS)}, got {selection!r}",
-                                 hint="dev: deep embedded validation (default); snd: soft neighbourhood density")
-        if not _num(val_fraction) or not 0 < val_fraction < 1:
-            raise UserInputError(f"val_fraction must be in (0, 1), got {val_fraction!r}")
-        if on not in ("features", "backbone"):
-            raise UserInputError(f"on must be 'features' or 'backbone', got {on!r}")
-        if on == "backbone" and not self.tunes_backbone:
-            raise UserInputError(f"{self.name} adapts on cached features only", hint="use --on features, or "
-                                 "dann, mmd or coral to adapt the backbone")
-        if unfreeze != "all" and not _pos_int(unfreeze):
-            raise UserInputError(f"unfreeze must be 'all' or a number of last layer groups >= 1, got {unfreeze!r}")
-        if not _num(backbone_lr) or not 0 < backbone_lr < 1:
-            raise UserInputError(f"backbone_lr must be a number in (0, 1), got {backbone_lr!r}")
-
-    @classmethod
-    def _param_names(cls) -> list[str]:
-        """This base's options plus each subclass's own (they pass the rest on as ``**kwargs``)."""
-        names: list[str] = []
-        for klass in reversed(cls.__mro__):
-            if issubclass(klass, FeatureAdaptation) and "__init__" in vars(klass):
-                for p in inspect.signature(klass.__init__).parameters.values():
-                    if p.kind == p.KEYWORD_ONLY and p.name not in names:
-                        names.append(p.name)
-        return names
-
-    @staticmethod
-    def _values(name: str, v: Any, ok) -> list[float]:
-        vals = list(v) if isinstance(v, (list, tuple)) else [v]
-        if not vals or not all(_num(x) and ok(x) for x in vals):
-            raise UserInputError(f"{name} must be a number or a non-empty list of numbers in range, got {v!r}")
-        return [float(x) for x in vals]
+    @property
+    def tunes_backbone(self) -> bool:
+        return self.on == "backbone"
 
     # ----- hooks --------------------------------------------------------------------------------
     def knob_values(self) -> list[float]:
-        return list(getattr(self, self.knob))
+        """The candidates of the knob: its one value, or the list given."""
+        v = getattr(self, self.knob)
+        return list(v) if isinstance(v, list) else [v]
 
     def source_only(self) -> "FeatureAdaptation":
         """The same model with adaptation switched off: the comparison of every adaptation run."""

@@ -11,6 +11,7 @@ from torch import nn
 
 from ..backbones.base import Backbone
 from ..data.dataset import Dataset
+from ..training.batchnorm import statistics_frozen
 
 
 def used_layer_groups(backbone: Backbone, items: list[Any],
@@ -59,7 +60,7 @@ def recalibrate_batchnorm(backbone: Backbone, data: Dataset, batch_size: int, de
     """
     module = backbone.module
     layers = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
-              and m.track_running_stats and not getattr(m, "_tk_frozen_stats", False)
+              and m.track_running_stats and not statistics_frozen(m)
               and (not list(m.parameters(recurse=False))
                                              or any(p.requires_grad for p in m.parameters(recurse=False)))]
     if not layers:

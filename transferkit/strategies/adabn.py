@@ -36,17 +36,17 @@ def robust_stats(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mean, np.maximum(std, 1e-3 * med if med > 0 else 1.0)
 
 
-@STRATEGIES.register("adabn", needs="features", target=True,
-                     summary="linear probe applied through the target's own feature statistics "
-                             "(AdaBN on features); needs --target-unlabelled")
+@STRATEGIES.register("adabn", needs="features", target=True)
 class AdaBNProbe(LinearProbe):
     """:class:`LinearProbe` whose head reads target features standardised with the target's statistics.
 
     Data: labelled source items, unlabelled target items in ``ctx.target`` (without them it is
-    the plain linear probe, and says so).  Args: those of :class:`LinearProbe`.
+    the plain linear probe, and says so).  Options: those of :class:`LinearProbe`.
     """
 
     name = "adabn"
+    description = ("linear probe applied through the target's own feature statistics (AdaBN on features); "
+                   "needs --target-unlabelled")
     needs_target = True
 
     def _fit(self, train: Dataset, y: np.ndarray, ctx: TransferContext) -> None:

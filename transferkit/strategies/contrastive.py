@@ -19,8 +19,9 @@ clipping and the non-finite guard come from there.
 from __future__ import annotations
 
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator, Literal
 
 import numpy as np
 import torch
@@ -34,6 +35,7 @@ from ..training.schedules import SCHEDULES
 from ..training.optim import adamw
 from ._tuning import mark_adapted, used_layer_groups
 from .base import STRATEGIES, Strategy, TransferContext
+from .params import Params, fraction_or_steps, param
 from .probe import fit_logistic, linear_head, softmax
 
 
@@ -90,92 +92,59 @@ def _max_chunks(backbone: Backbone, k: int | None) -> Iterator[None]:
         backbone.max_chunks = old
 
 
-@STRATEGIES.register("contrastive", needs="backbone",
-                     summary="SetFit: contrastive tuning of the encoder on streamed same/different-class pairs "
-                             "(cosine loss), then logistic regression on the tuned embeddings")
+@dataclass
+class ContrastiveParams(Params):
+    """Options of ``contrastive``."""
+
+    pairs: str = param("in-batch", "in-batch: every pair among a batch of items embedded once (B(B-1)/2 pairs "
+                                   "for B passes); sampled: SetFit's 2 N R streamed pairs per epoch",
+                       choices=PAIRINGS)
+    num_iterations: int = param(10, "SetFit's R: with sampled, pairs per item and kind; with in-batch, passes "
+                                    "over the items", ge=1)
+    epochs: int = param(1, "passes over all of that", ge=1)
+    # 1e-4 with 10 in-batch passes matched the SetFit package's accuracy on spam with 8 labels per
+    # class in a fraction of its training time (BENCHMARKS.md, section adapt).
+    lr: float = param(1e-4, "learning rate of the encoder (SetFit: 2e-5 over more pair-steps)", gt=0, lt=1)
+    batch_size: int = param(16, "items (in-batch) or pairs (sampled) per step", ge=1)
+    unfreeze: Literal["all"] | int = param("all", "'all' or the number K of last layer groups that train", ge=1)
+    train_max_chunks: int | None = param(1, "text windows per item during tuning (1: the first max_length tokens, "
+                                            "as SetFit); the head embeds whole texts", ge=1)
+    weight_decay: float = param(0.01, "AdamW decay on weight matrices", ge=0)
+    warmup: float | int = param(0.1, "warm-up share of the steps (below 1) or number of steps", check=fraction_or_steps)
+    schedule: str = param("cosine", "learning-rate schedule", choices=SCHEDULES)
+    clip: float | None = param(1.0, "largest gradient norm (null: no clipping)", gt=0)
+    max_steps: int | None = param(None, "stop after this many optimizer steps", ge=1)
+    Cs: list[float] = param([1e-2, 1e-1, 1.0, 10.0], "the head's inverse L2 strengths, one chosen by "
+                                                      "cross-validation as the probe's", gt=0)
+    cv: int = param(5, "folds of that cross-validation", ge=2)
+    checkpoint_every: int | None = param(None, "checkpoint every N steps as well as at each epoch end", ge=1)
+    keep_last: int = param(2, "checkpoints kept", ge=1)
+    precision: str = param("auto", "auto (mixed precision on CUDA), fp32, bf16 or fp16",
+                           choices=("auto", "fp32", "bf16", "fp16"))
+    nonfinite: str = param("stop", "on a NaN/inf loss: stop, or skip such batches and count them",
+                           choices=("stop", "skip"))
+
+
+@STRATEGIES.register("contrastive", needs="backbone")
 class ContrastiveTuning(Strategy):
     """Contrastive few-shot tuning of the encoder plus a logistic head.
 
     Data: labelled items (text above all: it is SetFit's setting; any modality works).
     Shapes: pair batch ``(B,)`` indices -> features of both sides ``(B, D)`` -> cosine ``(B,)``
     -> MSE against 1 (same class) / 0; afterwards tuned features ``(N, D)`` -> head ``(C, D)``.
-
-    Args:
-        pairs: ``"in-batch"`` (default): each step embeds a batch of ``batch_size`` items once
-            and uses every pair among them (``B (B - 1) / 2`` pairs for ``B`` forward passes;
-            the loss averages positives and negatives with equal weight), ``num_iterations``
-            passes over the items; memory O(B^2), whatever the data size.  ``"sampled"``:
-            SetFit's scheme, ``2 N R`` streamed pairs per epoch, ``batch_size`` pairs per step.
-        num_iterations: SetFit's R: with ``sampled``, pairs per training item and kind
-            (``2 * N * R`` pairs); with ``in-batch``, passes over the items.
-        epochs: passes over all of that.
-        lr: learning rate of the encoder (SetFit: 2e-5 over ~2.5x more pair-steps).  1e-4 with 10
-            in-batch passes: on spam with 8 labels per class, 0.891 ± 0.016 over 5 seeds against
-            the SetFit package's 0.884 ± 0.035 over 3, in 114 s of training against 728 s, side
-            by side (BENCHMARKS.md, section adapt).
-        batch_size: pairs per step.
-        unfreeze: ``"all"`` or the number K of last layer groups that train.
-        train_max_chunks: text windows per item during tuning (1: the first ``max_length``
-            tokens, as SetFit); the head and predictions embed whole texts as usual.
-        weight_decay, warmup, schedule, clip: AdamW decay on matrices, warm-up share or steps,
-            learning-rate schedule (``cosine``...), gradient-norm clipping.
-        max_steps: stop after this many optimizer steps.
-        Cs, cv: the head's logistic regression, C chosen by cross-validation as the probe.
-        checkpoint_every, keep_last, precision, nonfinite: as for ``finetune``.
+    With ``pairs="in-batch"`` the loss averages positives and negatives with equal weight and
+    memory is O(B^2) whatever the data size.  Options: :class:`ContrastiveParams`.
     """
 
     name = "contrastive"
+    description = ("SetFit: contrastive tuning of the encoder on same/different-class pairs (cosine loss), then "
+                   "logistic regression on the tuned embeddings (Tunstall et al. 2022)")
+    Params = ContrastiveParams
     uses_features = False
 
-    def __init__(self, *, pairs: str = "in-batch", num_iterations: int = 10, epochs: int = 1, lr: float = 1e-4,
-                 batch_size: int = 16,
-                 unfreeze: str | int = "all", train_max_chunks: int | None = 1, weight_decay: float = 0.01,
-                 warmup: float = 0.1, schedule: str = "cosine", clip: float | None = 1.0,
-                 max_steps: int | None = None, Cs: tuple[float, ...] | list[float] = (1e-2, 1e-1, 1.0, 10.0),
-                 cv: int = 5, checkpoint_every: int | None = None, keep_last: int = 2, precision: str = "auto",
-                 nonfinite: str = "stop"):
-        super().__init__()
-        self.pairs = pairs
-        self.num_iterations, self.epochs, self.lr, self.batch_size = num_iterations, epochs, lr, batch_size
-        self.unfreeze, self.train_max_chunks, self.weight_decay = unfreeze, train_max_chunks, weight_decay
-        self.warmup, self.schedule, self.clip, self.max_steps = warmup, schedule, clip, max_steps
-        self.Cs = list(Cs) if isinstance(Cs, (list, tuple)) else Cs
-        self.cv, self.checkpoint_every, self.keep_last = cv, checkpoint_every, keep_last
-        self.precision, self.nonfinite = precision, nonfinite
-        self._validate()
-
-    def _validate(self) -> None:
-        def pos_int(v: Any) -> bool:
-            return isinstance(v, int) and not isinstance(v, bool) and v >= 1
-
-        if self.pairs not in PAIRINGS:
-            raise UserInputError(f"pairs must be one of {', '.join(PAIRINGS)}, got {self.pairs!r}",
-                                 hint="in-batch: every pair of the items in a batch (default); sampled: SetFit's "
-                                      "streamed pairs")
-        for k in ("num_iterations", "epochs", "batch_size", "keep_last"):
-            if not pos_int(getattr(self, k)):
-                raise UserInputError(f"{k} must be a positive integer, got {getattr(self, k)!r}")
-        for k in ("max_steps", "checkpoint_every", "train_max_chunks"):
-            if getattr(self, k) is not None and not pos_int(getattr(self, k)):
-                raise UserInputError(f"{k} must be a positive integer or null, got {getattr(self, k)!r}")
-        if not isinstance(self.lr, (int, float)) or not 0 < self.lr < 1:
-            raise UserInputError(f"lr must be a number in (0, 1), got {self.lr!r}", hint="1e-4 by default; SetFit uses 2e-5 with more steps")
-        u = self.unfreeze
-        if u != "all" and not (isinstance(u, int) and not isinstance(u, bool) and u >= 1):
-            raise UserInputError(f"unfreeze must be 'all' or a number of last layer groups >= 1, got {u!r}")
-        if self.schedule not in SCHEDULES:
-            raise UserInputError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
-        if not isinstance(self.weight_decay, (int, float)) or self.weight_decay < 0:
-            raise UserInputError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
-        if self.clip is not None and (not isinstance(self.clip, (int, float)) or self.clip <= 0):
-            raise UserInputError(f"clip must be a positive number or null, got {self.clip!r}")
-        if not isinstance(self.Cs, list) or not self.Cs or not all(
-                isinstance(c, (int, float)) and not isinstance(c, bool) and c > 0 for c in self.Cs):
-            raise UserInputError(f"Cs must be a non-empty list of positive numbers, got {self.Cs!r}")
-        if not pos_int(self.cv) or self.cv < 2:
-            raise UserInputError(f"cv must be an integer >= 2, got {self.cv!r}")
-        if self.nonfinite not in ("stop", "skip"):
-            raise UserInputError(f"nonfinite must be 'stop' or 'skip', got {self.nonfinite!r}")
+    @property
+    def tunes_backbone(self) -> bool:
+        return True
 
     # ----- fitting ---------------------------------------------------------------------------
     def num_pairs(self, n_items: int) -> int:

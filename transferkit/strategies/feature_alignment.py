@@ -1,49 +1,49 @@
-"""Unsupervised domain adaptation on cached features: ``dann``, ``mmd``, ``coral``.
+"""Domain adaptation by aligning source and target feature distributions: ``dann``, ``mmd``, ``coral``.
 
 Each trains a small adapter MLP and a head (:mod:`._adapt`) on labelled source features and
 unlabelled target features, minimising the source cross-entropy plus ``trade_off`` times an
 alignment loss from :mod:`transferkit.alignment`.  ``trade_off`` may be a list: the value is
 then chosen without target labels (DEV by default).  Use them with
 ``transferkit fit --data SOURCE --target-unlabelled TARGET --strategy dann [--test LABELLED_TARGET]``.
+(Self-training, the other adaptation family, is in :mod:`.selftrain`; the domain distances
+that measure a shift are in :mod:`transferkit.scores.domain`.)
 """
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from ..alignment import CoralLoss, DomainAdversarialLoss, MultipleKernelMMD, dann_lambda
-from ._adapt import FeatureAdaptation
+from ._adapt import AdaptationParams, FeatureAdaptation
 from .base import STRATEGIES
+from .params import param
 
-DEFAULT_TRADE_OFFS = (0.0, 0.1, 0.3, 1.0)
+
+@dataclass
+class AlignmentParams(AdaptationParams):
+    """:class:`AdaptationParams` plus the weight of the alignment loss, the knob chosen without target labels."""
+
+    trade_off: float | list[float] = param([0.0, 0.1, 0.3, 1.0], "weight of the alignment loss (0: source-only), "
+                                                                 "or candidates chosen by selection", ge=0)
+
+
+@dataclass
+class CoralParams(AlignmentParams):
+    # the CORAL loss is divided by 4 H^2, so it is small: larger weights than DANN's
+    trade_off: float | list[float] = param([0.0, 1.0, 3.0, 10.0], "weight of the CORAL loss (0: source-only), or "
+                                                                  "candidates chosen by selection", ge=0)
 
 
 class _LossWeighted(FeatureAdaptation):
-    """A :class:`FeatureAdaptation` whose knob is the weight of an alignment loss.
+    """A :class:`FeatureAdaptation` whose knob is the weight of an alignment loss."""
 
-    Args:
-        trade_off: weight of the alignment loss (0: source-only), or a list of candidates
-            chosen by ``selection``.
-        **params: the options of :class:`FeatureAdaptation` (hidden, steps, lr, selection...).
-    """
-
+    Params = AlignmentParams
     knob = "trade_off"
-    tunes_backbone = True
-
-    def __init__(self, *, trade_off: float | list[float] = DEFAULT_TRADE_OFFS, **params: Any):
-        super().__init__(**params)
-        vals = self._values("trade_off", trade_off, lambda x: x >= 0)
-        self.trade_off = vals if isinstance(trade_off, (list, tuple)) else vals[0]
-
-    def knob_values(self) -> list[float]:
-        return list(self.trade_off) if isinstance(self.trade_off, list) else [self.trade_off]
 
 
-@STRATEGIES.register("dann", needs="features", target=True,
-                     summary="domain-adversarial adapter on cached features: gradient reversal, domain "
-                             "discriminator, lambda ramp (Ganin et al., JMLR 2016)")
+@STRATEGIES.register("dann", needs="features", target=True)
 class DANN(_LossWeighted):
     """Domain-adversarial training (Ganin et al., "Domain-Adversarial Training of Neural
     Networks", JMLR 2016) of an adapter on frozen features.
@@ -54,6 +54,8 @@ class DANN(_LossWeighted):
     """
 
     name = "dann"
+    description = ("domain-adversarial adapter on cached features: gradient reversal, domain discriminator, "
+                   "lambda ramp (Ganin et al., JMLR 2016)")
 
     def _alignment(self, hidden: int) -> nn.Module:
         return DomainAdversarialLoss(hidden, hidden)
@@ -62,32 +64,29 @@ class DANN(_LossWeighted):
         return align(f_s, f_t, dann_lambda(progress))
 
 
-@STRATEGIES.register("mmd", needs="features", target=True,
-                     summary="adapter on cached features aligned by multi-kernel MMD (DAN; Long et al., ICML 2015)")
-class DAN(_LossWeighted):
-    """Deep Adaptation Network (Long et al., "Learning Transferable Features with Deep
-    Adaptation Networks", ICML 2015): multi-kernel MMD between source and target adapter
-    features ``(n, H)``, ``(m, H)`` of each batch, Gaussian kernels at 5 bandwidths."""
+@STRATEGIES.register("mmd", needs="features", target=True)
+class MMDAlignment(_LossWeighted):
+    """Multi-kernel MMD alignment, the Deep Adaptation Network (DAN; Long et al., "Learning
+    Transferable Features with Deep Adaptation Networks", ICML 2015): multi-kernel MMD between
+    source and target adapter features ``(n, H)``, ``(m, H)`` of each batch, Gaussian kernels at
+    5 bandwidths."""
 
     name = "mmd"
+    description = "adapter on cached features aligned by multi-kernel MMD (DAN; Long et al., ICML 2015)"
 
     def _alignment(self, hidden: int) -> nn.Module:
         return MultipleKernelMMD()
 
 
-@STRATEGIES.register("coral", needs="features", target=True,
-                     summary="adapter on cached features aligned by feature covariances (Deep CORAL; "
-                             "Sun & Saenko 2016)")
+@STRATEGIES.register("coral", needs="features", target=True)
 class DeepCORAL(_LossWeighted):
     """Deep CORAL (Sun & Saenko, "Deep CORAL: Correlation Alignment for Deep Domain
     Adaptation", ECCV 2016 workshops): the distance between the covariance matrices
     ``(H, H)`` of source and target adapter features of each batch."""
 
     name = "coral"
-
-    def __init__(self, *, trade_off: float | list[float] = (0.0, 1.0, 3.0, 10.0), **params: Any):
-        # the CORAL loss is divided by 4 H^2, so it is small: larger weights than DANN's
-        super().__init__(trade_off=trade_off, **params)
+    description = "adapter on cached features aligned by feature covariances (Deep CORAL; Sun & Saenko 2016)"
+    Params = CoralParams
 
     def _alignment(self, hidden: int) -> nn.Module:
         return CoralLoss()

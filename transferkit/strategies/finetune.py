@@ -20,26 +20,29 @@ the non-finite guard, accumulation and clipping come from there.  Variants (``gr
 """
 from __future__ import annotations
 
-import inspect
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .._studies import study
 from ..backbones.base import Backbone
 from ..data.dataset import Dataset
 from ..errors import UserInputError
 from ..training import EarlyStopping, Validation, make_scheduler, plan_steps, train, trainable_state
 from ..training.callbacks import Callback
 from ..training.augment import make_augment
+from ..training.batchnorm import keep_statistics, release_statistics
 from ..training.loop import isolated_rng
 from ..training.schedules import SCHEDULES
 from ..training.optim import adamw
 from ._tuning import mark_adapted, recalibrate_batchnorm, used_layer_groups
 from .base import STRATEGIES, Strategy, TransferContext
+from .params import Params, fraction_or_steps, param
 
 
 def saved_head(tensors: dict[str, torch.Tensor], classes: list[str], backbone: Backbone) -> nn.Linear:
@@ -54,6 +57,18 @@ def saved_head(tensors: dict[str, torch.Tensor], classes: list[str], backbone: B
     return head.eval()
 
 
+def inner_layer_note(strategy: str, layer: int) -> str:
+    """The run note of a new head trained from an inner layer, citing the study that measured it
+    (the figures come from ``studies.json``, written by the benchmark)."""
+    s = study("inner_layer_finetune")
+    shown = sorted(s["layers"], key=int)[0]  # the shallowest layer measured: the clearest case
+    r = s["layers"][shown]
+    return (f"{strategy} from layer {layer}: a new head on an inner layer's features learns slowly in a short "
+            f"budget (BENCHMARKS.md, {s.get('section', s['source'])}: {s['backbone']} fine-tuned from layer {shown} "
+            f"reached {r['finetune']:.3f} on {s['task']} where its linear probe reached {r['probe']:.3f}); compare "
+            "with --strategy linear-probe, or lp-ft, whose head starts as the probe.")
+
+
 def _check(ok: bool, message: str, hint: str | None = None) -> None:
     if not ok:
         raise UserInputError(message, hint=hint)
@@ -61,6 +76,60 @@ def _check(ok: bool, message: str, hint: str | None = None) -> None:
 
 def _is_int(x: Any) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
+
+
+@dataclass
+class FineTuneParams(Params):
+    """Options of ``finetune`` and of its variants (which re-declare the defaults they change)."""
+
+    epochs: int = param(3, "passes over the training part", ge=1)
+    lr: float = param(5e-5, "learning rate of the top unfrozen backbone group (transformers 1e-5..1e-4, "
+                            "CNNs 1e-4..1e-3)", gt=0, lt=1)
+    head_lr: float = param(1e-3, "learning rate of the new head (it starts from random, so it moves faster)",
+                           gt=0, lt=1)
+    batch_size: int = param(16, "items per micro-batch", ge=1)
+    unfreeze: Literal["all"] | int | list[str] = param(
+        "all", "'all', the number K of last layer groups to train (0: the head only), or layer-group names", ge=0)
+    layer_decay: float = param(0.8, "discriminative LR factor per group from the top (1: one rate for all)",
+                               gt=0, le=1)
+    weight_decay: float = param(0.01, "AdamW decoupled weight decay on weight matrices (not biases or norms)", ge=0)
+    warmup: float | int = param(0.1, "warm-up share of the steps (below 1) or number of steps", check=fraction_or_steps)
+    schedule: str = param("cosine", "learning-rate schedule: warm-up then cosine, one-cycle, slanted triangular "
+                                    "or constant", choices=SCHEDULES)
+    head_dropout: float = param(0.1, "dropout on the pooled features before the head", ge=0, lt=1)
+    val_fraction: float = param(0.1, "share of the training data held out (stratified) for validation and early "
+                                     "stopping; 0 trains on everything", ge=0, le=0.5)
+    patience: int | None = param(2, "epochs without a better validation loss before stopping (best epoch kept); "
+                                    "null: no early stopping", ge=1)
+    grad_accum: int = param(1, "micro-batches per optimizer step", ge=1)
+    clip: float | None = param(1.0, "largest gradient norm (null: no clipping)", gt=0)
+    max_steps: int | None = param(None, "stop after this many optimizer steps (null: the epochs decide)", ge=1)
+    checkpoint_every: int | None = param(None, "checkpoint every N steps as well as at each epoch end", ge=1)
+    keep_last: int = param(2, "checkpoints kept", ge=1)
+    augment: bool | dict | None = param(None, "null: random resized crop + flip for images, none otherwise; "
+                                              "false; true; or {\"crop_scale\": [0.5, 1.0], \"flip\": false}")
+    nonfinite: str = param("stop", "on a NaN/inf loss: stop, or skip such batches and count them",
+                           choices=("stop", "skip"))
+    precision: str = param("auto", "auto (mixed precision on CUDA), fp32, bf16 or fp16",
+                           choices=("auto", "fp32", "bf16", "fp16"))
+    # ``frozen`` keeps the pre-trained statistics (the layers normalise in inference mode; their
+    # scale and shift still train), as Keras' transfer-learning guide advises: statistics
+    # re-estimated from a few batches of a small data set replace ImageNet's and change every
+    # feature the head was fitted to.  ``auto``: frozen for pre-trained weights, train for a
+    # randomly initialised network (the control, whose initial statistics mean nothing).
+    batchnorm: str = param("auto", "BatchNorm running statistics: frozen (pre-trained kept), train (updated, then "
+                                   "re-estimated), auto (frozen for pre-trained weights)",
+                           choices=("auto", "frozen", "train"))
+    # Discriminative rates exist to protect pre-trained lower layers; the small ``lr`` that suits
+    # pre-trained weights leaves random ones where they started within the same budget (the
+    # strategies table in BENCHMARKS.md measures the random-init control both ways).
+    scratch_lr: float | None = param(1e-3, "one learning rate for every group and the head when the backbone is "
+                                           "randomly initialised (the control); null: as the transfer run",
+                                     gt=0, lt=1)
+
+    def validate(self) -> None:
+        if isinstance(self.augment, dict):
+            make_augment(self.augment, "image")  # checks the keys and ranges now, not after an hour of setup
 
 
 @STRATEGIES.register("finetune", needs="backbone",
@@ -71,131 +140,20 @@ class FineTune(Strategy):
 
     Data: labelled items of any modality; the backbone sees raw items through
     ``prepare`` / ``forward_features``. Shapes: items -> features ``(B, D)`` -> dropout ->
-    head ``Linear(D, C)`` -> logits ``(B, C)``; cross-entropy loss.
-
-    Args:
-        epochs: passes over the training part.
-        lr: learning rate of the top unfrozen backbone group.
-        head_lr: learning rate of the new head (it starts from random, so it moves faster).
-        batch_size: items per micro-batch.
-        unfreeze: ``"all"``, the number K of last layer groups to train (0: the head only),
-            or a list of layer-group names (``backbone.layer_groups()``).
-        layer_decay: discriminative LR factor per group from the top (1: one rate for all).
-        weight_decay: AdamW decoupled weight decay on weight matrices (not biases or norms).
-        warmup: warm-up share of the steps (below 1) or number of steps.
-        schedule: ``cosine`` (warm-up then cosine), ``onecycle``, ``slanted`` or ``constant``.
-        head_dropout: dropout on the pooled features before the head.
-        val_fraction: share of the training data held out (stratified) for validation and
-            early stopping; 0 trains on everything for the whole budget.
-        patience: epochs without a better validation loss before stopping (the best epoch's
-            weights are kept); ``None``: no early stopping.
-        grad_accum: micro-batches per optimizer step.
-        clip: largest gradient norm (``None``: no clipping).
-        max_steps: stop after this many optimizer steps.
-        checkpoint_every: checkpoint every N steps as well as at each epoch end (where the
-            context gives a checkpoint directory).
-        keep_last: checkpoints kept.
-        augment: ``None`` (images: random resized crop + flip; others: none), ``False``,
-            ``True`` or a dict (``{"crop_scale": [0.5, 1.0], "flip": false}``).
-        nonfinite: ``"stop"`` on a NaN/inf loss, or ``"skip"`` such batches and count them.
-        precision: ``auto`` (mixed precision on CUDA), ``fp32``, ``bf16`` or ``fp16``.
-        scratch_lr: one learning rate for every trained group and the head when the backbone is
-            randomly initialised (the random-init control): discriminative rates exist to protect
-            pre-trained lower layers, and the small ``lr`` that suits pre-trained weights leaves
-            random ones where they started within the same budget (strategies table in
-            BENCHMARKS.md, 3 epochs: random MiniLM on 800 spam e-mails 0.825 with those rates,
-            0.930 at 1e-3; random EfficientNet-Lite0 on 1,600 MNIST digits 0.225, 0.682).  ``None``:
-            the control trains with ``lr``, ``layer_decay`` and ``head_lr`` like the transfer run.
-        batchnorm: ``"auto"``, ``"frozen"`` or ``"train"``: what BatchNorm running statistics do.
-            ``frozen`` keeps the pre-trained statistics (the layers normalise in inference mode;
-            their scale and shift still train), as Keras' transfer-learning guide advises: on a
-            small data set, statistics re-estimated from a few batches replace ImageNet's and
-            change every feature the head was fitted to (measured: an lp-ft run on 20 MNIST
-            digits fell from the probe's 0.42 to 0.08 after two steps).  ``train`` updates them
-            from the fine-tuning data and re-estimates them after training.  ``auto``: frozen
-            for pre-trained weights, train for a randomly initialised network (the control,
-            whose initial statistics mean nothing).
+    head ``Linear(D, C)`` -> logits ``(B, C)``; cross-entropy loss.  Options:
+    :class:`FineTuneParams` (``transferkit strategies finetune``).
     """
 
     name = "finetune"
+    description = ("train the backbone (all or its last K layer groups) and a new head: discriminative rates, "
+                   "warm-up + cosine, early stopping, exact resume (Howard & Ruder 2018)")
+    Params = FineTuneParams
     uses_features = False
     new_head = True  # the head starts from random (``lp-ft``: from the probe)
 
-    def __init__(self, *, epochs: int = 3, lr: float = 5e-5, head_lr: float = 1e-3, batch_size: int = 16,
-                 unfreeze: str | int | list[str] = "all", layer_decay: float = 0.8, weight_decay: float = 0.01,
-                 warmup: float = 0.1, schedule: str = "cosine", head_dropout: float = 0.1,
-                 val_fraction: float = 0.1, patience: int | None = 2, grad_accum: int = 1,
-                 clip: float | None = 1.0, max_steps: int | None = None, checkpoint_every: int | None = None,
-                 keep_last: int = 2, augment: bool | dict | None = None, nonfinite: str = "stop",
-                 precision: str = "auto", batchnorm: str = "auto", scratch_lr: float | None = 1e-3):
-        super().__init__()
-        self.epochs, self.lr, self.head_lr, self.batch_size = epochs, lr, head_lr, batch_size
-        self.unfreeze = list(unfreeze) if isinstance(unfreeze, (list, tuple)) else unfreeze
-        self.layer_decay, self.weight_decay, self.warmup, self.schedule = layer_decay, weight_decay, warmup, schedule
-        self.head_dropout, self.val_fraction, self.patience = head_dropout, val_fraction, patience
-        self.grad_accum, self.clip, self.max_steps = grad_accum, clip, max_steps
-        self.checkpoint_every, self.keep_last, self.augment = checkpoint_every, keep_last, augment
-        self.nonfinite, self.precision, self.batchnorm = nonfinite, precision, batchnorm
-        self.scratch_lr = scratch_lr
-        self._validate()
-
-    @classmethod
-    def _param_names(cls) -> list[str]:
-        """These options, plus those a variant adds or re-defaults in its own ``__init__``.
-
-        A variant (``gradual``, ``lp-ft``, ``l2sp``, ``lora``) declares only what it adds or
-        changes and passes the rest on as ``**kwargs``: a new option here reaches every variant
-        without copying this signature four times.
-        """
-        names: list[str] = []
-        for klass in reversed(cls.__mro__):
-            if issubclass(klass, FineTune) and "__init__" in vars(klass):
-                for p in inspect.signature(klass.__init__).parameters.values():
-                    if p.kind == p.KEYWORD_ONLY and p.name not in names:
-                        names.append(p.name)
-        return names
-
-    def _validate(self) -> None:
-        for k in ("epochs", "batch_size", "grad_accum", "keep_last"):
-            v = getattr(self, k)
-            _check(_is_int(v) and v >= 1, f"{k} must be a positive integer, got {v!r}")
-        for k in ("max_steps", "checkpoint_every", "patience"):
-            v = getattr(self, k)
-            _check(v is None or (_is_int(v) and v >= 1), f"{k} must be a positive integer or null, got {v!r}")
-        for k in ("lr", "head_lr"):
-            v = getattr(self, k)
-            _check(isinstance(v, (int, float)) and 0 < v < 1, f"{k} must be a number in (0, 1), got {v!r}",
-                   "typical: lr 1e-5..1e-4 for transformers, 1e-4..1e-3 for CNNs; head_lr 1e-3")
-        v = self.scratch_lr
-        _check(v is None or (isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < 1),
-               f"scratch_lr must be null or a number in (0, 1), got {v!r}")
-        u = self.unfreeze
-        names_ok = isinstance(u, list) and u and all(isinstance(x, str) for x in u)
-        _check(u == "all" or (_is_int(u) and u >= 0) or names_ok,
-               f"unfreeze must be 'all', a number of last layer groups (>= 0) or a list of group names, got {u!r}")
-        _check(isinstance(self.layer_decay, (int, float)) and 0 < self.layer_decay <= 1,
-               f"layer_decay must be in (0, 1], got {self.layer_decay!r}", "1 gives every group the same rate")
-        _check(isinstance(self.weight_decay, (int, float)) and self.weight_decay >= 0,
-               f"weight_decay must be >= 0, got {self.weight_decay!r}")
-        w = self.warmup
-        _check((isinstance(w, float) and 0 <= w < 1) or (_is_int(w) and w >= 0),
-               f"warmup must be a fraction in [0, 1) or a number of steps, got {w!r}")
-        _check(self.schedule in SCHEDULES, f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
-        _check(isinstance(self.head_dropout, (int, float)) and 0 <= self.head_dropout < 1,
-               f"head_dropout must be in [0, 1), got {self.head_dropout!r}")
-        _check(isinstance(self.val_fraction, (int, float)) and 0 <= self.val_fraction <= 0.5,
-               f"val_fraction must be in [0, 0.5], got {self.val_fraction!r}")
-        _check(self.clip is None or (isinstance(self.clip, (int, float)) and self.clip > 0),
-               f"clip must be a positive number or null, got {self.clip!r}")
-        _check(self.nonfinite in ("stop", "skip"), f"nonfinite must be 'stop' or 'skip', got {self.nonfinite!r}")
-        _check(self.precision in ("auto", "fp32", "bf16", "fp16"),
-               f"precision must be auto, fp32, bf16 or fp16, got {self.precision!r}")
-        _check(self.batchnorm in ("auto", "frozen", "train"),
-               f"batchnorm must be auto, frozen or train, got {self.batchnorm!r}")
-        a = self.augment
-        _check(a is None or isinstance(a, (bool, dict)), f"augment must be true, false or a dict, got {a!r}")
-        if isinstance(a, dict):
-            make_augment(a, "image")  # checks the keys and ranges now, not after an hour of setup
+    @property
+    def tunes_backbone(self) -> bool:
+        return True
 
     # ----- fitting ---------------------------------------------------------------------------
     def _fit(self, train_ds: Dataset, y: np.ndarray, ctx: TransferContext) -> None:
@@ -203,11 +161,7 @@ class FineTune(Strategy):
         module = backbone.module.to(device)
         fit_ds, val_ds = self._split(train_ds, ctx)
         if self.new_head and backbone.layer is not None and backbone.init == "pretrained":
-            ctx.notes.append(
-                f"{self.name} from layer {backbone.layer}: a new head on an inner layer's features learns slowly "
-                "in a short budget (BENCHMARKS.md: EfficientNet-Lite0 fine-tuned from layer 4 reached 0.304 on "
-                "MNIST-5k where its linear probe reached 0.856); compare with --strategy linear-probe, or lp-ft, "
-                "whose head starts as the probe.")
+            ctx.notes.append(inner_layer_note(self.name, backbone.layer))
         index = {c: i for i, c in enumerate(self.classes_)}
         y_fit = torch.tensor([index[c] for c in fit_ds.labels], device=device)
         augment = make_augment(self.augment, backbone.modality)
@@ -218,9 +172,9 @@ class FineTune(Strategy):
         flags = {p: p.requires_grad for p in module.parameters()}
         frozen_stats = self.batchnorm == "frozen" or (self.batchnorm == "auto" and backbone.init == "pretrained")
         bn_layers = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        kept: list[nn.Module] = []
         try:
-            for m in bn_layers:  # read by set_train_mode and recalibrate_batchnorm
-                m._tk_frozen_stats = frozen_stats
+            kept = keep_statistics(bn_layers if frozen_stats else ())  # read by the loop and re-estimation
             for p in module.parameters():
                 p.requires_grad_(False)
             for name, params in groups:
@@ -276,8 +230,7 @@ class FineTune(Strategy):
         finally:
             for p, flag in flags.items():  # leave the module as found, except its weights
                 p.requires_grad_(flag)
-            for m in bn_layers:
-                m.__dict__.pop("_tk_frozen_stats", None)
+            release_statistics(kept)
             module.eval()
         self.head_, self.backbone_ = head.eval(), backbone
         best = next((cb.best_epoch for cb in callbacks if isinstance(cb, EarlyStopping)), None)

@@ -13,6 +13,7 @@ run did.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
@@ -20,8 +21,10 @@ from torch import nn
 
 from ..data.dataset import Dataset
 from ..training.callbacks import Callback, EarlyStopping
+from ..training.schedules import SCHEDULES
 from .base import STRATEGIES, TransferContext
-from .finetune import FineTune
+from .finetune import FineTune, FineTuneParams
+from .params import param
 
 Groups = list[tuple[str, list[nn.Parameter]]]
 
@@ -83,6 +86,17 @@ class ExposeAll(Callback):
                 p.requires_grad_(True)
 
 
+@dataclass
+class GradualParams(FineTuneParams):
+    """:class:`FineTuneParams` with the paper's schedule, factor and an epoch per group."""
+
+    epochs: int = param(4, "passes over the training data; one more layer group unfreezes at each "
+                           "(epochs >= groups + 1 reaches all)", ge=1)
+    schedule: str = param("slanted", "learning-rate schedule over the whole run; slanted is the paper's "
+                                     "(warmup is its cut_frac)", choices=SCHEDULES)
+    layer_decay: float = param(1 / 2.6, "rate factor per group from the top; the paper's 1/2.6", gt=0, le=1)
+
+
 @STRATEGIES.register("gradual", needs="backbone",
                      summary="ULMFiT: head first, one more layer group per epoch from the top; "
                              "slanted triangular rates, discriminative LR")
@@ -94,19 +108,13 @@ class GradualUnfreezing(FineTune):
     ``e`` of the groups chosen by ``unfreeze`` (all by default); reaching every group of a
     backbone with ``G`` groups takes ``epochs >= G + 1`` (the fit notes say when it did not).
 
-    Args:
-        schedule: learning-rate schedule over the whole run; ``slanted`` is the paper's
-            (``warmup`` is its ``cut_frac``, 0.1).
-        layer_decay: rate factor per group from the top; the paper's ``1 / 2.6``.
-        epochs: passes over the training data; one more group unfreezes at each.
-        **finetune_params: every other option of :class:`FineTune`.
+    Options: :class:`GradualParams` (those of :class:`FineTune`, with the paper's defaults).
     """
 
     name = "gradual"
-
-    def __init__(self, *, epochs: int = 4, schedule: str = "slanted", layer_decay: float = 1 / 2.6,
-                 **finetune_params: Any):
-        super().__init__(epochs=epochs, schedule=schedule, layer_decay=layer_decay, **finetune_params)
+    description = ("ULMFiT gradual unfreezing: the head first, one more layer group per epoch from the top; "
+                   "slanted triangular rates (Howard & Ruder, ACL 2018)")
+    Params = GradualParams
 
     def _callbacks(self, model: nn.ModuleDict, groups: Groups, chosen: set[str],
                    evaluate: Callable[[], dict[str, float]] | None) -> list[Callback]:

@@ -13,6 +13,7 @@ takes ``w0`` again from the freshly loaded backbone, which is bitwise the same.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -22,7 +23,8 @@ from torch import nn
 from ..data.dataset import Dataset
 from ..training.callbacks import Callback
 from .base import STRATEGIES, TransferContext
-from .finetune import FineTune, _check
+from .finetune import FineTune, FineTuneParams
+from .params import param
 
 Anchors = Sequence[tuple[nn.Parameter, torch.Tensor]]
 
@@ -56,6 +58,17 @@ class LogDistance(Callback):
             logs["l2sp"] = float(self.alpha / 2 * self.terms()[0])
 
 
+@dataclass
+class L2SPParams(FineTuneParams):
+    """:class:`FineTuneParams` plus the two strengths of the penalty, which replaces weight decay."""
+
+    alpha: float = param(0.01, "strength of the pull towards the starting weights (paper: 0.01 to 0.1)",
+                         ge=0, lt=float("inf"))
+    beta: float = param(0.01, "plain L2 strength on the head (paper: 0.01)", ge=0, lt=float("inf"))
+    weight_decay: float = param(0.0, "decoupled weight decay on top of the penalty; 0, as the penalty replaces it",
+                                ge=0)
+
+
 @STRATEGIES.register("l2sp", needs="backbone",
                      summary="fine-tuning with an L2-SP penalty towards the pre-trained weights "
                              "(Li et al., ICML 2018)")
@@ -69,23 +82,15 @@ class L2SPFineTune(FineTune):
     On the random-init control, ``w0`` is the random initialisation: the same recipe, whose
     prior then says nothing about the task; that is what the control measures.
 
-    Args:
-        alpha: strength of the pull towards the starting weights (paper: 0.01 to 0.1).
-        beta: plain L2 strength on the head (paper: 0.01).
-        weight_decay: decoupled weight decay on top of the penalty; 0, as the penalty replaces it.
-        **finetune_params: every other option of :class:`FineTune`.
+    Options: :class:`L2SPParams`.
     """
 
     name = "l2sp"
+    description = "fine-tuning with an L2-SP penalty towards the pre-trained weights (Li et al., ICML 2018)"
+    Params = L2SPParams
 
-    def __init__(self, *, alpha: float = 0.01, beta: float = 0.01, weight_decay: float = 0.0,
-                 **finetune_params: Any):
-        super().__init__(weight_decay=weight_decay, **finetune_params)
-        self.alpha, self.beta = alpha, beta
-        for k in ("alpha", "beta"):
-            v = getattr(self, k)
-            _check(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < float("inf"),
-                   f"{k} must be a number >= 0, got {v!r}", "the paper uses alpha 0.01-0.1 and beta 0.01")
+    def __init__(self, **params: Any):
+        super().__init__(**params)
         self._anchors: list[tuple[nn.Parameter, torch.Tensor]] = []
         self._head: nn.Module | None = None
 

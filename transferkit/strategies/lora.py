@@ -22,7 +22,7 @@ loads without PEFT.
 """
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -34,7 +34,8 @@ from ..errors import MissingDependencyError, UserInputError
 from ..training.loop import isolated_rng
 from ._tuning import mark_adapted
 from .base import STRATEGIES, TransferContext
-from .finetune import FineTune, _check, _is_int, saved_head
+from .finetune import FineTune, FineTuneParams, _check, saved_head
+from .params import param
 
 PREFIX = "lora."
 #: attention projections LoRA adapts, by naming convention: BERT/ViT, wav2vec2/BART/LLaMA, DistilBERT
@@ -134,6 +135,23 @@ def merge_lora(module: nn.Module) -> list[str]:
     return sorted(merged)
 
 
+@dataclass
+class LoRAParams(FineTuneParams):
+    """:class:`FineTuneParams` plus the adapters' own; ``unfreeze`` chooses the groups whose adapters train."""
+
+    r: int = param(8, "rank of the update (typical: 4 to 16)", ge=1)
+    lora_alpha: float = param(16.0, "scale numerator: the update is (lora_alpha / r) B A (typical: twice r)", gt=0)
+    lora_dropout: float = param(0.1, "dropout on the adapter's input", ge=0, lt=1)
+    target_modules: list[str] | None = param(None, "names (suffixes) of the layers to adapt, e.g. [\"query\", "
+                                                   "\"value\"]; null: chosen by architecture")
+    merge: bool = param(False, "fold the adapters into the base weights after training (a plain model for export)")
+    # LoRA trains few parameters from zero: a larger rate (BENCHMARKS.md, section lora, compares 5e-4 and 2e-3).
+    lr: float = param(2e-3, "rate of the adapters (they start from zero: larger than finetune's)", gt=0, lt=1)
+    layer_decay: float = param(1.0, "1: one rate for every adapter", gt=0, le=1)
+    scratch_lr: float | None = param(None, "null: the random-init control trains its adapters at lr too (they "
+                                           "start from zero on either backbone)", gt=0, lt=1)
+
+
 @STRATEGIES.register("lora", needs="backbone",
                      summary="PEFT LoRA adapters (query/value; 1x1 convs for CNNs) and a new head; saves "
                              "adapters + head only; optional merge for export (Hu et al., ICLR 2022)")
@@ -145,41 +163,13 @@ class LoRA(FineTune):
     parameters; ``fit_info()`` reports the trainable share of the backbone and the artifact
     size against the backbone's.
 
-    Args:
-        r: rank of the update.
-        lora_alpha: scale numerator: the update is ``(lora_alpha / r) B A``.
-        lora_dropout: dropout on the adapter's input.
-        target_modules: names (suffixes) of the layers to adapt; ``None``: by architecture.
-        merge: fold the adapters into the base weights after training (export; see
-            :meth:`merge_adapters`): the artifact then holds the merged layers and the head.
-        lr: rate of the adapters (LoRA trains few parameters from zero: a larger rate).  2e-3:
-            on spam (240-e-mail subsets, 3 epochs) 5e-4 left LoRA 10-20 points below full
-            fine-tuning and 2e-3 matched or beat it (BENCHMARKS.md, section lora).
-        layer_decay: 1, one rate for every adapter.
-        scratch_lr: ``None``: the random-init control trains its adapters at ``lr`` too (the
-            adapters start from zero on either backbone, and only they and the head train).
-        **finetune_params: every other option of :class:`FineTune`; ``unfreeze`` chooses the
-            groups whose adapters train.
+    Options: :class:`LoRAParams`.
     """
 
     name = "lora"
-
-    def __init__(self, *, r: int = 8, lora_alpha: float = 16, lora_dropout: float = 0.1,
-                 target_modules: list[str] | None = None, merge: bool = False, lr: float = 2e-3,
-                 layer_decay: float = 1.0, scratch_lr: float | None = None, **finetune_params: Any):
-        super().__init__(lr=lr, layer_decay=layer_decay, scratch_lr=scratch_lr, **finetune_params)
-        self.r, self.lora_alpha, self.lora_dropout, self.merge = r, lora_alpha, lora_dropout, merge
-        self.target_modules = list(target_modules) if isinstance(target_modules, (list, tuple)) else target_modules
-        _check(_is_int(r) and r >= 1, f"r must be a positive integer, got {r!r}", "typical: 4 to 16")
-        _check(isinstance(lora_alpha, (int, float)) and not isinstance(lora_alpha, bool) and lora_alpha > 0,
-               f"lora_alpha must be a positive number, got {lora_alpha!r}", "typical: twice r")
-        _check(isinstance(lora_dropout, (int, float)) and 0 <= lora_dropout < 1,
-               f"lora_dropout must be in [0, 1), got {lora_dropout!r}")
-        t = self.target_modules
-        _check(t is None or (isinstance(t, list) and t and all(isinstance(x, str) and x for x in t)),
-               f"target_modules must be null or a non-empty list of module names, got {target_modules!r}",
-               "for BERT-like models: ['query', 'value'] (or add 'key', 'dense')")
-        _check(isinstance(merge, bool), f"merge must be true or false, got {merge!r}")
+    description = ("PEFT LoRA adapters (query/value; 1x1 convs for CNNs) and a new head; saves adapters + head only; "
+                   "optional merge for export (Hu et al., ICLR 2022)")
+    Params = LoRAParams
 
     # ----- adapters ------------------------------------------------------------------------
     def _attach(self, backbone: Backbone, seed: int) -> None:
@@ -215,6 +205,10 @@ class LoRA(FineTune):
                                              if ".lora_" not in n))
         if self.merge:
             self._merge()
+
+    def merged_for_export(self) -> "LoRA":
+        """One plain set of weights in the graph: the adapters merged (see :meth:`merge_adapters`)."""
+        return self.merge_adapters()
 
     def merge_adapters(self) -> "LoRA":
         """Fold the adapters into the base weights (``W + (lora_alpha / r) B A``), in place.

@@ -15,7 +15,7 @@ Stage 2 is :class:`~transferkit.strategies.finetune.FineTune` from that head.
 """
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -23,7 +23,8 @@ from torch import nn
 
 from ..data.dataset import Dataset
 from .base import STRATEGIES, TransferContext
-from .finetune import FineTune, _check, _is_int
+from .finetune import FineTune, FineTuneParams
+from .params import param
 from .probe import fit_logistic
 
 PROBE_MAX_ITER = 2000
@@ -31,6 +32,20 @@ PROBE_MAX_ITER = 2000
 
 def _accuracy(X: np.ndarray, W: np.ndarray, b: np.ndarray, y: np.ndarray) -> float:
     return float(((X @ W.T + b).argmax(1) == y).mean())
+
+
+@dataclass
+class LPFTParams(FineTuneParams):
+    """:class:`FineTuneParams` with one small rate for the whole network, and the probe's options."""
+
+    lr: float = param(1e-5, "rate of the top backbone group in stage 2 (smaller than finetune's)", gt=0, lt=1)
+    head_lr: float = param(1e-5, "rate of the head in stage 2: it starts trained, so the backbone's rate, "
+                                 "as in the paper", gt=0, lt=1)
+    scratch_lr: float | None = param(None, "null: the random-init control (its head also the probe) trains at "
+                                           "lr / head_lr like the transfer run", gt=0, lt=1)
+    probe_Cs: list[float] = param([1e-3, 1e-2, 1e-1, 1.0, 10.0], "inverse L2 strengths tried by the probe's "
+                                                                 "cross-validation", gt=0)
+    probe_cv: int = param(5, "folds of that cross-validation", ge=2)
 
 
 @STRATEGIES.register("lp-ft", needs="backbone",
@@ -44,30 +59,14 @@ class LinearProbeFineTune(FineTune):
     The probe sees only the part of the training data that fine-tuning trains on; its accuracy
     there and on the validation split, and its ``C``, are in ``fit_info()["probe"]``.
 
-    Args:
-        lr: rate of the top backbone group in stage 2 (smaller than ``finetune``'s 5e-5).
-        head_lr: rate of the head in stage 2; the head starts trained, so it gets the
-            backbone's rate, as in the paper (one rate for the whole network).
-        scratch_lr: ``None``: the random-init control, whose head also starts as the probe (on
-            random features), trains at ``lr`` / ``head_lr`` like the transfer run.
-        probe_Cs: inverse L2 strengths tried by the probe's cross-validation.
-        probe_cv: folds of that cross-validation.
-        **finetune_params: every other option of :class:`FineTune`.
+    Options: :class:`LPFTParams`.
     """
 
     name = "lp-ft"
+    description = ("linear probe on cached features, then fine-tuning from its head with a small LR "
+                   "(Kumar et al., ICLR 2022)")
+    Params = LPFTParams
     new_head = False
-
-    def __init__(self, *, lr: float = 1e-5, head_lr: float = 1e-5, scratch_lr: float | None = None,
-                 probe_Cs: tuple[float, ...] | list[float] = (1e-3, 1e-2, 1e-1, 1.0, 10.0), probe_cv: int = 5,
-                 **finetune_params: Any):
-        super().__init__(lr=lr, head_lr=head_lr, scratch_lr=scratch_lr, **finetune_params)
-        self.probe_Cs = list(probe_Cs) if isinstance(probe_Cs, (list, tuple)) else probe_Cs
-        self.probe_cv = probe_cv
-        _check(isinstance(self.probe_Cs, list) and bool(self.probe_Cs)
-               and all(isinstance(c, (int, float)) and not isinstance(c, bool) and c > 0 for c in self.probe_Cs),
-               f"probe_Cs must be a non-empty list of positive numbers, got {probe_Cs!r}")
-        _check(_is_int(probe_cv) and probe_cv >= 2, f"probe_cv must be an integer >= 2, got {probe_cv!r}")
 
     def _before_training(self, model: nn.ModuleDict, fit_ds: Dataset, val_ds: Dataset | None,
                          ctx: TransferContext) -> None:

@@ -10,6 +10,7 @@ optimisation, so it needs no hyper-parameter search and is instant on cached fea
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -17,6 +18,7 @@ import torch
 from ..data.dataset import Dataset
 from ..errors import UserInputError
 from .base import STRATEGIES, Strategy, TransferContext
+from .params import Params, param
 from .probe import softmax
 
 
@@ -41,35 +43,31 @@ def l2_normalize(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
-@STRATEGIES.register("prototype", needs="features",
-                     summary="nearest class mean of centred, L2-normalised cached features, by cosine "
-                             "(Snell et al. 2017; SimpleShot)")
+@dataclass
+class PrototypeParams(Params):
+    """Options of ``prototype``."""
+
+    # Centring removes the direction every embedding shares, which otherwise dominates cosines.
+    center: bool = param(True, "subtract the training features' mean first (SimpleShot's CL2N)")
+    temperature: float = param(0.1, "divides the cosines before the softmax (sharpness only, not the predicted "
+                                    "class)", gt=0)
+
+
+@STRATEGIES.register("prototype", needs="features")
 class Prototype(Strategy):
     """Nearest-prototype classifier on frozen features.
 
     Data: labelled items of any modality (one per class is enough). Shapes: features
     ``(N, D)`` -> centred (``- mean (D,)``) and normalised -> prototypes ``(C, D)`` (unit
-    norm) -> cosine similarities ``(N, C)`` / ``temperature`` -> softmax.
-
-    Args:
-        center: subtract the training features' mean first (SimpleShot's CL2N); it removes
-            the direction every embedding shares, which otherwise dominates cosines.
-        temperature: divides the cosines before the softmax (only the probabilities'
-            sharpness depends on it, not the predicted class).
+    norm) -> cosine similarities ``(N, C)`` / ``temperature`` -> softmax.  Options:
+    :class:`PrototypeParams`.
     """
 
     name = "prototype"
+    description = ("nearest class mean of centred, L2-normalised cached features, by cosine (Snell et al. 2017; "
+                   "SimpleShot)")
+    Params = PrototypeParams
     uses_features = True
-
-    def __init__(self, *, center: bool = True, temperature: float = 0.1):
-        super().__init__()
-        self.center = center
-        self.temperature = temperature
-        if not isinstance(center, bool):
-            raise UserInputError(f"center must be true or false, got {center!r}")
-        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature > 0:
-            raise UserInputError(f"temperature must be a positive number, got {temperature!r}",
-                                 hint="0.1 gives moderately sharp probabilities for cosines in [-1, 1]")
 
     def _fit(self, train: Dataset, y: np.ndarray, ctx: TransferContext) -> None:
         X = ctx.features(train).astype(np.float64)

@@ -11,49 +11,42 @@ continuing, keeps early wrong pseudo-labels from compounding in the weights.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from ..errors import UserInputError
-from ._adapt import FeatureAdaptation, FeatureAdapter, _pos_int
+from ._adapt import AdaptationParams, FeatureAdaptation, FeatureAdapter
 from .base import STRATEGIES
+from .params import param
 
 
-@STRATEGIES.register("self-training", needs="features", target=True,
-                     summary="iterated class-balanced pseudo-labels of the unlabelled target above a confidence "
-                             "threshold, adapter + head on cached features (Zou et al., ECCV 2018)")
+@dataclass
+class SelfTrainingParams(AdaptationParams):
+    """:class:`AdaptationParams` plus the pseudo-labelling schedule; cached features only."""
+
+    on: str = param("features", "self-training adapts on cached features only (dann, mmd and coral can adapt "
+                                "the backbone)", choices=("features",))
+    threshold: float | list[float] = param([0.5, 0.8, 0.95], "least confidence (max probability) of a pseudo-label, "
+                                                             "or candidates chosen by selection", ge=0, lt=1)
+    rounds: int = param(3, "pseudo-labelling rounds (0: source-only)", ge=0)
+    max_portion: float = param(0.6, "share of the target pseudo-labelled in the last round (per class, of m / C); "
+                                    "earlier rounds take proportionally less", gt=0, le=1)
+
+
+@STRATEGIES.register("self-training", needs="features", target=True)
 class SelfTraining(FeatureAdaptation):
     """Self-training on target pseudo-labels.
 
     Shapes: source ``(n, D)`` + selected target ``(k, D)`` features with (pseudo-)labels ->
-    adapter ``(., H)`` -> head ``(., C)``.
-
-    Args:
-        threshold: least confidence (max probability) of a pseudo-label, or a list of
-            candidates chosen by ``selection``.
-        rounds: pseudo-labelling rounds (0: source-only).
-        max_portion: share of the target pseudo-labelled in the last round (per class, of
-            ``m / C``); earlier rounds take proportionally less.
-        **params: the options of :class:`FeatureAdaptation`.
+    adapter ``(., H)`` -> head ``(., C)``.  Options: :class:`SelfTrainingParams`.
     """
 
     name = "self-training"
+    description = ("iterated class-balanced pseudo-labels of the unlabelled target above a confidence threshold, "
+                   "adapter + head on cached features (Zou et al., ECCV 2018)")
+    Params = SelfTrainingParams
     knob = "threshold"
-
-    def __init__(self, *, threshold: float | list[float] = (0.5, 0.8, 0.95), rounds: int = 3,
-                 max_portion: float = 0.6, **params: Any):
-        super().__init__(**params)
-        vals = self._values("threshold", threshold, lambda x: 0 <= x < 1)
-        self.threshold = vals if isinstance(threshold, (list, tuple)) else vals[0]
-        self.rounds, self.max_portion = rounds, max_portion
-        if not (rounds == 0 or _pos_int(rounds)):
-            raise UserInputError(f"rounds must be an integer >= 0, got {rounds!r}")
-        if isinstance(max_portion, bool) or not isinstance(max_portion, (int, float)) or not 0 < max_portion <= 1:
-            raise UserInputError(f"max_portion must be in (0, 1], got {max_portion!r}")
-
-    def knob_values(self) -> list[float]:
-        return list(self.threshold) if isinstance(self.threshold, list) else [self.threshold]
 
     def _source_only_params(self) -> dict[str, Any]:
         return {"rounds": 0}

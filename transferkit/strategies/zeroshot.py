@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import difflib
 import json
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -20,6 +21,7 @@ import torch
 from ..data.dataset import Dataset
 from ..errors import UserInputError
 from .base import STRATEGIES, Strategy, TransferContext
+from .params import Params, param
 from .probe import softmax
 from .prototype import l2_normalize
 
@@ -113,9 +115,29 @@ def check_labels_match(strategy: "ZeroShot", data: Dataset) -> None:
     raise UserInputError("; ".join(parts), hint=hint)
 
 
-@STRATEGIES.register("zero-shot", needs="features",
-                     summary="no training labels: cosine to embedded label descriptions in several templates "
-                             "(text; --labels 'name: description,...')")
+def _labels_ok(v: str | dict) -> str | None:
+    parse_label_descriptions(v)  # raises with the format's hint
+    return None
+
+
+def _templates_ok(v: list[str]) -> str | None:
+    return None if all("{description}" in t for t in v) else "a list of texts with a {description} slot"
+
+
+@dataclass
+class ZeroShotParams(Params):
+    """Options of ``zero-shot``."""
+
+    labels: str | dict | None = param(None, "label descriptions, 'spam: unsolicited advertising,ham: normal e-mail' "
+                                            "or a JSON object (--labels); null: the data's class names",
+                                      check=lambda v: None if v is None else _labels_ok(v))
+    templates: list[str] = param(list(DEFAULT_TEMPLATES), "sentences with a {description} slot; each class "
+                                                          "embedding averages every description in every template",
+                                 check=_templates_ok)
+    temperature: float = param(0.05, "divides the cosines before the softmax (sharpness only)", gt=0)
+
+
+@STRATEGIES.register("zero-shot", needs="features")
 class ZeroShot(Strategy):
     """Zero-shot text classification by label-description embeddings.
 
@@ -123,35 +145,16 @@ class ZeroShot(Strategy):
     only its class names are read, when ``labels`` is not set). Shapes: descriptions x
     templates -> embeddings ``(T, D)`` -> per class: mean of the L2-normalised embeddings,
     normalised again -> ``(C, D)``; items -> features ``(N, D)`` normalised -> cosines
-    ``(N, C)`` / ``temperature`` -> softmax.
-
-    Args:
-        labels: label descriptions (see :func:`parse_label_descriptions`): ``"spam: unsolicited
-            advertising,ham: normal personal or work e-mail"`` or a dict; ``None`` uses the
-            class names of the training data as descriptions.
-        templates: sentences with a ``{description}`` slot; each class embedding averages
-            every description in every template.
-        temperature: divides the cosines before the softmax (sharpness only).
+    ``(N, C)`` / ``temperature`` -> softmax.  Options: :class:`ZeroShotParams`
+    (``labels`` as :func:`parse_label_descriptions` reads them).
     """
 
     name = "zero-shot"
+    description = ("no training labels: cosine to embedded label descriptions in several templates "
+                   "(text; --labels 'name: description,...')")
+    Params = ZeroShotParams
     uses_features = True
     needs_labels = False
-
-    def __init__(self, *, labels: str | dict | None = None,
-                 templates: tuple[str, ...] | list[str] = DEFAULT_TEMPLATES, temperature: float = 0.05):
-        super().__init__()
-        self.labels = labels
-        self.templates = list(templates) if isinstance(templates, (list, tuple)) else templates
-        self.temperature = temperature
-        if labels is not None:
-            parse_label_descriptions(labels)
-        if (not isinstance(self.templates, list) or not self.templates
-                or not all(isinstance(t, str) and "{description}" in t for t in self.templates)):
-            raise UserInputError(f"templates must be a list of texts with a {{description}} slot, got {templates!r}",
-                                 hint='e.g. --param templates=\'["This e-mail is {description}."]\'')
-        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature > 0:
-            raise UserInputError(f"temperature must be a positive number, got {temperature!r}")
 
     def fit(self, train: Dataset | None, ctx: TransferContext) -> "ZeroShot":
         """Embed the label descriptions; ``train`` may be ``None`` or unlabelled (it is not learned from)."""

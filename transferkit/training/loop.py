@@ -38,6 +38,7 @@ from torch import nn
 from ..errors import TransferkitError, UserInputError
 from . import checkpoint as ckpt
 from . import distributed as dist
+from .batchnorm import statistics_frozen
 from .callbacks import Callback, trainable_state
 
 
@@ -93,7 +94,7 @@ def plan_steps(n_items: int, *, batch_size: int, grad_accum: int = 1, epochs: in
 # ----- modes, precision, RNG ------------------------------------------------------------------
 def set_train_mode(model: nn.Module) -> None:
     """``model.train()``, except BatchNorm layers whose parameters are all frozen, or whose
-    statistics a strategy keeps (``_tk_frozen_stats``, set by ``finetune(batchnorm=...)``).
+    statistics a strategy keeps (:func:`~.batchnorm.frozen_statistics`, ``finetune(batchnorm=...)``).
 
     A frozen BatchNorm in train mode would still normalise with the statistics of each small
     batch and overwrite its running averages, changing the frozen layer after all.
@@ -102,7 +103,7 @@ def set_train_mode(model: nn.Module) -> None:
     for m in model.modules():
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
             params = list(m.parameters(recurse=False))
-            if getattr(m, "_tk_frozen_stats", False) or (params and not any(p.requires_grad for p in params)):
+            if statistics_frozen(m) or (params and not any(p.requires_grad for p in params)):
                 m.eval()
 
 
