@@ -38,11 +38,11 @@ class UserInputError(TransferkitError, ValueError):
 class DataValidationError(UserInputError):
     """The pre-flight check found problems; ``report`` lists every one of them."""
 
-    def __init__(self, report):  # report: transferkit.data.validate.ValidationReport
+    def __init__(self, report, hint: str | None = None):  # report: transferkit.data.report.ValidationReport
         self.report = report
         super().__init__(
             report.summary(),
-            hint="fix the files listed above, or pass --skip-bad (skip_bad=True) to leave them out "
+            hint=hint or "fix the files listed above, or pass --skip-bad (skip_bad=True) to leave them out "
             "and record them in the run directory",
         )
 

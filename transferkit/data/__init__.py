@@ -6,14 +6,15 @@ Typical use::
     prepared = prepare_data("emails.jsonl.gz", text_columns=["subject", "body"])
     prepared.train, prepared.test, prepared.report
 """
+from ..errors import shown as printable
 from ._audio import AUDIO_EXTENSIONS, load_audio
 from ._images import IMAGE_EXTENSIONS, load_image
+from ._tables import split_columns
 from .checks import text_problem
 from .dataset import Dataset
 from .readers import DataWarning, from_arrays, read_source
-from .report import Problem, ValidationReport, printable
+from .report import Problem, ValidationReport
 from .split import few_shot_sample, stratified_split
-from ._tables import split_columns
 from .validate import PreparedData, prepare_data
 
 __all__ = ["Dataset", "Problem", "ValidationReport", "PreparedData", "prepare_data",

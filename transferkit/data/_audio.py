@@ -17,8 +17,8 @@ import numpy as np
 from scipy.io import wavfile
 
 from ..errors import UserInputError
+from ..errors import shown as printable
 from ._filecheck import FileCheck, read_for_check, sha256
-from .report import printable
 
 AUDIO_EXTENSIONS = (".wav", ".wave")
 _CONVERT_HINT = "convert it to 16-bit PCM WAV, e.g. `ffmpeg -i in.mp3 -ar 16000 out.wav`"

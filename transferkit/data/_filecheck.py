@@ -5,7 +5,7 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from .report import printable
+from ..errors import shown as printable
 
 
 @dataclass

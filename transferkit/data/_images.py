@@ -17,8 +17,8 @@ import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from ..errors import UserInputError
+from ..errors import shown as printable
 from ._filecheck import FileCheck, read_for_check, sha256
-from .report import printable
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp",
                     ".ppm", ".pgm", ".pbm", ".pnm", ".jfif")

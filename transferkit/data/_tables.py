@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 from ..errors import MissingDependencyError, UserInputError
+from ..errors import shown as printable
 from ._csv import csv_records, swallowed_rows
 from .dataset import Dataset
-from .report import printable
 
 TABLE_EXTENSIONS = (".csv", ".tsv", ".jsonl", ".ndjson", ".json", ".parquet")
 _TEXT_NAMES = ("text", "sentence", "content", "body", "message", "review", "document",

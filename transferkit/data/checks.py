@@ -11,11 +11,12 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import shown as printable
 from ._audio import check_wavs
 from ._filecheck import FileCheck
 from ._images import MODE_WORDS, check_images
 from .dataset import Dataset
-from .report import ValidationReport, printable
+from .report import ValidationReport
 
 __all__ = ["check_items", "text_problem"]
 

@@ -16,12 +16,13 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import UserInputError
+from ..errors import shown as printable
 from ._audio import AUDIO_EXTENSIONS, audio_array, load_audio
 from ._images import IMAGE_EXTENSIONS, load_image, scale_to_uint8
 from ._tables import TABLE_EXTENSIONS, clean, decode, read_table, table_kind
 from .checks import check_items
 from .dataset import Dataset
-from .report import ValidationReport, printable
+from .report import ValidationReport
 
 __all__ = ["read_source", "read_path", "from_arrays", "load_image", "load_audio",
            "IMAGE_EXTENSIONS", "AUDIO_EXTENSIONS"]

@@ -9,19 +9,11 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
 
+from ..errors import shown as printable
+
 _SHOW_PER_KIND = 50  # errors listed one by one per kind before a count
 _COLLAPSE_AT = 4  # this many warnings of one kind or more are shown as one line
 _EXAMPLES = 3  # examples named in a collapsed line
-
-
-def printable(name: str) -> str:
-    """``name`` with every non-printable character escaped as Python would (``\\n``, ``\\x00``,
-    ``\\u202e``, ``\\udc80``): a file name with a newline, a bidi override or undecodable bytes
-    shows what it really is, and cannot forge lines of output. Idempotent; printable text
-    (accents, CJK, emoji) is kept as it is."""
-    if name.isprintable():
-        return name
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in name)
 
 
 @dataclass

@@ -14,12 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DataValidationError, UserInputError
+from ..errors import shown as printable
+from ._tables import split_columns
 from .checks import check_items
 from .dataset import Dataset, item_hash
 from .labels import NumericTarget, regression_target
-from ._tables import split_columns
 from .readers import read_path
-from .report import Problem, ValidationReport, printable
+from .report import Problem, ValidationReport
 
 # Errors with item=None and one of these kinds are rows/files that never became an item (a bad
 # JSON line, a row without a label): skip_bad records them as skipped.  Any other error with
@@ -102,7 +103,6 @@ def prepare_data(data: Any, test: Any = None, *, text_columns: list[str] | None 
 
 def _failure(report: ValidationReport, skip_bad: bool) -> DataValidationError:
     """The error to raise; its hint names --skip-bad only where it would help and was not given."""
-    err = DataValidationError(report)
     if skip_bad:
         hint = ("these problems remain after leaving out the bad items (--skip-bad was given): "
                 "fix them as the hints above say")
@@ -111,10 +111,8 @@ def _failure(report: ValidationReport, skip_bad: bool) -> DataValidationError:
         hint = ("fix the problems listed above (--skip-bad cannot: they concern whole sets, "
                 "classes or columns, not single items)")
     else:
-        return err
-    err.hint = hint
-    err.args = (f"{err.message}\n  hint: {hint}",)
-    return err
+        hint = None
+    return DataValidationError(report, hint=hint)
 
 
 def _leave_out_empty_class_folders(report: ValidationReport) -> None:
