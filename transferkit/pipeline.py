@@ -171,8 +171,8 @@ def validate_stage(cfg: FitConfig, train: Dataset | None, test: Dataset | None, 
     else:
         prepared = prepare_data(train if train is not None else cfg.data, test_source, **reads)
     report = prepared.report
-    for p in report.warnings:
-        say(f"warning: {shown(p.origin)}: {p.message}")
+    for line in report.warning_lines():
+        say(f"warning: {line}")
     if report.skipped:
         say(f"skipped {len(report.skipped)} bad items (listed in the run directory)")
     notes: list[str] = []
@@ -351,8 +351,8 @@ def _read_target(cfg: FitConfig, modality: str, say: Log) -> Dataset:
     here, so no strategy can read them."""
     tp = prepare_data(cfg.target_unlabelled, None, text_columns=cfg.text_columns, label_column=cfg.label_column,
                       modality=cfg.modality or modality, skip_bad=cfg.skip_bad, require_labels=False)
-    for p in tp.report.warnings:
-        say(f"warning: {shown(p.origin)}: {p.message}")
+    for line in tp.report.warning_lines():
+        say(f"warning: {line}")
     if tp.report.skipped:
         say(f"skipped {len(tp.report.skipped)} bad items of the target data")
     target = tp.train

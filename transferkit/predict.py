@@ -12,7 +12,7 @@ import numpy as np
 from ._files import write_json
 from .data import prepare_data
 from .data.dataset import Dataset
-from .errors import UserInputError
+from .errors import UserInputError, shown
 from .evaluation import classification_metrics
 from .runs import load
 
@@ -31,12 +31,12 @@ def _read_inputs(model, inputs: Sequence[str], text_columns, skip_bad: bool) -> 
     for src in inputs:
         p = Path(src)
         if not p.exists():
-            raise UserInputError(f"{src} does not exist", hint="give a table, a folder or files to predict")
+            raise UserInputError(f"{shown(src)} does not exist", hint="give a table, a folder or files to predict")
         if exts and p.is_dir():
             files = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in exts
                            and not f.name.startswith("."))
             if not files:
-                raise UserInputError(f"{src} holds no {model.modality} files ({', '.join(exts)})")
+                raise UserInputError(f"{shown(src)} holds no {model.modality} files ({', '.join(exts)})")
             src = Dataset(modality=model.modality, inputs=[str(f) for f in files],
                           origins=[str(f) for f in files], source=str(p))
         elif exts and p.suffix.lower() in exts:
@@ -44,7 +44,7 @@ def _read_inputs(model, inputs: Sequence[str], text_columns, skip_bad: bool) -> 
         ds = prepare_data(src, None, text_columns=cols, label_column=None, modality=model.modality,
                           skip_bad=skip_bad, require_labels=False).train
         if ds.modality != model.modality:
-            raise UserInputError(f"this run's model takes {model.modality} data, but {p} holds {ds.modality} data")
+            raise UserInputError(f"this run's model takes {model.modality} data, but {shown(p)} holds {ds.modality} data")
         parts.append(ds)
     if len(parts) == 1:
         return parts[0]
@@ -119,7 +119,7 @@ def evaluate_run(run: str | Path, data: str, *, text_columns=None, label_column:
     ds = prepared.train
     unknown = sorted(set(ds.labels) - set(model.classes))
     if unknown:
-        raise UserInputError(f"{data}: labels the model was not trained on: {', '.join(unknown[:10])}",
+        raise UserInputError(f"{shown(data)}: labels the model was not trained on: {', '.join(unknown[:10])}",
                              hint=f"the model knows: {', '.join(model.classes)}")
     y = np.array([model.classes.index(c) for c in ds.labels])
     metrics = classification_metrics(y, model.predict_proba(ds), model.classes, n_boot=n_boot)

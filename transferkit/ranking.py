@@ -273,8 +273,8 @@ def rank(data: Any, candidates: Sequence[str | dict | Candidate], *, target_unla
     # 1. validate, before any model is loaded
     prepared = prepare_data(data, text_columns=text_columns, label_column=label_column, modality=modality,
                             skip_bad=skip_bad)
-    for p in prepared.report.warnings:
-        say(f"warning: {p.origin}: {p.message}")
+    for line in prepared.report.warning_lines():
+        say(f"warning: {line}")
     ds, notes = prepared.train, []
     if prepared.test is not None:
         notes.append(f"The data's test part ({len(prepared.test)} items) was not used: scores need only one "
