@@ -340,7 +340,7 @@ def test_a_run_that_cannot_load_is_live_but_never_ready(tmp_path):
         while c.get("/health/ready").json()["status"] == "loading" and time.monotonic() - t0 < 30:
             time.sleep(0.02)
         r = c.get("/health/ready")
-        assert r.status_code == 503 and r.json()["status"] == "failed" and "not a transferkit run" in r.json()["message"]
+        assert r.status_code == 503 and r.json()["status"] == "failed" and "transferkit fit" in r.json()["message"]
         assert c.get("/health/live").status_code == 200
         assert c.post("/predict", json=GOOD).json()["error"] == "model-failed"
 
@@ -369,13 +369,13 @@ def test_batcher_refuses_what_would_wait_too_long_or_overflow():
     from transferkit.serve.batcher import MicroBatcher, Overloaded
 
     b = MicroBatcher(lambda items: (np.zeros((len(items), 2)), None), max_batch=4, max_delay_s=0.0, queue_items=3,
-                     max_wait_s=0.5)
-    b.items_per_s = 2.0  # as measured: 2 items per second of model time (the worker is not started)
+                     max_wait_s=1.0)
+    b.cost_per_s = 2.0  # as measured: 2 items per second of model time (the worker is not started)
     b.submit(["a"])  # nothing ahead: always admitted, whatever the estimate
-    b.submit(["b"])  # 1 item ahead: 0.5 s
-    with pytest.raises(Overloaded, match="about 1 s of work"):
-        b.submit(["c"])  # 2 items ahead: 1 s > 0.5 s
-    b.items_per_s = 100.0
+    b.submit(["b"])  # 1 item ahead, 1 its own: 1 s
+    with pytest.raises(Overloaded, match="about 2 s"):
+        b.submit(["c"])  # 2 items ahead: 1.5 s > 1 s
+    b.cost_per_s = 100.0
     b.submit(["c"])
     with pytest.raises(Overloaded, match="limit 3"):
         b.submit(["d"])  # the queue bound
@@ -450,7 +450,7 @@ def test_cli_serve_reports_a_bad_run_without_traceback(tmp_path, capsys):
 
     assert main(["serve", str(tmp_path / "missing")]) == 2
     err = capsys.readouterr().err
-    assert "not a transferkit run" in err and "Traceback" not in err
+    assert "missing" in err and "transferkit fit" in err and "Traceback" not in err
 
 
 @pytest.mark.slow

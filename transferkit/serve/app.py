@@ -2,7 +2,12 @@
 
 ``create_app(run_dir, settings)`` returns a FastAPI app; the model loads and warms up on a
 background thread at start-up, so /health/live answers at once and /health/ready only once a
-prediction has gone through.  No endpoint reads a file or URL named in a request.
+prediction has gone through (and not while the queue is saturated).  No endpoint reads a file
+or URL named in a request.
+
+One request never fails another: what the model would refuse is refused before a request
+joins a batch, and a batch that fails anyway is run again one request at a time (see
+``batcher.py``).  A request whose client times out or disconnects is dropped from the queue.
 """
 from __future__ import annotations
 
@@ -18,14 +23,16 @@ from typing import Any
 import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import UserInputError
 from .batcher import MicroBatcher, Overloaded
 from .drift import DriftMonitor
-from .inputs import RequestError, check_count, check_image, parse_texts
-from .metrics import CONTENT_TYPE, Metrics
+from .inputs import (RequestError, check_count, check_image, check_request_pixels, image_cost, image_size,
+                     parse_texts, text_cost)
+from .metrics import Metrics
 from .schemas import PREDICT_OPENAPI, PredictResponse
 from .settings import ServeSettings
 
@@ -45,7 +52,7 @@ class ServerState:
         self.run_dir = Path(run_dir)
         self.settings = settings
         self.predictor = predictor
-        self.metrics = Metrics()
+        self.metrics = Metrics(self._metric_state)
         self.batcher: MicroBatcher | None = None
         self.drift = DriftMonitor(None)
         self.ready = False
@@ -74,14 +81,18 @@ class ServerState:
                                       every=s.drift_every, min_items=s.drift_min_items, p_value=s.drift_p_value,
                                       n_permutations=s.drift_permutations,
                                       seed=int(self.predictor.card.get("seed", 0) or 0))
+            image = self.predictor.modality == "image"
             self.batcher = MicroBatcher(self.predictor.predict, max_batch=s.max_batch,
                                         max_delay_s=s.max_delay_ms / 1000, queue_items=s.queue_items,
-                                        max_wait_s=s.request_timeout_s, on_batch=self._on_batch)
+                                        queue_cost=s.queue_pixels if image else s.queue_chars,
+                                        max_batch_cost=s.max_batch_pixels if image else s.max_batch_chars,
+                                        max_wait_s=s.request_timeout_s, on_batch=self._on_batch,
+                                        on_retry=lambda _n: self.metrics.retried())
             self.batcher.start()
             self.drift.start()
             if s.warmup:
                 self.batcher.submit([_warmup_item(self.predictor.modality)]).result(timeout=max(60.0, s.request_timeout_s))
-                self.batcher.items_per_s = None  # a first call is slow: not a rate to plan with
+                self.batcher.cost_per_s = None  # a first call is slow: not a rate to plan with
             self.ready = True
             log.info("model of %s loaded and warmed up: ready", self.run_dir)
         except Exception as e:  # noqa: BLE001 - reported by /health/ready, the process stays up
@@ -92,6 +103,11 @@ class ServerState:
         self.metrics.batch(n_items)
         if self.ready:  # the warm-up item is not traffic
             self.drift.add(feats, n_requests)
+
+    def _metric_state(self) -> dict[str, Any]:
+        b = self.batcher
+        return {"queue_items": b.queued_items if b else 0, "queue_cost": b.queued_cost if b else 0,
+                "ready": self.ready, "saturated": bool(b and b.saturation()), "drift": self.drift.describe()}
 
     def unavailable(self) -> RequestError:
         retry = {"Retry-After": str(self.settings.retry_after_s)}
@@ -215,18 +231,21 @@ def create_app(run_dir: str | Path, settings: ServeSettings | None = None, *, pr
     async def predict(request: Request):
         if not state.ready:
             raise state.unavailable()
-        items = await _read_items(request, state)
+        t0 = time.monotonic()
+        items, costs = await _read_items(request, state)
         try:
-            future = state.batcher.submit(items)
+            future = state.batcher.submit(items, costs)
         except Overloaded as e:
             raise RequestError(503, "overloaded", f"the server is at capacity: {e}", "retry after the delay given "
                                "in Retry-After", headers={"Retry-After": str(settings.retry_after_s)}) from None
+        left = settings.request_timeout_s - (time.monotonic() - t0)
         try:
-            proba, _feats = await asyncio.wait_for(asyncio.wrap_future(future), settings.request_timeout_s)
+            proba, _feats = await _answer(request, future, left)
+        except RequestError:
+            raise  # the request's own fault, found by the model's checks: its status and code
         except UserInputError as e:  # an item the model refused (decoding, ...): the client's to fix
             raise RequestError(422, "invalid-input", e.message, e.hint) from None
         except asyncio.TimeoutError:
-            future.cancel()
             raise RequestError(503, "timeout", f"no answer within {settings.request_timeout_s:g} s: the server is "
                                "overloaded", headers={"Retry-After": str(settings.retry_after_s)}) from None
         classes = list(state.predictor.classes)
@@ -241,13 +260,21 @@ def create_app(run_dir: str | Path, settings: ServeSettings | None = None, *, pr
     async def live():
         return {"status": "alive"}
 
-    @app.get("/health/ready", summary="The model is loaded and a warm-up prediction went through")
+    @app.get("/health/ready", summary="The model is loaded, a warm-up prediction went through and the queue has room")
     async def ready():
         if state.ready:
-            return {"status": "ready"}
+            full = state.batcher.saturation()
+            if full is None:
+                return {"status": "ready"}
+            return JSONResponse({"status": "saturated", "error": "saturated", "message": f"the queue is full: {full}",
+                                 "hint": "send new work elsewhere, or retry after the delay given in Retry-After"},
+                                status_code=503, headers={"Retry-After": str(settings.retry_after_s)})
         e = state.unavailable()
         return JSONResponse({"status": "failed" if state.error else "loading", **e.body()}, status_code=503,
                             headers=e.headers)
+
+    for path, probe in (("/health/live", live), ("/health/ready", ready)):  # HEAD: the same status, no body
+        app.add_api_route(path, probe, methods=["HEAD"], include_in_schema=False)
 
     @app.get("/metadata", summary="The model card, the server's settings and the drift monitor")
     async def metadata():
@@ -259,10 +286,9 @@ def create_app(run_dir: str | Path, settings: ServeSettings | None = None, *, pr
                 "uptime_s": round(time.time() - state.started, 1)}
 
     @app.get("/metrics", summary="Prometheus metrics", response_class=PlainTextResponse)
-    async def metrics():
-        text = state.metrics.render(queue_items=state.batcher.queued_items if state.batcher else 0,
-                                    ready=state.ready, drift=state.drift.describe())
-        return PlainTextResponse(text, media_type=CONTENT_TYPE)
+    async def metrics(request: Request):
+        body, content_type = state.metrics.render(request.headers.get("accept"))
+        return Response(body, media_type=content_type)
 
     app.add_middleware(_LimitsASGI, state=state)
     return app
@@ -278,13 +304,43 @@ class _LimitsASGI:
         await self._call(scope, receive, send)
 
 
-async def _read_items(request, state: ServerState) -> list[Any]:
-    """The request's items: texts for a text run, checked image bytes for an image run."""
+async def _answer(request: Request, future, timeout: float):
+    """The batcher's answer to this request; on timeout or when the client disconnects, the
+    request is abandoned (its work not yet done is dropped) and ``asyncio.TimeoutError`` or a
+    499 :class:`RequestError` is raised."""
+    answer = asyncio.wrap_future(future)
+    gone = asyncio.ensure_future(_disconnected(request))
+    try:
+        done, _ = await asyncio.wait({answer, gone}, timeout=max(timeout, 0.0), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+    if answer in done:
+        return answer.result()
+    future.cancel()
+    answer.cancel()
+    if gone in done and not gone.cancelled():
+        raise RequestError(499, "client-gone", "the client disconnected before the answer")
+    raise asyncio.TimeoutError
+
+
+async def _disconnected(request: Request) -> None:
+    """Return once the client has gone (the body is read already: the next ASGI message is the
+    disconnect)."""
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+async def _read_items(request, state: ServerState) -> tuple[list[Any], list[int]]:
+    """The request's items and their costs: texts for a text run, checked image bytes for an
+    image run."""
     s = state.settings
     modality = state.predictor.modality
     if modality == "text":
         body = await request.body()
-        return parse_texts(body, request.headers.get("content-type"), s)
+        texts = await run_in_threadpool(parse_texts, body, request.headers.get("content-type"), s)
+        return texts, [text_cost(t) for t in texts]
     if modality != "image":
         raise RequestError(415, "unsupported-modality", f"serving {modality} models over HTTP is not supported yet",
                            "use `transferkit predict` on files")
@@ -304,11 +360,13 @@ async def _read_items(request, state: ServerState) -> list[Any]:
         files = form.getlist("files")
         check_count(len(files), s)
         blobs = [(f.filename or f"files[{i}]", await f.read()) for i, f in enumerate(files)]
-    from starlette.concurrency import run_in_threadpool
 
-    def check_all():
-        for name, data in blobs:
+    def check_all() -> list[int]:
+        sizes = [(name, *image_size(data, name)) for name, data in blobs]
+        check_request_pixels(sizes, s)  # from the headers: nothing decoded yet
+        for name, data in blobs:  # one at a time: one image's pixels in memory at once
             check_image(data, name, s)
+        return [image_cost(w, h) for _name, w, h in sizes]
 
-    await run_in_threadpool(check_all)
-    return [data for _name, data in blobs]
+    costs = await run_in_threadpool(check_all)
+    return [data for _name, data in blobs], costs

@@ -1,107 +1,90 @@
-"""Prometheus metrics in the text exposition format (0.0.4), written by hand: a few counters and
-histograms need no dependency.  Thread-safe (the worker thread records batches)."""
+"""Prometheus metrics of one app, through ``prometheus_client``.
+
+Each app has its own registry (never the process-wide default one), so several apps in one
+process (tests, benchmarks) keep their counts apart.  Counters and histograms are recorded as
+things happen (thread-safe: the worker thread records batches); the queue, readiness and drift
+gauges are read from the app's state at scrape time by a collector.
+"""
 from __future__ import annotations
 
-import math
-import threading
-from collections import defaultdict
-from typing import Any
+from typing import Any, Callable
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.registry import Collector
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+PREFIX = "transferkit_serve_"
+
+#: ``() -> {"queue_items": int, "queue_cost": float, "ready": bool, "saturated": bool,
+#: "drift": DriftMonitor.describe()}``
+StateFn = Callable[[], dict[str, Any]]
 
 
-class Histogram:
-    """Cumulative buckets, sum and count, as Prometheus expects."""
+class _StateCollector(Collector):
+    """The gauges that are the app's state rather than counts of events."""
 
-    def __init__(self, buckets: tuple[float, ...]):
-        self.buckets = tuple(buckets)
-        self.counts = [0] * (len(self.buckets) + 1)  # last: +Inf
-        self.sum = 0.0
-        self.count = 0
+    def __init__(self, state: StateFn):
+        self.state = state
 
-    def observe(self, v: float) -> None:
-        i = next((k for k, b in enumerate(self.buckets) if v <= b), len(self.buckets))
-        self.counts[i] += 1
-        self.sum += v
-        self.count += 1
+    def collect(self):
+        s = self.state()
+        drift = s.get("drift") or {}
 
-    def lines(self, name: str, labels: str = "") -> list[str]:
-        sep = "," if labels else ""
-        out, acc = [], 0
-        for b, c in zip(self.buckets + (math.inf,), self.counts):
-            acc += c
-            le = "+Inf" if b == math.inf else _num(b)
-            out.append(f'{name}_bucket{{{labels}{sep}le="{le}"}} {acc}')
-        lab = f"{{{labels}}}" if labels else ""
-        out += [f"{name}_sum{lab} {_num(self.sum)}", f"{name}_count{lab} {self.count}"]
-        return out
+        def gauge(name: str, doc: str, value: Any) -> GaugeMetricFamily:
+            return GaugeMetricFamily(PREFIX + name, doc, value=float("nan") if value is None else float(value))
 
-
-def _num(v: float | int | None) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "NaN"
-    if isinstance(v, float) and math.isinf(v):
-        return "+Inf" if v > 0 else "-Inf"
-    return repr(float(v)) if isinstance(v, float) else str(int(v))
-
-
-def _esc(s: str) -> str:
-    return s.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+        yield gauge("queue_items", "Items waiting for the model.", s.get("queue_items", 0))
+        yield gauge("queue_cost", "Work waiting for the model: characters of text or pixels of images.",
+                    s.get("queue_cost", 0))
+        yield gauge("ready", "1 when the model is loaded and warmed up.", int(bool(s.get("ready"))))
+        yield gauge("saturated", "1 while the queue is (nearly) full: readiness answers 503.",
+                    int(bool(s.get("saturated"))))
+        yield gauge("drift_enabled", "1 when the run has reference features to test against.",
+                    int(bool(drift.get("enabled"))))
+        yield gauge("drift_statistic", "Unbiased MMD^2 of the recent window vs training features.",
+                    drift.get("statistic"))
+        yield gauge("drift_p_value", "Permutation p-value of the latest drift test.", drift.get("p_value"))
+        yield gauge("drift_alarm", "1 while the latest p-value is below the threshold.", int(bool(drift.get("alarm"))))
+        yield CounterMetricFamily(PREFIX + "drift_tests", "Drift tests run.", value=int(drift.get("tests") or 0))
+        yield gauge("drift_window_items", "Items in the window of the latest test.",
+                    int(drift.get("window_items") or 0))
 
 
 class Metrics:
-    """Request counts by endpoint and status, /predict latency, batch sizes, items."""
+    """Request counts by endpoint and status, /predict latency, batch sizes, items; plus the
+    state gauges that ``state`` gives at each scrape."""
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.requests: dict[tuple[str, int], int] = defaultdict(int)
-        self.latency = Histogram(LATENCY_BUCKETS)
-        self.batch_items = Histogram(BATCH_BUCKETS)
-        self.items = 0
-        self.batches = 0
+    def __init__(self, state: StateFn | None = None) -> None:
+        self.registry = CollectorRegistry()
+        self._requests = Counter(PREFIX + "requests", "HTTP requests by endpoint and status code.",
+                                 ["endpoint", "status"], registry=self.registry)
+        self._latency = Histogram(PREFIX + "predict_latency_seconds", "Time to answer /predict, queueing included.",
+                                  buckets=LATENCY_BUCKETS, registry=self.registry)
+        self._batch_items = Histogram(PREFIX + "batch_items", "Items per model call (requests merged by the "
+                                      "micro-batcher).", buckets=BATCH_BUCKETS, registry=self.registry)
+        self._items = Counter(PREFIX + "items", "Items predicted.", registry=self.registry)
+        self._retries = Counter(PREFIX + "batch_retries", "Model calls that failed and were run again one request "
+                                "at a time.", registry=self.registry)
+        if state is not None:
+            self.registry.register(_StateCollector(state))
 
     def request(self, endpoint: str, status: int, seconds: float | None = None) -> None:
-        with self._lock:
-            self.requests[(endpoint, int(status))] += 1
-            if seconds is not None:
-                self.latency.observe(seconds)
+        self._requests.labels(endpoint=endpoint, status=str(int(status))).inc()
+        if seconds is not None:
+            self._latency.observe(seconds)
 
     def batch(self, n_items: int) -> None:
-        with self._lock:
-            self.batch_items.observe(n_items)
-            self.items += n_items
-            self.batches += 1
+        self._batch_items.observe(n_items)
+        self._items.inc(n_items)
 
-    def render(self, *, queue_items: int, ready: bool, drift: dict[str, Any]) -> str:
-        """The whole exposition text, with the gauges given by the caller."""
-        p = "transferkit_serve_"
-        with self._lock:
-            lines = [f"# HELP {p}requests_total HTTP requests by endpoint and status code.",
-                     f"# TYPE {p}requests_total counter"]
-            for (ep, st), n in sorted(self.requests.items()):
-                lines.append(f'{p}requests_total{{endpoint="{_esc(ep)}",status="{st}"}} {n}')
-            lines += [f"# HELP {p}predict_latency_seconds Time to answer /predict, queueing included.",
-                      f"# TYPE {p}predict_latency_seconds histogram", *self.latency.lines(f"{p}predict_latency_seconds"),
-                      f"# HELP {p}batch_items Items per model call (requests merged by the micro-batcher).",
-                      f"# TYPE {p}batch_items histogram", *self.batch_items.lines(f"{p}batch_items"),
-                      f"# HELP {p}items_total Items predicted.", f"# TYPE {p}items_total counter",
-                      f"{p}items_total {self.items}"]
-        lines += [f"# HELP {p}queue_items Items waiting for the model.", f"# TYPE {p}queue_items gauge",
-                  f"{p}queue_items {queue_items}",
-                  f"# HELP {p}ready 1 when the model is loaded and warmed up.", f"# TYPE {p}ready gauge",
-                  f"{p}ready {int(ready)}",
-                  f"# HELP {p}drift_enabled 1 when the run has reference features to test against.",
-                  f"# TYPE {p}drift_enabled gauge", f"{p}drift_enabled {int(bool(drift.get('enabled')))}",
-                  f"# HELP {p}drift_statistic Unbiased MMD^2 of the recent window vs training features.",
-                  f"# TYPE {p}drift_statistic gauge", f"{p}drift_statistic {_num(drift.get('statistic'))}",
-                  f"# HELP {p}drift_p_value Permutation p-value of the latest drift test.",
-                  f"# TYPE {p}drift_p_value gauge", f"{p}drift_p_value {_num(drift.get('p_value'))}",
-                  f"# HELP {p}drift_alarm 1 while the latest p-value is below the threshold.",
-                  f"# TYPE {p}drift_alarm gauge", f"{p}drift_alarm {int(bool(drift.get('alarm')))}",
-                  f"# HELP {p}drift_tests_total Drift tests run.", f"# TYPE {p}drift_tests_total counter",
-                  f"{p}drift_tests_total {int(drift.get('tests') or 0)}",
-                  f"# HELP {p}drift_window_items Items in the window of the latest test.",
-                  f"# TYPE {p}drift_window_items gauge", f"{p}drift_window_items {int(drift.get('window_items') or 0)}"]
-        return "\n".join(lines) + "\n"
+    def retried(self) -> None:
+        self._retries.inc()
+
+    def render(self, accept: str | None = None) -> tuple[bytes, str]:
+        """The exposition in the format the scraper's ``Accept`` header asks for (the classic
+        text format by default) and its content type."""
+        encoder, content_type = choose_encoder(accept or "")
+        return encoder(self.registry), content_type

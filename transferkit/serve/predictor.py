@@ -11,7 +11,7 @@ from ..data.dataset import Dataset
 from ..features import extract_features
 from ..runs import RunDir, load
 from ..strategies.base import TransferContext
-from .inputs import decode_image
+from .inputs import check_text, decode_image
 
 
 class Predictor:
@@ -58,8 +58,16 @@ class Predictor:
         (texts; for images encoded bytes, already checked, or ``(H, W, 3)`` uint8 arrays).
 
         Called from one worker thread at a time.
+
+        Raises:
+            RequestError: (a :class:`~transferkit.errors.UserInputError`) for a text the model
+                would fail on; the batcher then runs the batch's requests one by one, so only
+                the request that holds it gets the error.
         """
-        if self.modality == "image":  # the queue holds encoded bytes; decode a batch at a time
+        if self.modality == "text":  # the app checks this already: here for callers of the library
+            for t in items:
+                check_text(t, "a text")
+        if self.modality == "image":  # the queue holds encoded bytes; the batch's pixels are bounded
             items = [decode_image(x) if isinstance(x, (bytes, bytearray)) else x for x in items]
         data = Dataset(modality=self.modality, inputs=list(items))
         self._last = None

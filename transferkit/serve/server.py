@@ -19,6 +19,33 @@ def _uvicorn():
     return uvicorn
 
 
+def _idle_protocol():
+    """uvicorn's HTTP protocol, with the keep-alive timer also running before a connection's
+    first request: uvicorn starts it only after a response, so a client that connects and
+    sends nothing would hold its socket for ever (300 such sockets stayed open)."""
+    from uvicorn.protocols.http.auto import AutoHTTPProtocol
+
+    class IdleTimeoutProtocol(AutoHTTPProtocol):  # type: ignore[misc, valid-type]
+        def connection_made(self, transport) -> None:
+            super().connection_made(transport)
+            self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive,
+                                                                self.timeout_keep_alive_handler)
+
+    return IdleTimeoutProtocol
+
+
+def uvicorn_config(app, settings: ServeSettings, *, host: str | None = None, port: int | None = None,
+                   log_level: str = "info"):
+    """The uvicorn configuration of a served app: the settings' host and port, connections
+    closed after ``keep_alive_s`` idle (before their first request too), at most
+    ``max_connections`` open (requests beyond get 503), a bounded graceful shutdown."""
+    uvicorn = _uvicorn()
+    return uvicorn.Config(app, host=settings.host if host is None else host,
+                          port=settings.port if port is None else port, log_level=log_level, access_log=False,
+                          lifespan="on", http=_idle_protocol(), ws="none", timeout_keep_alive=settings.keep_alive_s,
+                          limit_concurrency=settings.max_connections, timeout_graceful_shutdown=5)
+
+
 def serve(run_dir: str | Path, settings: ServeSettings | None = None) -> None:
     """Load the run (errors are raised here, before binding), then serve until interrupted."""
     uvicorn = _uvicorn()
@@ -27,22 +54,27 @@ def serve(run_dir: str | Path, settings: ServeSettings | None = None) -> None:
 
     settings = settings or ServeSettings.for_run(run_dir)
     app = create_app(run_dir, settings, predictor=Predictor(run_dir))
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info", access_log=False)
+    try:
+        uvicorn.Server(uvicorn_config(app, settings)).run()
+    except KeyboardInterrupt:  # uvicorn re-raises the SIGINT it handled: the shutdown was clean
+        pass
 
 
 class BackgroundServer:
     """A real uvicorn server on a thread; ``with BackgroundServer(app) as url: ...``.
 
     Args:
-        app: an ASGI app (from :func:`~transferkit.serve.create_app`).
+        app: an ASGI app (from :func:`~transferkit.serve.create_app`); its settings give the
+            connection limits, as for ``transferkit serve``.
         host: interface (loopback).
         port: 0 picks a free port; the URL says which.
     """
 
     def __init__(self, app, host: str = "127.0.0.1", port: int = 0, start_timeout_s: float = 60.0):
         uvicorn = _uvicorn()
-        self.config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
-                                     lifespan="on", timeout_graceful_shutdown=5)
+        state = getattr(getattr(app, "state", None), "serve", None)
+        settings = state.settings if state is not None else ServeSettings()
+        self.config = uvicorn_config(app, settings, host=host, port=port, log_level="warning")
         self.server = uvicorn.Server(self.config)
         self.start_timeout_s = start_timeout_s
         self.thread: threading.Thread | None = None

@@ -1,13 +1,26 @@
-"""The server's settings: safe defaults, overridable by the run's ``config.json`` and by flags."""
+"""The server's settings: safe defaults, then the run's ``config.json`` (which may only tighten
+them), then the user's flags (which may set anything)."""
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import UserInputError
+from ..errors import UserInputError, shown
+
+log = logging.getLogger("transferkit.serve")
+
+#: Settings that bound work, memory or waiting: lower is always safer.  A run's ``config.json``
+#: (a file that may come from someone else) can lower them, never raise them; only the user's
+#: own flags can.
+TIGHTEN_ONLY = ("max_body_bytes", "max_items", "max_text_chars", "max_image_pixels", "max_request_pixels",
+                "max_batch", "max_batch_chars", "max_batch_pixels", "max_delay_ms", "queue_items", "queue_chars",
+                "queue_pixels", "request_timeout_s", "keep_alive_s", "max_connections", "drift_window",
+                "drift_permutations")
 
 
 @dataclass
@@ -16,6 +29,8 @@ class ServeSettings:
 
     Attributes:
         host: interface to bind; loopback by default (put a reverse proxy in front to expose it).
+            A run's ``config.json`` can only name a loopback address: binding beyond this
+            machine takes the user's own ``--host``.
         port: TCP port (0: any free port).
         max_body_bytes: largest request body accepted (413 above it).
         max_items: items per request at most (422 above it).
@@ -23,15 +38,27 @@ class ServeSettings:
             the number of chunks a text is split into.
         max_image_pixels: width x height of an uploaded image at most (422 above it); checked
             from the header, before any pixel is decoded.
+        max_request_pixels: width x height summed over the images of one request at most (422
+            above it, from the headers, before decoding).
         max_batch: items the worker runs through the model at once (requests are merged).
+        max_batch_chars: characters of text per model call at most (a longer single text runs
+            alone); a large request is run in several calls, taking turns with other requests.
+        max_batch_pixels: decoded image pixels per model call at most, the same way: bounds the
+            memory of decoded images (a larger single image runs alone).
         max_delay_ms: how long the worker waits for more requests to fill a batch.
         queue_items: items waiting for the worker at most; above it requests get 503 with
-            ``Retry-After`` instead of queueing without bound.  A request that would wait longer
-            than ``request_timeout_s`` behind the queue (at the measured model rate) gets the
-            same answer at once.
-        request_timeout_s: a request not answered by then gets 503 (its items are dropped if
-            the worker has not started them).
+            ``Retry-After`` instead of queueing without bound.  A request that would not be
+            answered within ``request_timeout_s`` (at the measured model rate) gets the same
+            answer at once.
+        queue_chars: characters of text waiting at most (each text counts at least 256), 503
+            above it; an empty queue takes any valid request.
+        queue_pixels: image pixels waiting at most (each image counts at least 256 x 256), the
+            same way.
+        request_timeout_s: a request not answered by then gets 503; its work not yet started
+            is dropped, and so is the work of a client that disconnects.
         retry_after_s: the ``Retry-After`` header sent with 503.
+        keep_alive_s: a connection idle this long (before its first request too) is closed.
+        max_connections: open connections at most; requests beyond get 503.
         drift_window: recent request embeddings kept for the drift test.
         drift_every: run the drift test after every this many requests (in the background).
         drift_min_items: no test before the window holds this many items.
@@ -46,11 +73,18 @@ class ServeSettings:
     max_items: int = 64
     max_text_chars: int = 20_000
     max_image_pixels: int = 40_000_000
+    max_request_pixels: int = 200_000_000
     max_batch: int = 32
+    max_batch_chars: int = 64_000
+    max_batch_pixels: int = 50_000_000
     max_delay_ms: float = 5.0
     queue_items: int = 256
+    queue_chars: int = 2_000_000
+    queue_pixels: int = 400_000_000
     request_timeout_s: float = 30.0
     retry_after_s: int = 1
+    keep_alive_s: float = 5.0
+    max_connections: int = 256
     drift_window: int = 200
     drift_every: int = 50
     drift_min_items: int = 50
@@ -59,16 +93,19 @@ class ServeSettings:
     warmup: bool = True
 
     def __post_init__(self) -> None:
-        positive = ("max_body_bytes", "max_items", "max_text_chars", "max_image_pixels", "max_batch", "queue_items",
-                    "drift_window", "drift_every", "drift_permutations")
+        positive = ("max_body_bytes", "max_items", "max_text_chars", "max_image_pixels", "max_request_pixels",
+                    "max_batch", "max_batch_chars", "max_batch_pixels", "queue_items", "queue_chars", "queue_pixels",
+                    "max_connections", "drift_window", "drift_every", "drift_permutations")
         for name in positive:
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise UserInputError(f"serve setting {name} must be a positive integer, got {v!r}")
         if not isinstance(self.port, int) or not 0 <= self.port <= 65535:
             raise UserInputError(f"port must be 0..65535, got {self.port!r}")
-        if self.max_delay_ms < 0 or self.request_timeout_s <= 0 or self.retry_after_s < 0:
-            raise UserInputError("max_delay_ms and retry_after_s must be >= 0 and request_timeout_s > 0")
+        if not isinstance(self.host, str) or not self.host:
+            raise UserInputError(f"host must be an interface name or address, got {self.host!r}")
+        if self.max_delay_ms < 0 or self.request_timeout_s <= 0 or self.retry_after_s < 0 or self.keep_alive_s <= 0:
+            raise UserInputError("max_delay_ms and retry_after_s must be >= 0, request_timeout_s and keep_alive_s > 0")
         if not 0.0 < self.drift_p_value < 1.0:
             raise UserInputError(f"drift_p_value must be between 0 and 1, got {self.drift_p_value!r}")
         if not 2 <= self.drift_min_items <= self.drift_window:
@@ -77,6 +114,9 @@ class ServeSettings:
         if self.queue_items < self.max_items:
             raise UserInputError(f"queue_items ({self.queue_items}) must be at least max_items ({self.max_items}), "
                                  "or no full request could ever be queued")
+        if self.max_request_pixels < self.max_image_pixels:
+            raise UserInputError(f"max_request_pixels ({self.max_request_pixels:,}) must be at least "
+                                 f"max_image_pixels ({self.max_image_pixels:,}), or no largest image could be sent")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -84,19 +124,63 @@ class ServeSettings:
     @classmethod
     def for_run(cls, run_dir: str | Path, **overrides: Any) -> "ServeSettings":
         """Defaults, then the optional ``"serve"`` section of the run's ``config.json``, then
-        ``overrides`` (flags; ``None`` values are ignored)."""
-        d: dict[str, Any] = {}
+        ``overrides`` (the user's flags; ``None`` values are ignored).
+
+        A run directory may come from someone else, so its file can only make the server
+        safer: a value of :data:`TIGHTEN_ONLY` above the default and a ``host`` that is not a
+        loopback address are ignored with a warning (the user's flags set them).  The model
+        card is never read for settings.
+        """
+        names = {f.name for f in dataclasses.fields(cls)}
         path = Path(run_dir) / "config.json"
+        from_run: dict[str, Any] = {}
         if path.is_file():
             try:
-                d.update(json.loads(path.read_text()).get("serve") or {})
+                section = json.loads(path.read_text()).get("serve") or {}
+                if not isinstance(section, dict):
+                    raise ValueError(f'"serve" must be an object, not {type(section).__name__}')
             except (ValueError, AttributeError) as e:
-                raise UserInputError(f"{path} is damaged: {e}") from None
-        d.update({k: v for k, v in overrides.items() if v is not None})
+                raise UserInputError(f"{shown(path)} is damaged: {e}") from None
+            from_run = _tightened(section, overrides, path)
+        d = {**from_run, **{k: v for k, v in overrides.items() if v is not None}}
         if "drift_min_items" not in d and isinstance(d.get("drift_window"), int):
             d["drift_min_items"] = max(2, min(cls.drift_min_items, d["drift_window"]))  # a small window is full
-        names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:
-            raise UserInputError(f"unknown serve settings: {', '.join(unknown)}", hint=f"allowed: {', '.join(sorted(names))}")
+            raise UserInputError(f"unknown serve settings: {', '.join(map(shown, unknown))}",
+                                 hint=f"allowed: {', '.join(sorted(names))}")
         return cls(**d)
+
+
+def is_loopback(host: str) -> bool:
+    """``localhost``, ``127.x.x.x`` or ``::1``."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _tightened(section: dict[str, Any], overrides: dict[str, Any], path: Path) -> dict[str, Any]:
+    """The run's settings that may apply: those the user's flags leave open, and only where
+    they make the server safer than the defaults."""
+    defaults = ServeSettings.__dataclass_fields__
+    out = {}
+    for name, value in section.items():
+        if overrides.get(name) is not None:
+            continue  # the user's flag wins anyway
+        field = defaults.get(name)
+        if field is None:
+            out[name] = value  # reported as unknown with the rest
+        elif name == "host" and not (isinstance(value, str) and is_loopback(value)):
+            log.warning("%s asks to bind to %s; ignored: binding beyond this machine needs --host", shown(path),
+                        shown(str(value)))
+        elif (name in TIGHTEN_ONLY and isinstance(value, (int, float)) and not isinstance(value, bool)
+              and value > field.default):
+            log.warning("%s sets %s = %s, above the default %s; ignored: a run's files can only tighten the "
+                        "server's limits, your own flags (or ServeSettings.for_run overrides) raise them",
+                        shown(path), name, value, field.default)
+        else:
+            out[name] = value
+    return out
