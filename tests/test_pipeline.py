@@ -110,7 +110,7 @@ def test_cli_user_errors_exit_2_without_traceback(tiny_text_dir, toy_csv, tmp_pa
     assert r.returncode == 2 and "not a transferkit run" in r.stderr
     r = run("fit", "--data", str(toy_csv), "--text-column", "body", "--model", str(tiny_text_dir),
             "--param", "Cs=[-1]")
-    assert r.returncode == 2 and "Cs must be positive" in r.stderr
+    assert r.returncode == 2 and "Cs must be a non-empty list of numbers > 0, got [-1]" in r.stderr
 
 
 def test_models_command_lists_the_zoo(capsys):

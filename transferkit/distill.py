@@ -61,10 +61,6 @@ class Distillation(FineTune):
             raise UserInputError(f"alpha must be in [0, 1], got {alpha!r}")
         self.teacher_proba, self.temperature, self.alpha = teacher_proba, float(temperature), float(alpha)
 
-    @classmethod
-    def _param_names(cls) -> list[str]:
-        return FineTune._param_names()  # what the run stores: a FineTune that reloads as one
-
     def _before_training(self, model, fit_ds: Dataset, val_ds: Dataset | None, ctx: TransferContext) -> None:
         super()._before_training(model, fit_ds, val_ds, ctx)
         missing = [h for h in fit_ds.content_hashes() if h not in self.teacher_proba]

@@ -112,11 +112,6 @@ class Strategy(ABC):
                           "backbone_training": not cls.uses_features},
                 "params": describe_params(cls.params_class())}
 
-    @classmethod
-    def _param_names(cls) -> list[str]:
-        """The option names (kept for callers written before ``params_class``)."""
-        return cls.params_class().names()
-
     def get_params(self) -> dict[str, Any]:
         """Every option, defaults included, JSON-shaped (lists, never tuples)."""
         return {k: getattr(self, k) for k in self.params_class().names()}
