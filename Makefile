@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.transferkit-installed
 
-.PHONY: setup browser demo test test-fast bench clean
+.PHONY: setup browser demo lint test test-fast bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -29,7 +29,11 @@ browser:
 demo: setup
 	$(BIN)/transferkit demo --out runs/demo
 
-test: setup browser
+# ruff's rules and exceptions are in pyproject.toml ([tool.ruff]); `make test` runs it first.
+lint: setup
+	$(BIN)/ruff check .
+
+test: setup browser lint
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -ra
 
 test-fast: setup

@@ -472,7 +472,8 @@ def summary_table() -> str:
     for name in SECTIONS[1:]:
         r = _load_results(name)
         if r is None:
-            rows.append(f"| {name} | (not run yet: `python benchmarks/bench_{name}.py`) | | [{name}](#{ANCHORS[name]}) |")
+            rows.append(f"| {name} | (not run yet: `python benchmarks/bench_{name}.py`) | "
+                        f"| [{name}](#{ANCHORS[name]}) |")
             continue
         for s in r.get("summary", []):
             if s.get("met") is None:

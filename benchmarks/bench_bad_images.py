@@ -27,7 +27,7 @@ import zlib
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _common as C  # noqa: E402
+import _common as C
 
 C.setup_env()
 
@@ -170,7 +170,8 @@ def main() -> None:
     skipped = json.loads(skipped_path.read_text()) if skipped_path.exists() else []
     prefix = root.name + "/"
     skipped_rel = {s["origin"][len(prefix):] if s["origin"].startswith(prefix) else s["origin"]: s for s in skipped}
-    metrics = json.loads((work / "run_b" / "metrics.json").read_text()) if (work / "run_b" / "metrics.json").exists() else {}
+    metrics_path = work / "run_b" / "metrics.json"
+    metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
     n_used = metrics.get("n_train", 0) + metrics.get("n_test", 0)
     check_b = {"exit code 0": rc_b == 0, "skipped.json == the bad files": set(skipped_rel) == set(bad),
                "every skip has a reason": all(s.get("reason") for s in skipped),
@@ -181,6 +182,7 @@ def main() -> None:
     C.say(text_b)
     m["cpu_other_during_pct"] = load.pct()
     ok = all(check_a.values()) and all(check_b.values())
+    exact = "exactly the bad files" if check_b["skipped.json == the bad files"] else "MISMATCH"
     res = {"machine": m, "bad": bad, "odd": odd, "n_ok": n_ok, "a": {"rc": rc_a, "output": text_a,
            "seconds": t_a, "checks": check_a, "reported": reported},
            "b": {"rc": rc_b, "output": text_b, "seconds": t_b, "checks": check_b, "skipped": skipped,
@@ -190,8 +192,7 @@ def main() -> None:
                                 "skipped.json = exactly the bad files",
                         "measured": f"exit {rc_a} ({sum(reported.values())}/{len(bad)} named, "
                                     f"{'no' if 'Traceback' not in text_a else 'a'} traceback); exit {rc_b}, "
-                                    f"skipped.json {len(skipped)} entries, "
-                                    f"{'exactly the bad files' if check_b['skipped.json == the bad files'] else 'MISMATCH'}",
+                                    f"skipped.json {len(skipped)} entries, {exact}",
                         "met": ok, "anchor": "bad-images"}]}
     tick = lambda d: "; ".join(f"{k}: {'yes' if v else '**NO**'}" for k, v in d.items())  # noqa: E731
     bad_rows = [[f"`{rel}`", why, f"{skipped_rel[rel]['kind']}" if rel in skipped_rel else "**not skipped**",

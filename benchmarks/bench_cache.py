@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _common as C  # noqa: E402
+import _common as C
 
 
 def child(data: str, out: str, result_path: str) -> None:
@@ -145,6 +145,8 @@ def report(res: dict) -> str:
     cached = sum(e["n_cached"] for e in ext2)
     computed = sum(e["n_computed"] for e in ext2)
     met = "met" if res["ratio_fit"] >= 20 else "**NOT met**"
+    threads = res["machine"]["torch_threads"]
+    same3 = "the same as" if (t3["accuracy"], t3["verdict"]) == (s["accuracy"], s["verdict"]) else "**different from**"
     return f"""<a id="cache"></a>
 ## Feature cache: second identical fit (`benchmarks/bench_cache.py`)
 
@@ -165,8 +167,8 @@ pre-trained model was {'loaded' if s['module_loaded']['pretrained'] else 'never 
              'third fit, `OPENBLAS_NUM_THREADS=1`'], rows)}
 
 The third column is a third identical fit (cache warm) in a process whose numpy/scipy OpenBLAS is
-held to one thread (torch keeps its {res['machine']['torch_threads']} threads): `tk.fit` {t3['fit_wall_s']:.1f} s (accuracy
-{t3['accuracy']:.4f}, verdict {t3['verdict']}: {'the same as' if (t3['accuracy'], t3['verdict']) == (s['accuracy'], s['verdict']) else '**different from**'} the second fit), i.e.
+held to one thread (torch keeps its {threads} threads): `tk.fit` {t3['fit_wall_s']:.1f} s (accuracy
+{t3['accuracy']:.4f}, verdict {t3['verdict']}: {same3} the second fit), i.e.
 {res['ratio_fit_blas1']:.1f}x faster than the first fit. The scikit-learn fits (the probe's cross-validated logistic
 regression, twice, and the TF-IDF baseline) are what the second fit spends its time on, and they
 run much slower with OpenBLAS's default 2 threads on this 2-core machine (see the findings below).

@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _common as C  # noqa: E402
+import _common as C
 
 CACHE = C.setup_env()
 
@@ -177,7 +177,8 @@ def main() -> None:
     bb1._module = bb8.module  # the SAME model object on every side
     tok_counts = np.array([len(x) for x in bb8.tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]])
     room = bb8.chunk_room()
-    text_info = {"n": len(texts), "tokens_mean": float(tok_counts.mean()), "tokens_median": float(np.median(tok_counts)),
+    text_info = {"n": len(texts), "tokens_mean": float(tok_counts.mean()),
+                 "tokens_median": float(np.median(tok_counts)),
                  "longer_than_one_window": int((tok_counts > room).sum()),
                  "tokens_embedded_8_chunks": int(np.minimum(tok_counts, 8 * room).sum()),
                  "tokens_embedded_truncated": int(np.minimum(tok_counts, room).sum())}
@@ -287,6 +288,10 @@ def report(result: dict, a) -> None:
     m["cpu_other_during_pct"] = result.get("cpu_other_during_pct")
     agree = result["max_abs_diff"]
     info = t["info"]
+    longer, n_8, n_1 = (info["longer_than_one_window"], info["tokens_embedded_8_chunks"],
+                        info["tokens_embedded_truncated"])
+    naive_diff = agree["text truncated: transferkit vs naive"]
+    scale = result["feature_scale"]
     body = f"""<a id="extraction"></a>
 ## Extraction throughput (`benchmarks/bench_extraction.py`)
 
@@ -299,8 +304,8 @@ a fresh `Dataset` is built for every transferkit run (so its content hashing is 
 Ratio = transferkit / hand loop on the best runs (on the medians in brackets); goal >= 0.90.
 
 Text: {info['n']} spam/ham e-mails (stratified random sample, seed 0; subject + body), mean
-{info['tokens_mean']:.0f} tokens (median {info['tokens_median']:.0f}); {info['longer_than_one_window']} of them are longer than one
-254-token window. Tokens embedded: {info['tokens_embedded_8_chunks']:,} with <= 8 windows, {info['tokens_embedded_truncated']:,} truncated.
+{info['tokens_mean']:.0f} tokens (median {info['tokens_median']:.0f}); {longer} of them are longer than one
+254-token window. Tokens embedded: {n_8:,} with <= 8 windows, {n_1:,} truncated.
 Images: {a.images} MNIST-5k digits (stratified, seed 0), 28x28 grey, upscaled by the preprocessing.
 
 {C.md_table(['workload', 'items', 'transferkit items/s', 'hand loop items/s', 'ratio', '>= 0.9?',
@@ -313,10 +318,10 @@ Images: {a.images} MNIST-5k digits (stratified, seed 0), 28x28 grey, upscaled by
 - Images at 128 px run {speed_128:.2f}x faster than at 224 px in transferkit; truncating e-mails to one
   window is {trunc_speed:.2f}x faster than the default <= 8 windows (it embeds fewer tokens: not the same features).
 - Features agree (max |transferkit - hand|): text chunked {agree['text chunked: transferkit vs hand']:.1e},
-  text truncated {agree['text truncated: transferkit vs hand']:.1e} (naive loop {agree['text truncated: transferkit vs naive']:.1e}),
+  text truncated {agree['text truncated: transferkit vs hand']:.1e} (naive loop {naive_diff:.1e}),
   images 224 px {agree['image 224: transferkit vs hand']:.1e}, 128 px {agree['image 128: transferkit vs hand']:.1e}
   (channels_last loop {agree['image 224: transferkit vs hand channels_last']:.1e}); feature magnitudes reach
-  {result['feature_scale']['text']:.2f} (text) and {result['feature_scale']['image']:.2f} (images). The differences are float
+  {scale['text']:.2f} (text) and {scale['image']:.2f} (images). The differences are float
   rounding from different padding widths and memory layouts.
 """
     if not a.no_write:

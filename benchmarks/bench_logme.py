@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _common as C  # noqa: E402
+import _common as C
 
 COMMIT = "56551ca"
 DEFAULT_MIRRORS = [Path("/work/.mirror/thuml+LogME/repo"), C.REPO.parent / "LogME"]

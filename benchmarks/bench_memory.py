@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _common as C  # noqa: E402
+import _common as C
 
 CASES = {
     "image": {"model": "efficientnet-lite0", "options": {"image_size": 64}, "sizes": (200, 2000)},
@@ -34,7 +34,6 @@ TEXT_TOKENS = 128
 
 def child(kind: str, n: int, cache: str) -> None:
     C.setup_env()  # fresh cache directory for this process
-    import numpy as np
 
     import transferkit as tk
     from transferkit.data import from_arrays

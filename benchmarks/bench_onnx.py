@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _common as C  # noqa: E402
+import _common as C
 
 C.setup_env()
 NAME = "onnx"
@@ -39,7 +39,6 @@ def main() -> None:
 
         record(json.loads((C.RESULTS / f"{NAME}.json").read_text()))
         return
-    import numpy as np
     import torch
 
     import transferkit as tk
@@ -104,7 +103,7 @@ def main() -> None:
              "int8_vs_pytorch": ips["onnx int8"] / ips["pytorch"], "export": entry, "n_predict": len(items),
              "extraction_items_per_s": eps, "extraction_onnx_vs_pytorch": eps["onnx"] / eps["torch"]}
         res["models"][model_name] = r
-        C.say(f"   items/s: " + ", ".join(f"{k} {v:.1f}" for k, v in ips.items()) +
+        C.say("   items/s: " + ", ".join(f"{k} {v:.1f}" for k, v in ips.items()) +
               f"; onnx/pytorch {r['onnx_vs_pytorch']:.2f}x; extraction onnx/pytorch "
               f"{r['extraction_onnx_vs_pytorch']:.2f}x")
     record(res)

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _common as C  # noqa: E402
+import _common as C
 
 # numpy/scipy's OpenBLAS held to one thread unless --blas-threads says otherwise: with its default
 # 2 threads the scikit-learn fits run many times slower on this 2-core machine (BENCHMARKS.md,

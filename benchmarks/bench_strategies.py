@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _common as C  # noqa: E402
+import _common as C
 
 C.setup_env()
 import numpy as np  # noqa: E402
@@ -143,7 +143,7 @@ def main() -> None:
             report(res)
 
 
-def LoRA_LR() -> float:  # noqa: N802 - recorded with the results: the rows ran with it
+def LoRA_LR() -> float:
     from transferkit.strategies.lora import LoRA
 
     return LoRA().lr

@@ -21,7 +21,6 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 
 torch.set_num_threads(1)  # the same arithmetic in every process, and light on a shared machine
@@ -30,16 +29,21 @@ from safetensors.torch import save_file  # noqa: E402
 from torch import nn  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
-from conftest import toy_texts  # noqa: E402
 import transferkit as tk  # noqa: E402
 from transferkit import pipeline  # noqa: E402
 from transferkit.backbones import get_backbone  # noqa: E402
 from transferkit.data import Dataset  # noqa: E402
 from transferkit.model import TransferModel  # noqa: E402
 from transferkit.strategies.finetune import FineTune  # noqa: E402
-from transferkit.training import Callback, make_scheduler, train  # noqa: E402
+from transferkit.training import (  # noqa: E402
+    Callback,
+    distributed,
+    make_scheduler,
+    train,
+)
 from transferkit.training import checkpoint as ckpt  # noqa: E402
-from transferkit.training import distributed  # noqa: E402
+
+from conftest import toy_texts  # noqa: E402
 
 WRITES = {"checkpoints": 0, "run_dirs": 0}
 

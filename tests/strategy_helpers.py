@@ -7,11 +7,12 @@ import importlib.util
 import numpy as np
 import pytest
 
-from conftest import toy_texts
 from transferkit.backbones import get_backbone
 from transferkit.data import Dataset
 from transferkit.model import TransferModel
 from transferkit.strategies import finetune as ft_module
+
+from conftest import toy_texts
 
 needs_peft = pytest.mark.skipif(importlib.util.find_spec("peft") is None, reason="pip install peft (the lora extra)")
 

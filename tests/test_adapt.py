@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import toy_texts
 from transferkit.alignment import CoralLoss, MultipleKernelMMD, dann_lambda, dev_risk, gradient_reverse, snd
 from transferkit.cli import main
 from transferkit.data import Dataset
@@ -19,6 +18,8 @@ from transferkit.strategies import get_strategy
 from transferkit.strategies.base import TransferContext
 from transferkit.strategies.contrastive import PairSampler
 from transferkit.strategies.zeroshot import parse_label_descriptions
+
+from conftest import toy_texts
 
 
 # ----- the losses ------------------------------------------------------------------------------

@@ -6,11 +6,12 @@ import json
 import pytest
 
 import transferkit as tk
-from conftest import toy_texts
 from transferkit.auto import FINETUNE_FROM_PER_CLASS, FINETUNE_STRATEGY, choose_strategy
 from transferkit.cli import main
 from transferkit.data import Dataset
 from transferkit.errors import UserInputError
+
+from conftest import toy_texts
 
 
 def _toy(n=15):

@@ -10,13 +10,14 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import toy_texts
-from transferkit.runs import RunDir, load
 from transferkit.backbones import BACKBONES, get_backbone
 from transferkit.data import Dataset
 from transferkit.errors import NotFittedError, UserInputError
 from transferkit.model import TransferModel
+from transferkit.runs import RunDir, load
 from transferkit.strategies import STRATEGIES, get_strategy
+
+from conftest import toy_texts
 
 STRATEGY_NAMES = [e.name for e in STRATEGIES]
 

@@ -7,7 +7,6 @@ import gc
 import pytest
 from torch import nn
 
-from conftest import toy_texts
 from transferkit.backbones import get_backbone
 from transferkit.backbones.base import Backbone
 from transferkit.backbones.zoo import EfficientNetLiteBackbone
@@ -17,6 +16,8 @@ from transferkit.model import TransferModel
 from transferkit.strategies import STRATEGIES, Strategy, get_strategy
 from transferkit.training import set_train_mode
 from transferkit.training.batchnorm import keep_statistics, release_statistics, statistics_frozen
+
+from conftest import toy_texts
 
 
 def test_every_strategy_answers_every_contract_word_without_hasattr():

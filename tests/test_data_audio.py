@@ -6,9 +6,10 @@ import struct
 import numpy as np
 import pytest
 
-from data_fixtures import float_wav_bytes, sine, write_wav
 from transferkit.data import ValidationReport, load_audio, read_source
 from transferkit.errors import UserInputError
+
+from data_fixtures import float_wav_bytes, sine, write_wav
 
 
 def _extensible_24bit(samples: np.ndarray, rate: int = 16000, channels: int = 2) -> bytes:

@@ -7,8 +7,9 @@ import json
 
 import pytest
 
-from conftest import toy_texts
 from transferkit.cli import main
+
+from conftest import toy_texts
 
 
 @pytest.fixture()

@@ -5,9 +5,10 @@ import json
 
 import pytest
 
-from data_fixtures import write_digit_folder
 from transferkit.data import Dataset, ValidationReport, prepare_data, printable, read_source
 from transferkit.errors import DataValidationError
+
+from data_fixtures import write_digit_folder
 
 
 def _jsonl(path, rows):

@@ -4,11 +4,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from data_fixtures import write_digit_folder
 from transferkit.cli import main
 from transferkit.data import Dataset, from_arrays, prepare_data
 from transferkit.data.labels import regression_target
 from transferkit.errors import DataValidationError
+
+from data_fixtures import write_digit_folder
 
 
 def _prices(tmp_path, n=60):

@@ -8,12 +8,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from data_fixtures import (SPAM, digit_arrays, float_wav_bytes, sine, write_digit_folder,
-                           write_wav)
-from transferkit.data import (Dataset, ValidationReport, from_arrays, load_audio, load_image,
-                              read_source)
+from transferkit.data import Dataset, ValidationReport, from_arrays, load_audio, load_image, read_source
 from transferkit.data.readers import DataWarning
 from transferkit.errors import UserInputError
+
+from data_fixtures import SPAM, digit_arrays, float_wav_bytes, sine, write_digit_folder, write_wav
 
 ROWS = [("Cheap meds now", "Buy cheap meds, limited offer", "spam"),
         ("Meeting", "See you at 10, bring the slides", "ham"),

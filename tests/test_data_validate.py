@@ -9,11 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from data_fixtures import (SPAM, add_bad_images, add_mode_images, digit_arrays,
-                           write_digit_folder)
-from transferkit.data import (Dataset, PreparedData, ValidationReport, from_arrays, load_image,
-                              prepare_data)
+from transferkit.data import Dataset, PreparedData, ValidationReport, from_arrays, load_image, prepare_data
 from transferkit.errors import DataValidationError, UserInputError
+
+from data_fixtures import SPAM, add_bad_images, add_mode_images, digit_arrays, write_digit_folder
 
 
 @pytest.fixture

@@ -11,10 +11,11 @@ import torch
 import torch.nn.functional as F
 
 import transferkit as tk
-from conftest import toy_texts
 from transferkit.cli import main
 from transferkit.distill import Distillation
 from transferkit.runs import recreate_splits
+
+from conftest import toy_texts
 
 
 @pytest.fixture()

@@ -23,8 +23,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import toy_texts
 from transferkit.training import distributed
+
+from conftest import toy_texts
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKER = Path(__file__).with_name("_ddp_worker.py")

@@ -6,18 +6,18 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 pytest.importorskip("captum", reason="pip install 'transferkit[explain]'")
 
-import transferkit as tk  # noqa: E402
-from conftest import toy_texts  # noqa: E402
-from transferkit.backbones import get_backbone  # noqa: E402
-from transferkit.cli import main  # noqa: E402
-from transferkit.data import Dataset, from_arrays  # noqa: E402
-from transferkit.explain import _merge_wordpieces, cam_layer, explain, explain_image, explain_text  # noqa: E402
-from transferkit.model import TransferModel  # noqa: E402
-from transferkit.strategies import get_strategy  # noqa: E402
+import transferkit as tk
+from transferkit.backbones import get_backbone
+from transferkit.cli import main
+from transferkit.data import Dataset, from_arrays
+from transferkit.explain import _merge_wordpieces, cam_layer, explain_image, explain_text
+from transferkit.model import TransferModel
+from transferkit.strategies import get_strategy
+
+from conftest import toy_texts
 
 
 @pytest.fixture(scope="module")

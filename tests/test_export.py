@@ -9,10 +9,11 @@ import pytest
 
 pytest.importorskip("onnxruntime", reason="pip install 'transferkit[export]'")
 
-import transferkit as tk  # noqa: E402
-from conftest import toy_texts  # noqa: E402
-from transferkit.cli import main  # noqa: E402
-from transferkit.data import from_arrays  # noqa: E402
+import transferkit as tk
+from transferkit.cli import main
+from transferkit.data import from_arrays
+
+from conftest import toy_texts
 
 LONG = "a long text that needs several windows " * 120
 

@@ -9,7 +9,6 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import toy_texts
 from transferkit.backbones import get_backbone
 from transferkit.backbones.zoo import EfficientNetLiteBackbone
 from transferkit.data import Dataset
@@ -19,6 +18,8 @@ from transferkit.strategies import finetune as ft_module
 from transferkit.strategies.finetune import FineTune
 from transferkit.training.augment import ImageAugment, make_augment
 from transferkit.training.batchnorm import statistics_frozen
+
+from conftest import toy_texts
 
 
 def text_sets():

@@ -4,8 +4,9 @@ from __future__ import annotations
 import csv
 import json
 
-from conftest import toy_texts
 from transferkit.cli import main
+
+from conftest import toy_texts
 
 
 def test_cli_finetune_training_flags_and_a_rerun_into_the_same_out(tiny_text_dir, tmp_path, capsys):

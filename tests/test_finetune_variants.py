@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from strategy_helpers import FAST, accuracy, fitted, needs_peft, spy_train, text_sets
-from transferkit.strategies import get_strategy
 from transferkit.strategies import finetune as ft_module
+from transferkit.strategies import get_strategy
+
+from strategy_helpers import FAST, accuracy, fitted, needs_peft, spy_train, text_sets
 
 
 @pytest.mark.parametrize("name, params", [

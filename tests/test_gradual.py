@@ -4,12 +4,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from strategy_helpers import FAST, fitted, spy_train, text_sets
 from transferkit.backbones import get_backbone
 from transferkit.backbones.zoo import EfficientNetLiteBackbone
 from transferkit.data import Dataset
 from transferkit.model import TransferModel
 from transferkit.strategies.gradual import GradualUnfreezing, unfrozen_at
+
+from strategy_helpers import FAST, fitted, spy_train, text_sets
 
 
 def test_gradual_unfreezes_one_more_group_per_epoch_from_the_top(tiny_text_dir, monkeypatch):

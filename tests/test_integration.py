@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import transferkit as tk
+
 from conftest import shared_file
 
 pytestmark = pytest.mark.slow

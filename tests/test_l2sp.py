@@ -4,10 +4,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from strategy_helpers import FAST, fitted, spy_train
 from transferkit.errors import UserInputError
 from transferkit.strategies import finetune as ft_module
 from transferkit.strategies.l2sp import L2SPFineTune, l2sp_terms
+
+from strategy_helpers import FAST, fitted, spy_train
 
 
 def test_l2sp_terms_are_the_squared_distances():

@@ -10,14 +10,15 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import toy_texts
-from strategy_helpers import FAST, fitted, needs_peft, text_sets
 from transferkit.backbones import get_backbone
 from transferkit.backbones.zoo import EfficientNetLiteBackbone
 from transferkit.data import Dataset
 from transferkit.errors import MissingDependencyError, UserInputError
 from transferkit.model import TransferModel
 from transferkit.strategies.lora import LoRA, apply_lora, default_targets
+
+from conftest import toy_texts
+from strategy_helpers import FAST, fitted, needs_peft, text_sets
 
 
 @needs_peft

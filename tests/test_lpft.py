@@ -4,12 +4,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from strategy_helpers import FAST, fitted, spy_train, text_sets
 from transferkit.backbones import get_backbone
 from transferkit.errors import UserInputError
 from transferkit.model import TransferModel
 from transferkit.strategies import LinearProbe
 from transferkit.strategies.lpft import LinearProbeFineTune
+
+from strategy_helpers import FAST, fitted, spy_train, text_sets
 
 
 def test_lpft_head_starts_as_the_linear_probe_and_records_it(tiny_text_dir, monkeypatch):

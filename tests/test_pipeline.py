@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 import transferkit as tk
-from conftest import toy_texts
 from transferkit.cli import main
+
+from conftest import toy_texts
 
 
 @pytest.fixture()

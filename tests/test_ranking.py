@@ -11,13 +11,14 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import toy_texts
 from transferkit import from_arrays
 from transferkit._registry import Entry
 from transferkit.backbones import BACKBONES
 from transferkit.backbones.base import Backbone, Batch
 from transferkit.errors import UserInputError
 from transferkit.ranking import Candidate, RankResult, parse_candidate, rank
+
+from conftest import toy_texts
 
 IMG = re.compile(r'<img id="plot-scores" alt="[^"]*" src="data:image/png;base64,([A-Za-z0-9+/=]+)">')
 
@@ -258,8 +259,9 @@ def test_rank_efficientnet_vs_its_random_copy_on_digits(tmp_path):
 def test_rank_cli_prints_a_table_and_writes_the_report(tiny_text_dir, tmp_path, capsys):
     import csv
 
-    from conftest import toy_texts
     from transferkit.cli import main
+
+    from conftest import toy_texts
 
     texts, labels = toy_texts(10)
     p = tmp_path / "d.csv"

@@ -20,6 +20,7 @@ import pytest
 from PIL import Image
 
 import transferkit as tk
+
 from conftest import toy_texts
 
 PLOTS = ("plot-controls", "plot-confusion", "plot-per-class")

@@ -13,12 +13,13 @@ import pytest
 import torch
 
 import transferkit as tk
-from conftest import toy_texts
 from transferkit.cli import main
 from transferkit.errors import UserInputError
 from transferkit.predict import write_predictions
 from transferkit.runs import RunDir
 from transferkit.runs import rundir as rundir_module
+
+from conftest import toy_texts
 
 
 def _write_csv(path, rows, header=("subject", "body", "label")):

@@ -6,8 +6,19 @@ import pytest
 from scipy.special import softmax
 
 from transferkit.errors import UserInputError
-from transferkit.scores import (SCORES, domain_shift, hscore, knn_accuracy, leep, logme, mmd, nce,
-                                proxy_a_distance, score, shift_reading)
+from transferkit.scores import (
+    SCORES,
+    domain_shift,
+    hscore,
+    knn_accuracy,
+    leep,
+    logme,
+    mmd,
+    nce,
+    proxy_a_distance,
+    score,
+    shift_reading,
+)
 
 rs = np.random.RandomState
 

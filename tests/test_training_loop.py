@@ -12,8 +12,17 @@ import torch
 from torch import nn
 
 from transferkit.errors import UnsafeFileError, UserInputError
-from transferkit.training import (Callback, EarlyStopping, NonFiniteLossError, epoch_batches, load_latest,
-                                  plan_steps, schedule_fn, set_train_mode, train)
+from transferkit.training import (
+    Callback,
+    EarlyStopping,
+    NonFiniteLossError,
+    epoch_batches,
+    load_latest,
+    plan_steps,
+    schedule_fn,
+    set_train_mode,
+    train,
+)
 from transferkit.training import checkpoint as ckpt
 
 N = 40

@@ -114,12 +114,12 @@ class FitConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-    def replace(self, **changes: Any) -> "FitConfig":
+    def replace(self, **changes: Any) -> FitConfig:
         """A copy with ``changes`` (validated like a new config)."""
         return type(self).from_dict({**self.to_dict(), **changes})
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "FitConfig":
+    def from_dict(cls, d: dict[str, Any]) -> FitConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:
@@ -128,12 +128,12 @@ class FitConfig:
         return cls(**d)
 
     @classmethod
-    def load(cls, path: str | Path) -> "FitConfig":
+    def load(cls, path: str | Path) -> FitConfig:
         """The config of ``path``: a bare config, or a run's ``config.json`` written by ``fit``."""
         return cls.from_file(path)
 
     @classmethod
-    def from_file(cls, path: str | Path, *, any_command: bool = False) -> "FitConfig":
+    def from_file(cls, path: str | Path, *, any_command: bool = False) -> FitConfig:
         """Read a config file.
 
         Args:

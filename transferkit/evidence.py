@@ -6,8 +6,9 @@ pipeline turns what they return into the metrics and the verdict.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 

@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import html
 import io
-import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -68,7 +68,7 @@ class Explanation:
 
 def _captum():
     try:
-        import captum.attr as attr
+        from captum import attr
     except ImportError:
         raise MissingDependencyError("explanations", "'transferkit[explain]' (captum)") from None
     return attr
@@ -112,7 +112,7 @@ def explain_image(model, item: Any, *, target: str | None = None, method: str = 
     layer = cam_layer(backbone)
     if method == "auto":
         method = "gradcam" if layer is not None else "integrated-gradients"
-    fn = lambda x: probs(_image_batch(backbone, x))  # noqa: E731
+    fn = lambda x: probs(_image_batch(backbone, x))
     delta = None
     if method == "gradcam":
         if layer is None:

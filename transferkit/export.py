@@ -31,8 +31,8 @@ from torch import nn
 
 from .data.dataset import Dataset
 from .errors import UserInputError
-from .runs import RunDir, load, recreate_splits
 from .onnx_runtime import OPSET, OnnxRunner, eager_attention, graph_inputs, ort_module
+from .runs import RunDir, load, recreate_splits
 
 ONNX_FILE, INT8_FILE = "model.onnx", "model.int8.onnx"
 QUANT_OPS = ["MatMul", "Gemm", "Gather"]  # Gather: embedding tables

@@ -75,7 +75,7 @@ def eager_attention(module):
         try:
             setter("eager")
             switched = True
-        except Exception:  # noqa: BLE001 - a model without eager attention keeps its own
+        except Exception:
             switched = False
     try:
         yield
@@ -101,7 +101,7 @@ class OnnxRunner:
             opts.intra_op_num_threads = threads
         try:
             self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-        except Exception as e:  # noqa: BLE001 - onnxruntime raises its own exception types
+        except Exception as e:
             raise UserInputError(f"cannot load {path}: {e}", hint="re-run `transferkit export`") from None
         self.backbone, self.path = backbone, Path(path)
 
@@ -245,7 +245,7 @@ class OnnxFeatures:
             return
         try:
             self.session = ort.InferenceSession(str(self.path), opts, providers=["CPUExecutionProvider"])
-        except Exception as e:  # noqa: BLE001 - a damaged cached graph: export it again next time
+        except Exception as e:
             self.path.unlink(missing_ok=True)
             raise UserInputError(f"cannot load the cached graph {self.path}: {e}",
                                  hint="run the command again: the graph is exported anew") from None

@@ -20,9 +20,10 @@ import contextlib
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -106,18 +107,18 @@ def _fit(cfg: FitConfig, train: Dataset | None, test: Dataset | None, say: Log, 
     timings: dict[str, float] = {}
 
     t = time.perf_counter()
-    splits = validate_stage(cfg, train, test, say)
+    named = None if cfg.strategy in (None, "auto") else STRATEGIES.get(cfg.strategy)  # the one look-up
+    splits = validate_stage(cfg, named, train, test, say)
     timings["validate_s"] = time.perf_counter() - t
 
-    cfg, auto = resolve_stage(cfg, splits, say, progress)
+    cfg, strategy, auto = resolve_stage(cfg, named, splits, say, progress)
     if auto is not None:
         timings["auto_rank_s"] = auto.seconds
         splits.notes += [f"Chosen automatically — {r}" for r in auto.reasons]
     say(f"data: {splits.n_train} training and {len(splits.test)} test items, {len(splits.test.classes)} classes "
         f"({splits.modality})" + (f"; {len(splits.target)} unlabelled target items" if splits.target else ""))
 
-    model = build_stage(cfg, splits, progress, run)
-    strategy = model.strategy
+    model = build_stage(cfg, strategy, splits, progress, run)
 
     t = time.perf_counter()
     say(f"fitting {cfg.strategy} on {model.backbone.describe()} …")
@@ -154,10 +155,11 @@ def _fit(cfg: FitConfig, train: Dataset | None, test: Dataset | None, say: Log, 
 
 
 # ----- stages -------------------------------------------------------------------------------
-def validate_stage(cfg: FitConfig, train: Dataset | None, test: Dataset | None, say: Log) -> Splits:
+def validate_stage(cfg: FitConfig, strategy_cls: type[Strategy] | None, train: Dataset | None,
+                   test: Dataset | None, say: Log) -> Splits:
     """Read and check every data source before any model is loaded; split, few-shot sample,
-    and read the unlabelled target data."""
-    strategy_cls = _strategy_class(cfg.strategy)
+    and read the unlabelled target data.  ``strategy_cls`` is the named strategy (``None`` for
+    the default or ``auto``): what data it needs."""
     learns_nothing = strategy_cls is not None and not strategy_cls.needs_labels  # zero-shot
     test_only = learns_nothing and train is None and cfg.data is None and (test is not None or cfg.test)
     if train is None and cfg.data is None and not test_only:
@@ -201,10 +203,12 @@ def validate_stage(cfg: FitConfig, train: Dataset | None, test: Dataset | None, 
     return Splits(prepared, train_ds, test_ds, target_ds, notes)
 
 
-def resolve_stage(cfg: FitConfig, splits: Splits, say: Log, progress: bool | None):
+def resolve_stage(cfg: FitConfig, strategy_cls: type[Strategy] | None, splits: Splits, say: Log,
+                  progress: bool | None) -> tuple[FitConfig, Strategy, Any]:
     """The configuration resolved once: the model (default per modality, or ``auto``'s choice
     with its layer), the strategy (default ``linear-probe``, or ``auto``'s) and its full typed
-    parameters.  Returns the resolved config and the auto choice (``None`` without ``auto``)."""
+    parameters.  Returns the resolved config, the (unfitted) strategy it names, and the auto
+    choice (``None`` without ``auto``)."""
     auto = None
     changes: dict[str, Any] = {}
     strategy, params = cfg.strategy, dict(cfg.strategy_params)
@@ -217,10 +221,10 @@ def resolve_stage(cfg: FitConfig, splits: Splits, say: Log, progress: bool | Non
             rank_dir=str(Path(cfg.out) / "rank") if cfg.out else None, backend=cfg.backend))
         say(f"auto: chose {auto.model}" + (f" layer {auto.layer}" if auto.layer is not None else "") +
             f" with {auto.strategy}")
-        strategy = auto.strategy
+        strategy, strategy_cls = auto.strategy, STRATEGIES.get(auto.strategy)
         if auto.strategy_chosen and params:
             # Options given for whichever strategy would be chosen: keep those it takes.
-            takes = set(STRATEGIES.get(strategy).params_class().names())
+            takes = set(strategy_cls.params_class().names())
             dropped = sorted(set(params) - takes)
             params = {k: v for k, v in params.items() if k in takes}
             if dropped:
@@ -235,17 +239,18 @@ def resolve_stage(cfg: FitConfig, splits: Splits, say: Log, progress: bool | Non
     changes["model"] = changes.get("model") or cfg.model or DEFAULT_MODELS.get(splits.modality)
     if changes["model"] is None:
         raise UserInputError(f"there is no default model for {splits.modality} data", hint="pass --model")
-    changes["strategy_params"] = STRATEGIES.get(changes["strategy"]).from_params(params).get_params()
-    return cfg.replace(**changes), auto
+    instance = (strategy_cls or STRATEGIES.get(changes["strategy"])).from_params(params)
+    changes["strategy_params"] = instance.get_params()
+    return cfg.replace(**changes), instance, auto
 
 
-def build_stage(cfg: FitConfig, splits: Splits, progress: bool | None, run: RunDir | None) -> TransferModel:
-    """The backbone and the (unfitted) strategy of the resolved config, as one model."""
+def build_stage(cfg: FitConfig, strategy: Strategy, splits: Splits, progress: bool | None,
+                run: RunDir | None) -> TransferModel:
+    """The backbone of the resolved config and its (unfitted) strategy, as one model."""
     backbone = get_backbone(cfg.model, **cfg.backbone_options)
     if backbone.modality != splits.modality:
         raise UserInputError(f"model {cfg.model!r} takes {backbone.modality} data but the data is {splits.modality}",
                              hint="pick a model of the data's modality (see `transferkit models`)")
-    strategy = STRATEGIES.get(cfg.strategy).from_params(cfg.strategy_params)
     strategy.check_labels(splits.test)  # zero-shot: every test label described, no misspelt one
     return new_model(backbone, strategy, cfg, progress=progress, target=splits.target,
                      checkpoints=run.checkpoint_dir("transfer") if run is not None else None)
@@ -337,13 +342,6 @@ def _card(cfg: FitConfig, splits: Splits, model: TransferModel) -> dict[str, Any
         "lineage": {"command": "fit"},
         "seed": cfg.seed, "versions": versions(), "timings": model.metrics["timings"],
     }
-
-
-def _strategy_class(name: str | None) -> type[Strategy] | None:
-    """The registered class of ``name`` (``None`` for the default or ``auto``)."""
-    if name in (None, "auto"):
-        return None
-    return STRATEGIES.get(name)
 
 
 def _read_target(cfg: FitConfig, modality: str, say: Log) -> Dataset:

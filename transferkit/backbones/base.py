@@ -18,7 +18,6 @@ from torch import nn
 
 from ..errors import UserInputError
 
-
 #: Bump when a code change alters the features of an unchanged backbone (architecture, random
 #: initialisation, pooling, preprocessing): it enters every cache key, so old cached features of
 #: that backbone are not reused.  (2: EfficientNet's own random initialisation; 3: EfficientNet in

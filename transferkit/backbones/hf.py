@@ -17,8 +17,8 @@ import torch
 from torch import nn
 
 from .._files import files_sha256
-from ..errors import MissingDependencyError, UnsafeFileError, UserInputError, shown
 from .._memory import release_free_memory
+from ..errors import MissingDependencyError, UnsafeFileError, UserInputError, shown
 from .base import Backbone, Batch, pool_chunks
 
 PICKLE_WEIGHTS = ("pytorch_model.bin", "tf_model.h5", "model.ckpt.index", "flax_model.msgpack")

@@ -44,7 +44,7 @@ def _decode_wav(data: bytes) -> tuple[np.ndarray, int, bool]:
             rate, x = wavfile.read(io.BytesIO(data))
         # Malformed headers make scipy raise ValueError, struct.error, EOFError, and also
         # ZeroDivisionError or UnboundLocalError (fuzzed): whatever it is, the file is bad.
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             if _riff_cut(data):  # e.g. cut in the middle of a sample: scipy cannot frame it
                 return np.zeros(0, np.float32), 0, True
             raise ValueError(str(e) or type(e).__name__) from None

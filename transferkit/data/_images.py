@@ -123,7 +123,7 @@ def _check_one(path: str | Path) -> FileCheck:
         return FileCheck("not-an-image", f"{name} {what}",
                           f"replace it with a real image or delete it (supported: "
                           f"{', '.join(IMAGE_EXTENSIONS)})", sha256=digest)
-    except Exception as e:  # noqa: BLE001 - PIL raises many types for malformed data
+    except Exception as e:
         text = str(e) or type(e).__name__
         if "truncat" in text.lower() or isinstance(e, EOFError):
             return FileCheck("truncated", f"the image file is truncated ({text})",
@@ -214,7 +214,7 @@ def load_image(item: Any) -> Image.Image:
             im.load()
             try:
                 im = ImageOps.exif_transpose(im)  # phone photos store rotation in EXIF
-            except Exception:  # noqa: BLE001 - broken EXIF must not lose the image
+            except Exception:
                 pass
             return _to_rgb(im)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:

@@ -424,7 +424,7 @@ def _read_parquet(path: Path, resolve, make) -> _Builder:
         table = pq.read_table(path, columns=wanted)
     except UserInputError:
         raise
-    except Exception as e:  # noqa: BLE001 - arrow raises its own types for a bad file
+    except Exception as e:
         raise UserInputError(f"{printable(path.name)}: not a readable Parquet file ({e})",
                              "re-export it") from None
     if table.num_rows == 0:

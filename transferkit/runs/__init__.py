@@ -6,4 +6,4 @@ from .loading import load
 from .rundir import FORMAT, REFERENCE_MAX_ROWS, RunDir, now_iso, versions
 from .splits import recreate_splits
 
-__all__ = ["RunDir", "load", "recreate_splits", "FORMAT", "REFERENCE_MAX_ROWS", "now_iso", "versions"]
+__all__ = ["FORMAT", "REFERENCE_MAX_ROWS", "RunDir", "load", "now_iso", "recreate_splits", "versions"]

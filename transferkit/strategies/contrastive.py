@@ -31,13 +31,12 @@ from ..backbones.base import Backbone
 from ..data.dataset import Dataset
 from ..errors import UserInputError
 from ..training import make_scheduler, plan_steps, train, trainable_state
-from ..training.schedules import SCHEDULES
 from ..training.optim import adamw
+from ..training.schedules import SCHEDULES
 from ._tuning import mark_adapted, used_layer_groups
 from .base import STRATEGIES, Strategy, TransferContext
 from .params import Params, fraction_or_steps, param
 from .probe import fit_logistic, linear_head, softmax
-
 
 PAIRINGS = ("in-batch", "sampled")
 

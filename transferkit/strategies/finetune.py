@@ -34,12 +34,12 @@ from ..backbones.base import Backbone
 from ..data.dataset import Dataset
 from ..errors import UserInputError
 from ..training import EarlyStopping, Validation, make_scheduler, plan_steps, train, trainable_state
-from ..training.callbacks import Callback
 from ..training.augment import make_augment
 from ..training.batchnorm import keep_statistics, release_statistics
+from ..training.callbacks import Callback
 from ..training.loop import isolated_rng
-from ..training.schedules import SCHEDULES
 from ..training.optim import adamw
+from ..training.schedules import SCHEDULES
 from ._tuning import mark_adapted, recalibrate_batchnorm, used_layer_groups
 from .base import STRATEGIES, Strategy, TransferContext
 from .params import Params, fraction_or_steps, param

@@ -210,7 +210,7 @@ def on_main(fn: Callable[[], T]) -> T:
     if is_main():
         try:
             result = fn()
-        except Exception as e:  # noqa: BLE001 - handed to every process, then raised
+        except Exception as e:
             error = e
     sent = [result, _portable(error) if error is not None else None]
     torch.distributed.broadcast_object_list(sent, src=0)
@@ -228,7 +228,7 @@ def _portable(error: Exception) -> Exception:
     try:
         pickle.loads(pickle.dumps(error))
         return error
-    except Exception:  # noqa: BLE001 - any unpicklable exception
+    except Exception:
         return TransferkitError(f"process 0 failed: {type(error).__name__}: {error}")
 
 
