@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ._files import write_json
+from ._files import atomic_write_bytes, json_bytes
 from .errors import MissingDependencyError, UserInputError
 from .report import render_report
 from .runs import RunDir, load
@@ -259,14 +259,20 @@ def explain(run: str | Path, inputs: Sequence[Any], *, out: str | Path | None = 
     rd = RunDir(run)
     model = load(rd.path, **(load_options or {}))
     modality = model.modality
-    out_dir = Path(out) if out else rd.path / "explanations"
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = Path(out) if out else rd.file("explanations")
+
+    def save(name: str, data: bytes) -> None:  # into the run through its RunDir, else into --out
+        if out:
+            atomic_write_bytes(out_dir / name, data)
+        else:
+            rd.write_bytes(f"explanations/{name}", data)
+
     results: list[Explanation] = []
     for i, item in enumerate(inputs):
         if modality == "image":
             e = explain_image(model, item, target=target, method=method, steps=steps)
             name = f"{i:03d}-{Path(str(item)).stem if isinstance(item, (str, Path)) else 'array'}.png"
-            (out_dir / name).write_bytes(overlay_png(item, e.heatmap))
+            save(name, overlay_png(item, e.heatmap))
             e.files.append(name)
         elif modality == "text":
             if method == "gradcam":
@@ -274,13 +280,13 @@ def explain(run: str | Path, inputs: Sequence[Any], *, out: str | Path | None = 
                                      hint="leave out --method, or pass --method integrated-gradients")
             e = explain_text(model, str(item), target=target, steps=steps)
             name = f"{i:03d}-text.html"
-            (out_dir / name).write_text(tokens_html(e.tokens or []), encoding="utf-8")
+            save(name, tokens_html(e.tokens or []).encode("utf-8"))
             e.files.append(name)
         else:
             raise UserInputError(f"explanations of {modality} models are not available yet",
                                  hint="text and image runs can be explained")
         results.append(e)
-    write_json(out_dir / "explanations.json", [e.to_dict() for e in results])
+    save("explanations.json", json_bytes([e.to_dict() for e in results]))
     if update_report and rd.file("metrics.json").is_file():
         with rd.lock():
             _rewrite_report(rd, out_dir, results)

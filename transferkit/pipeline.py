@@ -218,7 +218,7 @@ def resolve_stage(cfg: FitConfig, strategy_cls: type[Strategy] | None, splits: S
         auto = distributed.on_main(lambda: choose(
             splits.train, cfg.candidates, strategy=cfg.strategy, seed=cfg.seed, backbone_options=cfg.backbone_options,
             batch_size=cfg.batch_size, cache=cfg.cache, progress=progress, log=say,
-            rank_dir=str(Path(cfg.out) / "rank") if cfg.out else None, backend=cfg.backend))
+            rank_dir=str(RunDir(cfg.out).file("rank")) if cfg.out else None, backend=cfg.backend))
         say(f"auto: chose {auto.model}" + (f" layer {auto.layer}" if auto.layer is not None else "") +
             f" with {auto.strategy}")
         strategy, strategy_cls = auto.strategy, STRATEGIES.get(auto.strategy)
