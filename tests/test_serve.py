@@ -19,9 +19,10 @@ httpx = pytest.importorskip("httpx", reason="needs pip install 'transferkit[serv
 from PIL import Image  # noqa: E402
 
 import transferkit as tk  # noqa: E402
-from conftest import toy_texts  # noqa: E402
 from transferkit.serve import BackgroundServer, ServeSettings, create_app  # noqa: E402
 from transferkit.serve.predictor import Predictor  # noqa: E402
+
+from conftest import toy_texts  # noqa: E402
 
 FAST = dict(port=0, max_delay_ms=2.0, request_timeout_s=20.0)
 
@@ -167,6 +168,13 @@ BAD_TEXT_REQUESTS = [
     ("empty batch", dict(json={"texts": []}), 422, "empty-batch"),
     ("too many items", dict(json={"texts": ["a"] * 9}), 422, "too-many-items"),
     ("over-long text", dict(json={"texts": ["a" * 501]}), 422, "text-too-long"),
+    ("a lone surrogate (not Unicode)", dict(content=b'{"texts": ["ok", "a\\ud800b"]}',
+                                            headers={"content-type": "application/json"}), 422, "invalid-text"),
+    ("a NUL-only text", dict(json={"texts": ["\x00\x00"]}), 422, "empty-text"),
+    ("an empty text", dict(json={"texts": ["ok", ""]}), 422, "empty-text"),
+    ("a whitespace-only text", dict(json={"texts": [" \n\t\u200b"]}), 422, "empty-text"),
+    ("JSON nested 30,000 deep", dict(content=b"[" * 30_000 + b"]" * 30_000,
+                                      headers={"content-type": "application/json"}), 400, "malformed-json"),
     ("body over the limit", dict(json={"texts": ["a" * 400] * 200}), 413, "body-too-large"),
     ("streamed body over the limit (no Content-Length)",
      dict(content=iter([b'{"texts": ["' + b"a" * 40_000, b"a" * 40_000 + b'"]}']),

@@ -30,8 +30,16 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ..errors import UserInputError
 from .batcher import MicroBatcher, Overloaded
 from .drift import DriftMonitor
-from .inputs import (RequestError, check_count, check_image, check_request_pixels, image_cost, image_size,
-                     parse_texts, text_cost)
+from .inputs import (
+    RequestError,
+    check_count,
+    check_image,
+    check_request_pixels,
+    image_cost,
+    image_size,
+    parse_texts,
+    text_cost,
+)
 from .metrics import Metrics
 from .schemas import PREDICT_OPENAPI, PredictResponse
 from .settings import ServeSettings
@@ -91,11 +99,12 @@ class ServerState:
             self.batcher.start()
             self.drift.start()
             if s.warmup:
-                self.batcher.submit([_warmup_item(self.predictor.modality)]).result(timeout=max(60.0, s.request_timeout_s))
+                warm = self.batcher.submit([_warmup_item(self.predictor.modality)])
+                warm.result(timeout=max(60.0, s.request_timeout_s))
                 self.batcher.cost_per_s = None  # a first call is slow: not a rate to plan with
             self.ready = True
             log.info("model of %s loaded and warmed up: ready", self.run_dir)
-        except Exception as e:  # noqa: BLE001 - reported by /health/ready, the process stays up
+        except Exception as e:  # reported by /health/ready, the process stays up
             self.error = f"{type(e).__name__}: {e}"
             log.error("the model could not be loaded: %s", self.error)
 

@@ -181,7 +181,7 @@ class MicroBatcher:
         if not job.future.done():
             try:
                 job.future.set_exception(Abandoned("the caller gave up"))
-            except Exception:  # noqa: BLE001 - it was answered in the meantime
+            except Exception:  # it was answered in the meantime
                 pass
 
     def _finish(self, job: _Job) -> None:
@@ -250,14 +250,14 @@ class MicroBatcher:
         t = time.perf_counter()
         try:
             proba, feats = self.run(items)
-        except BaseException as e:  # noqa: BLE001 - retried one request at a time, below
+        except BaseException as e:  # retried one request at a time, below
             if len(batch) == 1:
                 self._fail(batch[0][0], e)
                 return
             if self.on_retry is not None:
                 try:
                     self.on_retry(len(batch))
-                except Exception:  # noqa: BLE001 - monitoring must never stop the worker
+                except Exception:  # monitoring must never stop the worker
                     pass
             for s in batch:  # only the request that breaks the model gets the error
                 self._run([s])
@@ -269,7 +269,7 @@ class MicroBatcher:
         if self.on_batch is not None:  # before the answers: a caller sees its batch recorded
             try:
                 self.on_batch(len(items), len(batch), seconds, feats)
-            except Exception:  # noqa: BLE001 - monitoring must never stop the worker
+            except Exception:  # monitoring must never stop the worker
                 pass
         at = 0
         for job, a, b in batch:

@@ -95,7 +95,7 @@ class DriftMonitor:
         try:
             r = mmd(self.reference, x, n_permutations=self.n_permutations, max_items=1000,
                     seed=self.seed + int(self.state["tests"]))
-        except Exception as e:  # noqa: BLE001 - a failed test is reported, never fatal
+        except Exception as e:  # a failed test is reported, never fatal
             self.state = dict(self.state, error=f"{type(e).__name__}: {e}")
             return dict(self.state)
         self.state = {"statistic": float(r.mmd2), "p_value": float(r.p_value),

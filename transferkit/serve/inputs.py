@@ -169,7 +169,7 @@ def image_size(data: bytes, name: str) -> tuple[int, int]:
     except UnidentifiedImageError:
         raise RequestError(422, "not-an-image", f"{name} is not in any image format Pillow can read",
                            "upload PNG, JPEG, GIF, BMP, TIFF or WebP files") from None
-    except Exception as e:  # noqa: BLE001 - Pillow raises many types for malformed data
+    except Exception as e:  # Pillow raises many types for malformed data
         raise RequestError(422, "corrupt-image", f"{name}: the image header is corrupt ({e or type(e).__name__})") \
             from None
 
@@ -225,7 +225,7 @@ def check_image(data: bytes, name: str, s: ServeSettings) -> tuple[int, int]:
     except UnidentifiedImageError:
         raise RequestError(422, "not-an-image", f"{name} is not in any image format Pillow can read",
                            "upload PNG, JPEG, GIF, BMP, TIFF or WebP files") from None
-    except Exception as e:  # noqa: BLE001 - Pillow raises many types for malformed data
+    except Exception as e:  # Pillow raises many types for malformed data
         text = str(e) or type(e).__name__
         kind = "truncated" if "truncat" in text.lower() or isinstance(e, EOFError) else "corrupt"
         raise RequestError(422, f"{kind}-image", f"{name}: the image data is {kind} ({text})") from None
@@ -247,6 +247,6 @@ def decode_image(data: bytes) -> np.ndarray:
         im.load()
         try:
             im = ImageOps.exif_transpose(im)
-        except Exception:  # noqa: BLE001 - broken EXIF must not lose the image
+        except Exception:  # broken EXIF must not lose the image
             pass
         return np.asarray(_to_rgb(im))

@@ -33,10 +33,12 @@ PREDICT_OPENAPI = {
         },
     },
     "responses": {
-        "400": {"description": "malformed JSON or multipart body"},
+        "400": {"description": "malformed JSON (also: nested more than 32 levels) or multipart body"},
         "413": {"description": "body over the size limit"},
         "415": {"description": "wrong content type for this model"},
-        "422": {"description": "empty batch, too many items, text too long, not an image, image too large"},
-        "503": {"description": "not ready, or at capacity (queue full, timeout): retry after Retry-After"},
+        "422": {"description": "empty batch, too many items, text too long, empty or not Unicode (a lone "
+                               "surrogate), not an image, image too large, too many pixels in all"},
+        "503": {"description": "not ready, or at capacity (queue full, an answer would come after the timeout, "
+                               "timeout, too many connections): retry after Retry-After"},
     },
 }
