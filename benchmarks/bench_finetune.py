@@ -209,7 +209,7 @@ def side_transferkit(data: dict, n_steps: int, warmup: int) -> dict:
             return super()._callbacks(*args) + [clock]
 
     bb = tk.get_backbone(MODEL, max_length=SEQ, max_chunks=1)
-    bb.module  # load the weights before the memory baseline, as the other sides do
+    _ = bb.module  # touch the lazy property: load the weights before the memory baseline, as the other sides do
     ds = from_arrays(list(data["texts"]), list(data["labels"]), modality="text")
     strategy = ClockedFineTune(epochs=1, max_steps=n_steps, lr=LR, head_lr=LR, batch_size=BATCH, layer_decay=1.0,
                                weight_decay=WEIGHT_DECAY, warmup=0, schedule="constant", head_dropout=HEAD_DROPOUT,
@@ -451,7 +451,8 @@ def summarise(runs: dict, lora: dict, a, m: dict, n: int, checked: int) -> dict:
          "goal": "<= 1.05", "measured": f"{vs_hand:.3f} ({tk_['median_step_s'] * 1000:.0f} vs "
          f"{hand['median_step_s'] * 1000:.0f} ms/step)", "met": vs_hand <= 1.05, "anchor": "finetune-speed"},
         {"item": "fine-tuning step time, transferkit / transformers Trainer", "goal": "<= 1.00",
-         "measured": f"{vs_trainer:.3f} ({tk_['median_step_s'] * 1000:.0f} vs {tr['median_step_s'] * 1000:.0f} ms/step)",
+         "measured": f"{vs_trainer:.3f} ({tk_['median_step_s'] * 1000:.0f} vs "
+         f"{tr['median_step_s'] * 1000:.0f} ms/step)",
          "met": vs_trainer <= 1.0, "anchor": "finetune-speed"},
         {"item": "fine-tuning peak RSS, transferkit / Trainer (fresh process each)", "goal": "<= 1.00",
          "measured": f"{mem_ratio:.2f} ({tk_['peak_rss_mib']:.0f} vs {tr['peak_rss_mib']:.0f} MiB)",
@@ -467,9 +468,12 @@ def summarise(runs: dict, lora: dict, a, m: dict, n: int, checked: int) -> dict:
             "model": MODEL, "seq_len": SEQ, "batch": BATCH, "lr": LR, "weight_decay": WEIGHT_DECAY, "clip": CLIP,
             "head_dropout": HEAD_DROPOUT, "n_items": n, "batches_checked_identical": checked, "sides": sides,
             "ratios": {"transferkit_vs_hand": vs_hand, "transferkit_vs_trainer": vs_trainer,
-                       "peak_rss_transferkit_vs_trainer": mem_ratio, "trainer_vs_hand": tr["median_step_s"] / hand["median_step_s"],
-                       "rep_median_ratios_vs_hand": [t / h for t, h in zip(tk_["rep_medians_s"], hand["rep_medians_s"])],
-                       "rep_median_ratios_vs_trainer": [t / h for t, h in zip(tk_["rep_medians_s"], tr["rep_medians_s"])]},
+                       "peak_rss_transferkit_vs_trainer": mem_ratio,
+                       "trainer_vs_hand": tr["median_step_s"] / hand["median_step_s"],
+                       "rep_median_ratios_vs_hand": [t / h for t, h in zip(tk_["rep_medians_s"],
+                                                                           hand["rep_medians_s"])],
+                       "rep_median_ratios_vs_trainer": [t / h for t, h in zip(tk_["rep_medians_s"],
+                                                                              tr["rep_medians_s"])]},
             "lora": lora, "lora_weights_ratio": size_ratio,
             "lora_artifact_ratio": lo["artifact_bytes"] / ft["artifact_bytes"], "summary": summary}
 
@@ -479,7 +483,8 @@ def section_body(r: dict) -> str:
     ms = lambda x: f"{1000 * x:.0f}"  # noqa: E731
     rows = [[side, f"**{ms(v['median_step_s'])}**", ", ".join(ms(x) for x in v["rep_medians_s"]),
              f"{v['median_step_s'] / s['hand loop']['median_step_s']:.3f}",
-             f"{v['peak_rss_mib']:.0f}", f"{v['rss_before_mib']:.0f}", f"{v['growth_mib']:.0f}", f"{v['mean_loss']:.3f}"]
+             f"{v['peak_rss_mib']:.0f}", f"{v['rss_before_mib']:.0f}", f"{v['growth_mib']:.0f}",
+             f"{v['mean_loss']:.3f}"]
             for side, v in s.items()]
     q = r["ratios"]
     lo, ft = r["lora"]["lora"], r["lora"]["finetune"]
@@ -491,7 +496,8 @@ def section_body(r: dict) -> str:
     tr_opt = s["Trainer"]["runs"][0].get("optimizer", {})
     return "\n".join([
         '<a id="finetune-speed"></a>',
-        "## Fine-tuning: transferkit vs a hand PyTorch loop vs transformers' Trainer (`benchmarks/bench_finetune.py`)", "",
+        "## Fine-tuning: transferkit vs a hand PyTorch loop vs transformers' Trainer "
+        "(`benchmarks/bench_finetune.py`)", "",
         C.machine_line(m), "",
         f"The same training on three sides, side by side in one run: {MODEL} (the zoo's BertModel, one weight file), "
         f"masked mean pooling, dropout {HEAD_DROPOUT} and a new linear head seeded alike, fp32 on CPU; the encoder "
@@ -506,7 +512,8 @@ def section_body(r: dict) -> str:
         "body (train mode, **tokenising the batch's texts**, forward, backward, clipping, its non-finite guard, "
         "optimizer and schedule step, callbacks; timed by a `Callback.on_step_end`), the hand loop's tensor slicing, "
         "forward, backward, clipping and step (the data tokenised beforehand, not timed), Trainer's data loader and "
-        "collator, step and its log/save/evaluate checks (all three disabled; timed by a `TrainerCallback.on_step_end`). "
+        "collator, step and its log/save/evaluate checks (all three disabled; timed by a "
+        "`TrainerCallback.on_step_end`). "
         "Neither validation nor checkpoints happen. "
         f"Each of {a['reps']} repetitions runs every side in a fresh process (order rotating), "
         f"{a['warmup']} untimed steps then {a['steps']} timed ones. Step time: median over all timed steps "

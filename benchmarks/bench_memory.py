@@ -2,7 +2,8 @@
 
 Images: MNIST-5k digits through efficientnet-lite0 at ``image_size=64`` (small, to stay fast),
 200 vs 2,000.  Texts: the first 128 tokens of subject + body of SpamAssassin e-mails (decoded back
-to text, so batches are equally wide at both sizes) through minilm-l6, 100 vs 1,000.  Each measurement runs ``extract_features`` (default settings: batch 32,
+to text, so batches are equally wide at both sizes) through minilm-l6, 100 vs 1,000.  \
+Each measurement runs ``extract_features`` (default settings: batch 32,
 a fresh empty on-disk cache) in its own process.  Before extracting, the model is loaded and the
 data built; then the process's peak RSS is reset (``/proc/self/clear_refs``), so the extraction's
 own peak is read from ``ru_maxrss`` afterwards.  Reported: that peak, the resident memory just
@@ -55,7 +56,7 @@ def child(kind: str, n: int, cache: str) -> None:
         ids = tok([C.spam_text(rows[i]) for i in idx], add_special_tokens=False, verbose=False)["input_ids"]
         ds = from_arrays([tok.decode(x[:TEXT_TOKENS]) for x in ids], modality="text")
         del rows, ids
-    bb.module  # load the weights now: their memory is not extraction's
+    _ = bb.module  # touch the lazy property to load the weights now: their memory is not extraction's
     bb.cache_key()
     import gc
 
@@ -93,7 +94,8 @@ def mb(kb: float) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--no-write", action="store_true")
-    ap.add_argument("--reps", type=int, default=4, help="fresh processes per measurement (mean judged, median run shown)")
+    ap.add_argument("--reps", type=int, default=4,
+                    help="fresh processes per measurement (mean judged, median run shown)")
     ap.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     a = C.parse_args(ap)
     if a.child:
@@ -175,7 +177,8 @@ MB = MiB. *growth* = extraction peak - RSS before; *extra* = growth - the return
 Flat means the mean *extra* over the repetitions at 10x is at most 1.10x the mean at 1x (fresh
 processes at one size differ by up to 60 MB for text: two intra-op threads allocate from their
 own malloc arenas); *extra* rather than the whole peak, because the RSS before extraction also
-holds the data set itself, which grows with the data whatever extraction does. Python-level allocations during image extraction (tracemalloc) were the feature
+holds the data set itself, which grows with the data whatever extraction does. \
+Python-level allocations during image extraction (tracemalloc) were the feature
 matrix + 1.8 MB at both 200 and 2,000 items; what remains is native allocator noise.
 Text extraction gives freed heap pages back (`malloc_trim`) after each forward pass: batches of
 different widths otherwise leave glibc's heap fragmented, and the peak wandered by up to 100 MB

@@ -4,7 +4,8 @@
 (b) the same with 8 labelled e-mails per class (test = the same 20%);
 (c) MNIST-5k, 80/20, efficientnet-lite0 at ``image_size=128``, last layer and layer 6;
 (d) MNIST-5k with 8 (and 10) labels per class, last layer and layer 6.
-Few-shot rows are repeated over seeds 0..N-1 (``--seeds N``, default 5; each seed is another split and sample) for a mean and
+Few-shot rows are repeated over seeds 0..N-1 (``--seeds N``, default 5; each seed is another split and \
+sample) for a mean and
 spread.  All fits share one fresh feature cache, so later rows reuse features extracted by
 earlier ones (their wall times are cache hits); the first row of each data set pays for extraction.
 
@@ -88,7 +89,8 @@ def main() -> None:
     if not a.skip_spam:
         rows = C.load_spam()
         n = min(a.spam_n, len(rows))
-        idx = sorted(C.stratified_indices([r["label"] for r in rows], n, seed=0)) if n < len(rows) else list(range(len(rows)))
+        idx = (sorted(C.stratified_indices([r["label"] for r in rows], n, seed=0)) if n < len(rows)
+               else list(range(len(rows))))
         data = C.write_jsonl_gz([rows[i] for i in idx], WORK / "spam.jsonl.gz")
         res["spam_n"], res["spam_n_spam"] = n, sum(rows[i]["label"] == "spam" for i in idx)
         bopts = {"max_chunks": a.spam_max_chunks} if a.spam_max_chunks is not None else {}
@@ -157,13 +159,15 @@ def report(res: dict) -> str:
         extra += [f"- (a) notes of the run: {' '.join(notes)}"] if notes else []
     few = res["seed_rows"].get("spam 8/class")
     if few:
-        summary.append({"item": f"spam, 8 labels per class, over seeds 0..{len(few) - 1}", "goal": "reference point: MiniLM probe ~0.826 ± 0.028",
+        summary.append({"item": f"spam, 8 labels per class, over seeds 0..{len(few) - 1}",
+                        "goal": "reference point: MiniLM probe ~0.826 ± 0.028",
                         "measured": f"probe {mean_sd([r['accuracy'] for r in few])}; TF-IDF "
                                     f"{mean_sd([r['controls']['tfidf-logreg'] for r in few])}",
                         "met": None, "anchor": "probe"})
     layer_cases = []
     for k in (8, 10):
-        last, mid = res["seed_rows"].get(f"MNIST {k}/class last layer"), res["seed_rows"].get(f"MNIST {k}/class layer 6")
+        last = res["seed_rows"].get(f"MNIST {k}/class last layer")
+        mid = res["seed_rows"].get(f"MNIST {k}/class layer 6")
         if last and mid:
             la, ma = [r["accuracy"] for r in last], [r["accuracy"] for r in mid]
             layer_cases.append((f"{k} labels per class (seeds 0..{len(la) - 1})",
@@ -179,6 +183,11 @@ def report(res: dict) -> str:
         if len(cs) == 2:
             extra.append(f"- MNIST-5k 80/20: layer 6 {cs[1]['accuracy']:.3f} vs last layer {cs[0]['accuracy']:.3f}.")
     res["summary"] = summary
+    max_chunks = res["args"].get("spam_max_chunks")
+    chunks_note = "" if max_chunks is None else f" but max_chunks={max_chunks}"
+    blas = res["args"]["blas_threads"]
+    blas_note = "`OPENBLAS_NUM_THREADS=" + blas + "`" if blas != "0" else "the default BLAS threads"
+    threads = res["machine"]["torch_threads"]
     return f"""<a id="probe"></a>
 ## Linear probe, controls and verdict on real data (`benchmarks/bench_probe.py`)
 
@@ -189,12 +198,13 @@ randomly initialised architecture, and the modality's tuned classical baseline: 
 logistic regression for text, raw pixels + logistic regression for images) and the verdict from
 the paired-bootstrap 95% interval of the gain over the best control. Spam: {res.get('spam_n', 0):,} e-mails
 ({res.get('spam_n_spam', 0):,} spam) read from a `.jsonl.gz` with `text_columns=["subject", "body"]`, minilm-l6
-with its defaults{'' if res['args'].get('spam_max_chunks') is None else f" but max_chunks={res['args']['spam_max_chunks']}"} (long e-mails embedded in up to 8 windows of 256 tokens). MNIST-5k: {res.get('mnist_n', 0):,} digits
+with its defaults{chunks_note} (long e-mails embedded in up to 8 windows of 256 tokens). \
+MNIST-5k: {res.get('mnist_n', 0):,} digits
 as arrays (`from_arrays`), efficientnet-lite0 at `image_size=128`. The few-shot test set is the same 20%
 split as the 80/20 row. All rows share one feature cache: the wall time of a row after the first of its
 data set and backbone is mostly cache hits. Whole script: {res['total_s'] / 60:.1f} min, run with
-{'`OPENBLAS_NUM_THREADS=' + res['args']['blas_threads'] + '`' if res['args']['blas_threads'] != '0' else 'the default BLAS threads'}
-(numpy/scikit-learn only; torch keeps {res['machine']['torch_threads']} threads): with the default 2 OpenBLAS threads the
+{blas_note}
+(numpy/scikit-learn only; torch keeps {threads} threads): with the default 2 OpenBLAS threads the
 scikit-learn fits are many times slower here (see the findings); the thread count changes only
 floating-point summation order, not the method (the cache benchmark's third fit checks that the results agree).
 
@@ -203,8 +213,8 @@ floating-point summation order, not the method (the cache benchmark's third fit 
 
 Few-shot rows repeated over seeds (each seed: another 80/20 split and another sample; mean ± sd over seeds):
 
-{C.md_table(['task', 'seeds', 'n_train', 'n_test', 'transfer accuracy', 'controls', 'gain', 'verdicts', 'wall s (all seeds)'],
-            seed_tab)}
+{C.md_table(['task', 'seeds', 'n_train', 'n_test', 'transfer accuracy', 'controls', 'gain', 'verdicts',
+             'wall s (all seeds)'], seed_tab)}
 
 Reference points the goals were set against: spam 80/20 TF-IDF about 0.985 and MiniLM linear probe about 0.964;
 8 labels per class MiniLM probe about 0.826 ± 0.028; on scikit-learn's 8x8 digits, layer 6 at 128 px

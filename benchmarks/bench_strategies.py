@@ -85,8 +85,8 @@ def main() -> None:
     ap.add_argument("--mnist-items", type=int, default=2000, help="MNIST-5k digits in the subset")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--runs-log", default=str(C.RESULTS / "strategies-runs.jsonl"),
-                    help="JSON-lines file of finished runs; a restarted run with the same arguments skips them (name a new "
-                         "file to measure every run afresh)")
+                    help="JSON-lines file of finished runs; a restarted run with the same arguments skips them "
+                         "(name a new file to measure every run afresh)")
     ap.add_argument("--only", help="comma-separated tasks (spam, mnist-5k)")
     ap.add_argument("--quick", action="store_true", help="tiny smoke run; writes nothing")
     ap.add_argument("--report-only", action="store_true",

@@ -295,7 +295,10 @@ def report(res: dict) -> None:
     for r in results:  # the rule of the code that reads this report, whatever rule the run stored
         pick = pick_for(r["rows"], AUTO_SCORES)
         r["auto_pick"], r["auto_acc"] = pick["candidate"], pick["accuracy"]
-    fmt = (lambda v: "—" if v is None else f"{v:+.2f}")
+
+    def fmt(v):
+        return "—" if v is None else f"{v:+.2f}"
+
     rows = [[r["task"], r["variant"], r["n_train"], *[fmt(r["tau"][s]) for s in SCORES],
              f"{r['auto_pick']} ({r['auto_acc']:.3f})", f"{r['best']} ({r['best_acc']:.3f})"] for r in results]
     rows.append(["**mean**", "", "", *[f"**{fmt(mean[s])}**" for s in SCORES], "", ""])
@@ -310,7 +313,8 @@ def report(res: dict) -> None:
     summary = [{"item": "weighted Kendall tau, LogME vs linear-probe accuracy (mean over "
                         f"{sum(r['tau']['logme'] is not None for r in results)} task variants)",
                 "goal": "> 0.67 (LogME's paper mean)", "measured": f"{mean['logme']:+.2f} "
-                f"(H-score {fmt(mean['hscore'])}, kNN {fmt(mean['knn'])}, LEEP {fmt(mean['leep'])}, NCE {fmt(mean['nce'])})",
+                f"(H-score {fmt(mean['hscore'])}, kNN {fmt(mean['knn'])}, LEEP {fmt(mean['leep'])}, "
+                f"NCE {fmt(mean['nce'])})",
                 "met": bool(mean["logme"] is not None and mean["logme"] > 0.67), "anchor": "transferability"},
                {"item": f"--model auto: probe accuracy lost against the best candidate (pick among pre-trained by "
                         f"{auto_rule})", "goal": "small",
@@ -345,7 +349,8 @@ def report(res: dict) -> None:
                                            "the invocation that measured it)"))]
         n_back = sum(n for n, _ in back)
         reused_text = (f" for {n_ft - n_back} of the {n_ft} fine-tunings; the other {n_back} were read back, "
-                       + " and ".join(f"{n} {where}" for n, where in back if n) + " (measured before this date and commit)"
+                       + " and ".join(f"{n} {where}" for n, where in back if n)
+                       + " (measured before this date and commit)"
                        if n_back else "")
         if "reused_log" not in fm:  # recorded since the runs log moved under results/
             reused_text += (" (how many were read back from the runs log, then kept in the temporary folder, was "
@@ -357,11 +362,13 @@ def report(res: dict) -> None:
 
 Every image candidate of the variants below fine-tuned on the same splits (`finetune` with its
 defaults: all layer groups, discriminative learning rates, pre-trained BatchNorm statistics kept
-for pre-trained weights, random copies trained from scratch at one rate, `scratch_lr`; {fm['epochs']['80/20']} epochs on 80/20, {fm['epochs']['few-shot']} few-shot), scored on the
+for pre-trained weights, random copies trained from scratch at one rate, `scratch_lr`; \
+{fm['epochs']['80/20']} epochs on 80/20, {fm['epochs']['few-shot']} few-shot), scored on the
 same test part, with the same scores as above. Fine-tuned so far: {', '.join(f"{r['task']} {r['variant']}" for r in ft)}
 (the other image variants and the text candidates were not: hours of CPU on 2 cores).
 
-{C.md_table(['task', 'variant', 'train items', 'epochs'] + [f'tau {s}' for s in SCORES] + ['best fine-tuned (acc)'], ft_rows)}
+{C.md_table(['task', 'variant', 'train items', 'epochs'] + [f'tau {s}' for s in SCORES]
+            + ['best fine-tuned (acc)'], ft_rows)}
 
 <details><summary>Every image candidate: probe and fine-tuned accuracy</summary>
 
@@ -375,8 +382,8 @@ same test part, with the same scores as above. Fine-tuned so far: {', '.join(f"{
                    f"would have lost {np.mean(by_logme):.3f} (worst {max(by_logme):.3f}).")
     n_test = sorted({r["n_test"] for r in results})
     test_text = (f"The test part is that subset's 20% plus stratified items from outside the subset (seed 1), "
-                 f"{'/'.join(map(str, n_test))} test items per task: on the subset's 20% alone (120 items), accuracy moves "
-                 "by about 2 points from sampling noise, as much as many gaps between candidates."
+                 f"{'/'.join(map(str, n_test))} test items per task: on the subset's 20% alone (120 items), "
+                 "accuracy moves by about 2 points from sampling noise, as much as many gaps between candidates."
                  if res["args"].get("test_items", 0) > math.ceil(0.2 * res["args"]["items"]) else "")
     body = f"""<a id="transferability"></a>
 ## Do the scores predict accuracy? Weighted Kendall tau (`benchmarks/bench_transferability.py`)
@@ -385,7 +392,8 @@ same test part, with the same scores as above. Fine-tuned so far: {', '.join(f"{
 
 Each task is a stratified subset of {res['args']['items']} items (seed 0), split 80/20 (seed 0); the few-shot
 variant samples K labelled items per class from the training part (seed 0) and tests on the same
-test part. {test_text} Candidates: images — {', '.join(IMAGE_CANDIDATES)} (all at 128 px); text — {', '.join(TEXT_CANDIDATES)}
+test part. {test_text} Candidates: images — {', '.join(IMAGE_CANDIDATES)} (all at 128 px); \
+text — {', '.join(TEXT_CANDIDATES)}
 (subject + body, at most 2 windows of 256 tokens). `@L` is the layer (EfficientNet stage, MiniLM
 block); `random:` is the same architecture randomly initialised. Scores are computed on the training
 part only with `transferkit.ranking.rank`; accuracy is a `linear-probe` (C by 5-fold CV) on the test part.
@@ -395,7 +403,8 @@ so their tau uses three candidates and is not computed for text). The last two c
 `--model auto` picks (the best kNN score among the pre-trained candidates, ties broken by LogME:
 `transferkit.auto.AUTO_SCORES`) and the best candidate, with their test accuracies.
 
-{C.md_table(['task', 'variant', 'train items'] + [f'tau {s}' for s in SCORES] + ['auto pick (acc)', 'best (acc)'], rows)}
+{C.md_table(['task', 'variant', 'train items'] + [f'tau {s}' for s in SCORES]
+            + ['auto pick (acc)', 'best (acc)'], rows)}
 
 {regret_text}
 

@@ -206,8 +206,9 @@ def test_label_descriptions_parse_every_accepted_form():
     assert parse_label_descriptions("spam,ham") == {"spam": ["spam"], "ham": ["ham"]}
     assert parse_label_descriptions('{"spam": ["ads", "a scam"], "ham": "mail"}') == {
         "spam": ["ads", "a scam"], "ham": ["mail"]}
-    for bad, msg in [("spam: ads", "at least two"), ("spam: ads,: x", "empty label"), ("spam: ads,ham:", "empty description"),
-                     ("{bad json", "does not parse"), ("spam: a,spam: b", "twice")]:
+    for bad, msg in [("spam: ads", "at least two"), ("spam: ads,: x", "empty label"),
+                     ("spam: ads,ham:", "empty description"), ("{bad json", "does not parse"),
+                     ("spam: a,spam: b", "twice")]:
         with pytest.raises(UserInputError, match=msg):
             parse_label_descriptions(bad)
 

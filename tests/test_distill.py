@@ -50,7 +50,8 @@ def test_distill_writes_a_loadable_student_with_the_comparison(teacher_run, tiny
     assert config["command"] == "distill" and config["config"]["data"] == str(run.parent / "toy.csv")
     assert card["drift_reference"]["n"] == 24 and (out / "reference_features.npy").is_file()
     assert card["lineage"]["parent"]["run"] == str(run)
-    assert card["lineage"]["parent"]["card_sha256"] == hashlib.sha256((run / "model_card.json").read_bytes()).hexdigest()
+    parent_sha = hashlib.sha256((run / "model_card.json").read_bytes()).hexdigest()
+    assert card["lineage"]["parent"]["card_sha256"] == parent_sha
     train, test, _ = recreate_splits(out)
     assert len(train) == 24 and len(test) == 6
     from transferkit.serve.predictor import Predictor

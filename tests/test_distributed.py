@@ -192,8 +192,8 @@ def test_cli_fit_under_a_launcher_writes_one_complete_run(tmp_path, cli_single, 
 
     out = tmp_path / "two"
     files = sorted(p.name for p in out.iterdir())
-    assert files == ["checkpoints", "config.json", "metrics.json", "model_card.json", "reference_features.npy", "report.html", "skipped.json",
-                     "strategy.safetensors", "validation.json"], files
+    assert files == ["checkpoints", "config.json", "metrics.json", "model_card.json", "reference_features.npy",
+                     "report.html", "skipped.json", "strategy.safetensors", "validation.json"], files
     assert not [p for p in out.rglob("*") if p.name.startswith(".") or p.suffix == ".tmp"]  # no half-written file
     for which in ("transfer", "random-init"):
         cks = list((out / "checkpoints" / which).iterdir())

@@ -41,7 +41,8 @@ def test_parse_candidate(spec, expected):
         assert c.label == spec == c.spec()
 
 
-@pytest.mark.parametrize("bad", ["", "random:", {"layer": 2}, {"model": "m", "colour": 1}, {"model": "m", "layer": "x"}])
+@pytest.mark.parametrize("bad", ["", "random:", {"layer": 2}, {"model": "m", "colour": 1},
+                                 {"model": "m", "layer": "x"}])
 def test_parse_candidate_rejects(bad):
     with pytest.raises(UserInputError):
         parse_candidate(bad)

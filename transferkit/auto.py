@@ -198,7 +198,8 @@ def choose(train: Dataset, candidates: list[str] | None, *, strategy: str | None
                                       "chosen one is trained as the control anyway")
     if "layer" in backbone_options:
         raise UserInputError("--layer cannot be combined with --model auto",
-                             hint="give layers as candidates instead, e.g. --models efficientnet-lite0@6,efficientnet-lite0")
+                             hint="give layers as candidates instead, e.g. "
+                                  "--models efficientnet-lite0@6,efficientnet-lite0")
     log(f"auto: ranking {len(cands)} candidates on the training split: {', '.join(cands)}")
     result = rank(train, cands, scores=AUTO_SCORES, max_items=RANK_MAX_ITEMS, seed=seed,
                   batch_size=batch_size, backbone_options=backbone_options, cache=cache, progress=progress,

@@ -292,7 +292,8 @@ def cmd_fit(a: argparse.Namespace) -> int:
         # another strategy than the config's: the config's parameters were that strategy's
         over["strategy_params"] = {}
     if a.param:
-        over["strategy_params"] = {**over.get("strategy_params", cfg.strategy_params), **_key_values(a.param, "--param")}
+        over["strategy_params"] = {**over.get("strategy_params", cfg.strategy_params),
+                                   **_key_values(a.param, "--param")}
     named = {k: v for k, v in (("labels", a.label_descriptions), ("on", a.on)) if v is not None}
     if named:
         over["strategy_params"] = {**over.get("strategy_params", cfg.strategy_params), **named}
@@ -359,8 +360,8 @@ def cmd_predict(a: argparse.Namespace) -> int:
     from .data import split_columns
     from .predict import predict_files, write_predictions
 
-    rows = predict_files(a.run, a.inputs, text_columns=split_columns(a.text_column), skip_bad=a.skip_bad, backend=a.backend,
-                         load_options=_load_options(a))
+    rows = predict_files(a.run, a.inputs, text_columns=split_columns(a.text_column), skip_bad=a.skip_bad,
+                         backend=a.backend, load_options=_load_options(a))
     write_predictions(rows, a.out)
     if a.out:
         print(f"{len(rows)} predictions written to {a.out}", file=sys.stderr)
@@ -474,9 +475,9 @@ def cmd_demo(a: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"models": cmd_models, "strategies": cmd_strategies, "fit": cmd_fit, "predict": cmd_predict, "evaluate": cmd_evaluate,
-            "validate": cmd_validate, "rank": cmd_rank, "serve": cmd_serve, "explain": cmd_explain, "distill": cmd_distill, "export": cmd_export,
-            "demo": cmd_demo}
+COMMANDS = {"models": cmd_models, "strategies": cmd_strategies, "fit": cmd_fit, "predict": cmd_predict,
+            "evaluate": cmd_evaluate, "validate": cmd_validate, "rank": cmd_rank, "serve": cmd_serve,
+            "explain": cmd_explain, "distill": cmd_distill, "export": cmd_export, "demo": cmd_demo}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

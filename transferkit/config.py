@@ -98,7 +98,8 @@ class FitConfig:
         if isinstance(self.text_columns, str):
             object.__setattr__(self, "text_columns",
                                [c.strip() for c in self.text_columns.split(",") if c.strip()])
-        if self.labels_per_class is not None and (not isinstance(self.labels_per_class, int) or self.labels_per_class < 1):
+        if self.labels_per_class is not None and (not isinstance(self.labels_per_class, int)
+                                                  or self.labels_per_class < 1):
             raise UserInputError(f"labels_per_class must be a positive integer, got {self.labels_per_class!r}")
         if not 0.0 < float(self.test_size) < 1.0:
             raise UserInputError(f"test_size must be between 0 and 1, got {self.test_size!r}")

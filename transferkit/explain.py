@@ -112,7 +112,10 @@ def explain_image(model, item: Any, *, target: str | None = None, method: str = 
     layer = cam_layer(backbone)
     if method == "auto":
         method = "gradcam" if layer is not None else "integrated-gradients"
-    fn = lambda x: probs(_image_batch(backbone, x))
+
+    def fn(x):
+        return probs(_image_batch(backbone, x))
+
     delta = None
     if method == "gradcam":
         if layer is None:

@@ -45,7 +45,8 @@ def _read_inputs(model, inputs: Sequence[str], text_columns, skip_bad: bool) -> 
         ds = prepare_data(src, None, text_columns=cols, label_column=None, modality=model.modality,
                           skip_bad=skip_bad, require_labels=False).train
         if ds.modality != model.modality:
-            raise UserInputError(f"this run's model takes {model.modality} data, but {shown(p)} holds {ds.modality} data")
+            raise UserInputError(f"this run's model takes {model.modality} data, "
+                                 f"but {shown(p)} holds {ds.modality} data")
         parts.append(ds)
     if len(parts) == 1:
         return parts[0]

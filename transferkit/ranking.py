@@ -174,14 +174,16 @@ class RankResult:
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form (``rank.json``)."""
         return {"scores": list(self.scores),
-                "score_info": {s: {k: v for k, v in SCORES.entry(s).meta.items() if k != "inputs"} for s in self.scores},
+                "score_info": {s: {k: v for k, v in SCORES.entry(s).meta.items() if k != "inputs"}
+                               for s in self.scores},
                 "ranked_by": self.scores[0], "data": self.data, "target": self.target, "seed": self.seed,
                 "settings": dict(self.settings),
                 "rows": [asdict(r) for r in self.rows], "notes": list(self.notes)}
 
     def table(self) -> str:
         """A plain-text table: rank, candidate, each score, time, memory (and the shift with a target)."""
-        heads = ["#", "candidate", "dim"] + [SCORES.entry(s).meta["title"] for s in self.scores] + ["time (s)", "peak mem (MB)"]
+        heads = (["#", "candidate", "dim"] + [SCORES.entry(s).meta["title"] for s in self.scores]
+                 + ["time (s)", "peak mem (MB)"])
         if self.target is not None:
             heads.append("shift to target")
         lines = []

@@ -42,7 +42,8 @@ def resolve_model_dir(name_or_path: str, *, allow_pickle: bool = False, revision
         from huggingface_hub import snapshot_download
     except ImportError as e:  # pragma: no cover - transformers depends on it
         raise MissingDependencyError("loading from the Hugging Face hub", "huggingface_hub") from e
-    patterns = ["*.json", "*.safetensors", "*.txt", "*.model", "*.tiktoken", "*.py"] + (["*.bin"] if allow_pickle else [])
+    patterns = (["*.json", "*.safetensors", "*.txt", "*.model", "*.tiktoken", "*.py"]
+                + (["*.bin"] if allow_pickle else []))
     try:
         return Path(snapshot_download(name_or_path, revision=revision, local_files_only=True,
                                       allow_patterns=patterns))

@@ -20,7 +20,8 @@ def recreate_splits(run: str | os.PathLike) -> tuple[Dataset | None, Dataset, Fi
     """
     rd = RunDir(run)
     if not rd.file("config.json").is_file():
-        raise UserInputError(f"{shown(rd.path)} has no config.json", hint="give a run directory written by `transferkit fit`")
+        raise UserInputError(f"{shown(rd.path)} has no config.json",
+                             hint="give a run directory written by `transferkit fit`")
     cfg = FitConfig.from_file(rd.file("config.json"), any_command=True)
     if cfg.data is None and cfg.test:  # zero-shot evaluated on a test set alone: no training split
         return None, prepare_data(cfg.test, None, text_columns=cfg.text_columns, label_column=cfg.label_column,
@@ -40,6 +41,7 @@ def recreate_splits(run: str | os.PathLike) -> tuple[Dataset | None, Dataset, Fi
         h = want.get("train_hash" if name == "training" else "test_hash")
         if h and h != ds.fingerprint():
             raise UserInputError(f"the {name} data of {shown(rd.path)} changed since the run ({shown(cfg.data)}"
-                                 f"{', ' + shown(cfg.test) if cfg.test else ''}): its hash differs from the model card's",
+                                 f"{', ' + shown(cfg.test) if cfg.test else ''}): "
+                                 "its hash differs from the model card's",
                                  hint="restore the files the run was fitted on")
     return train, test, cfg

@@ -51,7 +51,8 @@ SCORES.register(
     about="how far apart the class means are relative to the feature covariance (Ledoit-Wolf shrunk)")(hscore)
 SCORES.register(
     "knn", inputs=("features", "labels"), needs_source_head=False, higher_is_better=True, title="kNN accuracy",
-    about="leave-one-out accuracy of a k-nearest-neighbour vote with cosine similarity (k = 5 unless set)")(knn_accuracy)
+    about="leave-one-out accuracy of a k-nearest-neighbour vote with cosine similarity (k = 5 unless set)",
+)(knn_accuracy)
 SCORES.register(
     "leep", inputs=("source_probs", "labels"), needs_source_head=True, higher_is_better=True, title="LEEP",
     about="log-likelihood of the labels predicted through the source head's classes (<= 0)")(leep)

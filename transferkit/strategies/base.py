@@ -189,7 +189,8 @@ class Strategy(ABC):
         return dict(getattr(self, "info_", {}))
 
     # ----- optional abilities: declared here with their defaults, overridden where they apply ----
-    def check_labels(self, data: Dataset) -> None:
+    # an optional hook with an empty default, not an abstract method
+    def check_labels(self, data: Dataset) -> None:  # noqa: B027
         """Refuse labelled evaluation ``data`` the strategy cannot be scored on (zero-shot: a label
         its descriptions do not name); the default accepts any."""
 
