@@ -23,7 +23,6 @@ import asyncio
 import os
 import random
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -31,7 +30,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _common as C  # noqa: E402
+import _common as C
 
 CACHE = C.setup_env()
 
@@ -156,12 +155,16 @@ def summarize(rec: Recorder, wall: float, offered: float | None = None, sent_s: 
     ok = sorted(s for st, s in rec.rows if st == 200)
     n = len(rec.rows)
     count = {st: sum(1 for x, _ in rec.rows if x == st) for st in sorted({x for x, _ in rec.rows})}
-    pct = (lambda q: float(np.percentile(ok, q)) if ok else None)
+
+    def pct(q):
+        return float(np.percentile(ok, q)) if ok else None
+
     return {"requests": n, "offered_rps": offered, "sent_s": sent_s, "wall_s": wall, "ok": len(ok),
             "throughput_rps": len(ok) / wall if wall else 0.0, "status_counts": count, "error_codes": rec.codes,
             "share_shed": sum(v for k, v in count.items() if k in (429, 503)) / n if n else 0.0,
             "other_5xx": sum(v for k, v in count.items() if k >= 500 and k not in (503,)),
-            "connection_errors": count.get(0, 0), "other_4xx": sum(v for k, v in count.items() if 400 <= k < 500 and k != 429),
+            "connection_errors": count.get(0, 0),
+            "other_4xx": sum(v for k, v in count.items() if 400 <= k < 500 and k != 429),
             "p50_s": pct(50), "p95_s": pct(95), "p99_s": pct(99)}
 
 
@@ -189,7 +192,8 @@ def main() -> None:
     ap.add_argument("--level-s", type=float, default=60.0, help="seconds of arrivals per load level")
     ap.add_argument("--queue-items", type=int, help="the server's --queue-items (default: its default, 256)")
     ap.add_argument("--max-requests", type=int, default=3000, help="requests per phase at most")
-    ap.add_argument("--quick", action="store_true", help="tiny smoke run (80 e-mails, a few seconds a level); writes nothing")
+    ap.add_argument("--quick", action="store_true",
+                    help="tiny smoke run (80 e-mails, a few seconds a level); writes nothing")
     ap.add_argument("--no-write", action="store_true")
     a = C.parse_args(ap)
     if a.quick:
@@ -220,7 +224,8 @@ def main() -> None:
                                                     a.max_requests, seed=k))
             row = dict(summarize(rec, wall, f * cap, sent), factor=f)
             res["levels"].append(row)
-            C.say(f"   {row['status_counts']} {row['error_codes']}; p50 {_ms(row['p50_s'])} ms, p99 {_ms(row['p99_s'])} ms")
+            C.say(f"   {row['status_counts']} {row['error_codes']}; "
+                  f"p50 {_ms(row['p50_s'])} ms, p99 {_ms(row['p99_s'])} ms")
         res["server_metrics"] = scrape(url)
     finally:
         proc.terminate()
@@ -244,7 +249,8 @@ def _ms(x) -> str:
 def report(res: dict) -> str:
     cap = res["capacity"]
     rows = [["capacity probe (closed loop)", "—", f"{cap['throughput_rps']:.1f}", _ms(cap["p50_s"]), _ms(cap["p95_s"]),
-             _ms(cap["p99_s"]), f"{100 * cap['share_shed']:.1f}%", cap["other_5xx"], cap["connection_errors"], cap["requests"]]]
+             _ms(cap["p99_s"]), f"{100 * cap['share_shed']:.1f}%", cap["other_5xx"], cap["connection_errors"],
+             cap["requests"]]]
     for r in res["levels"]:
         rows.append([f"{r['factor']}x capacity (open loop)", f"{r['offered_rps']:.1f}", f"{r['throughput_rps']:.1f}",
                      _ms(r["p50_s"]), _ms(r["p95_s"]), _ms(r["p99_s"]), f"{100 * r['share_shed']:.1f}%", r["other_5xx"],
@@ -273,9 +279,11 @@ def report(res: dict) -> str:
 {C.machine_line(res['machine'])}
 
 `transferkit serve` (max batch 32, 5 ms batching delay, 30 s timeout: the defaults;
-{res['args']['queue_items'] or '256 (the default)'} queued items at most) as its own process on 127.0.0.1, serving a minilm-l6 linear probe fitted on
+{res['args']['queue_items'] or '256 (the default)'} queued items at most) as its own process on 127.0.0.1, \
+serving a minilm-l6 linear probe fitted on
 {res['fit']['n_train']:,} stratified SpamAssassin e-mails (test accuracy {res['fit']['accuracy']:.3f} on
-{res['fit']['n_test']}); each request carries {res['args']['texts_per_request']} held-out real e-mail(s) (subject + body,
+{res['fit']['n_test']}); each request carries {res['args']['texts_per_request']} held-out real e-mail(s) \
+(subject + body,
 long ones embedded in up to 8 chunks). The load generator (httpx, asyncio) runs in this process, on
 the same 2 cores as the server. Capacity: {res['args']['concurrency']} clients back to back for
 {res['args']['capacity_s']:.0f} s; then Poisson arrivals at 0.5x, 1x and 2x that rate for {res['args']['level_s']:.0f} s

@@ -214,6 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--drift-window", type=int, help="recent items the drift test compares (default 200)")
     sv.add_argument("--drift-every", type=int, help="run the drift test every N requests (default 50)")
     sv.add_argument("--drift-p-value", type=float, help="drift alarm below this p-value (default 0.01)")
+    _add_load_options(sv)
 
     ex = sub.add_parser("explain", help="heat maps (images) or word attributions (text) for a run's predictions "
                                          "(pip install 'transferkit[explain]')")
@@ -421,7 +422,7 @@ def cmd_serve(a: argparse.Namespace) -> int:
             "queue_chars", "queue_pixels", "max_request_pixels", "max_batch_chars", "max_batch_pixels", "keep_alive_s",
             "max_connections")
     settings = ServeSettings.for_run(a.run, **{k: getattr(a, k) for k in keys})
-    serve(a.run, settings)
+    serve(a.run, settings, load_options=_load_options(a))
     return 0
 
 

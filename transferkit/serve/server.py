@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from ..errors import MissingDependencyError
 from .settings import ServeSettings
@@ -46,14 +47,20 @@ def uvicorn_config(app, settings: ServeSettings, *, host: str | None = None, por
                           limit_concurrency=settings.max_connections, timeout_graceful_shutdown=5)
 
 
-def serve(run_dir: str | Path, settings: ServeSettings | None = None) -> None:
-    """Load the run (errors are raised here, before binding), then serve until interrupted."""
+def serve(run_dir: str | Path, settings: ServeSettings | None = None,
+          load_options: dict[str, Any] | None = None) -> None:
+    """Load the run (errors are raised here, before binding), then serve until interrupted.
+
+    Args:
+        load_options: passed to :func:`~transferkit.runs.load` (``backbone``, ``trust_remote_code``,
+            ``allow_pickle``): the user's own permissions, never the run's.
+    """
     uvicorn = _uvicorn()
     from .app import create_app
     from .predictor import Predictor
 
     settings = settings or ServeSettings.for_run(run_dir)
-    app = create_app(run_dir, settings, predictor=Predictor(run_dir))
+    app = create_app(run_dir, settings, predictor=Predictor(run_dir, load_options))
     try:
         uvicorn.Server(uvicorn_config(app, settings)).run()
     except KeyboardInterrupt:  # uvicorn re-raises the SIGINT it handled: the shutdown was clean
