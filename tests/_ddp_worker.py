@@ -56,7 +56,7 @@ def counted(fn, what: str):
 
 
 ckpt.save_checkpoint = counted(ckpt.save_checkpoint, "checkpoints")
-pipeline.write_run = counted(pipeline.write_run, "run_dirs")
+pipeline.write_stage = counted(pipeline.write_stage, "run_dirs")
 
 N = 37
 X = torch.randn(N, 6, generator=torch.Generator().manual_seed(0))

@@ -109,3 +109,16 @@ def toy_texts(n_per_class: int = 12, seed: int = 0) -> tuple[list[str], list[str
             texts.append(" ".join(rng.choice(words) for _ in range(rng.randint(4, 12))))
             labels.append(label)
     return texts, labels
+
+
+def write_toy_mail(path: Path, n_per_class: int = 15) -> Path:
+    """``toy_texts(n_per_class)`` as a CSV of ``subject,body,label`` (subject ``msg I``)."""
+    import csv
+
+    texts, labels = toy_texts(n_per_class)
+    items = [(f"msg {i}", t, y) for i, (t, y) in enumerate(zip(texts, labels))]
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["subject", "body", "label"])
+        w.writerows(items)
+    return path

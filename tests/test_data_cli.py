@@ -2,25 +2,18 @@
 command; a lone surrogate stops fit/predict with a data error, never a traceback (#26-2, #26-11)."""
 from __future__ import annotations
 
-import csv
 import json
 
 import pytest
 
 from transferkit.cli import main
 
-from conftest import toy_texts
+from conftest import toy_texts, write_toy_mail
 
 
 @pytest.fixture()
 def mail(tmp_path):
-    texts, labels = toy_texts(12)
-    p = tmp_path / "mail.csv"
-    with open(p, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["subject", "body", "label"])
-        w.writerows([f"msg {i}", t, y] for i, (t, y) in enumerate(zip(texts, labels)))
-    return p
+    return write_toy_mail(tmp_path / "mail.csv", 12)
 
 
 def test_text_column_list_in_fit_validate_predict_and_evaluate(tiny_text_dir, mail, tmp_path, capsys):

@@ -171,7 +171,8 @@ def cli_single(tmp_path_factory, bert_dir) -> tuple[list[str], Path]:
         w.writerow(["text", "label"])
         w.writerows(zip(texts, labels))
     args = ["fit", "--data", str(d / "toy.csv"), "--text-column", "text", "--model", str(bert_dir), "--strategy",
-            "finetune", "--epochs", "1", "--lr", "1e-4", "--batch-size", "8", "--param", "head_dropout=0", "--out"]
+            "finetune", "--epochs", "1", "--lr", "1e-4", "--batch-size", "8", "--param", "head_dropout=0",
+            "--keep-checkpoints", "1", "--out"]
     with pytest.MonkeyPatch.context() as mp:  # module scope: the autouse cache fixture has not run yet
         mp.setenv("TRANSFERKIT_CACHE", str(d / "tk-cache"))
         assert main([*args, str(d / "one")]) == 0
@@ -192,9 +193,11 @@ def test_cli_fit_under_a_launcher_writes_one_complete_run(tmp_path, cli_single, 
 
     out = tmp_path / "two"
     files = sorted(p.name for p in out.iterdir())
-    assert files == ["checkpoints", "config.json", "metrics.json", "model_card.json", "reference_features.npy",
-                     "report.html", "skipped.json", "strategy.safetensors", "validation.json"], files
-    assert not [p for p in out.rglob("*") if p.name.startswith(".") or p.suffix == ".tmp"]  # no half-written file
+    assert files == [".lock", "checkpoints", "config.json", "metrics.json", "model_card.json",
+                     "reference_features.npy", "report.html", "skipped.json", "strategy.safetensors",
+                     "validation.json"], files
+    half = [p for p in out.rglob("*") if (p.name.startswith(".") and p.name != ".lock") or p.suffix == ".tmp"]
+    assert not half  # no half-written file (.lock is the run's writer lock)
     for which in ("transfer", "random-init"):
         cks = list((out / "checkpoints" / which).iterdir())
         assert cks and all((c / "manifest.json").is_file() for c in cks)

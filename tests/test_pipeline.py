@@ -12,19 +12,12 @@ import pytest
 import transferkit as tk
 from transferkit.cli import main
 
-from conftest import toy_texts
+from conftest import write_toy_mail
 
 
 @pytest.fixture()
 def toy_csv(tmp_path):
-    texts, labels = toy_texts(15)
-    p = tmp_path / "toy.csv"
-    with open(p, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["subject", "body", "label"])
-        for i, (t, y) in enumerate(zip(texts, labels)):
-            w.writerow([f"msg {i}", t, y])
-    return p
+    return write_toy_mail(tmp_path / "toy.csv")
 
 
 def test_fit_writes_a_complete_run(tiny_text_dir, toy_csv, tmp_path):

@@ -19,23 +19,18 @@ from transferkit.predict import write_predictions
 from transferkit.runs import RunDir
 from transferkit.runs import rundir as rundir_module
 
-from conftest import toy_texts
-
-
-def _write_csv(path, rows, header=("subject", "body", "label")):
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(header)
-        w.writerows(rows)
-    return path
+from conftest import write_toy_mail
 
 
 @pytest.fixture()
 def toy_files(tmp_path):
-    texts, labels = toy_texts(15)
-    rows = [(f"msg {i}", t, y) for i, (t, y) in enumerate(zip(texts, labels))]
-    train = _write_csv(tmp_path / "train.csv", rows[:10] + rows[15:25])
-    test = _write_csv(tmp_path / "test.csv", rows[10:15] + rows[25:])
+    """20 training and 10 test e-mails, both classes in each (rows 0-14 are ham, 15-29 spam)."""
+    all_rows = write_toy_mail(tmp_path / "all.csv")
+    lines = all_rows.read_text().splitlines(keepends=True)
+    head, rows = lines[0], lines[1:]
+    train, test = tmp_path / "train.csv", tmp_path / "test.csv"
+    train.write_text(head + "".join(rows[:10] + rows[15:25]))
+    test.write_text(head + "".join(rows[10:15] + rows[25:]))
     return train, test
 
 
@@ -56,7 +51,7 @@ def test_every_fit_flag_survives_config_json_and_reruns_identically(tiny_text_di
     flags = ["--data", str(train), "--test", str(test), "--text-column", "subject,body", "--label-column", "label",
              "--modality", "text", "--model", str(tiny_text_dir), "--strategy", "linear-probe", "--param", "cv=3",
              "--seed", "3", "--out", str(out), "--skip-bad", "--batch-size", "8", "--no-cache", "--no-control",
-             "--max-length", "32", "--pooling", "mean", "--layer", "1", "--no-resume"]
+             "--max-length", "32", "--pooling", "mean", "--layer", "1", "--no-resume", "--keep-checkpoints", "2"]
     assert main(["fit", *flags]) == 0
     cfg = json.loads((out / "config.json").read_text())["config"]
     # the --test path is recorded (it was silently dropped, and a re-run then split the training file)
@@ -65,6 +60,7 @@ def test_every_fit_flag_survives_config_json_and_reruns_identically(tiny_text_di
     assert cfg["modality"] == "text" and cfg["model"] == str(tiny_text_dir) and cfg["strategy"] == "linear-probe"
     assert cfg["strategy_params"]["cv"] == 3 and cfg["seed"] == 3 and cfg["skip_bad"] is True
     assert cfg["batch_size"] == 8 and cfg["cache"] is False and cfg["control"] is False and cfg["resume"] is False
+    assert cfg["keep_checkpoints"] == 2
     assert cfg["backbone_options"] == {"max_length": 32, "pooling": "mean", "layer": 1}
     assert main(["fit", "--config", str(out / "config.json"), "--out", str(tmp_path / "b")]) == 0
     a = json.loads((out / "metrics.json").read_text())

@@ -168,7 +168,7 @@ def test_cli_serve_takes_host_only_from_the_flag(text_run, tmp_path, monkeypatch
 
     run = _run_with_serve_section(text_run, tmp_path, {"host": "0.0.0.0", "port": 0})
     seen = []
-    monkeypatch.setattr(serve_pkg, "serve", lambda run_dir, settings: seen.append(settings))
+    monkeypatch.setattr(serve_pkg, "serve", lambda run_dir, settings, **load: seen.append(settings))
     from transferkit.cli import main
 
     assert main(["serve", str(run)]) == 0

@@ -128,6 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--checkpoint-every", type=int, metavar="N", help="checkpoint every N steps (and at each epoch end)")
     t.add_argument("--resume", action=argparse.BooleanOptionalAction, default=None,
                    help="continue from the newest complete checkpoint in --out (default: on)")
+    t.add_argument("--keep-checkpoints", type=int, metavar="K",
+                   help="checkpoints kept per model once the run is written (default 0: removed)")
     t.add_argument("--skip-nonfinite", action="store_true", default=None,
                    help="skip batches whose loss is NaN/inf and count them, instead of stopping")
     _add_backbone_options(f)
@@ -303,6 +305,8 @@ def cmd_fit(a: argparse.Namespace) -> int:
         over["strategy_params"] = {**over.get("strategy_params", cfg.strategy_params), **training}
     if a.resume is not None:
         over["resume"] = a.resume
+    if a.keep_checkpoints is not None:
+        over["keep_checkpoints"] = a.keep_checkpoints
     bopts = _backbone_options(a)
     if bopts:
         over["backbone_options"] = {**cfg.backbone_options, **bopts}

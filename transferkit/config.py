@@ -57,6 +57,9 @@ class FitConfig:
         resume: strategies that train continue from the newest complete checkpoint in
             ``out/checkpoints/`` (re-running a killed command picks up where it stopped);
             ``False`` starts over.
+        keep_checkpoints: training checkpoints kept per model once the run is written (they
+            only serve to resume a killed fit, and can weigh several times the model): 0, the
+            default, removes them; K keeps the newest K.
     """
 
     data: str | None = None
@@ -81,6 +84,7 @@ class FitConfig:
     cache: bool = True
     n_boot: int = 1000
     resume: bool = True
+    keep_checkpoints: int = 0
 
     def __post_init__(self) -> None:
         for name in ("data", "test", "target_unlabelled", "out"):  # a path object is written as its text
@@ -109,6 +113,9 @@ class FitConfig:
             raise UserInputError(f"backend must be torch or onnx, got {self.backend!r}")
         if self.modality not in (None, "text", "image", "audio"):
             raise UserInputError(f"modality must be text, image or audio, not {self.modality!r}")
+        if isinstance(self.keep_checkpoints, bool) or not isinstance(self.keep_checkpoints, int) \
+                or self.keep_checkpoints < 0:
+            raise UserInputError(f"keep_checkpoints must be a whole number >= 0, got {self.keep_checkpoints!r}")
         if not isinstance(self.n_boot, int) or self.n_boot < 100:
             raise UserInputError(f"n_boot must be an integer >= 100, got {self.n_boot!r}")
 

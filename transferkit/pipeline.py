@@ -286,7 +286,8 @@ def controls_stage(cfg: FitConfig, splits: Splits, strategy: Strategy, backbone:
 def write_stage(run: RunDir, cfg: FitConfig, model: TransferModel, splits: Splits) -> dict:
     """Write the run directory through its :class:`RunDir`: config, metrics, weights, drift
     reference, validation, skipped items, report, and last the model card (which makes it a
-    run); then drop the checkpoints, which only a killed fit needs."""
+    run); then drop the checkpoints (all but ``keep_checkpoints`` per model), which only a killed
+    fit needs."""
     card = dict(model.card)
     run.begin()
     reference = splits.train if splits.train is not None else splits.test  # zero-shot on a test set alone
@@ -301,7 +302,7 @@ def write_stage(run: RunDir, cfg: FitConfig, model: TransferModel, splits: Split
     run.write_text("report.html", render_report(model.metrics, card=card, skipped=report.skipped,
                                                 validation=report.to_dict()))
     card = run.write_card(card)
-    prune_after_run(run.checkpoints)
+    prune_after_run(run.checkpoints, keep_last=cfg.keep_checkpoints)
     if cfg.model:
         remember_user_backbone(cfg.model)
     return card
