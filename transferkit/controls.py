@@ -14,7 +14,7 @@ import numpy as np
 
 from ._registry import Registry
 from .data.dataset import Dataset
-from .strategies.probe import fit_logistic, softmax
+from .tasks.linear import fit_logistic, softmax
 
 #: name -> ``fn(train, y_train, test, seed) -> (proba (N_test, C), info)``
 BASELINES: Registry = Registry("baseline")
