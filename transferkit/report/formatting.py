@@ -1,11 +1,15 @@
-"""How numbers read in reports and tables: percentages, points, durations, scores.
+"""How numbers read in reports and tables: percentages, points, durations, scores, and numbers
+in a regression target's own units.
 
 Plain functions from numbers to text (no markup), shared by the HTML templates (as Jinja2
 filters), ``rank``'s plain-text table and its progress lines.
 """
 from __future__ import annotations
 
-__all__ = ["pct", "points", "duration", "fmt_score", "interval"]
+import math
+
+__all__ = ["pct", "points", "duration", "fmt_score", "interval", "decimals_for", "number", "signed",
+           "number_interval"]
 
 
 def pct(x: float | None) -> str:
@@ -39,3 +43,43 @@ def fmt_score(score: str, v: float | None) -> str:
     if score == "knn":
         return f"{100 * v:.1f}%"
     return f"{v:.4f}" if abs(v) < 100 else f"{v:.1f}"
+
+
+def _missing(x: float | None) -> bool:
+    # NaN reaches reports from JSON (a Spearman correlation of constant predictions is undefined).
+    return x is None or x != x
+
+
+def _unsigned_zero(x: float, decimals: int) -> float:
+    """``x``, or 0.0 where it rounds to zero: ``-0.0001`` prints ``0.000``, not ``-0.000``."""
+    return 0.0 if round(x, decimals) == 0 else x
+
+
+def decimals_for(scale: float | None) -> int:
+    """Decimals that show a quantity of typical size ``scale`` (a target's standard deviation)
+    to about three significant digits: ``2.9`` -> 2, ``1500`` -> 0, ``0.003`` -> 5; 3 when the
+    scale is unknown, zero or not finite."""
+    if _missing(scale) or not math.isfinite(scale) or scale <= 0:
+        return 3
+    return min(max(2 - math.floor(math.log10(scale)), 0), 10)
+
+
+def number(x: float | None, decimals: int = 3) -> str:
+    """``x`` with ``decimals`` decimals; ``None`` or NaN -> ``"—"``."""
+    return "—" if _missing(x) else f"{_unsigned_zero(x, decimals):.{decimals}f}"
+
+
+def signed(x: float | None, decimals: int = 3) -> str:
+    """A difference with its sign, ``+0.123`` / ``-0.045``; ``0`` after rounding reads ``+0``."""
+    if _missing(x):
+        return "—"
+    r = round(x, decimals)
+    return f"{0.0 if r == 0 else r:+.{decimals}f}"
+
+
+def number_interval(ci: list | tuple | None, decimals: int = 3, *, percent: bool = False) -> str | None:
+    """``[lo, hi]`` as ``"lo, hi"`` with ``decimals`` decimals (in percent with 1 decimal when
+    ``percent``); ``None`` when there is no usable interval."""
+    if not ci or len(ci) != 2 or any(_missing(c) for c in ci):
+        return None
+    return interval(ci) if percent else f"{number(ci[0], decimals)}, {number(ci[1], decimals)}"

@@ -18,7 +18,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from . import formatting, plots
+from . import formatting, plots, task_views
 
 __all__ = ["render_report", "write_report", "template_env"]
 
@@ -80,12 +80,16 @@ def _value(v: Any) -> dict[str, Any]:
     return {"kind": "text", "text": s}
 
 
-def _facts(m: dict) -> list[tuple[str, Any]]:
+def _facts(m: dict, task_facts: list[tuple[str, Any]] | None = None) -> list[tuple[str, Any]]:
+    """The line under the title; ``task_facts`` (other tasks than classification) replace the class count."""
     run = m.get("run") or {}
     facts = [(k, run.get(k)) for k in ("created", "strategy", "backbone", "modality", "seed")]
-    classes = m.get("classes") or (m.get("test") or {}).get("classes") or []
-    facts += [("train items", m.get("n_train")), ("test items", m.get("n_test")),
-              ("classes", len(classes) or None)]
+    facts += [("train items", m.get("n_train")), ("test items", m.get("n_test"))]
+    if task_facts is None:
+        classes = m.get("classes") or (m.get("test") or {}).get("classes") or []
+        facts.append(("classes", len(classes) or None))
+    else:
+        facts += task_facts
     return [(k, v) for k, v in facts if v is not None]
 
 
@@ -94,19 +98,24 @@ def _verdict(m: dict) -> dict[str, Any] | None:
     if verdict is None:
         return None
     headline, css = VERDICTS.get(verdict, (str(verdict), "no-difference"))
-    return {"headline": headline, "css": css, "gain": m.get("transfer_gain"), "gain_ci": m.get("transfer_gain_ci"),
+    gain, ci = m.get("transfer_gain"), m.get("transfer_gain_ci")
+    # lead: the text before "the best control"; ci: after "<level> CI" (task_views words other tasks').
+    return {"headline": headline, "css": css, "gain": gain,
+            "lead": None if gain is None else f"{formatting.points(gain)} points of accuracy vs",
+            "ci": f"{formatting.points(ci[0])} to {formatting.points(ci[1])}" if ci else None,
             "control": (m.get("control") or {}).get("name"), "explanation": m.get("verdict_explanation")}
 
 
-def _models(m: dict) -> list[tuple[str, dict, bool]]:
-    """(display name, metrics, is best control) for the transfer model then each control."""
+def _models(m: dict, primary: str = "accuracy") -> list[tuple[str, dict, bool]]:
+    """(display name, metrics, is best control) for the transfer model then each control;
+    ``primary``: the verdict's metric, all that is known of a best control without metrics."""
     strategy = (m.get("run") or {}).get("strategy") or (m.get("strategy") or {}).get("name")
     best = (m.get("control") or {}).get("name")
     rows = [(f"transfer ({strategy})" if strategy else "transfer", m["test"], False)]
     controls = m.get("controls") or {}
     rows += [(name, cm or {}, name == best) for name, cm in controls.items()]
-    if best and best not in controls and "accuracy" in m["control"]:
-        rows.append((best, {"accuracy": m["control"]["accuracy"]}, True))
+    if best and best not in controls and primary in m["control"]:
+        rows.append((best, {primary: m["control"][primary]}, True))
     return rows
 
 
@@ -224,8 +233,11 @@ def render_report(metrics: dict, *, card: dict | None = None, skipped: list[dict
 
     Args:
         metrics: the run's ``metrics.json`` content; only ``"test"`` (the transfer model's
-            :func:`transferkit.evaluation.classification_metrics` output) is required, every
-            other section is rendered when present.
+            metrics of the run's task: ``transferkit.tasks.get_task(task).metrics(...)``) is
+            required, every other section is rendered when present.  ``"task"`` (absent: an
+            older run, "classification") picks the page's metrics, verdict wording and plots;
+            a regression run's ``test["predictions"] = {"y_true": [...], "y_pred": [...]}``
+            gives its predicted-vs-true and residual plots.
         card: the model card; shown as a key/value lineage table.
         skipped: items left out by ``--skip-bad``, each ``{"origin", "reason"}``.
         validation: ``{"problems": [{"severity", "kind", "origin", "message"}, ...]}``.
@@ -238,24 +250,19 @@ def render_report(metrics: dict, *, card: dict | None = None, skipped: list[dict
     if not isinstance(metrics, dict) or not isinstance(metrics.get("test"), dict):
         raise ValueError("metrics must be a dict with a 'test' section (the transfer model's "
                          "classification_metrics output)")
+    task = str(metrics.get("task") or "classification")
+    if task not in task_views.TASKS:
+        raise ValueError(f"metrics.json has task {task!r}; this transferkit reports {', '.join(task_views.TASKS)}")
     test = metrics["test"]
-    classes = test.get("classes") or metrics.get("classes") or list(test.get("per_class", {}))
-    classes = [str(c) for c in classes]
     level = f"{100 * float(test.get('confidence', 0.95)):g}%"
-    models = _models(metrics)
     gains = metrics.get("controls_gain") or {}
     run_name = (metrics.get("run") or {}).get("name")
     notes = metrics.get("notes") or []
     timings = metrics.get("timings") or {}
     context = {
         "title": f"transferkit report: {run_name}" if run_name else "transferkit report",
-        "facts": _facts(metrics), "verdict": _verdict(metrics), "level": level, "gains": bool(gains),
-        "models": [{"name": n, "best": best, "metrics": _metrics(cm), "gain": gains.get(n) if i else None}
-                   for i, (n, cm, best) in enumerate(models)],
-        "summary_note": _summary_note(models, gains, level),
-        "plots": _plots(metrics, models, classes, level),
+        "verdict": _verdict(metrics), "level": level, "gains": bool(gains),
         "explanations": _explanations(explanations or []),
-        "per_class": _per_class_rows(test, classes),
         "domain": _domain(metrics.get("domain") or {}, metrics),
         "auto": _auto(metrics.get("auto")),
         "notes": [notes] if isinstance(notes, str) else list(notes),
@@ -265,6 +272,21 @@ def render_report(metrics: dict, *, card: dict | None = None, skipped: list[dict
         "skipped": _list_rows(skipped or [], ["origin", "reason"]),
         "problems": _list_rows((validation or {}).get("problems") or [], ["severity", "kind", "origin", "message"]),
     }
+    if task == "classification":
+        classes = test.get("classes") or metrics.get("classes") or list(test.get("per_class", {}))
+        classes = [str(c) for c in classes]
+        models = _models(metrics)
+        context.update(
+            facts=_facts(metrics), columns=None, plots_note=None, per_label=[],
+            models=[{"name": n, "best": best, "metrics": _metrics(cm), "gain": gains.get(n) if i else None}
+                    for i, (n, cm, best) in enumerate(models)],
+            summary_note=_summary_note(models, gains, level), plots=_plots(metrics, models, classes, level),
+            per_class=_per_class_rows(test, classes))
+    else:
+        view = task_views.task_view(metrics, task, _models(metrics, task_views.primary_key(metrics, task)), level)
+        if context["verdict"] is not None:
+            context["verdict"].update(view.pop("verdict_line"))
+        context.update(view, facts=_facts(metrics, view.pop("facts")), per_class=[])
     return template_env().get_template("report.html").render(context)
 
 

@@ -13,12 +13,14 @@ import warnings
 from contextlib import contextmanager
 from typing import Sequence
 
-__all__ = ["accuracy_bars", "confusion_heatmap", "per_class_bars"]
+__all__ = ["accuracy_bars", "confusion_heatmap", "per_class_bars", "metric_bars", "predicted_vs_true", "residuals",
+           "per_label_f1_bars"]
 
 TRANSFER_COLOUR = "#2f6fb3"
 CONTROL_COLOUR = "#9aa4ae"
 PRECISION_COLOUR = "#2f6fb3"
 RECALL_COLOUR = "#e08a2c"
+POINT_ALPHA = 0.35  # scatter points: overlaps show as darker areas (up to 2,000 points)
 MAX_LABELLED_CLASSES = 20  # above this, confusion-matrix ticks and counts become unreadable
 MAX_BAR_LABELS = 60  # above this, per-class bar tick labels overlap whatever the width
 DPI = 110
@@ -193,6 +195,155 @@ def per_class_bars(
         ax.set_xlim(-0.6, c - 0.4)
         ax.set_ylim(0, 1.05)
         ax.set_ylabel("score")
+        ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, fontsize=9, frameon=False)
+        ax.spines[["top", "right"]].set_visible(False)
+        return _png(fig)
+
+
+def metric_bars(
+    names: Sequence[str], values: Sequence[float], cis: Sequence[Sequence[float] | None],
+    *, label: str, percent: bool, decimals: int = 3, n_transfer: int = 1,
+) -> bytes:
+    """Horizontal bars of one metric with confidence-interval error bars: transfer vs controls.
+
+    The bar chart of :func:`accuracy_bars` for any metric (RMSE in the target's units, micro-F1...).
+
+    Args:
+        names: K model names, the transfer model(s) first.
+        values: K values; proportions in [0, 1] when ``percent`` (drawn in percent), else as given
+            (non-negative, such as an RMSE).
+        cis: K ``[lo, hi]`` intervals (or ``None``) in the units of ``values``.
+        label: the x-axis label (the metric's name and unit).
+        percent: draw proportions as percentages on a 0-100 axis.
+        decimals: decimals of the printed values when not ``percent``.
+        n_transfer: how many of the first names are transfer models (coloured differently).
+
+    Returns:
+        PNG bytes.
+    """
+    k = len(names)
+    scale = 100.0 if percent else 1.0
+    vals = [scale * v for v in values]
+    vals_ci = [None if not ci or None in ci else [scale * c for c in ci] for ci in cis]
+    top = 100.0 if percent else max([*vals, *(ci[1] for ci in vals_ci if ci), 1e-12])
+    fmt = (lambda v: f"{v:.1f}%") if percent else (lambda v: f"{v:.{decimals}f}")
+    fig = _figure(7.5, 1.1 + 0.55 * k)
+    with _quiet():
+        ax = fig.add_subplot()
+        ypos = list(range(k))[::-1]  # first model at the top
+        colours = [TRANSFER_COLOUR if i < n_transfer else CONTROL_COLOUR for i in range(k)]
+        ax.barh(ypos, vals, color=colours, height=0.6,
+                xerr=_errors(vals, vals_ci), error_kw={"ecolor": "#222", "capsize": 4, "lw": 1.2})
+        for y, v, ci in zip(ypos, vals, vals_ci):
+            text = fmt(v) + (f"  [{fmt(ci[0])}, {fmt(ci[1])}]" if ci else "")
+            ax.text(max(v, ci[1] if ci else v) + 0.015 * top, y, text, va="center", fontsize=9)
+        ax.set_yticks(ypos, [_label(n, 24) for n in names])
+        ax.set_xlim(0, 1.25 * top)  # room on the right for the value labels
+        ax.set_xlabel(label)
+        ax.spines[["top", "right"]].set_visible(False)
+        return _png(fig)
+
+
+def predicted_vs_true(y_true: Sequence[float], y_pred: Sequence[float]) -> bytes:
+    """Scatter of predicted against true values with the identity line ``y = x``.
+
+    Points on the line are exact; above it, over-predictions.  Both axes share one range so the
+    line is the diagonal.
+
+    Args:
+        y_true: N true targets, in the user's units.
+        y_pred: N predictions, same units.
+
+    Returns:
+        PNG bytes.
+    """
+    import numpy as np
+
+    t, p = np.asarray(y_true, dtype=float), np.asarray(y_pred, dtype=float)
+    lo, hi = float(min(t.min(), p.min())), float(max(t.max(), p.max()))
+    pad = 0.04 * (hi - lo) or 0.5  # a constant target still gets a visible window
+    fig = _figure(5.6, 5.2)
+    with _quiet():
+        ax = fig.add_subplot()
+        ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], color="#cf222e", lw=1.2, label="identity (y = x)")
+        ax.scatter(t, p, s=10, alpha=POINT_ALPHA, color=TRANSFER_COLOUR, edgecolors="none", label="test item")
+        ax.set_xlim(lo - pad, hi + pad)
+        ax.set_ylim(lo - pad, hi + pad)
+        ax.set_aspect("equal")
+        ax.set_xlabel("true value")
+        ax.set_ylabel("predicted value")
+        ax.legend(loc="upper left", fontsize=9, frameon=False)
+        ax.spines[["top", "right"]].set_visible(False)
+        return _png(fig)
+
+
+def residuals(y_true: Sequence[float], y_pred: Sequence[float]) -> bytes:
+    """Residuals (true minus predicted) against the prediction, with the zero line.
+
+    A trend or funnel shape shows errors that depend on the predicted value (a biased or
+    heteroscedastic model); a band around zero is what a good fit looks like.
+
+    Args:
+        y_true: N true targets, in the user's units.
+        y_pred: N predictions, same units.
+
+    Returns:
+        PNG bytes.
+    """
+    import numpy as np
+
+    t, p = np.asarray(y_true, dtype=float), np.asarray(y_pred, dtype=float)
+    r = t - p
+    fig = _figure(7.0, 4.2)
+    with _quiet():
+        ax = fig.add_subplot()
+        ax.axhline(0.0, color="#cf222e", lw=1.2)
+        ax.scatter(p, r, s=10, alpha=POINT_ALPHA, color=TRANSFER_COLOUR, edgecolors="none")
+        bound = float(np.abs(r).max()) * 1.08 or 1.0
+        ax.set_ylim(-bound, bound)  # symmetric, so a skew of the residuals shows
+        ax.set_xlabel("predicted value")
+        ax.set_ylabel("residual (true − predicted)")
+        ax.spines[["top", "right"]].set_visible(False)
+        return _png(fig)
+
+
+def per_label_f1_bars(
+    labels: Sequence[str], f1: Sequence[float], control_f1: Sequence[float] | None = None,
+    control_name: str | None = None,
+) -> bytes:
+    """F1 per label of the transfer model, beside the best control's when given.
+
+    Args:
+        labels: L label names.
+        f1: L F1 scores in [0, 1] of the transfer model.
+        control_f1: L F1 scores of a control, or ``None``.
+        control_name: the control's name, for the legend.
+
+    Returns:
+        PNG bytes.
+    """
+    n = len(labels)
+    fig = _figure(min(max(6.5, 0.38 * n + 2), 18), 4.2)
+    with _quiet():
+        ax = fig.add_subplot()
+        x = list(range(n))
+        series = [(f1, TRANSFER_COLOUR, "transfer")]
+        if control_f1 is not None:
+            series.append((control_f1, CONTROL_COLOUR, _label(control_name or "control", 30)))
+        w = 0.8 / len(series)
+        for i, (vals, colour, name) in enumerate(series):
+            offset = (i - (len(series) - 1) / 2) * w
+            ax.bar([j + offset for j in x], vals, width=w, color=colour, label=name)
+        if n <= MAX_BAR_LABELS:
+            slant = n > 6 and max(len(_label(s)) for s in labels) > 3  # short names (digits) fit upright
+            ax.set_xticks(x, [_label(s) for s in labels], rotation=45 if slant else 0,
+                          ha="right" if slant else "center", fontsize=9 if n <= 30 else 7)
+        else:
+            ax.set_xticks([])
+            ax.set_xlabel(f"{n} labels, in label order (see the per-label table)")
+        ax.set_xlim(-0.6, n - 0.4)
+        ax.set_ylim(0, 1.05)
+        ax.set_ylabel("F1 (at the label's threshold)")
         ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, fontsize=9, frameon=False)
         ax.spines[["top", "right"]].set_visible(False)
         return _png(fig)
