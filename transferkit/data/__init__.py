@@ -11,13 +11,13 @@ from ._audio import AUDIO_EXTENSIONS, load_audio
 from ._images import IMAGE_EXTENSIONS, load_image
 from ._tables import split_columns
 from .checks import text_problem
-from .dataset import Dataset
+from .dataset import TASK_NAMES, Dataset
 from .readers import DataWarning, from_arrays, read_source
 from .report import Problem, ValidationReport
 from .split import few_shot_sample, stratified_split
 from .validate import PreparedData, prepare_data
 
-__all__ = ["Dataset", "Problem", "ValidationReport", "PreparedData", "prepare_data",
+__all__ = ["Dataset", "TASK_NAMES", "Problem", "ValidationReport", "PreparedData", "prepare_data",
            "read_source", "from_arrays", "load_image", "load_audio", "IMAGE_EXTENSIONS",
            "AUDIO_EXTENSIONS", "DataWarning", "stratified_split", "few_shot_sample",
            "split_columns", "text_problem", "printable"]

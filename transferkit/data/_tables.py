@@ -103,6 +103,10 @@ def _as_text(v: Any) -> str:
     return str(v)
 
 
+def _names(label: str | tuple[str, ...]) -> tuple[str, ...]:
+    return label if isinstance(label, tuple) else (label,)
+
+
 def _match_column(name: str, present: list[str]) -> str | None:
     if name in present:
         return name
@@ -176,7 +180,7 @@ class _Builder:
         self.name, self.text_cols, self.label_col = name, text_cols, label_col
         self.modality, self.base_dir, self.report, self.split = modality, base_dir, report, split
         self.inputs: list[Any] = []
-        self.labels: list[str] = []
+        self.labels: list[str | tuple[str, ...]] = []
         self.origins: list[str] = []
         self.unused_bad: list[str] = []  # rows whose undecodable bytes are in unused columns
         self.seen = 0  # non-blank rows, good or bad
@@ -198,21 +202,28 @@ class _Builder:
         label = None
         if self.label_col is not None:
             v = get(self.label_col)
-            if isinstance(v, (dict, list)):
+            odd = next((x for x in v if isinstance(x, (dict, list, bool)) or _is_missing(x)),
+                       _MISSING) if isinstance(v, list) else _MISSING
+            if isinstance(v, dict) or odd is not _MISSING:
+                what = f"a {type(v).__name__}" if isinstance(v, dict) else \
+                    f"a list holding {'null' if _is_missing(odd) else type(odd).__name__}"
                 self.row_error("bad-label", origin, f"the label in column '{self.label_col}' is "
-                               f"a {type(v).__name__}, not a class name",
-                               "labels must be strings or numbers")
+                               f"{what}, not a class name or a list of label names",
+                               "labels must be strings or numbers (several labels: a JSON list "
+                               "of them)")
                 return
             if _is_missing(v) or (isinstance(v, str) and not v.strip()):
                 self.row_error("missing-label", origin, f"no label (column '{self.label_col}' "
                                "is empty)", "add the label, or remove the row")
                 return
-            label = v if isinstance(v, str) else str(v)
+            # a JSON list stays a tuple of names: resolve_task decides whether that is allowed
+            label = tuple(_as_text(x) for x in v) if isinstance(v, list) else \
+                v if isinstance(v, str) else str(v)
         values = [_as_text(get(c)) for c in self.text_cols]
         item = len(self.inputs)
         if first_bad is not None:
             hit = [c for c, v in zip(self.text_cols, values) if _SURROGATE.search(v)]
-            if label is not None and _SURROGATE.search(label):
+            if label is not None and _SURROGATE.search("\n".join(_names(label))):
                 hit.append(self.label_col)
             if hit:
                 detail = _encoding_detail(raw, first_bad)
@@ -221,7 +232,10 @@ class _Builder:
             else:
                 self.unused_bad.append(origin)
             values = [clean(v) for v in values]
-            label = clean(label) if label is not None else None
+            if isinstance(label, tuple):
+                label = tuple(clean(x) for x in label)
+            elif label is not None:
+                label = clean(label)
         if self.modality == "text":
             self.inputs.append("\n".join(values))
         else:

@@ -60,13 +60,15 @@ def _invisible_only(x: str) -> bool:
 
 
 def _label_problem(label: Any) -> str | None:
-    if not isinstance(label, str):
-        return None
-    try:
-        label.encode("utf-8")
-    except UnicodeEncodeError as e:
-        return (f"the label holds a lone surrogate U+{ord(label[e.start]):04X} at character "
-                f"{e.start + 1}: it cannot be written to the run's files")
+    names = label if isinstance(label, (list, tuple)) else [label]  # multi-label: each name
+    for name in names:
+        if not isinstance(name, str):
+            continue
+        try:
+            name.encode("utf-8")
+        except UnicodeEncodeError as e:
+            return (f"the label holds a lone surrogate U+{ord(name[e.start]):04X} at character "
+                    f"{e.start + 1}: it cannot be written to the run's files")
     return None
 
 

@@ -20,6 +20,7 @@ from ..errors import shown as printable
 from ._audio import AUDIO_EXTENSIONS, audio_array, load_audio
 from ._images import IMAGE_EXTENSIONS, load_image, scale_to_uint8
 from ._tables import TABLE_EXTENSIONS, clean, decode, read_table, table_kind
+from ._task_labels import array_labels, check_task_options, resolve_task
 from .checks import check_items
 from .dataset import Dataset
 from .report import ValidationReport
@@ -35,8 +36,9 @@ _JUNK = {"thumbs.db", "desktop.ini", "__macosx"}
 # ----------------------------------------------------------------------------- entry point
 def read_source(path: str | os.PathLike, *, text_columns: list[str] | None = None,
                 label_column: str | None = "label", modality: str | None = None,
-                report: ValidationReport | None = None,
-                split: str = "train") -> Dataset | tuple[Dataset, Dataset]:
+                report: ValidationReport | None = None, split: str = "train",
+                task: str | None = None,
+                label_sep: str | None = None) -> Dataset | tuple[Dataset, Dataset]:
     """Read a folder or a table into a Dataset, recording per-item problems.
 
     Args:
@@ -52,6 +54,10 @@ def read_source(path: str | os.PathLike, *, text_columns: list[str] | None = Non
             except rows that could not be parsed at all); :func:`prepare_data` re-checks
             the items of a Dataset it is given.
         split: ``"train"`` or ``"test"``, recorded in each problem.
+        task: ``"classification"``, ``"regression"`` or ``"multi-label"``: how the labels are
+            read (see :class:`Dataset`); ``None``: multi-label when every label is a JSON list
+            (or ``label_sep`` is given), else classification.
+        label_sep: multi-label: the separator of the label names in a label string.
 
     Returns:
         A Dataset, or ``(train, test)`` for a folder with ``train/`` and ``test/``.
@@ -61,7 +67,8 @@ def read_source(path: str | os.PathLike, *, text_columns: list[str] | None = Non
     """
     own = report is None
     report = ValidationReport() if own else report
-    out = read_path(Path(path), text_columns, label_column, modality, report, split)
+    out = read_path(Path(path), text_columns, label_column, modality, report, split,
+                    task=task, label_sep=label_sep)
     if own and report.problems:
         warnings.warn(DataWarning(f"{printable(str(path))}:\n{report.summary()}\n  (collect "
                                   "these with "
@@ -74,16 +81,22 @@ class DataWarning(UserWarning):
 
 
 def read_path(path: Path, text_columns, label_column, modality, report, split,
-              label_optional: bool = False) -> Dataset | tuple[Dataset, Dataset]:
+              label_optional: bool = False, task: str | None = None,
+              label_sep: str | None = None) -> Dataset | tuple[Dataset, Dataset]:
     """:func:`read_source` into a given report (``label_optional``: a missing label column
     means unlabelled data rather than an error)."""
     if modality not in (None, "text", "image", "audio"):
         raise UserInputError(f"unknown modality {modality!r}", "use 'text', 'image' or 'audio'")
+    check_task_options(task, label_sep)
     path = path.expanduser()
     if not path.exists():
         raise UserInputError(f"{printable(str(path))} does not exist", _suggest_path(path))
     if path.is_dir():
-        return _read_folder(path, modality, report, split)
+        out = _read_folder(path, modality, report, split)
+        if isinstance(out, tuple):  # the test folder's labels are read as the training ones
+            train = resolve_task(out[0], task, label_sep, report, "train")
+            return train, resolve_task(out[1], train.task, label_sep, report, "test")
+        return resolve_task(out, task, label_sep, report, split)
     kind = table_kind(path)
     if kind is None:
         ext = path.suffix.lower() or "(no extension)"
@@ -98,7 +111,7 @@ def read_path(path: Path, text_columns, label_column, modality, report, split,
                           modality=modality or "text", report=report, split=split,
                           label_optional=label_optional)
     check_items(ds, report, split, what=", ".join(repr(c) for c in cols))
-    return ds
+    return resolve_task(ds, task, label_sep, report, split, label_column)
 
 
 def _suggest_path(path: Path) -> str:
@@ -231,7 +244,8 @@ def _read_text_file(f: Path, origin: str, item: int, report, split: str) -> str:
 
 # ----------------------------------------------------------------------------- arrays
 def from_arrays(X: Any, y: Any = None, *, modality: str | None = None,
-                sampling_rate: int | None = None, classes: Sequence[Any] | None = None) -> Dataset:
+                sampling_rate: int | None = None, classes: Sequence[Any] | None = None,
+                task: str | None = None) -> Dataset:
     """Wrap in-memory data as a Dataset.
 
     Args:
@@ -241,11 +255,17 @@ def from_arrays(X: Any, y: Any = None, *, modality: str | None = None,
             list of ``(H, W[, C])`` arrays; uint8 is kept, floats in [0, 1] (over all of X)
             are scaled by 255, anything else is clipped to 0..255; 16-bit is divided by 257.
             Audio (``modality="audio"``): ``(N, T)`` or a list of ``(T,)`` waveforms.
-        y: labels, one per item, any type (stored with ``str()``); ``None`` for unlabelled.
+        y: labels, one per item; ``None`` for unlabelled.  Classification: any type (stored
+            with ``str()``); regression: finite numbers; multi-label: one list of label names
+            per item, or a multi-hot array ``(N, L)`` of 0/1 (see ``classes``).
         modality: ``"text"``, ``"image"`` or ``"audio"``; guessed from X when ``None``.
         sampling_rate: required for audio.
-        classes: optional class names; integer ``y`` values are then read as indices into
-            ``classes``, and any other value must be one of them.
+        classes: optional class (or label) names; integer ``y`` values are then read as
+            indices into ``classes``, and any other value must be one of them; for a
+            multi-hot ``y``, the names of its columns.
+        task: ``"classification"``, ``"regression"`` or ``"multi-label"``; ``None``:
+            multi-label when every label is a list (or ``y`` is a 2-D array), else
+            classification.
 
     Returns:
         A Dataset whose origins are ``"X[i]"``.
@@ -255,6 +275,7 @@ def from_arrays(X: Any, y: Any = None, *, modality: str | None = None,
     """
     if modality not in (None, "text", "image", "audio"):
         raise UserInputError(f"unknown modality {modality!r}", "use 'text', 'image' or 'audio'")
+    check_task_options(task, None)
     n = len(X)
     items = list(X) if not isinstance(X, np.ndarray) or X.dtype.kind in "OUS" else None
     texts = items is not None and modality in (None, "text") and \
@@ -273,9 +294,14 @@ def from_arrays(X: Any, y: Any = None, *, modality: str | None = None,
         arrays = [np.asarray(x) for x in (items if items is not None else X)]
         modality = modality or _guess_array_modality(arrays)
         inputs = _images_from(arrays) if modality == "image" else _audio_from(arrays, sampling_rate)
-    labels = None if y is None else _labels(y, n, classes)
+    typed = None if y is None else array_labels(y, n, classes, task)
+    if typed is not None:
+        labels, task = typed
+    else:
+        labels = None if y is None else _labels(y, n, classes)
     return Dataset(modality, inputs, labels, [f"X[{i}]" for i in range(n)], source="<arrays>",
-                   sampling_rate=sampling_rate if modality == "audio" else None)
+                   sampling_rate=sampling_rate if modality == "audio" else None,
+                   task=task or "classification")
 
 
 def _guess_array_modality(arrays: list[np.ndarray]) -> str:

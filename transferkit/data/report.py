@@ -55,12 +55,16 @@ class ValidationReport:
         problems: the problems still present (with ``skip_bad``, those fixed by dropping
             items move to ``skipped``).
         skipped: ``{"origin", "reason", "kind", "split"}`` per item or row left out.
-        counts: ``{"train": {"items": n, "classes": {name: n}, "skipped": n}, "test": ...}``.
+        counts: ``{"train": {"items": n, "classes": {name: n}, "skipped": n}, "test": ...}``;
+            multi-label: ``classes`` counts the items carrying each label; regression:
+            ``classes`` is empty and ``target`` holds ``{"min", "max", "mean", "std"}``.
+        task: the task the labels were read for.
     """
 
     problems: list[Problem] = field(default_factory=list)
     skipped: list[dict] = field(default_factory=list)
     counts: dict = field(default_factory=dict)
+    task: str = "classification"
 
     def add(self, severity: str, kind: str, origin: str, message: str, hint: str | None = None,
             *, item: int | None = None, split: str | None = None) -> Problem:
@@ -102,7 +106,13 @@ class ValidationReport:
             classes = c.get("classes") or {}
             shown = ", ".join(f"{k}: {v}" for k, v in list(classes.items())[:12])
             more = " ..." if len(classes) > 12 else ""
-            lines.append(f"  {split}: {c.get('items', 0)} items, {len(classes)} classes"
+            t = c.get("target")
+            if t:
+                lines.append(f"  {split}: {c.get('items', 0)} items, target {t['min']:g} to "
+                             f"{t['max']:g} (mean {t['mean']:g}, std {t['std']:g})")
+                continue
+            word = "labels" if self.task == "multi-label" else "classes"
+            lines.append(f"  {split}: {c.get('items', 0)} items, {len(classes)} {word}"
                          + (f" ({shown}{more})" if classes else ""))
         if errs:
             lines.append("Errors:")
@@ -123,7 +133,8 @@ class ValidationReport:
 
     def to_dict(self) -> dict:
         """JSON-able form (validation.json in the run directory)."""
-        return {"ok": self.ok(), "errors": len(self.errors), "warnings": len(self.warnings),
+        return {"ok": self.ok(), "task": self.task, "errors": len(self.errors),
+                "warnings": len(self.warnings),
                 "problems": [p.to_dict() for p in self.problems],
                 "skipped": [dict(s) for s in self.skipped], "counts": self.counts}
 

@@ -16,9 +16,18 @@ from typing import Any
 from ..errors import DataValidationError, UserInputError
 from ..errors import shown as printable
 from ._tables import split_columns
+from ._task_labels import check_task_options, resolve_task
 from .checks import check_items
 from .dataset import Dataset, item_hash
-from .labels import NumericTarget, regression_target
+from .labels import (
+    NumericTarget,
+    check_label_sets,
+    check_targets,
+    label_names,
+    label_text,
+    regression_target,
+    target_stats,
+)
 from .readers import read_path
 from .report import Problem, ValidationReport
 
@@ -30,16 +39,20 @@ ROW_KINDS = frozenset({"bad-json", "bad-row", "missing-label", "bad-label", "not
 
 @dataclass
 class PreparedData:
-    """What :func:`prepare_data` returns: the checked sets and the report."""
+    """What :func:`prepare_data` returns: the checked sets, the report, and the task the
+    labels were read for (``"classification"``, ``"regression"`` or ``"multi-label"``: what
+    ``train.task`` and ``test.task`` are)."""
 
     train: Dataset
     test: Dataset | None
     report: ValidationReport
+    task: str = "classification"
 
 
 def prepare_data(data: Any, test: Any = None, *, text_columns: list[str] | None = None,
                  label_column: str | None = "label", modality: str | None = None,
-                 skip_bad: bool = False, require_labels: bool = True) -> PreparedData:
+                 skip_bad: bool = False, require_labels: bool = True, task: str | None = None,
+                 label_sep: str | None = None) -> PreparedData:
     """Read and check the data; raise with every problem, or drop the bad items.
 
     Args:
@@ -50,6 +63,13 @@ def prepare_data(data: Any, test: Any = None, *, text_columns: list[str] | None 
         skip_bad: drop bad items (listed in ``report.skipped``) instead of raising.
         require_labels: ``False`` for prediction: labels are optional and class checks skipped
             (a table without the default ``label`` column is then read as unlabelled).
+        task: ``"classification"``, ``"regression"`` or ``"multi-label"``: how to read the
+            labels (see :class:`Dataset`).  ``None`` infers it, never silently: every label a
+            JSON list (or ``label_sep`` given) -> multi-label with a ``task-inferred``
+            warning; numbers with many distinct values -> a ``regression-target`` error
+            saying which task to pass; otherwise classification.  The test set is read for
+            the training set's task.
+        label_sep: multi-label labels written as one string, e.g. ``"cat;dog"`` with ``";"``.
 
     Returns:
         :class:`PreparedData` with the (cleaned) sets and the report (warnings, skipped).
@@ -58,11 +78,12 @@ def prepare_data(data: Any, test: Any = None, *, text_columns: list[str] | None 
         DataValidationError: errors remain (all of them are in ``err.report``).
         UserInputError: a source is unusable as a whole (missing path, missing column...).
     """
+    check_task_options(task, label_sep)
     report = ValidationReport()
     text_columns = split_columns(text_columns)
     opts = dict(text_columns=text_columns, label_column=label_column, modality=modality,
-                label_optional=not require_labels)
-    train = _load(data, "train", report, **opts)
+                label_optional=not require_labels, label_sep=label_sep)
+    train = _load(data, "train", report, task=task, **opts)
     if isinstance(train, tuple):
         if test is not None:
             raise UserInputError(f"{printable(str(data))} already has train/ and test/ folders; "
@@ -72,7 +93,7 @@ def prepare_data(data: Any, test: Any = None, *, text_columns: list[str] | None 
     else:
         test_ds = None
         if test is not None:
-            test_ds = _load(test, "test", report, **opts)
+            test_ds = _load(test, "test", report, task=train.task, **opts)
             if isinstance(test_ds, tuple):
                 raise UserInputError(f"the test path {printable(str(test))} has train/ and test/ "
                                      "folders",
@@ -80,25 +101,27 @@ def prepare_data(data: Any, test: Any = None, *, text_columns: list[str] | None 
     if test_ds is not None and test_ds.modality != train.modality:
         report.add("error", "modality-mismatch", "test set", f"the test set is "
                    f"{test_ds.modality} but the training set is {train.modality}", split="test")
-    before = set(train.labels or [])
+    before = set(label_names(train))
     if skip_bad:
         _leave_out_empty_class_folders(report)
         train, test_ds = _drop(train, "train", report), _drop(test_ds, "test", report)
-    _check_sets(train, test_ds, report, require_labels, label_column)
+    _check_sets(train, test_ds, report, require_labels, label_column, task is not None)
     if skip_bad:  # duplicates and unseen labels are per item: drop those too
         test_ds = _drop(test_ds, "test", report)
         if test_ds is not None and len(test_ds) == 0 and not _has(report, "no-items", "test"):
             _no_items(report, "test")
-        lost = sorted(before - set(train.labels or []))
+        lost = sorted(before - set(label_names(train)))
+        what = "label" if train.task == "multi-label" else "class"
         for c in lost:
-            report.add("error", "empty-class", "train set", f"every item of class "
+            report.add("error", "empty-class", "train set", f"every item of {what} "
                        f"'{printable(c)}' was skipped as bad: nothing is left to learn it from",
-                       f"fix the files of class '{printable(c)}' (see skipped), or remove the "
-                       "class", split="train")
+                       f"fix the files of {what} '{printable(c)}' (see skipped), or remove the "
+                       f"{what}", split="train")
+    report.task = train.task
     _fill_counts(report, train, test_ds)
     if report.errors:
         raise _failure(report, skip_bad)
-    return PreparedData(train, test_ds, report)
+    return PreparedData(train, test_ds, report, train.task)
 
 
 def _failure(report: ValidationReport, skip_bad: bool) -> DataValidationError:
@@ -124,13 +147,15 @@ def _leave_out_empty_class_folders(report: ValidationReport) -> None:
             p.hint = "add files to it, or delete the folder to silence this warning"
 
 
-def _load(src: Any, split: str, report: ValidationReport, *, label_optional: bool, **opts):
+def _load(src: Any, split: str, report: ValidationReport, *, label_optional: bool,
+          task: str | None, label_sep: str | None, **opts):
     if isinstance(src, Dataset):
         check_items(src, report, split)
-        return src
+        return resolve_task(src, task, label_sep, report, split)
     if isinstance(src, (str, os.PathLike)):
         return read_path(Path(src), opts["text_columns"], opts["label_column"], opts["modality"],
-                         report, split, label_optional=label_optional)
+                         report, split, label_optional=label_optional, task=task,
+                         label_sep=label_sep)
     raise UserInputError(f"cannot use a {type(src).__name__} as data",
                          "pass a path, or build a Dataset with from_arrays(X, y)")
 
@@ -177,8 +202,10 @@ def _safe_hashes(ds: Dataset) -> list[str | None]:
 
 
 def _check_sets(train: Dataset, test: Dataset | None, report: ValidationReport,
-                require_labels: bool, label_column: str | None) -> None:
-    """Set-level checks: labels, classes, label spellings, duplicates, unseen test labels."""
+                require_labels: bool, label_column: str | None, task_given: bool) -> None:
+    """Set-level checks: labels, classes (or targets, or label sets), label spellings,
+    duplicates, unseen test labels.  ``task_given``: the user named the task, so numbers
+    read as classes are what was asked for."""
     add = report.add
     for name, ds in (("train", train), ("test", test)):
         if ds is not None and len(ds) == 0:
@@ -189,9 +216,14 @@ def _check_sets(train: Dataset, test: Dataset | None, report: ValidationReport,
                 add("error", "no-labels", f"{name} set", f"the {name} data has no labels",
                     "put the items in one subfolder per class, or name the label column "
                     "with label_column=...", split=name)
-    if require_labels and train.labels is not None and len(train):
+    labelled = require_labels and train.labels is not None and len(train) > 0
+    if labelled and train.task == "regression":
+        check_targets(train, report)
+    elif labelled and train.task == "multi-label":
+        check_label_sets(train, report)
+    elif labelled:
         counts = Counter(train.labels)
-        target = regression_target(train.labels)
+        target = None if task_given else regression_target(train.labels)
         if target:
             _regression_error(train, label_column, target, report)
         elif len(counts) == 1:
@@ -208,7 +240,7 @@ def _check_sets(train: Dataset, test: Dataset | None, report: ValidationReport,
             add("warning", "too-few-per-class", "train set", f"{what} only 1 item: "
                 "it cannot be split stratified (it stays in the training part)",
                 "add more items of these classes", split="train")
-    if require_labels:
+    if require_labels and train.task != "regression":
         _check_label_case(train, test, report)
     th = _safe_hashes(train)
     _duplicates_within(train, th, "train", report)
@@ -226,14 +258,18 @@ def _check_sets(train: Dataset, test: Dataset | None, report: ValidationReport,
                 f"item {printable(train.origins[first[h]])}: copies in both sets inflate test "
                 "accuracy",
                 "remove it from one of the two sets", item=j, split="test")
-    if require_labels and train.labels is not None and test.labels is not None:
-        seen = set(train.labels)
+    if require_labels and train.labels is not None and test.labels is not None \
+            and train.task != "regression":
+        seen = set(label_names(train))
         norm = {_norm(x) for x in seen}
         for j, lab in enumerate(test.labels):
-            if lab not in seen and _norm(lab) not in norm:  # case variants: label-case says it
-                add("error", "unseen-label", test.origins[j], f"label '{printable(lab)}' does not "
-                    "occur in the training data", "a model cannot predict a class it never saw: "
-                    f"add training items of '{printable(lab)}', or remove these test items",
+            names = lab if train.task == "multi-label" else (lab,)
+            new = [x for x in names if x not in seen and _norm(x) not in norm]  # case: label-case
+            if new:
+                shown = ", ".join(f"'{printable(x)}'" for x in new)
+                add("error", "unseen-label", test.origins[j], f"label {shown} does not "
+                    "occur in the training data", "a model cannot predict a label it never saw: "
+                    f"add training items of {shown}, or remove these test items",
                     item=j, split="test")
 
 
@@ -250,11 +286,11 @@ def _regression_error(ds: Dataset, label_column: str | None, t: NumericTarget,
     rows = "rows" if src.is_file() else "items"
     report.add("error", "regression-target", where, f"{printable(what)} {t.distinct} "
                f"distinct {kind} in {t.n} {rows} (e.g. {printable(', '.join(t.examples))}): it "
-               "looks like a regression target, but transferkit classifies (each value would "
-               "become a class of its own)", "bin the values into classes (e.g. low/medium/high); "
-               "if another column holds the class names, that one is the label column; if "
-               "these numbers really are class names, make them non-numeric (e.g. 'c12')",
-               split="train")
+               "looks like a regression target, not classes (as classes, each value would "
+               "become a class of its own)", "pass --task regression (task='regression') to "
+               "predict the number; or --task classification to keep each value as a class; "
+               "or bin the values into classes (e.g. low/medium/high); if another column holds "
+               "the class names, that one is the label column", split="train")
 
 
 def _no_items(report: ValidationReport, split: str) -> None:
@@ -274,7 +310,7 @@ def _check_label_case(train: Dataset, test: Dataset | None, report: ValidationRe
     """Labels that differ only in case or surrounding spaces: the user must decide."""
     spellings: dict[str, Counter] = defaultdict(Counter)
     for ds in (train, test):
-        for lab in (ds.labels or []) if ds is not None else []:
+        for lab in label_names(ds, each=True) if ds is not None else []:
             spellings[_norm(lab)][lab] += 1
     for forms in spellings.values():
         if len(forms) > 1:
@@ -306,8 +342,8 @@ def _duplicates_within(ds: Dataset, hashes: list[str | None], split: str,
             j = next(k for k in clash[0] if ds.labels[k] != ds.labels[i])
             report.add("warning", "conflicting-labels", f"{split} set", f"{len(clash)} group(s) "
                        f"of identical items carry different labels (e.g. {printable(ds.origins[i])} "
-                       f"'{printable(ds.labels[i])}' vs {printable(ds.origins[j])} "
-                       f"'{printable(ds.labels[j])}')",
+                       f"'{printable(label_text(ds.labels[i]))}' vs {printable(ds.origins[j])} "
+                       f"'{printable(label_text(ds.labels[j]))}')",
                        "check those labels", split=split)
 
 
@@ -315,6 +351,9 @@ def _fill_counts(report: ValidationReport, train: Dataset, test: Dataset | None)
     skipped = Counter(s.get("split") for s in report.skipped)
     for name, ds in (("train", train), ("test", test)):
         if ds is not None:
+            # classes: items per class (multi-label: per label name; regression: none)
             report.counts[name] = {"items": len(ds),
-                                   "classes": dict(sorted(Counter(ds.labels or []).items())),
+                                   "classes": dict(sorted(Counter(label_names(ds, each=True)).items())),
                                    "skipped": skipped.get(name, 0)}
+            if ds.task == "regression" and ds.labels:
+                report.counts[name]["target"] = target_stats(ds.labels)
