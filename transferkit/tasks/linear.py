@@ -1,14 +1,37 @@
 """Linear heads on fixed features, in numpy: the fit shared by the linear probe and the controls.
 
-``fit_logistic`` is the classification head: standardise, choose the L2 strength by stratified
-cross-validation, refit, fold the scaler into one ``(C, D)`` layer over raw features.
+Every head standardises the features, chooses its L2 strength by cross-validation on the
+training items only, refits on all of them and folds the scaler into one ``(K, D)`` layer over
+raw features (:class:`LinearFit`), whatever the task:
+
+- classification: :func:`fit_logistic`, multinomial logistic regression, C by stratified CV;
+- regression: :func:`fit_ridge`, ridge on a standardised target, alpha by leave-one-out CV;
+- multi-label: one logistic regression per label, C and a decision threshold per label from
+  out-of-fold predictions (``_multilabel.py``).
 """
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+
+def fit_scaler(X: np.ndarray):
+    """A ``StandardScaler`` fitted on ``(N, D)`` features, each scale floored.
+
+    A feature that is (nearly) constant on the training items, as happens with a handful of
+    items, would be divided by ~0 (sklearn only guards exact zeros): the folded weights reach
+    1e30 and fine-tuning from them (lp-ft) overflows.  Floor each scale at a thousandth of the
+    median, so such a feature stays near 0 after scaling and carries no weight.
+    """
+    from sklearn.preprocessing import StandardScaler
+
+    scaler = StandardScaler().fit(X)
+    floor = 1e-3 * float(np.median(scaler.scale_)) if np.median(scaler.scale_) > 0 else 1.0
+    scaler.scale_ = np.maximum(scaler.scale_, floor)
+    return scaler
 
 
 def fit_logistic(X, y: np.ndarray, *, Cs: tuple[float, ...], cv: int, max_iter: int,
@@ -24,17 +47,10 @@ def fit_logistic(X, y: np.ndarray, *, Cs: tuple[float, ...], cv: int, max_iter: 
         ``W (C, D)`` and ``b (C,)`` acting on *unscaled* X, and facts about the fit.
     """
     from sklearn.linear_model import LogisticRegression
-    from sklearn.preprocessing import StandardScaler
 
     if scale:
         X = np.asarray(X, dtype=np.float64)
-        scaler = StandardScaler().fit(X)
-        # A feature that is (nearly) constant on the training items, as happens with a handful of
-        # items, would be divided by ~0 (sklearn only guards exact zeros): the folded weights reach
-        # 1e30 and fine-tuning from them (lp-ft) overflows.  Floor each scale at a thousandth of
-        # the median, so such a feature stays near 0 after scaling and carries no weight.
-        floor = 1e-3 * float(np.median(scaler.scale_)) if np.median(scaler.scale_) > 0 else 1.0
-        scaler.scale_ = np.maximum(scaler.scale_, floor)
+        scaler = fit_scaler(X)
         Xs = scaler.transform(X)
     else:
         Xs = X
@@ -86,3 +102,137 @@ def softmax(z: np.ndarray) -> np.ndarray:
     z = z - z.max(axis=1, keepdims=True)
     e = np.exp(z)
     return e / e.sum(axis=1, keepdims=True)
+
+
+def sigmoid(z: np.ndarray) -> np.ndarray:
+    from scipy.special import expit
+
+    return expit(z)
+
+
+#: Default options of each task's linear head: the linear probe's (``ProbeParams``) for the
+#: logistic heads; for ridge, half-decades of alpha wide enough for standardised features of any
+#: width and a few to tens of thousands of items (the penalty is on the summed squared error).
+DEFAULT_OPTIONS: dict[str, dict[str, Any]] = {
+    "classification": {"Cs": (1e-3, 1e-2, 1e-1, 1.0, 10.0), "cv": 5, "max_iter": 2000},
+    "regression": {"alphas": tuple(float(a) for a in np.logspace(-2, 6, 17))},
+    "multi-label": {"Cs": (1e-3, 1e-2, 1e-1, 1.0, 10.0), "cv": 5, "max_iter": 2000},
+}
+
+
+@dataclass(frozen=True)
+class LinearFit:
+    """A linear head acting on *unscaled* features: ``outputs = X @ W.T + b``, then the task's link.
+
+    Attributes:
+        W: ``(K, D)``: ``K = C`` classes, ``1`` for regression, ``L`` labels for multi-label.
+        b: ``(K,)``.
+        info: facts about the fit (chosen regularisation, folds, convergence, notes), JSON-able.
+        thresholds: ``(L,)`` per-label decision thresholds on the probabilities (multi-label), else None.
+        target_mean: regression: the training target's mean (the head is already in the user's
+            units; kept for the model card); else None.
+        target_scale: regression: the training target's standard deviation; else None.
+    """
+
+    W: np.ndarray
+    b: np.ndarray
+    info: dict[str, Any]
+    thresholds: np.ndarray | None = None
+    target_mean: float | None = None
+    target_scale: float | None = None
+
+
+def fit_linear(task_name: str, X, y: np.ndarray, *, seed: int, scale: bool = True, **task_options: Any) -> LinearFit:
+    """The task's linear head on fixed features, regularisation chosen by cross-validation.
+
+    Args:
+        task_name: ``"classification"``, ``"regression"`` or ``"multi-label"``.
+        X: ``(N, D)`` features; dense, or scipy sparse with ``scale=False``.
+        y: the task's encoding (``Task.encode``): int ``(N,)``, float ``(N,)`` or 0/1 ``(N, L)``.
+        seed: seed of the cross-validation folds.
+        scale: standardise features first (the scaler is folded into ``W, b``).
+        task_options: override :data:`DEFAULT_OPTIONS` of the task (``Cs``, ``cv``, ``max_iter``;
+            ``alphas`` for regression).
+
+    Returns:
+        A :class:`LinearFit`; :func:`linear_outputs` is its forward pass.
+    """
+    if task_name not in DEFAULT_OPTIONS:
+        raise ValueError(f"unknown task {task_name!r}; known: {', '.join(DEFAULT_OPTIONS)}")
+    unknown = set(task_options) - set(DEFAULT_OPTIONS[task_name])
+    if unknown:
+        raise ValueError(f"options {sorted(unknown)} do not apply to {task_name}; "
+                         f"allowed: {sorted(DEFAULT_OPTIONS[task_name])}")
+    opts = {**DEFAULT_OPTIONS[task_name], **task_options}
+    if X.shape[0] != len(y):
+        raise ValueError(f"X has {X.shape[0]} rows but y has {len(y)} items")
+    if task_name == "classification":
+        W, b, info = fit_logistic(X, np.asarray(y, dtype=np.int64), Cs=tuple(opts["Cs"]), cv=opts["cv"],
+                                  max_iter=opts["max_iter"], seed=seed, scale=scale)
+        return LinearFit(W, b, info)
+    if task_name == "regression":
+        return fit_ridge(X, np.asarray(y, dtype=np.float64), alphas=tuple(opts["alphas"]), scale=scale)
+    from ._multilabel import fit_multilabel
+
+    W, b, thresholds, info = fit_multilabel(X, np.asarray(y, dtype=np.uint8), Cs=tuple(opts["Cs"]), cv=opts["cv"],
+                                            max_iter=opts["max_iter"], seed=seed, scale=scale)
+    return LinearFit(W, b, info, thresholds=thresholds)
+
+
+def fit_ridge(X, y: np.ndarray, *, alphas: tuple[float, ...], scale: bool = True) -> LinearFit:
+    """Ridge regression on standardised features and target, alpha by leave-one-out CV.
+
+    scikit-learn's ``RidgeCV`` computes the exact leave-one-out error of every alpha in closed
+    form (generalised cross-validation), so the whole grid costs about one fit.  The target is
+    standardised so that one alpha grid fits targets of any unit; both scalers are folded back.
+
+    Args:
+        X: ``(N, D)`` features (dense; or scipy sparse with ``scale=False``).
+        y: ``(N,)`` finite targets, not all equal.
+
+    Returns:
+        A :class:`LinearFit` with ``W (1, D)``, ``b (1,)`` giving predictions in ``y``'s units.
+    """
+    from sklearn.linear_model import RidgeCV
+
+    if not np.all(np.isfinite(y)):
+        raise ValueError("regression targets must be finite")
+    mean, std = float(y.mean()), float(y.std())
+    if not std > 0:
+        raise ValueError("the regression target is constant on the training items: nothing to learn")
+    if scale:
+        X = np.asarray(X, dtype=np.float64)
+        scaler = fit_scaler(X)
+        Xs = scaler.transform(X)
+    else:
+        Xs = X
+    grid = sorted(float(a) for a in alphas)
+    ridge = RidgeCV(alphas=grid).fit(Xs, (y - mean) / std)
+    coef, intercept = np.asarray(ridge.coef_, np.float64), float(ridge.intercept_)
+    if scale:
+        coef = coef / scaler.scale_
+        intercept = intercept - float(coef @ scaler.mean_)
+    info: dict[str, Any] = {"alphas": grid, "alpha": float(ridge.alpha_), "cv": "leave-one-out",
+                            "cv_r2": float(1.0 + ridge.best_score_)}
+    if ridge.alpha_ in (grid[0], grid[-1]) and len(grid) > 1:
+        info["note"] = "the chosen alpha is at the edge of the grid; a wider grid may fit better"
+    W = (std * coef)[None, :]
+    b = np.array([std * intercept + mean])
+    return LinearFit(W, b, info, target_mean=mean, target_scale=std)
+
+
+def linear_outputs(task_name: str, X, fit: LinearFit) -> np.ndarray:
+    """The forward pass of :func:`fit_linear`'s head on ``(N, D)`` features (dense or sparse).
+
+    Returns:
+        classification ``(N, C)`` probabilities; regression ``(N,)`` values in the target's units;
+        multi-label ``(N, L)`` per-label probabilities.
+    """
+    z = np.asarray(X @ np.asarray(fit.W, np.float64).T, dtype=np.float64) + np.asarray(fit.b, np.float64)
+    if task_name == "classification":
+        return softmax(z)
+    if task_name == "regression":
+        return z[:, 0]
+    if task_name == "multi-label":
+        return sigmoid(z)
+    raise ValueError(f"unknown task {task_name!r}; known: {', '.join(DEFAULT_OPTIONS)}")
