@@ -15,12 +15,13 @@ import numpy as np
 from .backbones import get_backbone
 from .backbones.base import Backbone
 from .config import FitConfig
-from .controls import BASELINES, baseline_for
+from .controls import BASELINES, baselines_for, control_name
 from .data.dataset import Dataset
 from .evaluation import classification_metrics, transfer_verdict
 from .model import TransferModel
 from .scores.domain import domain_shift
 from .strategies.base import Strategy
+from .tasks import Outputs, get_task
 from .training import distributed
 
 Log = Callable[[str], None]
@@ -40,7 +41,8 @@ def new_model(backbone: Backbone, strategy: Strategy, cfg: FitConfig, *, progres
 
 
 def aligned(fitted: Strategy, proba: np.ndarray, classes: list[str]) -> np.ndarray:
-    """``proba`` of ``fitted`` with its columns in the order of ``classes``."""
+    """``proba`` of ``fitted`` (``(N, C)``, or ``(N, L)`` per-label for multi-label) with its
+    columns in the order of ``classes``."""
     if list(fitted.classes_) == list(classes):
         return proba
     return proba[:, [fitted.classes_.index(c) for c in classes]]
@@ -48,27 +50,41 @@ def aligned(fitted: Strategy, proba: np.ndarray, classes: list[str]) -> np.ndarr
 
 def run_controls(strategy: Strategy, backbone: Backbone, train: Dataset | None, test: Dataset, cfg: FitConfig,
                  say: Log, progress: bool | None, target: Dataset | None = None,
-                 checkpoints: str | Path | None = None) -> dict[str, np.ndarray]:
-    """Test-set probabilities of (a) the same strategy on a randomly initialised copy of the
-    backbone (adapting to the same unlabelled ``target``, if any) and (b) the modality's
-    classical baseline, both trained on the same split (no baseline without training labels)."""
-    out: dict[str, np.ndarray] = {}
+                 checkpoints: str | Path | None = None) -> dict[str, Outputs]:
+    """Test-set outputs of the controls of the fitted ``strategy``'s task, each trained on the
+    same split: (a) ``random-init``, the same strategy on a randomly initialised copy of the
+    backbone (adapting to the same unlabelled ``target``, if any); (b) the modality's classical
+    baseline learning the task (``tfidf-logreg``, ``pixels-ridge``...); (c) for regression,
+    ``mean``, the training mean for every item.  No (b) or (c) without training labels.
+
+    Returns:
+        ``{name: Outputs(values, thresholds)}``: ``values`` in the shapes of
+        :meth:`Strategy.predict_outputs` (columns in the order of ``strategy.classes_``),
+        ``thresholds`` ``(L,)`` for multi-label, else ``None``.
+    """
+    task = strategy.task_
+    out: dict[str, Outputs] = {}
     say("control: the same architecture, randomly initialised …")
     random_model = new_model(backbone.randomized(cfg.seed), strategy.clone(), cfg, progress=progress, target=target,
                              checkpoints=checkpoints)
-    random_model.strategy.fit(train, random_model.ctx)
-    out["random-init"] = aligned(random_model.strategy, random_model.strategy.predict_proba(test, random_model.ctx),
-                                 strategy.classes_)
+    rs = random_model.strategy
+    rs.fit(train, random_model.ctx)
+    values = rs.predict_outputs(test, random_model.ctx)
+    thresholds = rs.thresholds_
+    if task != "regression":
+        values = aligned(rs, values, strategy.classes_)
+    if thresholds is not None and list(rs.classes_) != list(strategy.classes_):
+        thresholds = np.asarray(thresholds)[[rs.classes_.index(c) for c in strategy.classes_]]
+    out["random-init"] = Outputs(values, thresholds)
     if train is None or not train.labels:
         return out
-    try:
-        name = baseline_for(train.modality)
-    except KeyError:
-        return out
-    say(f"control: classical baseline {name} …")
-    y = np.array([strategy.classes_.index(c) for c in train.labels])
-    proba, _info = BASELINES.get(name)(train, y, test, cfg.seed)
-    out[name] = proba
+    y = get_task(task).encode(list(train.labels), list(strategy.classes_))
+    for name in baselines_for(train.modality, task):
+        shown = control_name(name, task)
+        say("control: the training mean for every item …" if name == "mean"
+            else f"control: classical baseline {shown} …")
+        values, info = BASELINES.get(name)(train, y, test, cfg.seed, task=task)
+        out[shown] = Outputs(values, info.get("thresholds"))
     return out
 
 

@@ -1,4 +1,4 @@
-"""A trained transfer model: a backbone, a fitted strategy, its classes and its lineage."""
+"""A trained transfer model: a backbone, a fitted strategy, its task, classes and lineage."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,6 +11,7 @@ from .data.dataset import Dataset
 from .errors import UserInputError
 from .features import ExtractionStats, FeatureCache, extract_features
 from .strategies.base import Strategy, TransferContext
+from .tasks import get_task
 
 
 class TransferModel:
@@ -19,7 +20,9 @@ class TransferModel:
     Attributes:
         backbone: the pre-trained backbone (frozen or adapted, as the strategy left it).
         strategy: the fitted strategy.
-        classes: class names, in the order of probability columns.
+        task: what it predicts: ``"classification"``, ``"regression"`` or ``"multi-label"``.
+        classes: class names (multi-label: label names), in the order of the output columns;
+            ``[]`` for regression.
         card: the model card (lineage) as a dict.
         metrics: the fit's metrics (``None`` for a loaded model without metrics.json).
         run_dir: where the run lives, if it was written.
@@ -45,6 +48,10 @@ class TransferModel:
     @property
     def classes(self) -> list[str]:
         return list(self.strategy.classes_)
+
+    @property
+    def task(self) -> str:
+        return self.strategy.task_
 
     @property
     def modality(self) -> str:
@@ -81,16 +88,33 @@ class TransferModel:
         return Dataset(modality=self.modality, inputs=items)
 
     def predict_proba(self, inputs: Any) -> np.ndarray:
-        """Class probabilities ``(N, C)``, columns in the order of :attr:`classes`."""
+        """Class probabilities ``(N, C)``, columns in the order of :attr:`classes` (multi-label:
+        per-label probabilities ``(N, L)``).
+
+        Raises:
+            UserInputError: a regression model (it predicts numbers: :meth:`predict_outputs`).
+        """
         if self.onnx is not None:
             return self.onnx.predict_proba(self.as_dataset(inputs), batch_size=self.batch_size)
         return self.strategy.predict_proba(self.as_dataset(inputs), self.ctx)
 
-    def predict(self, inputs: Any) -> list[str]:
-        """Predicted class names, one per input."""
-        proba = self.predict_proba(inputs)
-        return [self.classes[i] for i in proba.argmax(1)]
+    def predict_outputs(self, inputs: Any) -> np.ndarray:
+        """The task's outputs: classification ``(N, C)`` probabilities, regression ``(N,)``
+        values in the target's units, multi-label ``(N, L)`` per-label probabilities."""
+        if self.onnx is not None:  # export covers classification heads only, so this is one
+            return self.onnx.predict_proba(self.as_dataset(inputs), batch_size=self.batch_size)
+        return self.strategy.predict_outputs(self.as_dataset(inputs), self.ctx)
+
+    def predict(self, inputs: Any) -> list:
+        """One decision per input: a class name (classification), a number (regression) or a
+        sorted tuple of label names (multi-label: each label whose probability reaches the
+        threshold chosen for it in training)."""
+        outputs = self.predict_outputs(inputs)
+        if self.task == "classification":
+            return [self.classes[i] for i in outputs.argmax(1)]
+        return get_task(self.task).decide(outputs, self.strategy.thresholds_, classes=self.classes)
 
     def __repr__(self) -> str:
         where = f", run_dir={str(self.run_dir)!r}" if self.run_dir else ""
-        return f"TransferModel({self.backbone.describe()}, {self.strategy!r}, classes={self.classes}{where})"
+        task = f", task={self.task!r}" if self.task != "classification" else ""
+        return f"TransferModel({self.backbone.describe()}, {self.strategy!r}, classes={self.classes}{task}{where})"

@@ -408,7 +408,8 @@ class FeatureAdaptation(Strategy):
             out.update(self._backbone_tensors())
         return out
 
-    def load_state(self, tensors: dict[str, torch.Tensor], classes: list[str], backbone=None) -> "FeatureAdaptation":
+    def load_state(self, tensors: dict[str, torch.Tensor], classes: list[str], backbone=None,
+                   task: str = "classification") -> "FeatureAdaptation":
         sub = {k[len("adapter."):]: v for k, v in tensors.items() if k.startswith("adapter.")}
         try:
             h, d = sub["body.0.weight"].shape
@@ -433,4 +434,4 @@ class FeatureAdaptation(Strategy):
             backbone.module.eval()
             self.backbone_, self.trained_names_ = backbone, sorted(tuned)
             mark_adapted(backbone, self._backbone_tensors())
-        return self._restored(classes)
+        return self._restored(classes, task)

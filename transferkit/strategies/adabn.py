@@ -48,6 +48,7 @@ class AdaBNProbe(LinearProbe):
     description = ("linear probe applied through the target's own feature statistics (AdaBN on features); "
                    "needs --target-unlabelled")
     needs_target = True
+    tasks = ("classification",)  # its _fit is the classification head only, whatever LinearProbe learns
 
     def _fit(self, train: Dataset, y: np.ndarray, ctx: TransferContext) -> None:
         X = ctx.features(train)

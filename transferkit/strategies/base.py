@@ -7,6 +7,10 @@ strategy raises :class:`~transferkit.errors.NotFittedError`.  A strategy sees th
 the data through a :class:`TransferContext`, never through files or globals, so the same
 object serves the transfer run and its random-init control.
 
+Every strategy declares the tasks it handles (:attr:`Strategy.tasks`; classification unless it
+says more): :meth:`Strategy.check_task`, called by :meth:`Strategy.fit` and at the end of every
+:meth:`Strategy.load_state`, refuses any other with a message naming the strategies that handle it.
+
 What the pipeline, export and explanations may ask of any strategy is declared here, with a
 default, so that no caller probes with ``hasattr``: :meth:`Strategy.check_labels`,
 :attr:`Strategy.tunes_backbone`, :attr:`Strategy.transforms_features` with
@@ -28,9 +32,15 @@ from .._registry import Registry
 from ..backbones.base import Backbone
 from ..data.dataset import Dataset
 from ..errors import NotFittedError, UserInputError
+from ..tasks import get_task
 from .params import Params, build_params, describe_params
 
 STRATEGIES: Registry = Registry("strategy")
+
+
+def strategies_for(task: str) -> list[str]:
+    """Names of the registered strategies whose :attr:`Strategy.tasks` include ``task``."""
+    return [e.name for e in STRATEGIES if task in e.obj.tasks]
 
 
 @dataclass
@@ -62,7 +72,8 @@ class Strategy(ABC):
 
     Subclasses set ``name`` (their registry name), ``description`` (one line) and ``Params``
     (their options, :mod:`.params`), and implement ``_fit``, ``_predict_proba``,
-    ``state_tensors`` and ``load_state``.
+    ``state_tensors`` and ``load_state``; one that handles more than classification lists the
+    tasks in ``tasks`` and implements ``_predict_outputs`` for them.
     """
 
     name: ClassVar[str] = ""
@@ -80,6 +91,9 @@ class Strategy(ABC):
     #: True when :meth:`transform` gives the strategy's own features (the domain-adaptation
     #: adapters): the pipeline then measures the domain distance on them too.
     transforms_features: ClassVar[bool] = False
+    #: The tasks (:data:`transferkit.tasks.TASKS` names) the strategy can learn; anything else is
+    #: refused by :meth:`check_task` before a model loads.
+    tasks: ClassVar[tuple[str, ...]] = ("classification",)
 
     def __init__(self, **params: Any) -> None:
         """Options by keyword (``LinearProbe(cv=3)``), checked and coerced by ``Params``."""
@@ -110,7 +124,23 @@ class Strategy(ABC):
         return {"name": cls.name, "description": cls.description,
                 "needs": {"labels": cls.needs_labels, "unlabelled_target": cls.needs_target,
                           "backbone_training": not cls.uses_features},
+                "tasks": list(cls.tasks),
                 "params": describe_params(cls.params_class())}
+
+    @classmethod
+    def check_task(cls, task: str) -> None:
+        """Refuse a task this strategy cannot learn, naming the strategies that can.
+
+        Raises:
+            UserInputError: an unknown task name, or one not in :attr:`tasks`.
+        """
+        get_task(task)  # an unknown name: the registry's "did you mean"
+        if task in cls.tasks:
+            return
+        able = strategies_for(task)
+        raise UserInputError(f"strategy {cls.name!r} handles {', '.join(cls.tasks)}; for {task} use: "
+                             f"{', '.join(able) or 'no registered strategy'}",
+                             hint=f"pass --strategy {able[0]}" if able else None)
 
     def get_params(self) -> dict[str, Any]:
         """Every option, defaults included, JSON-shaped (lists, never tuples)."""
@@ -132,26 +162,67 @@ class Strategy(ABC):
 
     # ----- fitting ------------------------------------------------------------------------
     def fit(self, train: Dataset, ctx: TransferContext) -> "Strategy":
-        """Learn from labelled ``train``; returns ``self``."""
+        """Learn from labelled ``train`` (of ``train.task``); returns ``self``.
+
+        Sets ``task_``, ``classes_`` (class names; label names for multi-label; ``[]`` for
+        regression) and ``thresholds_`` (``(L,)`` per-label decision thresholds for multi-label,
+        set by ``_fit``; ``None`` otherwise), and hands ``_fit`` the labels encoded by the task:
+        ``(N,)`` int for classification, ``(N,)`` float64 for regression, ``(N, L)`` uint8 for
+        multi-label.
+        """
         if not train.labels:
             raise UserInputError(f"strategy {self.name!r} needs labelled training data")
-        self.classes_ = sorted(set(train.labels))
-        if len(self.classes_) < 2:
-            raise UserInputError("need at least two classes to train a classifier")
-        index = {c: i for i, c in enumerate(self.classes_)}
-        y = np.array([index[c] for c in train.labels])
+        task = train.task
+        self.check_task(task)
+        if task == "classification":
+            classes = sorted(set(train.labels))
+            if len(classes) < 2:
+                raise UserInputError("need at least two classes to train a classifier")
+        elif task == "multi-label":
+            classes = list(train.classes)
+            if len(classes) < 2:
+                raise UserInputError(f"multi-label training data names only the label {classes}: every item has "
+                                     "it, so there is nothing to learn", hint="use data with at least two labels")
+        else:
+            classes = []
+            if len({float(v) for v in train.labels}) < 2:
+                raise UserInputError("the regression target is the same for every training item: nothing to learn",
+                                     hint="check the label column")
+        self.task_, self.classes_, self.thresholds_ = task, classes, None
+        y = get_task(task).encode(list(train.labels), classes)
         self._fit(train, y, ctx)
         self.fitted_ = True
         return self
 
-    def predict_proba(self, data: Dataset, ctx: TransferContext) -> np.ndarray:
-        """Class probabilities ``(N, C)`` in the order of ``classes_``."""
+    def predict_outputs(self, data: Dataset, ctx: TransferContext) -> np.ndarray:
+        """The task's outputs: classification ``(N, C)`` probabilities in the order of
+        ``classes_``; regression ``(N,)`` values in the target's units; multi-label ``(N, L)``
+        per-label probabilities (decided with ``thresholds_``)."""
         self._check_fitted()
-        return self._predict_proba(data, ctx)
+        if self.task_ == "classification":
+            return self._predict_proba(data, ctx)
+        return self._predict_outputs(data, ctx)
 
-    def predict(self, data: Dataset, ctx: TransferContext) -> list[str]:
-        proba = self.predict_proba(data, ctx)
-        return [self.classes_[i] for i in proba.argmax(1)]
+    def predict_proba(self, data: Dataset, ctx: TransferContext) -> np.ndarray:
+        """Class probabilities ``(N, C)`` in the order of ``classes_`` (multi-label: ``(N, L)``
+        per-label probabilities, each row not summing to one).
+
+        Raises:
+            UserInputError: a regression model (it predicts values: :meth:`predict_outputs`).
+        """
+        self._check_fitted()
+        if self.task_ == "regression":
+            raise UserInputError(f"this {self.name} model predicts numbers (regression), not probabilities",
+                                 hint="use predict_outputs() or predict()")
+        return self.predict_outputs(data, ctx)
+
+    def predict(self, data: Dataset, ctx: TransferContext) -> list:
+        """One decision per item: a class name, a number (regression) or a sorted tuple of label
+        names (multi-label, each label whose probability reaches its threshold)."""
+        outputs = self.predict_outputs(data, ctx)
+        if self.task_ == "classification":
+            return [self.classes_[i] for i in outputs.argmax(1)]
+        return get_task(self.task_).decide(outputs, self.thresholds_, classes=self.classes_)
 
     def _check_fitted(self) -> None:
         if not getattr(self, "fitted_", False):
@@ -163,22 +234,38 @@ class Strategy(ABC):
     @abstractmethod
     def _predict_proba(self, data: Dataset, ctx: TransferContext) -> np.ndarray: ...
 
+    def _predict_outputs(self, data: Dataset, ctx: TransferContext) -> np.ndarray:
+        """The outputs of a task other than classification (see :meth:`predict_outputs`); only
+        strategies whose :attr:`tasks` go beyond classification override it."""
+        raise NotImplementedError(f"strategy {self.name!r} has no {self.task_} outputs")
+
     # ----- persistence --------------------------------------------------------------------
     @abstractmethod
     def state_tensors(self) -> dict[str, torch.Tensor]:
         """The learned tensors, saved as safetensors in the run directory."""
 
     @abstractmethod
-    def load_state(self, tensors: dict[str, torch.Tensor], classes: list[str], backbone: Backbone) -> "Strategy":
-        """Restore what :meth:`state_tensors` saved; returns ``self``, fitted.
+    def load_state(self, tensors: dict[str, torch.Tensor], classes: list[str], backbone: Backbone,
+                   task: str = "classification") -> "Strategy":
+        """Restore what :meth:`state_tensors` saved for a model of ``task`` (the run's card says
+        which; runs written before tasks existed are classification); returns ``self``, fitted.
 
         ``backbone`` is the freshly loaded pre-trained backbone: a strategy that changed the
-        backbone (fine-tuning, adapters) applies its saved weights to it here.
+        backbone (fine-tuning, adapters) applies its saved weights to it here.  Every
+        implementation ends in :meth:`_restored`, which refuses a task the strategy does not
+        handle (a hand-edited card).
         """
 
-    def _restored(self, classes: list[str]) -> "Strategy":
-        """The end of every :meth:`load_state`: classes set, no fit facts, fitted; returns ``self``."""
-        self.classes_ = list(classes)
+    def _restored(self, classes: list[str], task: str = "classification",
+                  thresholds: np.ndarray | None = None) -> "Strategy":
+        """The end of every :meth:`load_state`: task, classes and (multi-label) thresholds set, no
+        fit facts, fitted; returns ``self``.
+
+        Raises:
+            UserInputError: ``task`` is not one of :attr:`tasks`.
+        """
+        self.check_task(task)
+        self.task_, self.classes_, self.thresholds_ = task, list(classes), thresholds
         self.info_: dict[str, Any] = {}
         self.fitted_ = True
         return self
@@ -225,7 +312,7 @@ class Strategy(ABC):
         return self
 
     def torch_head(self) -> torch.nn.Module:
-        """The fitted head as a torch module, ``(N, D)`` backbone features -> ``(N, C)`` logits,
+        """The fitted classification head as a torch module, ``(N, D)`` backbone features -> ``(N, C)`` logits,
         in eval mode, such that ``softmax(head(backbone.forward_features(batch)))`` equals
         :meth:`predict_proba` (explanations and export differentiate or trace through it).
 

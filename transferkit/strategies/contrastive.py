@@ -252,7 +252,7 @@ class ContrastiveTuning(Strategy):
                 "head.bias": torch.from_numpy(self.head_bias_)}
 
     def load_state(self, tensors: dict[str, torch.Tensor], classes: list[str],
-                   backbone: Backbone) -> "ContrastiveTuning":
+                   backbone: Backbone, task: str = "classification") -> "ContrastiveTuning":
         """Apply the tuned encoder tensors to the freshly loaded pre-trained ``backbone``."""
         sub = {k[len("backbone."):]: v for k, v in tensors.items() if k.startswith("backbone.")}
         own = backbone.module.state_dict()
@@ -272,4 +272,4 @@ class ContrastiveTuning(Strategy):
         self.backbone_, self.trained_names_ = backbone, sorted(sub)
         mark_adapted(backbone, self._backbone_tensors())
         self.head_weight_, self.head_bias_ = W, tensors["head.bias"].numpy()
-        return self._restored(classes)
+        return self._restored(classes, task)

@@ -373,7 +373,8 @@ class FineTune(Strategy):
         out["head.bias"] = self.head_.bias.detach().cpu().clone()
         return out
 
-    def load_state(self, tensors: dict[str, torch.Tensor], classes: list[str], backbone: Backbone) -> "FineTune":
+    def load_state(self, tensors: dict[str, torch.Tensor], classes: list[str], backbone: Backbone,
+                   task: str = "classification") -> "FineTune":
         """Apply saved fine-tuned tensors to the freshly loaded pre-trained ``backbone``."""
         extra = sorted(k for k in tensors if not k.startswith("backbone.") and k not in ("head.weight", "head.bias"))
         _check(not extra, f"unexpected tensors in a finetune state: {', '.join(extra[:5])}")
@@ -393,7 +394,7 @@ class FineTune(Strategy):
         self.head_, self.backbone_ = head, backbone
         self.trained_names_ = sorted(sub)
         mark_adapted(backbone, tensors)
-        return self._restored(classes)
+        return self._restored(classes, task)
 
 
 def _scores(proba: np.ndarray, y: np.ndarray) -> dict[str, float]:

@@ -236,7 +236,8 @@ class LoRA(FineTune):
         out["head.bias"] = self.head_.bias.detach().cpu().clone()
         return out
 
-    def load_state(self, tensors: dict[str, torch.Tensor], classes: list[str], backbone: Backbone) -> "LoRA":
+    def load_state(self, tensors: dict[str, torch.Tensor], classes: list[str], backbone: Backbone,
+                   task: str = "classification") -> "LoRA":
         """Re-inject adapters into the freshly loaded ``backbone`` and load them and the head.
 
         A merged state (``backbone.*`` tensors, from ``merge=True``) loads as a fine-tuned one.
@@ -245,7 +246,7 @@ class LoRA(FineTune):
                "the lora state has no head (head.weight, head.bias): without it the model would "
                "predict with a random head", "the weights file is incomplete: save the run again")
         if any(k.startswith("backbone.") for k in tensors):
-            super().load_state(tensors, classes, backbone)
+            super().load_state(tensors, classes, backbone, task=task)
             self.merged_ = True
             return self
         extra = sorted(k for k in tensors if not k.startswith(PREFIX) and k not in ("head.weight", "head.bias"))
@@ -264,7 +265,6 @@ class LoRA(FineTune):
             for k, v in saved.items():
                 own[k].copy_(v)
         backbone.module.eval()
-        self.head_, self.backbone_, self.classes_ = head, backbone, list(classes)
-        self.trained_names_, self.info_, self.fitted_ = sorted(own), {}, True
+        self.head_, self.backbone_, self.trained_names_ = head, backbone, sorted(own)
         mark_adapted(backbone, tensors)
-        return self
+        return self._restored(classes, task)

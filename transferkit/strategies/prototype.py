@@ -89,9 +89,10 @@ class Prototype(Strategy):
         self._check_fitted()
         return {"prototypes": torch.from_numpy(self.prototypes_), "mean": torch.from_numpy(self.mean_)}
 
-    def load_state(self, tensors: dict[str, torch.Tensor], classes: list[str], backbone=None) -> "Prototype":
+    def load_state(self, tensors: dict[str, torch.Tensor], classes: list[str], backbone=None,
+                   task: str = "classification") -> "Prototype":
         protos = tensors["prototypes"].numpy()
         if protos.ndim != 2 or protos.shape[0] != len(classes):
             raise UserInputError(f"the saved prototypes have shape {protos.shape}, expected ({len(classes)}, D)")
         self.prototypes_, self.mean_ = protos, tensors["mean"].numpy()
-        return self._restored(classes)
+        return self._restored(classes, task)

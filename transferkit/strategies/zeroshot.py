@@ -158,6 +158,8 @@ class ZeroShot(Strategy):
 
     def fit(self, train: Dataset | None, ctx: TransferContext) -> "ZeroShot":
         """Embed the label descriptions; ``train`` may be ``None`` or unlabelled (it is not learned from)."""
+        if train is not None:
+            self.check_task(train.task)
         if ctx.backbone is not None and ctx.backbone.modality != "text":
             raise UserInputError(f"zero-shot compares texts with label descriptions; this backbone takes "
                                  f"{ctx.backbone.modality}", hint="use a text model, or a strategy that trains")
@@ -181,7 +183,7 @@ class ZeroShot(Strategy):
         self.class_embeddings_ = l2_normalize(np.stack([E[owner_a == i].mean(0) for i in range(len(self.classes_))]))
         self.info_ = {"descriptions": described, "templates": list(self.templates), "n_prompts": len(texts),
                       "labelled_training_items_used": 0}
-        self.fitted_ = True
+        self.task_, self.thresholds_, self.fitted_ = "classification", None, True
         return self
 
     def check_labels(self, data: Dataset) -> None:
@@ -205,9 +207,10 @@ class ZeroShot(Strategy):
         self._check_fitted()
         return {"class_embeddings": torch.from_numpy(self.class_embeddings_)}
 
-    def load_state(self, tensors: dict[str, torch.Tensor], classes: list[str], backbone=None) -> "ZeroShot":
+    def load_state(self, tensors: dict[str, torch.Tensor], classes: list[str], backbone=None,
+                   task: str = "classification") -> "ZeroShot":
         E = tensors["class_embeddings"].numpy()
         if E.ndim != 2 or E.shape[0] != len(classes):
             raise UserInputError(f"the saved class embeddings have shape {E.shape}, expected ({len(classes)}, D)")
         self.class_embeddings_ = E
-        return self._restored(classes)
+        return self._restored(classes, task)
