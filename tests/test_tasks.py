@@ -301,7 +301,7 @@ def test_thresholds_come_from_out_of_fold_predictions_on_training_items():
 
 
 def fit_scaler_transform(X):
-    from transferkit.tasks.linear import fit_scaler
+    from transferkit.tasks._scaling import fit_scaler
 
     return fit_scaler(X).transform(X)
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from .linear import fit_scaler
+from ._scaling import fit_scaler
 
 #: Logit of a label that is constant in training (present in every item, or in none): the
 #: probability 0.999 (or 0.001), which the default threshold 0.5 decides the same way.

@@ -17,21 +17,8 @@ from typing import Any
 
 import numpy as np
 
-
-def fit_scaler(X: np.ndarray):
-    """A ``StandardScaler`` fitted on ``(N, D)`` features, each scale floored.
-
-    A feature that is (nearly) constant on the training items, as happens with a handful of
-    items, would be divided by ~0 (sklearn only guards exact zeros): the folded weights reach
-    1e30 and fine-tuning from them (lp-ft) overflows.  Floor each scale at a thousandth of the
-    median, so such a feature stays near 0 after scaling and carries no weight.
-    """
-    from sklearn.preprocessing import StandardScaler
-
-    scaler = StandardScaler().fit(X)
-    floor = 1e-3 * float(np.median(scaler.scale_)) if np.median(scaler.scale_) > 0 else 1.0
-    scaler.scale_ = np.maximum(scaler.scale_, floor)
-    return scaler
+from ._multilabel import fit_multilabel
+from ._scaling import fit_scaler
 
 
 def fit_logistic(X, y: np.ndarray, *, Cs: tuple[float, ...], cv: int, max_iter: int,
@@ -172,8 +159,6 @@ def fit_linear(task_name: str, X, y: np.ndarray, *, seed: int, scale: bool = Tru
         return LinearFit(W, b, info)
     if task_name == "regression":
         return fit_ridge(X, np.asarray(y, dtype=np.float64), alphas=tuple(opts["alphas"]), scale=scale)
-    from ._multilabel import fit_multilabel
-
     W, b, thresholds, info = fit_multilabel(X, np.asarray(y, dtype=np.uint8), Cs=tuple(opts["Cs"]), cv=opts["cv"],
                                             max_iter=opts["max_iter"], seed=seed, scale=scale)
     return LinearFit(W, b, info, thresholds=thresholds)
