@@ -211,7 +211,7 @@ def metric_bars(
     Args:
         names: K model names, the transfer model(s) first.
         values: K values; proportions in [0, 1] when ``percent`` (drawn in percent), else as given
-            (non-negative, such as an RMSE).
+            (an RMSE, an R²).
         cis: K ``[lo, hi]`` intervals (or ``None``) in the units of ``values``.
         label: the x-axis label (the metric's name and unit).
         percent: draw proportions as percentages on a 0-100 axis.
@@ -238,7 +238,8 @@ def metric_bars(
             text = fmt(v) + (f"  [{fmt(ci[0])}, {fmt(ci[1])}]" if ci else "")
             ax.text(max(v, ci[1] if ci else v) + 0.015 * top, y, text, va="center", fontsize=9)
         ax.set_yticks(ypos, [_label(n, 24) for n in names])
-        ax.set_xlim(0, 1.25 * top)  # room on the right for the value labels
+        low = min([0.0, *vals, *(ci[0] for ci in vals_ci if ci)])  # an R² can be below 0
+        ax.set_xlim(1.25 * low, 1.25 * top)  # room on the right for the value labels
         ax.set_xlabel(label)
         ax.spines[["top", "right"]].set_visible(False)
         return _png(fig)

@@ -159,25 +159,32 @@ def _predictions(test: dict) -> tuple[list[float], list[float]] | None:
     return ([a for a, _ in pairs], [b for _, b in pairs]) if pairs else None
 
 
-def _plots(m: dict, task: str, rows: list[tuple[str, dict, bool]], primary: Column, fmt: _Fmt,
-           level: str) -> tuple[list[dict], str | None]:
-    """The figures ``{"id", "alt", "png", "caption"}`` and a note for figures that could not be drawn."""
-    test = m["test"]
+def _controls_plot(rows: list[tuple[str, dict, bool]], primary: Column, fmt: _Fmt, level: str) -> dict | None:
+    """The primary metric's bars for the transfer model and every control (None: nothing scored)."""
     scored = [(n, cm) for n, cm, _ in rows if not _missing(cm.get(primary.key))]
+    if not scored:
+        return None
     what = ("of the transfer model (blue) and of each control trained without transfer (grey)"
             if len(scored) > 1 else "of the transfer model (no controls were trained)")
     better = "higher" if primary.higher_is_better else "lower"
     unit = " in the target's units" if primary.kind == "units" else ""
-    out = [{"id": "plot-controls",
+    axis = f"test {primary.label}{' (%)' if primary.kind == 'pct' else unit}, error bars: confidence interval"
+    return {"id": "plot-controls",
             "alt": f"Test {primary.label} bars: " + ", ".join(f"{n} {fmt.value(primary, cm[primary.key])}"
                                                              for n, cm in scored),
             "png": plots.metric_bars([n for n, _ in scored], [cm[primary.key] for _, cm in scored],
-                                     [cm.get(f"{primary.key}_ci") for _, cm in scored],
-                                     label=f"test {primary.label}{' (%)' if primary.kind == 'pct' else unit}, "
-                                           "error bars: confidence interval",
+                                     [cm.get(f"{primary.key}_ci") for _, cm in scored], label=axis,
                                      percent=primary.kind == "pct", decimals=fmt.decimals),
             "caption": f"Test {primary.label}{unit} ({better} is better) {what}; error bars: {level} "
-                       "confidence intervals."}]
+                       "confidence intervals."}
+
+
+def _plots(m: dict, task: str, rows: list[tuple[str, dict, bool]], primary: Column, fmt: _Fmt,
+           level: str) -> tuple[list[dict], str | None]:
+    """The figures ``{"id", "alt", "png", "caption"}`` and a note for figures that could not be drawn."""
+    test = m["test"]
+    bars = _controls_plot(rows, primary, fmt, level)
+    out = [bars] if bars else []
     note = None
     if task == "regression":
         pred = _predictions(test)
