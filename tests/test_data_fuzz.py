@@ -1,6 +1,7 @@
 """Fuzzing the table readers through the pre-flight (#26 "done when"): whatever bytes a CSV, TSV,
 JSON lines or JSON file holds, ``prepare_data`` returns data or raises ``UserInputError`` (of
-which ``DataValidationError`` is one) -- never another exception.
+which ``DataValidationError`` is one) -- never another exception -- for every task (#16), and
+what it returns carries labels of the task it was read for.
 
 Bounded for CI: a fixed number of examples per test, no deadline, no example database.
 """
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import math
 import tempfile
 from pathlib import Path
 
@@ -43,7 +45,10 @@ def _check(data: bytes, kind: str) -> None:
         f = Path(d) / f"data{kind}"
         f.write_bytes(gzip.compress(data) if kind.endswith(".gz") else data)
         for opts in ({}, {"skip_bad": True}, {"require_labels": False},
-                     {"text_columns": "text,b", "skip_bad": True}):
+                     {"text_columns": "text,b", "skip_bad": True},
+                     {"task": "regression", "skip_bad": True},
+                     {"task": "multi-label", "skip_bad": True},
+                     {"task": "multi-label", "label_sep": ";"}):
             try:
                 prepared = prepare_data(f, **opts)
             except UserInputError:
@@ -51,6 +56,20 @@ def _check(data: bytes, kind: str) -> None:
             for x in prepared.train.inputs:  # what got through is usable by a tokenizer
                 assert isinstance(x, str) and x.strip()
                 x.encode("utf-8")
+            _labels_are_typed(prepared.train, opts.get("task"))
+
+
+def _labels_are_typed(ds, task) -> None:
+    """What got through carries labels of its task: names, finite numbers or label sets."""
+    assert task is None or ds.task == task
+    for lab in ds.labels or []:
+        if ds.task == "regression":
+            assert isinstance(lab, float) and math.isfinite(lab)
+        elif ds.task == "multi-label":
+            assert isinstance(lab, tuple) and lab and list(lab) == sorted(set(lab))
+            assert all(isinstance(n, str) and n == n.strip() and n for n in lab)
+        else:
+            assert isinstance(lab, str)
 
 
 @FUZZ

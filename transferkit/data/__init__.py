@@ -5,6 +5,8 @@ Typical use::
     from transferkit.data import prepare_data
     prepared = prepare_data("emails.jsonl.gz", text_columns=["subject", "body"])
     prepared.train, prepared.test, prepared.report
+    prepare_data("houses.csv", label_column="price", task="regression")   # floats
+    prepare_data("topics.jsonl")   # labels that are JSON lists: multi-label (a warning says so)
 """
 from ..errors import shown as printable
 from ._audio import AUDIO_EXTENSIONS, load_audio

@@ -126,7 +126,8 @@ def _classification(ds: Dataset, report: ValidationReport, split: str) -> list:
     out = []
     for i, v in enumerate(ds.labels):
         if is_label_list(v):
-            report.add("error", "bad-label", ds.origins[i], f"the label is a list of {len(v)} "
+            # its own kind: the placeholder label below is no class that skipping could lose
+            report.add("error", "label-list", ds.origins[i], f"the label is a list of {len(v)} "
                        "labels, not one class name", "give one class per item, or pass --task "
                        "multi-label for items with several labels", item=i, split=split)
             out.append(printable(str(list(v))))

@@ -101,7 +101,8 @@ def prepare_data(data: Any, test: Any = None, *, text_columns: list[str] | None 
     if test_ds is not None and test_ds.modality != train.modality:
         report.add("error", "modality-mismatch", "test set", f"the test set is "
                    f"{test_ds.modality} but the training set is {train.modality}", split="test")
-    before = set(label_names(train))
+    listed = {p.item for p in report.errors if p.kind == "label-list" and p.split == "train"}
+    before = set(label_names(train)) - {train.labels[i] for i in listed}  # placeholders: no class
     if skip_bad:
         _leave_out_empty_class_folders(report)
         train, test_ds = _drop(train, "train", report), _drop(test_ds, "test", report)
