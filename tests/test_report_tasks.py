@@ -307,6 +307,7 @@ def test_task_plots_return_png_and_leave_no_figures():
     pngs = [
         plots.metric_bars(["transfer", "mean"], [1.2, 2.9], [[1.1, 1.3], None], label="RMSE", percent=False),
         plots.metric_bars(["transfer"], [0.8], [[0.75, 0.85]], label="micro-F1 (%)", percent=True),
+        plots.metric_bars(["transfer", "mean"], [0.4, -0.05], [[0.3, 0.5], [-0.2, 0.0]], label="R²", percent=False),
         plots.predicted_vs_true([3.0, 3.0, 3.0], [3.0, 3.0, 3.0]),  # constant: still a window
         plots.residuals([1.0, 2.0], [1.0, 2.0]),  # zero residuals
         plots.per_label_f1_bars(["a", "b"], [0.5, 1.0], [0.2, 0.0], "ctl"),
