@@ -94,6 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--test", help="a separate labelled test set (default: a stratified split of --data)")
     f.add_argument("--text-column", help="text column(s), comma-separated; several are joined")
     f.add_argument("--label-column", help="label column (default: label)")
+    f.add_argument("--task", choices=["classification", "regression", "multi-label"],
+                   help="what the labels are (default: inferred; numbers with many distinct values ask for it)")
+    f.add_argument("--label-sep", metavar="SEP", help='multi-label labels written as one string, e.g. --label-sep ";"')
     f.add_argument("--modality", choices=["text", "image", "audio"], help="default: inferred from the data")
     f.add_argument("--model", help="zoo name (see `transferkit models`), model directory or hub id; 'auto': rank "
                                    "the candidates on the training data and take the best")
@@ -168,6 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--test")
     v.add_argument("--text-column", help="text column(s), comma-separated; several are joined")
     v.add_argument("--label-column", default="label")
+    v.add_argument("--task", choices=["classification", "regression", "multi-label"],
+                   help="what the labels are (default: inferred; numbers with many distinct values ask for it)")
+    v.add_argument("--label-sep", metavar="SEP", help='multi-label labels written as one string, e.g. --label-sep ";"')
     v.add_argument("--modality", choices=["text", "image", "audio"])
 
     rk = sub.add_parser("rank", help="score candidate backbones on labelled data before training any of them")
@@ -280,7 +286,8 @@ def cmd_fit(a: argparse.Namespace) -> int:
     cfg = FitConfig.load(a.config) if a.config else FitConfig()
     over: dict[str, Any] = {}
     for flag, key in (("data", "data"), ("test", "test"), ("text_column", "text_columns"),
-                      ("label_column", "label_column"), ("modality", "modality"), ("model", "model"),
+                      ("label_column", "label_column"), ("task", "task"), ("label_sep", "label_sep"),
+                      ("modality", "modality"), ("model", "model"),
                       ("strategy", "strategy"), ("models", "candidates"), ("labels_per_class", "labels_per_class"),
                       ("target_unlabelled", "target_unlabelled"), ("test_size", "test_size"),
                       ("seed", "seed"), ("out", "out"), ("skip_bad", "skip_bad"), ("batch_size", "batch_size"),
@@ -340,10 +347,18 @@ def _training_params(a: argparse.Namespace, strategy: str) -> dict[str, Any]:
 
 def _print_summary(metrics: dict, run_dir: Path | None) -> None:
     t = metrics["test"]
-    print(f"\ntransfer ({metrics['run']['strategy']} on {metrics['run']['backbone']}): accuracy "
-          f"{t['accuracy']:.3f} [{t['accuracy_ci'][0]:.3f}, {t['accuracy_ci'][1]:.3f}], macro-F1 {t['macro_f1']:.3f}")
-    for name, c in metrics.get("controls", {}).items():
-        print(f"control {name}: accuracy {c['accuracy']:.3f} [{c['accuracy_ci'][0]:.3f}, {c['accuracy_ci'][1]:.3f}]")
+    if metrics.get("task", "classification") != "classification":
+        print(f"\ntransfer ({metrics['task']}, {metrics['run']['strategy']} on {metrics['run']['backbone']}): "
+              f"{_headline(t)}")
+        for name, c in metrics.get("controls", {}).items():
+            print(f"control {name}: {_headline(c)}")
+    else:
+        print(f"\ntransfer ({metrics['run']['strategy']} on {metrics['run']['backbone']}): accuracy "
+              f"{t['accuracy']:.3f} [{t['accuracy_ci'][0]:.3f}, {t['accuracy_ci'][1]:.3f}], macro-F1 "
+              f"{t['macro_f1']:.3f}")
+        for name, c in metrics.get("controls", {}).items():
+            print(f"control {name}: accuracy {c['accuracy']:.3f} [{c['accuracy_ci'][0]:.3f}, "
+                  f"{c['accuracy_ci'][1]:.3f}]")
     if "verdict" in metrics:
         print(f"verdict: {metrics['verdict'].upper()} — {metrics['verdict_explanation']}")
     domain = metrics.get("domain") or {}
@@ -379,18 +394,36 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
 
     metrics = evaluate_run(a.run, a.data, text_columns=split_columns(a.text_column), label_column=a.label_column,
                            skip_bad=a.skip_bad, out=a.out, backend=a.backend, load_options=_load_options(a))
-    print(f"accuracy {metrics['accuracy']:.3f} [{metrics['accuracy_ci'][0]:.3f}, {metrics['accuracy_ci'][1]:.3f}], "
-          f"macro-F1 {metrics['macro_f1']:.3f}, ECE {metrics['ece']:.3f} on {metrics['n']} items")
-    for c, pc in metrics["per_class"].items():
+    print(f"{_headline(metrics)} on {metrics['n']} items")
+    for c, pc in (metrics.get("per_class") or metrics.get("per_label") or {}).items():
         print(f"  {c}: precision {pc['precision']:.3f} recall {pc['recall']:.3f} (n={pc['support']})")
     return 0
+
+
+def _num(x: float | None) -> str:
+    return "—" if x is None else f"{x:.3f}"  # undefined: Spearman of a constant, AP of an absent label
+
+
+def _ci(m: dict, key: str) -> str:
+    lo, hi = m.get(f"{key}_ci") or (None, None)
+    return f"{_num(m[key])} [{_num(lo)}, {_num(hi)}]"
+
+
+def _headline(m: dict) -> str:
+    """The test metrics of any task in one line (the keys tell the task)."""
+    if "rmse" in m:
+        return f"RMSE {_ci(m, 'rmse')}, MAE {_ci(m, 'mae')}, R² {_num(m['r2'])}, Spearman {_num(m['spearman'])}"
+    if "micro_f1" in m:
+        return (f"micro-F1 {_ci(m, 'micro_f1')}, macro-F1 {_num(m['macro_f1'])}, subset accuracy "
+                f"{_num(m['subset_accuracy'])}, Hamming loss {_num(m['hamming_loss'])}, mAP {_num(m['map'])}")
+    return f"accuracy {_ci(m, 'accuracy')}, macro-F1 {m['macro_f1']:.3f}, ECE {m['ece']:.3f}"
 
 
 def cmd_validate(a: argparse.Namespace) -> int:
     from .data import prepare_data, split_columns
 
     prepared = prepare_data(a.data, a.test, text_columns=split_columns(a.text_column), label_column=a.label_column,
-                            modality=a.modality)
+                            modality=a.modality, task=a.task, label_sep=a.label_sep)
     print(prepared.report.summary())
     return 0
 

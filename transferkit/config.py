@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .data.dataset import TASK_NAMES
 from .errors import UserInputError, shown
 
 DEFAULT_MODELS = {"text": "minilm-l6", "image": "efficientnet-lite0"}
@@ -27,6 +28,10 @@ class FitConfig:
         test: a separate labelled test set; without one, a stratified split of ``data``.
         text_columns: table columns holding the text (several are joined with a newline).
         label_column: table column holding the label.
+        task: ``classification``, ``regression`` or ``multi-label``; ``None`` infers it from the
+            labels (JSON lists or ``label_sep``: multi-label; many distinct numbers stop the run
+            and ask for ``--task``); the resolved task is what ``config.json`` records.
+        label_sep: multi-label labels written as one delimited string (``"sports;politics"``).
         modality: ``text``/``image``/``audio``; inferred from the data when ``None``.
         model: zoo name, local transformers directory or hub id (default per modality), or
             ``"auto"``: rank ``candidates`` on the training split and take the best
@@ -66,6 +71,8 @@ class FitConfig:
     test: str | None = None
     text_columns: list[str] | None = None
     label_column: str = "label"
+    task: str | None = None
+    label_sep: str | None = None
     modality: str | None = None
     model: str | None = None
     candidates: list[str] | None = None
@@ -111,6 +118,12 @@ class FitConfig:
             raise UserInputError(f"batch_size must be a positive integer, got {self.batch_size!r}")
         if self.backend not in ("torch", "onnx"):
             raise UserInputError(f"backend must be torch or onnx, got {self.backend!r}")
+        if self.task not in (None, *TASK_NAMES):
+            raise UserInputError(f"task must be one of {', '.join(TASK_NAMES)}, not {self.task!r}",
+                                 hint="leave it out to infer it from the labels")
+        if self.label_sep is not None and (not isinstance(self.label_sep, str) or not self.label_sep):
+            raise UserInputError(f"label_sep must be a non-empty string, got {self.label_sep!r}",
+                                 hint='e.g. --label-sep ";" for labels written as "sports;politics"')
         if self.modality not in (None, "text", "image", "audio"):
             raise UserInputError(f"modality must be text, image or audio, not {self.modality!r}")
         if isinstance(self.keep_checkpoints, bool) or not isinstance(self.keep_checkpoints, int) \

@@ -28,7 +28,7 @@ import torch
 from ._files import atomic_write_bytes, json_bytes
 from .errors import MissingDependencyError, UserInputError
 from .report import render_report
-from .runs import RunDir, load
+from .runs import RunDir, load, require_classification
 
 METHODS = ("auto", "gradcam", "integrated-gradients")
 
@@ -261,6 +261,7 @@ def explain(run: str | Path, inputs: Sequence[Any], *, out: str | Path | None = 
         raise UserInputError("nothing to explain: give texts or image files")
     rd = RunDir(run)
     model = load(rd.path, **(load_options or {}))
+    require_classification(model, "explanations")
     modality = model.modality
     out_dir = Path(out) if out else rd.file("explanations")
 

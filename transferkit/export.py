@@ -32,7 +32,7 @@ from torch import nn
 from .data.dataset import Dataset
 from .errors import UserInputError
 from .onnx_runtime import OPSET, OnnxRunner, eager_attention, graph_inputs, ort_module
-from .runs import RunDir, load, recreate_splits
+from .runs import RunDir, load, recreate_splits, require_classification
 
 ONNX_FILE, INT8_FILE = "model.onnx", "model.int8.onnx"
 QUANT_OPS = ["MatMul", "Gemm", "Gather"]  # Gather: embedding tables
@@ -126,6 +126,7 @@ def _export(rd: RunDir, quantize: str | None, check_items: int, tolerance: float
             load_options: dict[str, Any]) -> dict[str, Any]:
     run = rd.path
     model = load(run, cache=False, **load_options)
+    require_classification(model, "ONNX export")
     graph, axes = _graph(model)
     names = [k for k in axes if k != "proba"]
     check, test, why = _check_items(run, model, check_items)

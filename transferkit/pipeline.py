@@ -33,7 +33,6 @@ from .config import DEFAULT_MODELS, FitConfig
 from .data import PreparedData, few_shot_sample, prepare_data, stratified_split
 from .data.dataset import Dataset
 from .errors import UserInputError, shown
-from .evaluation import classification_metrics, transfer_verdict
 from .evidence import domain_adaptation_evidence, new_model, run_controls
 from .features import ExtractionStats, extract_features
 from .model import TransferModel
@@ -42,6 +41,7 @@ from .runs import REFERENCE_MAX_ROWS, RunDir, now_iso, versions
 from .runs.loading import remember_user_backbone
 from .strategies import STRATEGIES
 from .strategies.base import Strategy
+from .tasks import Outputs, get_task
 from .training import distributed
 from .training.checkpoint import prune_after_run
 
@@ -69,6 +69,11 @@ class Splits:
     @property
     def n_train(self) -> int:
         return 0 if self.train is None else len(self.train)
+
+    @property
+    def task(self) -> str:
+        """What the labels are (``classification``, ``regression``, ``multi-label``)."""
+        return self.test.task
 
 
 def fit(config: FitConfig | None = None, *, train: Dataset | None = None, test: Dataset | None = None,
@@ -123,11 +128,11 @@ def _fit(cfg: FitConfig, train: Dataset | None, test: Dataset | None, say: Log, 
     t = time.perf_counter()
     say(f"fitting {cfg.strategy} on {model.backbone.describe()} …")
     strategy.fit(splits.train, model.ctx)
-    proba = strategy.predict_proba(splits.test, model.ctx)
+    outputs = strategy.predict_outputs(splits.test, model.ctx)
     timings["fit_s"] = time.perf_counter() - t
     timings["extract_s"] = sum(s.seconds for s in model.extraction_log)
 
-    metrics, y_test = evaluate_stage(cfg, splits, strategy, proba)
+    metrics, y_test = evaluate_stage(cfg, splits, strategy, outputs)
     notes = splits.notes + _extraction_notes(model.backbone, model.extraction_log) + model.ctx.notes
     if splits.target is not None:
         t = time.perf_counter()
@@ -136,7 +141,8 @@ def _fit(cfg: FitConfig, train: Dataset | None, test: Dataset | None, say: Log, 
         timings["domain_s"] = time.perf_counter() - t
     if cfg.control:
         t = time.perf_counter()
-        metrics.update(controls_stage(cfg, splits, strategy, model.backbone, proba, y_test, say, progress, run))
+        metrics.update(controls_stage(cfg, splits, strategy, model.backbone, outputs, y_test, say, progress,
+                                      run))
         timings["controls_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - t_start
 
@@ -147,9 +153,11 @@ def _fit(cfg: FitConfig, train: Dataset | None, test: Dataset | None, say: Log, 
         model.card = distributed.on_main(lambda: write_stage(run, cfg, model, splits))
         model.run_dir = run.path
     m = model.metrics
+    key = get_task(cfg.task).primary
+    label = key.replace("_", "-") if cfg.task != "classification" else key
     verdict = m.get("verdict")
-    say(f"test accuracy {m['test']['accuracy']:.3f}" + (
-        f"; best control {m['control']['name']} {m['control']['accuracy']:.3f}; verdict: {verdict}"
+    say(f"test {label} {m['test'][key]:.3f}" + (
+        f"; best control {m['control']['name']} {m['control'][key]:.3f}; verdict: {verdict}"
         if verdict else ""))
     return model
 
@@ -166,7 +174,7 @@ def validate_stage(cfg: FitConfig, strategy_cls: type[Strategy] | None, train: D
         raise UserInputError("no training data: pass data= (a file or folder) or train= (a Dataset)",
                              hint="zero-shot needs no training data: it can run on a labelled --test alone")
     reads = dict(text_columns=cfg.text_columns, label_column=cfg.label_column, modality=cfg.modality,
-                 skip_bad=cfg.skip_bad)
+                 skip_bad=cfg.skip_bad, task=cfg.task, label_sep=cfg.label_sep)
     test_source = test if test is not None else cfg.test
     if test_only:  # zero-shot on a labelled evaluation set: nothing to train on, nothing to split
         prepared = prepare_data(test_source, None, **reads)
@@ -241,6 +249,7 @@ def resolve_stage(cfg: FitConfig, strategy_cls: type[Strategy] | None, splits: S
         raise UserInputError(f"there is no default model for {splits.modality} data", hint="pass --model")
     instance = (strategy_cls or STRATEGIES.get(changes["strategy"])).from_params(params)
     changes["strategy_params"] = instance.get_params()
+    changes["task"] = splits.task
     return cfg.replace(**changes), instance, auto
 
 
@@ -256,31 +265,51 @@ def build_stage(cfg: FitConfig, strategy: Strategy, splits: Splits, progress: bo
                      checkpoints=run.checkpoint_dir("transfer") if run is not None else None)
 
 
+#: Test predictions kept in metrics.json for the report's plots (regression), at most this many.
+MAX_PLOTTED = 2000
+
+
+def _thresholds(cfg: FitConfig, strategy: Strategy) -> np.ndarray | None:
+    return strategy.thresholds_ if cfg.task == "multi-label" else None
+
+
 def evaluate_stage(cfg: FitConfig, splits: Splits, strategy: Strategy,
-                   proba: np.ndarray) -> tuple[dict[str, Any], np.ndarray]:
-    """Test metrics with bootstrap intervals; returns them and the test labels as indices."""
+                   outputs: np.ndarray) -> tuple[dict[str, Any], np.ndarray]:
+    """Test metrics of the task, with bootstrap intervals; returns them and the encoded test
+    labels (class indices, target values, or a label indicator matrix)."""
+    task = get_task(cfg.task)
     classes = strategy.classes_
-    unknown = sorted(set(splits.test.labels) - set(classes))
+    seen = splits.test.labels if cfg.task == "classification" else (
+        [name for names in splits.test.labels for name in names] if cfg.task == "multi-label" else [])
+    unknown = sorted(set(seen) - set(classes))
     if unknown:
-        raise UserInputError(f"test labels not seen in training: {', '.join(unknown)}")
-    y_test = np.array([classes.index(c) for c in splits.test.labels])
-    return {"test": classification_metrics(y_test, proba, classes, n_boot=cfg.n_boot, seed=cfg.seed)}, y_test
+        raise UserInputError(f"test labels not seen in training: {', '.join(unknown)}",
+                             hint="every label of the test set must occur in the training set")
+    y_test = task.encode(splits.test.labels, classes)
+    test = task.metrics(y_test, outputs, classes, thresholds=_thresholds(cfg, strategy), n_boot=cfg.n_boot,
+                        seed=cfg.seed)
+    if cfg.task == "regression":  # what the report plots: predicted against true values
+        idx = np.random.default_rng(cfg.seed).permutation(len(y_test))[:MAX_PLOTTED]
+        test["predictions"] = {"y_true": y_test[idx].tolist(), "y_pred": np.asarray(outputs)[idx].tolist()}
+    return {"test": test}, y_test
 
 
-def controls_stage(cfg: FitConfig, splits: Splits, strategy: Strategy, backbone: Backbone, proba: np.ndarray,
+def controls_stage(cfg: FitConfig, splits: Splits, strategy: Strategy, backbone: Backbone, outputs: np.ndarray,
                    y_test: np.ndarray, say: Log, progress: bool | None, run: RunDir | None) -> dict[str, Any]:
-    """The controls' metrics, the gain over the best one and the verdict."""
-    control_proba = run_controls(strategy, backbone, splits.train, splits.test, cfg, say, progress,
-                                 target=splits.target,
-                                 checkpoints=run.checkpoint_dir("random-init") if run is not None else None)
+    """The controls' metrics, the gain over the best one on the task's primary metric, and the
+    verdict."""
+    controls = run_controls(strategy, backbone, splits.train, splits.test, cfg, say, progress, target=splits.target,
+                            checkpoints=run.checkpoint_dir("random-init") if run is not None else None)
+    task = get_task(cfg.task)
     classes = strategy.classes_
-    v = transfer_verdict(y_test, proba.argmax(1), {k: p.argmax(1) for k, p in control_proba.items()},
-                         n_boot=max(cfg.n_boot, 2000), seed=cfg.seed)
-    return {"controls": {name: classification_metrics(y_test, p, classes, n_boot=cfg.n_boot, seed=cfg.seed)
-                         for name, p in control_proba.items()},
+    v = task.verdict(y_test, Outputs(outputs, _thresholds(cfg, strategy)), controls,
+                     n_boot=max(cfg.n_boot, 2000), seed=cfg.seed)
+    return {"controls": {name: task.metrics(y_test, o.values, classes, thresholds=o.thresholds, n_boot=cfg.n_boot,
+                                            seed=cfg.seed)
+                         for name, o in controls.items()},
             "control": v["control"], "controls_gain": v["controls"], "transfer_gain": v["transfer_gain"],
             "transfer_gain_ci": v["transfer_gain_ci"], "verdict": v["verdict"],
-            "verdict_explanation": v["explanation"]}
+            "verdict_explanation": v["explanation"], "verdict_metric": v["metric"]}
 
 
 def write_stage(run: RunDir, cfg: FitConfig, model: TransferModel, splits: Splits) -> dict:
@@ -312,6 +341,7 @@ def write_stage(run: RunDir, cfg: FitConfig, model: TransferModel, splits: Split
 def _metrics(cfg: FitConfig, splits: Splits, strategy: Strategy, evidence: dict[str, Any], auto,
              timings: dict[str, float], notes: list[str]) -> dict[str, Any]:
     return {
+        "task": cfg.task,
         "run": {"name": Path(cfg.out).name if cfg.out else None, "created": now_iso(), "strategy": cfg.strategy,
                 "backbone": cfg.model, "modality": splits.modality, "seed": cfg.seed,
                 **({"processes": distributed.world_size()} if distributed.world_size() > 1 else {})},
@@ -333,8 +363,9 @@ def _card(cfg: FitConfig, splits: Splits, model: TransferModel) -> dict[str, Any
         "created": model.metrics["run"]["created"],
         "backbone": {"name": cfg.model, "options": cfg.backbone_options, "identity": model.backbone.identity()},
         "strategy": {"name": cfg.strategy, "params": model.strategy.get_params()},
-        "classes": classes, "label_map": {str(i): c for i, c in enumerate(classes)},
-        "modality": splits.modality, "text_columns": cfg.text_columns, "label_column": cfg.label_column,
+        "task": cfg.task, "classes": classes, "label_map": {str(i): c for i, c in enumerate(classes)},
+        "label_sep": cfg.label_sep, "modality": splits.modality, "text_columns": cfg.text_columns,
+        "label_column": cfg.label_column,
         "data": {"source": cfg.data or (train.source if train is not None else None),
                  "train_hash": train.fingerprint() if train is not None else None,
                  "test_hash": test.fingerprint(), "n_train": splits.n_train, "n_test": len(test),

@@ -8,14 +8,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from ._files import write_json
 from .data import prepare_data
 from .data.dataset import Dataset
 from .errors import UserInputError, shown
-from .evaluation import classification_metrics
 from .runs import load
+from .tasks import get_task
 
 
 def _read_inputs(model, inputs: Sequence[str], text_columns, skip_bad: bool) -> Dataset:
@@ -54,22 +52,37 @@ def _read_inputs(model, inputs: Sequence[str], text_columns, skip_bad: bool) -> 
                    origins=[o for d in parts for o in d.origins], source=", ".join(inputs))
 
 
+def _thresholds(model):
+    """A multi-label model's per-label decision thresholds (chosen on its training data)."""
+    return model.strategy.thresholds_ if model.task == "multi-label" else None
+
+
 def predict_files(run: str | Path, inputs: Sequence[str], *, text_columns=None, skip_bad: bool = False,
                   model=None, backend: str = "torch", load_options: dict[str, Any] | None = None
                   ) -> list[dict[str, Any]]:
     """Predict every item of the given tables, folders or files.
 
     Returns:
-        One row per item: ``origin``, ``prediction``, ``confidence`` and ``p(<class>)`` columns.
+        One row per item: ``origin`` and ``prediction``; classification adds ``confidence`` and
+        a ``p(<class>)`` column per class; multi-label writes the predicted labels joined with
+        ``;`` and a ``p(<label>)`` column per label; regression writes the predicted number.
     """
     model = model or load(run, backend=backend, **(load_options or {}))
     ds = _read_inputs(model, inputs, text_columns, skip_bad)
-    proba = model.predict_proba(ds)
+    outputs = model.predict_outputs(ds)
+    decided = get_task(model.task).decide(outputs, _thresholds(model), classes=model.classes)
     classes = model.classes
     rows = []
-    for origin, p in zip(ds.origins, proba):
-        k = int(p.argmax())
-        row = {"origin": origin, "prediction": classes[k], "confidence": round(float(p[k]), 6)}
+    for i, origin in enumerate(ds.origins):
+        if model.task == "regression":
+            rows.append({"origin": origin, "prediction": float(decided[i])})
+            continue
+        p = outputs[i]
+        if model.task == "multi-label":
+            row = {"origin": origin, "prediction": ";".join(decided[i])}
+        else:
+            k = int(p.argmax())
+            row = {"origin": origin, "prediction": classes[k], "confidence": round(float(p[k]), 6)}
         row.update({f"p({c})": round(float(v), 6) for c, v in zip(classes, p)})
         rows.append(row)
     return rows
@@ -113,18 +126,25 @@ def write_predictions(rows: list[dict[str, Any]], out: str | Path | None) -> Non
 def evaluate_run(run: str | Path, data: str, *, text_columns=None, label_column: str | None = None,
                  skip_bad: bool = False, out: str | Path | None = None, n_boot: int = 1000, backend: str = "torch",
                  load_options: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Metrics of a trained run on labelled data (accuracy, macro-F1, per class, ECE, intervals)."""
+    """Metrics of a trained run on labelled data, those of its task, with intervals
+    (classification: accuracy, macro-F1, per class, ECE; regression: RMSE, MAE, R², Spearman;
+    multi-label: micro/macro-F1, subset accuracy, Hamming loss, mAP)."""
     model = load(run, backend=backend, **(load_options or {}))
+    task = get_task(model.task)
     prepared = prepare_data(data, None, text_columns=text_columns or model.card.get("text_columns"),
                             label_column=label_column or model.card.get("label_column", "label"),
-                            modality=model.modality, skip_bad=skip_bad)
+                            modality=model.modality, skip_bad=skip_bad, task=model.task,
+                            label_sep=model.card.get("label_sep"))
     ds = prepared.train
-    unknown = sorted(set(ds.labels) - set(model.classes))
+    seen = (ds.labels if model.task == "classification" else
+            [name for names in ds.labels for name in names] if model.task == "multi-label" else [])
+    unknown = sorted(set(seen) - set(model.classes))
     if unknown:
         raise UserInputError(f"{shown(data)}: labels the model was not trained on: {', '.join(unknown[:10])}",
                              hint=f"the model knows: {', '.join(model.classes)}")
-    y = np.array([model.classes.index(c) for c in ds.labels])
-    metrics = classification_metrics(y, model.predict_proba(ds), model.classes, n_boot=n_boot)
+    y = task.encode(ds.labels, model.classes)
+    metrics = task.metrics(y, model.predict_outputs(ds), model.classes, thresholds=_thresholds(model),
+                           n_boot=n_boot)
     metrics["data"] = {"source": str(data), "hash": ds.fingerprint(), "skipped": prepared.report.skipped}
     if out:
         write_json(out, metrics)

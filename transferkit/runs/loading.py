@@ -67,7 +67,7 @@ def load(run_dir: str | os.PathLike, *, check_weights: bool = True, cache: bool 
         raise UserInputError(f"{shown(rd.path)}: {e.message}", hint="was it written by a newer transferkit?") from None
     strategy = strategy_cls.from_params((card.get("strategy") or {}).get("params") or {})
     tensors = rd.read_weights(card)
-    strategy.load_state(tensors, card["classes"], bb)
+    strategy.load_state(tensors, card["classes"], bb, task=card.get("task") or "classification")
     model = TransferModel(bb, strategy, card=card, metrics=rd.metrics(), run_dir=rd.path, cache=cache,
                           progress=progress)
     if backend != "torch":
@@ -176,3 +176,11 @@ def _check_backbone_weights(bb: Backbone, identity: dict[str, Any], name: str) -
             f"the weights of backbone {shown(name)} on this machine (sha256 {have[:12]}…) differ from the "
             f"ones this run was trained with ({str(want)[:12]}…)",
             hint="install the same model version, or pass check_weights=False to use these anyway")
+
+
+def require_classification(model: TransferModel, what: str) -> None:
+    """Refuse a run of another task than classification where ``what`` supports only that yet
+    (the tasks issue adds the others step by step)."""
+    if model.task != "classification":
+        raise UserInputError(f"{what} of {model.task} runs is not available yet (only of classification runs)",
+                             hint="use `transferkit predict` and `transferkit evaluate`, which support every task")

@@ -9,7 +9,7 @@ import numpy as np
 
 from ..data.dataset import Dataset
 from ..features import extract_features
-from ..runs import RunDir, load
+from ..runs import RunDir, load, require_classification
 from ..strategies.base import TransferContext
 from .inputs import check_text, decode_image
 
@@ -32,6 +32,7 @@ class Predictor:
     def __init__(self, run_dir: str | Path, load_options: dict[str, Any] | None = None):
         self.run_dir = Path(run_dir)
         self.model = load(self.run_dir, cache=False, progress=False, **(load_options or {}))
+        require_classification(self.model, "serving")
         self.card = self.model.card
         self.reference = RunDir(self.run_dir).reference(self.card)
         self._last: np.ndarray | None = None
