@@ -16,10 +16,16 @@ from transferkit.errors import NotFittedError, UserInputError
 from transferkit.model import TransferModel
 from transferkit.runs import RunDir, load
 from transferkit.strategies import STRATEGIES, get_strategy
+from transferkit.strategies.base import strategies_for
+from transferkit.tasks import TASKS
 
 from conftest import toy_texts
 
 STRATEGY_NAMES = [e.name for e in STRATEGIES]
+#: every strategy x every task beyond classification (classification: the suite above)
+OTHER_TASKS = [e.name for e in TASKS if e.name != "classification"]
+SUPPORTED = [(s, t) for s in STRATEGY_NAMES for t in OTHER_TASKS if t in STRATEGIES.get(s).tasks]
+REFUSED = [(s, t) for s in STRATEGY_NAMES for t in OTHER_TASKS if t not in STRATEGIES.get(s).tasks]
 
 
 def _text_data():
@@ -54,6 +60,12 @@ def test_strategy_conformance(name, tiny_text_dir, tmp_path):
     run.write_card(card)
     again = load(run.path, backbone=str(tiny_text_dir))  # a folder outside the run: named by the caller
     np.testing.assert_allclose(again.predict_proba(test), proba, atol=1e-6)
+    assert again.task == "classification"  # a card without a task: as before tasks existed
+    for task in OTHER_TASKS:  # a card claiming a task the strategy does not handle is refused
+        if task not in strategy.tasks:
+            with pytest.raises(UserInputError, match=f"strategy '{name}' handles classification; for {task} use: "):
+                get_strategy(name).load_state(strategy.state_tensors(), strategy.classes_,
+                                              get_backbone(str(tiny_text_dir)), task=task)
     # same seed -> same result
     other = get_strategy(name)
     other.fit(train, TransferModel(get_backbone(str(tiny_text_dir)), other).ctx)
@@ -149,3 +161,83 @@ def test_torch_head_reproduces_predict_proba(name, tiny_text_dir):
         feats = backbone.embed(test.inputs)
         proba = torch.softmax(head(feats.float()), 1).double().numpy()
     np.testing.assert_allclose(proba, strategy.predict_proba(test, model.ctx), atol=1e-5)
+
+
+TOPICS = {"work": ["meeting", "agenda", "report", "budget", "schedule"],
+          "money": ["cash", "prize", "offer", "lottery", "winner"],
+          "sport": ["match", "goal", "league", "coach", "season"]}
+
+
+def _task_data(task: str) -> tuple[Dataset, Dataset]:
+    """Toy texts mixing one to three topics: multi-label, the topics present; regression, the
+    share of money words (a number in [0, 1])."""
+    rng = np.random.RandomState(0)
+    texts, labels = [], []
+    for _ in range(30):
+        topics = sorted(rng.choice(sorted(TOPICS), size=rng.randint(1, 4), replace=False))
+        words = [str(rng.choice(TOPICS[t])) for t in topics for _ in range(rng.randint(2, 6))]
+        rng.shuffle(words)
+        texts.append(" ".join(words))
+        share = sum(w in TOPICS["money"] for w in words) / len(words)
+        labels.append(tuple(topics) if task == "multi-label" else float(share))
+    ds = Dataset(modality="text", inputs=texts, labels=labels, task=task)
+    return ds.subset(range(20)), ds.subset(range(20, 30))
+
+
+def test_every_task_has_a_strategy_and_the_probe_handles_all():
+    assert set(STRATEGIES.get("linear-probe").tasks) == {e.name for e in TASKS}
+    assert all(strategies_for(t) for t in OTHER_TASKS) and SUPPORTED and REFUSED
+
+
+@pytest.mark.parametrize("name,task", SUPPORTED)
+def test_strategy_task_conformance(name, task, tiny_text_dir, tmp_path):
+    """A supported strategy x task pair: outputs of the task's shape, save -> load through a run
+    directory gives the same outputs and decisions, same seed -> same result."""
+    train, test = _task_data(task)
+    backbone = get_backbone(str(tiny_text_dir))
+    strategy = get_strategy(name)
+    model = TransferModel(backbone, strategy)
+    with pytest.raises(NotFittedError):
+        strategy.predict_outputs(test, model.ctx)
+    assert strategy.fit(train, model.ctx) is strategy
+    assert strategy.task_ == model.task == task
+    out = strategy.predict_outputs(test, model.ctx)
+    if task == "regression":
+        assert strategy.classes_ == [] and strategy.thresholds_ is None
+        assert out.shape == (len(test),) and np.isfinite(out).all()
+        assert all(isinstance(v, float) for v in model.predict(test))
+    else:
+        assert strategy.classes_ == sorted(TOPICS)
+        assert out.shape == (len(test), 3) and ((out >= 0) & (out <= 1)).all()
+        assert strategy.thresholds_.shape == (3,)
+        assert all(isinstance(v, tuple) and set(v) <= set(TOPICS) for v in model.predict(test))
+    card = {"backbone": {"name": str(tiny_text_dir), "options": {}, "identity": backbone.identity()},
+            "strategy": {"name": name, "params": strategy.get_params()}, "classes": strategy.classes_,
+            "task": task}
+    run = RunDir(tmp_path / "run")
+    card["weights"] = run.write_weights(strategy.state_tensors(), strategy=name, classes=strategy.classes_)
+    run.write_card(card)
+    again = load(run.path, backbone=str(tiny_text_dir))
+    assert again.task == task
+    np.testing.assert_allclose(again.predict_outputs(test), out, atol=1e-6)
+    assert again.predict(test) == model.predict(test)
+    other = get_strategy(name)
+    other.fit(train, TransferModel(get_backbone(str(tiny_text_dir)), other).ctx)
+    np.testing.assert_allclose(other.predict_outputs(test, model.ctx), out, atol=1e-6)
+
+
+@pytest.mark.parametrize("name,task", REFUSED)
+def test_strategy_refuses_a_task_it_does_not_handle(name, task, tiny_text_dir):
+    """An unsupported pair stops before any training with a message naming the strategies that
+    handle the task, both when fitting and when loading a card that claims the task."""
+    train, _ = _task_data(task)
+    strategy = get_strategy(name)
+    model = TransferModel(get_backbone(str(tiny_text_dir)), strategy)
+    message = (f"strategy '{name}' handles {', '.join(strategy.tasks)}; "
+               f"for {task} use: {', '.join(strategies_for(task))}")
+    with pytest.raises(UserInputError) as err:
+        strategy.fit(train, model.ctx)
+    assert err.value.message == message and "linear-probe" in message
+    assert not getattr(strategy, "fitted_", False)
+    with pytest.raises(UserInputError, match=f"strategy '{name}' handles classification; for {task} use: "):
+        STRATEGIES.get(name).check_task(task)
