@@ -82,6 +82,8 @@ def test_regression_needs_its_task_then_reports_in_the_targets_units(tiny_text_d
     m = json.loads((out / "metrics.json").read_text())
     assert m["task"] == "regression" and m["verdict_metric"] == "rmse"
     assert {"rmse", "mae", "r2", "spearman", "predictions"} <= set(m["test"])
+    card = json.loads((out / "model_card.json").read_text())
+    assert card["task"] == "regression" and card["target"]["scale"] > 0
     assert "mean" in m["controls"] and "random-init" in m["controls"]
     assert len(m["test"]["predictions"]["y_pred"]) == m["n_test"]
     html = (out / "report.html").read_text()
@@ -111,7 +113,7 @@ def test_regression_on_real_digit_images_in_python(tiny_image_dir, tmp_path):
         again.predict_proba(train.subset(range(2)))
 
 
-def test_a_strategy_without_the_task_names_those_with_it(tiny_text_dir, tmp_path):
+def test_a_strategy_without_the_task_names_those_with_it_before_any_model_loads(tmp_path):
     data = _topic_mail(tmp_path / "topics.jsonl")
-    with pytest.raises(UserInputError, match="linear-probe"):
-        tk.fit(data=str(data), model=str(tiny_text_dir), strategy="prototype", log=None)
+    with pytest.raises(UserInputError, match="linear-probe"):  # the model does not even exist
+        tk.fit(data=str(data), model=str(tmp_path / "no-such-model"), strategy="prototype", log=None)

@@ -180,6 +180,8 @@ def validate_stage(cfg: FitConfig, strategy_cls: type[Strategy] | None, train: D
         prepared = prepare_data(test_source, None, **reads)
     else:
         prepared = prepare_data(train if train is not None else cfg.data, test_source, **reads)
+    if strategy_cls is not None:  # a strategy that cannot learn the task says so before any model loads
+        strategy_cls.check_task(prepared.task)
     report = prepared.report
     for line in report.warning_lines():
         say(f"warning: {line}")
@@ -371,6 +373,8 @@ def _card(cfg: FitConfig, splits: Splits, model: TransferModel) -> dict[str, Any
                  "test_hash": test.fingerprint(), "n_train": splits.n_train, "n_test": len(test),
                  **({"target_unlabelled": cfg.target_unlabelled, "target_hash": target.fingerprint(),
                      "n_target": len(target)} if target is not None else {})},
+        **({"target": {"mean": model.strategy.target_mean_, "scale": model.strategy.target_scale_}}
+           if cfg.task == "regression" else {}),
         "lineage": {"command": "fit"},
         "seed": cfg.seed, "versions": versions(), "timings": model.metrics["timings"],
     }
