@@ -107,6 +107,15 @@ def test_a_second_writer_of_one_run_is_refused(tiny_text_dir, toy_files, tmp_pat
     assert not (out / "model_card.json").exists()
 
 
+def test_a_fit_stopped_by_bad_data_leaves_no_directory(tiny_text_dir, tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("subject,body,label\nhi,free cash,spam\n")  # one item, one class
+    out = tmp_path / "never"
+    with pytest.raises(UserInputError):
+        tk.fit(data=str(bad), text_columns="subject,body", model=str(tiny_text_dir), out=str(out), log=None)
+    assert not out.exists()  # the lock it took is gone with the directory it made
+
+
 @pytest.mark.parametrize("err, words", [(errno.ENOSPC, "the disk is full"), (errno.EACCES, "not writable")])
 def test_a_failed_write_leaves_no_run_that_predict_would_take(run, tiny_text_dir, toy_files, monkeypatch, err, words):
     train, test = toy_files

@@ -276,6 +276,7 @@ class RunDir:
         """Hold an exclusive lock on this run for writing; a second writer is refused at once."""
         from filelock import FileLock, Timeout
 
+        created = not self.path.exists()
         try:
             self.path.mkdir(parents=True, exist_ok=True)
         except OSError as e:
@@ -292,6 +293,19 @@ class RunDir:
             yield
         finally:
             lock.release()
+            if created:
+                _remove_if_only_lock(self.path)
+
+
+def _remove_if_only_lock(path: Path) -> None:
+    """A directory that a failed command created holds nothing but its lock: remove it, so a
+    fit stopped by bad data leaves nothing behind."""
+    try:
+        if [p.name for p in path.iterdir()] == [LOCK]:
+            (path / LOCK).unlink()
+            path.rmdir()
+    except OSError:
+        pass  # someone else wrote there meanwhile: leave it
 
 
 def _safetensors_metadata(blob: bytes) -> dict[str, Any]:
