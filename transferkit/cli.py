@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .errors import DataValidationError, MissingDependencyError, TransferkitError, UserInputError
+from .report.text import headline, summary_lines
 
 
 def _parse_value(text: str) -> Any:
@@ -324,7 +325,7 @@ def cmd_fit(a: argparse.Namespace) -> int:
     from .training import distributed
 
     if distributed.is_main():  # under torchrun / accelerate launch: one summary, not one per process
-        _print_summary(model.metrics, model.run_dir)
+        print("\n".join(summary_lines(model.metrics, model.run_dir)))
     return 0
 
 
@@ -345,37 +346,6 @@ def _training_params(a: argparse.Namespace, strategy: str) -> dict[str, Any]:
     return out
 
 
-def _print_summary(metrics: dict, run_dir: Path | None) -> None:
-    t = metrics["test"]
-    if metrics.get("task", "classification") != "classification":
-        print(f"\ntransfer ({metrics['task']}, {metrics['run']['strategy']} on {metrics['run']['backbone']}): "
-              f"{_headline(t)}")
-        for name, c in metrics.get("controls", {}).items():
-            print(f"control {name}: {_headline(c)}")
-    else:
-        print(f"\ntransfer ({metrics['run']['strategy']} on {metrics['run']['backbone']}): accuracy "
-              f"{t['accuracy']:.3f} [{t['accuracy_ci'][0]:.3f}, {t['accuracy_ci'][1]:.3f}], macro-F1 "
-              f"{t['macro_f1']:.3f}")
-        for name, c in metrics.get("controls", {}).items():
-            print(f"control {name}: accuracy {c['accuracy']:.3f} [{c['accuracy_ci'][0]:.3f}, "
-                  f"{c['accuracy_ci'][1]:.3f}]")
-    if "verdict" in metrics:
-        print(f"verdict: {metrics['verdict'].upper()} — {metrics['verdict_explanation']}")
-    domain = metrics.get("domain") or {}
-    if "source_only" in domain:
-        so = domain["source_only"]
-        print(f"source-only (no adaptation): accuracy {so['accuracy']:.3f} "
-              f"[{so['accuracy_ci'][0]:.3f}, {so['accuracy_ci'][1]:.3f}]")
-        print(f"adaptation: {domain['adaptation_verdict'].upper()} — {domain['adaptation_explanation']}")
-    for r in domain.get("shift", []):
-        print(f"domain distance, {r['features']}: MMD² {r['mmd2']:.4f} (p = {r['mmd_p_value']:.3g}), "
-              f"proxy A-distance {r['a_distance']:.2f} — {r['reading']}")
-    for n in metrics.get("notes", []):
-        print(f"note: {n}")
-    if run_dir:
-        print(f"run written to {run_dir}/ (report: {run_dir / 'report.html'})")
-
-
 def cmd_predict(a: argparse.Namespace) -> int:
     from .data import split_columns
     from .predict import predict_files, write_predictions
@@ -394,29 +364,10 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
 
     metrics = evaluate_run(a.run, a.data, text_columns=split_columns(a.text_column), label_column=a.label_column,
                            skip_bad=a.skip_bad, out=a.out, backend=a.backend, load_options=_load_options(a))
-    print(f"{_headline(metrics)} on {metrics['n']} items")
+    print(f"{headline(metrics)} on {metrics['n']} items")
     for c, pc in (metrics.get("per_class") or metrics.get("per_label") or {}).items():
         print(f"  {c}: precision {pc['precision']:.3f} recall {pc['recall']:.3f} (n={pc['support']})")
     return 0
-
-
-def _num(x: float | None) -> str:
-    return "—" if x is None else f"{x:.3f}"  # undefined: Spearman of a constant, AP of an absent label
-
-
-def _ci(m: dict, key: str) -> str:
-    lo, hi = m.get(f"{key}_ci") or (None, None)
-    return f"{_num(m[key])} [{_num(lo)}, {_num(hi)}]"
-
-
-def _headline(m: dict) -> str:
-    """The test metrics of any task in one line (the keys tell the task)."""
-    if "rmse" in m:
-        return f"RMSE {_ci(m, 'rmse')}, MAE {_ci(m, 'mae')}, R² {_num(m['r2'])}, Spearman {_num(m['spearman'])}"
-    if "micro_f1" in m:
-        return (f"micro-F1 {_ci(m, 'micro_f1')}, macro-F1 {_num(m['macro_f1'])}, subset accuracy "
-                f"{_num(m['subset_accuracy'])}, Hamming loss {_num(m['hamming_loss'])}, mAP {_num(m['map'])}")
-    return f"accuracy {_ci(m, 'accuracy')}, macro-F1 {m['macro_f1']:.3f}, ECE {m['ece']:.3f}"
 
 
 def cmd_validate(a: argparse.Namespace) -> int:
