@@ -25,7 +25,9 @@ from .tasks.linear import fit_linear, fit_logistic, linear_outputs, softmax
 
 #: name -> ``fn(train, y_train, test, seed, task="classification") -> (outputs, info)``, ``y_train``
 #: encoded by the task and ``outputs`` the task's (:meth:`Strategy.predict_outputs` shapes), with
-#: ``info["thresholds"]`` ``(L,)`` for multi-label.  Metadata: ``modality`` (``"any"``: every one),
+#: ``info["thresholds"]`` ``(L,)`` for multi-label.  A classification strategy fitted with a
+#: ``class_weight`` passes the same ``(C,)`` weights as ``class_weight=`` (only then), so that the
+#: control is weighted as the transfer is.  Metadata: ``modality`` (``"any"``: every one),
 #: ``tasks`` it handles, ``names`` (task -> the name it is reported under, where the model differs).
 BASELINES: Registry = Registry("baseline")
 
@@ -56,13 +58,15 @@ def control_name(baseline: str, task: str) -> str:
 
 
 def _linear(task: str, Xtr, y: np.ndarray, Xte, seed: int, *, Cs: tuple[float, ...], scale: bool = True,
-            max_iter: int = 3000) -> tuple[np.ndarray, dict[str, Any]]:
+            max_iter: int = 3000, class_weight: np.ndarray | None = None) -> tuple[np.ndarray, dict[str, Any]]:
     """The task's linear head on classical features ``Xtr (N, D)`` (dense, or sparse with
     ``scale=False``), applied to ``Xte``: classification the logistic regression as before
-    tasks existed (``Cs`` by CV), regression ridge (its own alpha grid by CV), multi-label one
-    logistic regression per label (``Cs`` by CV) with thresholds in ``info["thresholds"]``."""
+    tasks existed (``Cs`` by CV, each class weighted by ``class_weight (C,)`` if given),
+    regression ridge (its own alpha grid by CV), multi-label one logistic regression per label
+    (``Cs`` by CV) with thresholds in ``info["thresholds"]``."""
     if task == "classification":
-        W, b, info = fit_logistic(Xtr, y, Cs=Cs, cv=5, max_iter=max_iter, seed=seed, scale=scale)
+        W, b, info = fit_logistic(Xtr, y, Cs=Cs, cv=5, max_iter=max_iter, seed=seed, scale=scale,
+                                  class_weight=class_weight)
         return softmax(np.asarray(Xte @ W.T) + b), info
     options: dict[str, Any] = {} if task == "regression" else {"Cs": Cs, "cv": 5, "max_iter": max_iter}
     fit = fit_linear(task, Xtr, y, seed=seed, scale=scale, **options)
@@ -76,13 +80,14 @@ def _linear(task: str, Xtr, y: np.ndarray, Xte, seed: int, *, Cs: tuple[float, .
                     summary="TF-IDF of word 1-2-grams + logistic regression (ridge for regression), "
                             "regularisation by cross-validation")
 def tfidf_logreg(train: Dataset, y: np.ndarray, test: Dataset, seed: int,
-                 task: str = "classification") -> tuple[np.ndarray, dict]:
+                 task: str = "classification", class_weight: np.ndarray | None = None) -> tuple[np.ndarray, dict]:
     from sklearn.feature_extraction.text import TfidfVectorizer
 
     vec = TfidfVectorizer(sublinear_tf=True, ngram_range=(1, 2), min_df=2 if len(train) >= 50 else 1,
                           max_features=200_000, dtype=np.float32)
     Xtr = vec.fit_transform(train.inputs)
-    out, info = _linear(task, Xtr, y, vec.transform(test.inputs), seed, Cs=(1.0, 10.0, 100.0, 1000.0), scale=False)
+    out, info = _linear(task, Xtr, y, vec.transform(test.inputs), seed, Cs=(1.0, 10.0, 100.0, 1000.0), scale=False,
+                        class_weight=class_weight)
     info["vocabulary"] = len(vec.vocabulary_)
     return out, info
 
@@ -101,11 +106,12 @@ def _pixels(ds: Dataset, side: int) -> np.ndarray:
                     summary="raw grey pixels (at most 32x32) standardised + logistic regression (ridge for "
                             "regression), regularisation by cross-validation")
 def pixels_logreg(train: Dataset, y: np.ndarray, test: Dataset, seed: int,
-                  task: str = "classification") -> tuple[np.ndarray, dict]:
+                  task: str = "classification", class_weight: np.ndarray | None = None) -> tuple[np.ndarray, dict]:
     from .data import load_image
 
     side = min(32, max(load_image(train.inputs[0]).size))
-    out, info = _linear(task, _pixels(train, side), y, _pixels(test, side), seed, Cs=(1e-3, 1e-2, 1e-1, 1.0, 10.0))
+    out, info = _linear(task, _pixels(train, side), y, _pixels(test, side), seed, Cs=(1e-3, 1e-2, 1e-1, 1.0, 10.0),
+                        class_weight=class_weight)
     info["side"] = side
     return out, info
 
@@ -132,8 +138,9 @@ def _band_stats(ds: Dataset, sr: int = 16000, n_bands: int = 40) -> np.ndarray:
                     summary="log band-energy statistics + logistic regression (ridge for regression), "
                             "regularisation by cross-validation")
 def spectrum_logreg(train: Dataset, y: np.ndarray, test: Dataset, seed: int,
-                    task: str = "classification") -> tuple[np.ndarray, dict]:
-    return _linear(task, _band_stats(train), y, _band_stats(test), seed, Cs=(1e-3, 1e-2, 1e-1, 1.0, 10.0))
+                    task: str = "classification", class_weight: np.ndarray | None = None) -> tuple[np.ndarray, dict]:
+    return _linear(task, _band_stats(train), y, _band_stats(test), seed, Cs=(1e-3, 1e-2, 1e-1, 1.0, 10.0),
+                   class_weight=class_weight)
 
 
 @BASELINES.register("mean", modality="any", tasks=("regression",),

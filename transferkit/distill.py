@@ -74,7 +74,7 @@ class Distillation(FineTune):
         t = self.temperature
         soft = self._soft[torch.as_tensor(idx)].to(logits.device)
         kd = F.kl_div(F.log_softmax(logits / t, dim=1), soft, reduction="batchmean") * t * t
-        return self.alpha * F.cross_entropy(logits, y) + (1 - self.alpha) * kd
+        return self.alpha * super()._task_loss(logits, idx, y) + (1 - self.alpha) * kd
 
     def _fit(self, train_ds: Dataset, y: np.ndarray, ctx: TransferContext) -> None:
         try:

@@ -22,6 +22,7 @@ from .model import TransferModel
 from .scores.domain import domain_shift
 from .strategies.base import Strategy
 from .tasks import Outputs, get_task
+from .tasks.linear import class_weights
 from .training import distributed
 
 Log = Callable[[str], None]
@@ -79,11 +80,16 @@ def run_controls(strategy: Strategy, backbone: Backbone, train: Dataset | None, 
     if train is None or not train.labels:
         return out
     y = get_task(task).encode(list(train.labels), list(strategy.classes_))
+    # the strategy's class_weight, for its classical control too: an unweighted control on
+    # imbalanced classes would be a straw man (the random-init clone carries the option itself)
+    spec = getattr(strategy, "class_weight", None)
+    weights = class_weights(spec, y, list(strategy.classes_)) if task == "classification" else None
+    extra = {} if weights is None else {"class_weight": weights}
     for name in baselines_for(train.modality, task):
         shown = control_name(name, task)
         say("control: the training mean for every item …" if name == "mean"
             else f"control: classical baseline {shown} …")
-        values, info = BASELINES.get(name)(train, y, test, cfg.seed, task=task)
+        values, info = BASELINES.get(name)(train, y, test, cfg.seed, task=task, **extra)
         out[shown] = Outputs(values, info.get("thresholds"))
     return out
 

@@ -171,6 +171,30 @@ def _per_class_rows(test: dict, classes: list[str]) -> list[dict]:
     return rows
 
 
+def _class_counts(validation: dict | None) -> dict[str, Any] | None:
+    """Items per class (per label for multi-label) of each split, from ``validation.json``'s
+    ``counts`` (``{split: {"items", "classes": {name: n}}}``); ``None`` without classes (regression).
+
+    Returns ``{"splits": [name], "rows": [{"name", "cells": [(n, share) | None]}], "ratio"}``,
+    ``ratio`` the largest over the smallest training class (how imbalanced the data is).
+    """
+    counts = (validation or {}).get("counts") or {}
+    splits = [k for k in ("train", "test") if isinstance(counts.get(k), dict) and counts[k].get("classes")]
+    if not splits:
+        return None
+    names = sorted({str(c) for k in splits for c in counts[k]["classes"]})
+    rows = []
+    for c in names:
+        cells = []
+        for k in splits:
+            n, total = counts[k]["classes"].get(c), counts[k].get("items") or 0
+            cells.append(None if n is None else (int(n), n / total if total else None))
+        rows.append({"name": c, "cells": cells})
+    train = [int(n) for n in counts[splits[0]]["classes"].values() if n]
+    ratio = max(train) / min(train) if train else None
+    return {"splits": [f"{k} ({counts[k].get('items', '?')} items)" for k in splits], "rows": rows, "ratio": ratio}
+
+
 def _list_rows(items: list, keys: list[str]) -> dict[str, Any] | None:
     """A capped table of dicts: cells ``{"text", "severity", "hint"}``; ``severity`` (the CSS
     class suffix, letters only) is set on the "severity" column, ``hint`` follows a "message"."""
@@ -240,7 +264,8 @@ def render_report(metrics: dict, *, card: dict | None = None, skipped: list[dict
             gives its predicted-vs-true and residual plots.
         card: the model card; shown as a key/value lineage table.
         skipped: items left out by ``--skip-bad``, each ``{"origin", "reason"}``.
-        validation: ``{"problems": [{"severity", "kind", "origin", "message"}, ...]}``.
+        validation: ``validation.json``: ``{"problems": [{"severity", "kind", "origin", "message"}, ...],
+            "counts": {split: {"items", "classes": {name: n}}}}`` (the class distribution table).
         explanations: from ``transferkit explain``: each ``{"item", "predicted", "probability",
             "target", "method", "png"|"html", "note"}``.
 
@@ -271,6 +296,7 @@ def render_report(metrics: dict, *, card: dict | None = None, skipped: list[dict
         "card": [(k, _value(v)) for k, v in _flatten(card or {})],
         "skipped": _list_rows(skipped or [], ["origin", "reason"]),
         "problems": _list_rows((validation or {}).get("problems") or [], ["severity", "kind", "origin", "message"]),
+        "class_counts": _class_counts(validation), "task": task,
     }
     if task == "classification":
         classes = test.get("classes") or metrics.get("classes") or list(test.get("per_class", {}))

@@ -24,7 +24,7 @@ import numpy as np
 
 from ..data.dataset import Dataset
 from .base import STRATEGIES, TransferContext
-from .probe import LinearProbe, fit_logistic
+from .probe import LinearProbe, fit_logistic, loss_weights
 
 
 def robust_stats(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -52,7 +52,8 @@ class AdaBNProbe(LinearProbe):
 
     def _fit(self, train: Dataset, y: np.ndarray, ctx: TransferContext) -> None:
         X = ctx.features(train)
-        W, b, self.info_ = fit_logistic(X, y, Cs=self.Cs, cv=self.cv, max_iter=self.max_iter, seed=ctx.seed)
+        W, b, self.info_ = fit_logistic(X, y, Cs=self.Cs, cv=self.cv, max_iter=self.max_iter, seed=ctx.seed,
+                                        class_weight=loss_weights(self, y, ctx))
         target = getattr(ctx, "target", None)
         if target is None or not len(target):
             ctx.notes.append("adabn: no unlabelled target data was given, so this is the plain linear probe.")

@@ -43,6 +43,7 @@ from ..training.schedules import SCHEDULES
 from ._tuning import mark_adapted, recalibrate_batchnorm, used_layer_groups
 from .base import STRATEGIES, Strategy, TransferContext
 from .params import Params, fraction_or_steps, param
+from .probe import CLASS_WEIGHT_HELP, check_class_weight, loss_weights
 
 
 def saved_head(tensors: dict[str, torch.Tensor], classes: list[str], backbone: Backbone) -> nn.Linear:
@@ -123,6 +124,7 @@ class FineTuneParams(Params):
     # Discriminative rates exist to protect pre-trained lower layers; the small ``lr`` that suits
     # pre-trained weights leaves random ones where they started within the same budget (the
     # strategies table in BENCHMARKS.md measures the random-init control both ways).
+    class_weight: Literal["balanced"] | dict | None = param(None, CLASS_WEIGHT_HELP, check=check_class_weight)
     scratch_lr: float | None = param(1e-3, "one learning rate for every group and the head when the backbone is "
                                            "randomly initialised (the control); null: as the transfer run",
                                      gt=0, lt=1)
@@ -150,6 +152,7 @@ class FineTune(Strategy):
     Params = FineTuneParams
     uses_features = False
     new_head = True  # the head starts from random (``lp-ft``: from the probe)
+    _loss_weight_t: torch.Tensor | None = None  # (C,) class weights of the loss during a fit
 
     @property
     def tunes_backbone(self) -> bool:
@@ -159,6 +162,10 @@ class FineTune(Strategy):
     def _fit(self, train_ds: Dataset, y: np.ndarray, ctx: TransferContext) -> None:
         backbone, device = ctx.backbone, torch.device(ctx.device)
         module = backbone.module.to(device)
+        # (C,) cross-entropy weights from the whole training part (None: unweighted, as before)
+        self.loss_weight_ = loss_weights(self, y, ctx)
+        self._loss_weight_t = None if self.loss_weight_ is None else torch.tensor(
+            self.loss_weight_, dtype=torch.float32, device=device)
         fit_ds, val_ds = self._split(train_ds, ctx)
         if self.new_head and backbone.layer is not None and backbone.init == "pretrained":
             ctx.notes.append(inner_layer_note(self.name, backbone.layer))
@@ -210,7 +217,7 @@ class FineTune(Strategy):
                     # and the final re-estimation replaces them, so refreshing them here changes
                     # nothing in training but makes the validation loss (and early stopping) honest.
                     recalibrate_batchnorm(backbone, fit_ds, self.batch_size, device)
-                    return _scores(self._proba(val_ds, backbone, head, device), y_val)
+                    return _scores(self._proba(val_ds, backbone, head, device), y_val, self.loss_weight_)
 
             callbacks = self._callbacks(model, groups, chosen, evaluate)
             ckpt_dir = getattr(ctx, "checkpoint_dir", None)
@@ -228,6 +235,7 @@ class FineTune(Strategy):
             recalibrated = recalibrate_batchnorm(backbone, fit_ds, self.batch_size, device)
             self.trained_names_ = sorted(trainable_state(module))
         finally:
+            self._loss_weight_t = None
             for p, flag in flags.items():  # leave the module as found, except its weights
                 p.requires_grad_(flag)
             release_statistics(kept)
@@ -277,9 +285,9 @@ class FineTune(Strategy):
         return callbacks
 
     def _task_loss(self, logits: torch.Tensor, idx: np.ndarray, y: torch.Tensor) -> torch.Tensor:
-        """The loss of a batch: ``logits (B, C)`` of the fit items ``idx`` against their labels ``y (B,)``
-        (distillation adds the teacher's soft labels here)."""
-        return F.cross_entropy(logits, y)
+        """The loss of a batch: ``logits (B, C)`` of the fit items ``idx`` against their labels ``y (B,)``,
+        each class weighted by ``class_weight`` if set (distillation adds the teacher's soft labels here)."""
+        return F.cross_entropy(logits, y, weight=self._loss_weight_t)
 
     def _split(self, data: Dataset, ctx: TransferContext) -> tuple[Dataset, Dataset | None]:
         if not self.val_fraction:
@@ -397,7 +405,13 @@ class FineTune(Strategy):
         return self._restored(classes, task)
 
 
-def _scores(proba: np.ndarray, y: np.ndarray) -> dict[str, float]:
-    """Validation loss (mean cross-entropy) and accuracy of ``(N, C)`` probabilities."""
+def _scores(proba: np.ndarray, y: np.ndarray, weight: np.ndarray | None = None) -> dict[str, float]:
+    """Validation loss (mean cross-entropy; with ``weight (C,)``, weighted as the training loss, so
+    that early stopping watches the loss being minimised) and accuracy of ``(N, C)`` probabilities."""
     p = np.clip(proba[np.arange(len(y)), y], 1e-12, 1.0)
-    return {"loss": float(-np.log(p).mean()), "accuracy": float((proba.argmax(1) == y).mean())}
+    if weight is None:
+        loss = float(-np.log(p).mean())
+    else:  # torch's weighted mean: sum(w_y * nll) / sum(w_y)
+        w = np.asarray(weight, dtype=np.float64)[y]
+        loss = float(-(w * np.log(p)).sum() / w.sum())
+    return {"loss": loss, "accuracy": float((proba.argmax(1) == y).mean())}

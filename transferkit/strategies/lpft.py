@@ -77,7 +77,7 @@ class LinearProbeFineTune(FineTune):
         model["backbone"].eval()  # the cache holds eval-mode features; compute any missing ones the same way
         X = ctx.features(fit_ds).astype(np.float64)
         W, b, info = fit_logistic(X, y, Cs=tuple(float(c) for c in self.probe_Cs), cv=self.probe_cv,
-                                  max_iter=PROBE_MAX_ITER, seed=ctx.seed)
+                                  max_iter=PROBE_MAX_ITER, seed=ctx.seed, class_weight=self.loss_weight_)
         head = model["head"]
         with torch.no_grad():
             head.weight.copy_(torch.as_tensor(W, dtype=head.weight.dtype))

@@ -13,13 +13,14 @@ out-of-fold predictions of the training items.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Literal
 
 import numpy as np
 import torch
 
 from ..data.dataset import Dataset
 from ..errors import UserInputError
-from ..tasks.linear import LinearFit, fit_linear, fit_logistic, linear_outputs, softmax
+from ..tasks.linear import LinearFit, class_weights, fit_linear, fit_logistic, linear_outputs, softmax
 from .base import STRATEGIES, Strategy, TransferContext
 from .params import Params, param
 
@@ -33,6 +34,38 @@ def linear_head(weight: np.ndarray, bias: np.ndarray) -> torch.nn.Linear:
     return head.eval()
 
 
+CLASS_WEIGHT_HELP = ("weight of each class in the loss (classification): null (every item once), balanced "
+                     "(n_items / (n_classes * class count)) or {\"class\": weight}; the controls get the same")
+
+
+def check_class_weight(value: Any) -> str | None:
+    """A ``check`` for ``class_weight``: a dict's weights are positive numbers (its class names are
+    checked against the training data at fit time, :func:`~transferkit.tasks.linear.class_weights`)."""
+    if isinstance(value, dict):
+        bad = [k for k, v in value.items()
+               if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < float("inf")]
+        if bad or not value:
+            return "null, \"balanced\" or a non-empty {class: positive weight}"
+    return None
+
+
+def loss_weights(strategy: Strategy, y: np.ndarray, ctx: TransferContext) -> np.ndarray | None:
+    """``(C,)`` class weights of ``strategy``'s ``class_weight`` on its encoded training labels
+    ``y``; ``None`` when unset, or for a task without classes to weigh (regression: ignored, with a
+    note; multi-label: refused)."""
+    spec = getattr(strategy, "class_weight", None)
+    if spec is None:
+        return None
+    if strategy.task_ == "regression":
+        ctx.notes.append(f"{strategy.name}: class_weight applies to classes; a regression target has none, so it "
+                         "was ignored.")
+        return None
+    if strategy.task_ != "classification":
+        raise UserInputError(f"class_weight is for classification; {strategy.name} on a {strategy.task_} task "
+                             "does not weigh labels yet", hint="drop --param class_weight for this task")
+    return class_weights(spec, y, list(strategy.classes_))
+
+
 @dataclass
 class ProbeParams(Params):
     """Options of ``linear-probe`` (and ``adabn``)."""
@@ -41,6 +74,7 @@ class ProbeParams(Params):
                                                            "features), one chosen by cross-validation", gt=0)
     cv: int = param(5, "folds of stratified cross-validation (fewer when a class is smaller)", ge=2)
     max_iter: int = param(2000, "L-BFGS iterations", ge=1)
+    class_weight: Literal["balanced"] | dict | None = param(None, CLASS_WEIGHT_HELP, check=check_class_weight)
 
 
 #: The tensors a saved probe of each task carries beyond ``head.weight`` and ``head.bias``.
@@ -68,9 +102,11 @@ class LinearProbe(Strategy):
     tasks = ("classification", "regression", "multi-label")
 
     def _fit(self, train: Dataset, y: np.ndarray, ctx: TransferContext) -> None:
+        weights = loss_weights(self, y, ctx)
         X = ctx.features(train)
         if self.task_ == "classification":
-            W, b, self.info_ = fit_logistic(X, y, Cs=self.Cs, cv=self.cv, max_iter=self.max_iter, seed=ctx.seed)
+            W, b, self.info_ = fit_logistic(X, y, Cs=self.Cs, cv=self.cv, max_iter=self.max_iter, seed=ctx.seed,
+                                            class_weight=weights)
             self.head_weight_ = W.astype(np.float32)
             self.head_bias_ = b.astype(np.float32)
             return
@@ -107,10 +143,10 @@ class LinearProbe(Strategy):
         return out
 
     def torch_head(self) -> torch.nn.Module:
+        """``Linear(D, K)`` over raw features, for every task: classification logits ``(N, C)``,
+        multi-label logits ``(N, L)`` (the caller applies the sigmoid), regression ``(N, 1)`` values
+        already in the target's units (the target's scaling is folded into the weights)."""
         self._check_fitted()
-        if self.task_ != "classification":
-            raise UserInputError(f"this linear-probe predicts {self.task_}: its head cannot be explained or exported "
-                                 "yet (classification heads only)")
         return linear_head(self.head_weight_, self.head_bias_)
 
     def load_state(self, tensors: dict[str, torch.Tensor], classes: list[str], backbone=None,

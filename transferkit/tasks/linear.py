@@ -17,18 +17,57 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import UserInputError
 from ._multilabel import fit_multilabel
 from ._scaling import fit_scaler
 
 
+def class_weights(spec: Any, y: np.ndarray, classes: list[str]) -> np.ndarray | None:
+    """The per-class loss weights ``(C,)`` a ``class_weight`` option asks for, or ``None``.
+
+    Args:
+        spec: ``None`` (every item counts once), ``"balanced"`` (scikit-learn's
+            ``n_samples / (n_classes * count)``, so each class weighs as much in total) or
+            ``{class name: weight}`` (classes not named keep weight 1).
+        y: ``(N,)`` int labels in ``0..C-1`` (the training items).
+        classes: the ``C`` class names, in ``y``'s order.
+    """
+    if spec is None:
+        return None
+    n_classes = len(classes)
+    if spec == "balanced":
+        counts = np.bincount(np.asarray(y, dtype=np.int64), minlength=n_classes).astype(np.float64)
+        # a class absent from training has no loss term to weigh; 1 keeps the array finite
+        return np.where(counts > 0, len(y) / (n_classes * np.maximum(counts, 1)), 1.0)
+    if not isinstance(spec, dict):
+        raise UserInputError(f"class_weight must be null, \"balanced\" or {{class: weight}}, got {spec!r}",
+                             hint='--param class_weight=balanced, or --param class_weight=\'{"spam": 5}\'')
+    known = [str(c) for c in classes]
+    unknown = sorted(str(k) for k in spec if str(k) not in known)
+    if unknown:
+        raise UserInputError(f"class_weight names {', '.join(repr(u) for u in unknown)}, which "
+                             f"{'is not a class' if len(unknown) == 1 else 'are not classes'} of the training data",
+                             hint=f"the classes are: {', '.join(known)}")
+    out = np.ones(n_classes, dtype=np.float64)
+    for k, v in spec.items():
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v) or v <= 0:
+            raise UserInputError(f"class_weight of {k!r} is {v!r}; a weight must be a positive number",
+                                 hint='e.g. --param class_weight=\'{"spam": 5}\'')
+        out[known.index(str(k))] = float(v)
+    return out
+
+
 def fit_logistic(X, y: np.ndarray, *, Cs: tuple[float, ...], cv: int, max_iter: int,
-                 seed: int, scale: bool = True) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+                 seed: int, scale: bool = True,
+                 class_weight: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """Standardise, pick C by stratified CV (log-loss), refit on all data.
 
     Args:
         X: ``(N, D)`` features (dense; or scipy sparse with ``scale=False``).
         y: ``(N,)`` int labels in ``0..C-1``, every class present.
         scale: standardise features first (the fitted scaler is folded into ``W, b``).
+        class_weight: ``(C,)`` weight of each class's items in the loss (:func:`class_weights`),
+            in the cross-validation and the refit alike; ``None``: all 1.
 
     Returns:
         ``W (C, D)`` and ``b (C,)`` acting on *unscaled* X, and facts about the fit.
@@ -42,19 +81,22 @@ def fit_logistic(X, y: np.ndarray, *, Cs: tuple[float, ...], cv: int, max_iter: 
     else:
         Xs = X
     n_classes = int(y.max()) + 1
+    weights = None if class_weight is None else {i: float(w) for i, w in enumerate(class_weight)}
     folds = min(cv, int(np.bincount(y).min()))
     info: dict[str, Any] = {"Cs": sorted(Cs)}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # convergence chatter on tiny folds; the refit reports `converged`
         if folds >= 2 and len(Cs) > 1:
-            scores = _cv_path(Xs, y, sorted(Cs), folds, seed)
+            scores = _cv_path(Xs, y, sorted(Cs), folds, seed, weights)
             best = int(np.argmax(scores))
             C = sorted(Cs)[best]
             info.update(cv_folds=folds, cv_neg_log_loss=[float(s) for s in scores])
         else:
             C = sorted(Cs)[len(Cs) // 2]
             info.update(cv_folds=0, cv_note="too few items per class for cross-validation; middle C used")
-        clf = LogisticRegression(C=C, max_iter=max_iter).fit(Xs, y)
+        clf = LogisticRegression(C=C, max_iter=max_iter, class_weight=weights).fit(Xs, y)
+    if weights is not None:
+        info["class_weight"] = [float(w) for w in class_weight]
     info.update(C=float(C), n_iter=int(np.max(clf.n_iter_)), converged=bool(np.max(clf.n_iter_) < max_iter))
     coef, intercept = clf.coef_, clf.intercept_
     if n_classes == 2 and coef.shape[0] == 1:  # sklearn's binary form: one logit for class 1
@@ -67,7 +109,8 @@ def fit_logistic(X, y: np.ndarray, *, Cs: tuple[float, ...], cv: int, max_iter: 
     return W, b, info
 
 
-def _cv_path(X, y: np.ndarray, Cs: list[float], folds: int, seed: int) -> np.ndarray:
+def _cv_path(X, y: np.ndarray, Cs: list[float], folds: int, seed: int,
+             class_weight: dict[int, float] | None = None) -> np.ndarray:
     """Mean validation log-likelihood of each C (ascending) over stratified folds.
 
     scikit-learn's ``LogisticRegressionCV`` walks each fold's regularisation path from strong
@@ -81,7 +124,8 @@ def _cv_path(X, y: np.ndarray, Cs: list[float], folds: int, seed: int) -> np.nda
 
     cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     path = LogisticRegressionCV(Cs=list(Cs), cv=cv, scoring="neg_log_loss", l1_ratios=(0.0,), max_iter=300,
-                                tol=1e-3, refit=False, use_legacy_attributes=False).fit(X, y)
+                                tol=1e-3, refit=False, use_legacy_attributes=False,
+                                class_weight=class_weight).fit(X, y)
     return np.asarray(path.scores_, dtype=np.float64).reshape(folds, len(Cs)).mean(axis=0)
 
 
