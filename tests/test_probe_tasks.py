@@ -60,12 +60,15 @@ def test_regression_probe_predicts_digit_values_in_their_units(regression):
     assert all(isinstance(v, float) for v in pred) and np.allclose(pred, out)
 
 
-def test_regression_probe_refuses_probabilities_and_a_torch_head(regression):
+def test_regression_probe_refuses_probabilities_and_its_torch_head_gives_values(regression):
     probe, ctx, _, test = regression
     with pytest.raises(UserInputError, match="predicts numbers"):
         probe.predict_proba(test, ctx)
-    with pytest.raises(UserInputError, match="classification heads only"):
-        probe.torch_head()
+    head = probe.torch_head()  # (N, D) -> (N, 1) in the target's units: what export traces
+    with torch.no_grad():
+        values = head(torch.from_numpy(np.asarray(ctx.features(test), np.float32))).numpy()
+    assert values.shape == (len(test), 1)
+    np.testing.assert_allclose(values[:, 0], probe.predict_outputs(test, ctx), rtol=1e-4, atol=1e-3)
 
 
 def test_multilabel_probe_finds_the_digits_of_a_pair(multilabel):

@@ -5,15 +5,20 @@ adapters are merged first), with dynamic axes:
 
 * text: ``input_ids (W, L)``, ``attention_mask (W, L)`` for W windows of L tokens, and
   ``pool (N, W)``: row i holds item i's window weights (its windows' token counts, normalised),
-  so long texts are embedded in windows and pooled exactly as in PyTorch; output ``proba (N, C)``.
+  so long texts are embedded in windows and pooled exactly as in PyTorch.
   Tokenising and windowing stay in Python (the backbone's own ``prepare``).
-* images: ``pixel_values (N, 3, H, W)`` -> ``proba (N, C)``.
+* images: ``pixel_values (N, 3, H, W)``.
+
+The output is the task's (:data:`OUTPUTS`): classification ``proba (N, C)`` (softmax),
+multi-label ``proba (N, L)`` (one sigmoid per label; the thresholds stay in the model card),
+regression ``value (N,)`` in the target's units.
 
 At export the graph is run on real items of the run (its test split when its files are still
-there, else a few synthetic ones) next to PyTorch; the largest absolute difference of
-probabilities goes into the model card, and the export is refused above ``tolerance``.
-``--quantize int8`` adds dynamically quantized weights (int8 matrices, activations quantized
-on the fly) and measures the accuracy change on the run's test split.
+there, else a few synthetic ones) next to PyTorch; the largest absolute difference of the
+outputs goes into the model card, and the export is refused above ``tolerance`` (regression:
+relative to the largest value, at least 1).  ``--quantize int8`` adds dynamically quantized
+weights (int8 matrices, activations quantized on the fly) and measures the change of the task's
+primary metric (accuracy for classification) on the run's test split.
 
 Running the exported graph (``OnnxRunner``, ``load(..., backend="onnx")``) and the ONNX feature
 backend live in :mod:`transferkit.onnx_runtime`.
@@ -32,18 +37,32 @@ from torch import nn
 from .data.dataset import Dataset
 from .errors import UserInputError
 from .onnx_runtime import OPSET, OnnxRunner, eager_attention, graph_inputs, ort_module
-from .runs import RunDir, load, recreate_splits, require_classification
+from .runs import RunDir, load, recreate_splits
+from .tasks import get_task
 
 ONNX_FILE, INT8_FILE = "model.onnx", "model.int8.onnx"
 QUANT_OPS = ["MatMul", "Gemm", "Gather"]  # Gather: embedding tables
+#: The graph's output per task: its name and what the card says it holds.
+OUTPUTS = {"classification": ("proba", "proba (items, classes)"),
+           "multi-label": ("proba", "proba (items, labels): one sigmoid per label"),
+           "regression": ("value", "value (items,) in the target's units")}
+
+
+def _activate(task: str, z: torch.Tensor) -> torch.Tensor:
+    """The task's outputs from the head's ``(N, K)`` pre-activations (:meth:`Strategy.torch_head`)."""
+    if task == "classification":
+        return torch.softmax(z, dim=1)
+    if task == "multi-label":
+        return torch.sigmoid(z)
+    return z[:, 0]  # regression: K = 1, already in the target's units
 
 
 class _TextGraph(nn.Module):
-    """Windows -> transformer -> pooled per window -> pooled per item (``pool @``) -> head -> softmax."""
+    """Windows -> transformer -> pooled per window -> pooled per item (``pool @``) -> head -> the task's activation."""
 
-    def __init__(self, backbone, head: nn.Module):
+    def __init__(self, backbone, head: nn.Module, task: str = "classification"):
         super().__init__()
-        self.module, self.head = backbone.module, head
+        self.module, self.head, self.task = backbone.module, head, task
         self.backbone = [backbone]  # not a submodule: its module is registered above
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, pool: torch.Tensor) -> torch.Tensor:
@@ -56,35 +75,36 @@ class _TextGraph(nn.Module):
         else:
             m = attention_mask.unsqueeze(-1).to(h.dtype)
             f = (h * m).sum(1) / m.sum(1).clamp_min(1.0)
-        return torch.softmax(self.head(pool @ f.float()), dim=1)
+        return _activate(self.task, self.head(pool @ f.float()))
 
 
 class _ImageGraph(nn.Module):
-    def __init__(self, backbone, head: nn.Module):
+    def __init__(self, backbone, head: nn.Module, task: str = "classification"):
         super().__init__()
-        self.module, self.head = backbone.module, head
+        self.module, self.head, self.task = backbone.module, head, task
         self.backbone = [backbone]
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         from .backbones.base import Batch
 
         f = self.backbone[0].forward_features(Batch(tensors={"pixel_values": pixel_values}, n_items=len(pixel_values)))
-        return torch.softmax(self.head(f.float()), dim=1)
+        return _activate(self.task, self.head(f.float()))
 
 
 def _graph(model) -> tuple[nn.Module, dict[str, Any]]:
     strategy, backbone = model.strategy, model.backbone
     strategy = strategy.merged_for_export()  # LoRA: one plain set of weights in the graph
     head = strategy.torch_head()
+    output = OUTPUTS[model.task][0]
     if backbone.modality == "text":
         if backbone.tokenizer is None:
             raise UserInputError(f"export of the text backbone {backbone.name!r} is not supported")
-        g = _TextGraph(backbone, head)
+        g = _TextGraph(backbone, head, model.task)
         axes = {"input_ids": {0: "windows", 1: "tokens"}, "attention_mask": {0: "windows", 1: "tokens"},
-                "pool": {0: "items", 1: "windows"}, "proba": {0: "items"}}
+                "pool": {0: "items", 1: "windows"}, output: {0: "items"}}
     elif backbone.modality == "image":
-        g = _ImageGraph(backbone, head)
-        axes = {"pixel_values": {0: "items"}, "proba": {0: "items"}}
+        g = _ImageGraph(backbone, head, model.task)
+        axes = {"pixel_values": {0: "items"}, output: {0: "items"}}
     else:
         raise UserInputError(f"ONNX export of {backbone.modality} runs is not supported yet",
                              hint="text and image runs can be exported")
@@ -126,9 +146,9 @@ def _export(rd: RunDir, quantize: str | None, check_items: int, tolerance: float
             load_options: dict[str, Any]) -> dict[str, Any]:
     run = rd.path
     model = load(run, cache=False, **load_options)
-    require_classification(model, "ONNX export")
+    output, described = OUTPUTS[model.task]
     graph, axes = _graph(model)
-    names = [k for k in axes if k != "proba"]
+    names = [k for k in axes if k != output]
     check, test, why = _check_items(run, model, check_items)
     example = graph_inputs(model.backbone, list(check.inputs[:2]))
     path = run / ONNX_FILE
@@ -136,20 +156,23 @@ def _export(rd: RunDir, quantize: str | None, check_items: int, tolerance: float
     with warnings.catch_warnings(), torch.no_grad(), eager_attention(model.backbone.module):
         warnings.simplefilter("ignore")  # the tracer's notes on Python control flow
         torch.onnx.export(graph, tuple(torch.from_numpy(example[k]) for k in names), str(path),
-                          input_names=names, output_names=["proba"], dynamic_axes=axes, opset_version=OPSET,
+                          input_names=names, output_names=[output], dynamic_axes=axes, opset_version=OPSET,
                           dynamo=False)
     seconds = time.perf_counter() - t0
     runner = OnnxRunner(path, model.backbone)
-    p_torch = model.predict_proba(check)
-    p_onnx = runner.predict_proba(check)
+    p_torch = model.predict_outputs(check)
+    p_onnx = runner.predict_outputs(check)
     diff = float(np.abs(p_torch - p_onnx).max())
-    if not diff <= tolerance:
+    # Probabilities lie in [0, 1]; a regression value is in the target's units, so its float32
+    # rounding grows with its size: the tolerance is relative to the largest value (at least 1).
+    scale = max(1.0, float(np.abs(p_torch).max())) if model.task == "regression" else 1.0
+    if not diff <= tolerance * scale:
         path.unlink(missing_ok=True)
-        raise UserInputError(f"the ONNX graph differs from PyTorch by {diff:.3g} (tolerance {tolerance:g}) on "
-                             f"{len(check)} items; nothing was exported", hint="please report this model")
+        raise UserInputError(f"the ONNX graph differs from PyTorch by {diff:.3g} (tolerance {tolerance * scale:g}) "
+                             f"on {len(check)} items; nothing was exported", hint="please report this model")
     entry: dict[str, Any] = {
         "format": "onnx", "file": ONNX_FILE, "bytes": path.stat().st_size, "opset": OPSET, "seconds": round(seconds, 2),
-        "inputs": names, "output": "proba (items, classes)",
+        "task": model.task, "inputs": names, "output": described,
         "parity": {"max_abs_diff": diff, "items": len(check), "on": "test split" if test is not None else
                    f"synthetic items ({why})", "tolerance": tolerance},
     }
@@ -189,17 +212,33 @@ def _export(rd: RunDir, quantize: str | None, check_items: int, tolerance: float
         q = {"file": INT8_FILE, "quantized_ops": QUANT_OPS, "weights": "int8, one scale per output channel",
              "head": "kept in fp32", "bytes": qpath.stat().st_size, "size_ratio": qpath.stat().st_size / entry["bytes"]}
         qrunner = OnnxRunner(qpath, model.backbone)
-        if test is not None:
+        if test is not None and model.task == "classification":
             y = np.array([model.classes.index(c) for c in test.labels])
             a32 = float((runner.predict_proba(test).argmax(1) == y).mean())
             a8 = float((qrunner.predict_proba(test).argmax(1) == y).mean())
             q.update(accuracy_fp32=a32, accuracy_int8=a8, accuracy_change=a8 - a32, test_items=len(test))
             log(f"int8: {q['bytes'] / 1e6:.1f} MB ({100 * q['size_ratio']:.0f}%), test accuracy {a32:.3f} -> {a8:.3f}")
+        elif test is not None:
+            q.update(_primary_change(model, test, runner, qrunner))
+            log(f"int8: {q['bytes'] / 1e6:.1f} MB ({100 * q['size_ratio']:.0f}%), test {q['metric']} "
+                f"{q['metric_fp32']:.4g} -> {q['metric_int8']:.4g}")
         else:
             q["accuracy_change"] = None
             q["why_not_measured"] = why
             log(f"int8: {q['bytes'] / 1e6:.1f} MB; accuracy change not measured: {why}")
-        q["max_abs_diff_vs_fp32"] = float(np.abs(qrunner.predict_proba(check) - p_onnx).max())
+        q["max_abs_diff_vs_fp32"] = float(np.abs(qrunner.predict_outputs(check) - p_onnx).max())
         entry["int8"] = q
     rd.write_card({**rd.card(), "export": entry})
     return entry
+
+
+def _primary_change(model, test: Dataset, fp32: OnnxRunner, int8: OnnxRunner) -> dict[str, Any]:
+    """The task's primary metric (RMSE, micro-F1) of the fp32 and int8 graphs on the test split
+    (no intervals: the change is the number asked for)."""
+    task = get_task(model.task)
+    y = task.encode(list(test.labels), model.classes)
+    thresholds = model.strategy.thresholds_ if model.task == "multi-label" else None
+    values = [float(task.metrics(y, runner.predict_outputs(test), model.classes, thresholds=thresholds,
+                                 n_boot=1)[task.primary]) for runner in (fp32, int8)]
+    return {"metric": task.primary, "metric_fp32": values[0], "metric_int8": values[1],
+            "metric_change": values[1] - values[0], "test_items": len(test)}

@@ -101,8 +101,8 @@ class TransferModel:
     def predict_outputs(self, inputs: Any) -> np.ndarray:
         """The task's outputs: classification ``(N, C)`` probabilities, regression ``(N,)``
         values in the target's units, multi-label ``(N, L)`` per-label probabilities."""
-        if self.onnx is not None:  # export covers classification heads only, so this is one
-            return self.onnx.predict_proba(self.as_dataset(inputs), batch_size=self.batch_size)
+        if self.onnx is not None:  # the exported graph gives the task's outputs
+            return self.onnx.predict_outputs(self.as_dataset(inputs), batch_size=self.batch_size)
         return self.strategy.predict_outputs(self.as_dataset(inputs), self.ctx)
 
     def predict(self, inputs: Any) -> list:

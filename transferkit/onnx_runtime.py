@@ -2,8 +2,9 @@
 
 Two users, one runtime:
 
-* :class:`OnnxRunner` runs the graph ``transferkit export`` wrote (backbone and head,
-  ``proba (N, C)``) with the run's own preprocessing (``backbone.prepare``);
+* :class:`OnnxRunner` runs the graph ``transferkit export`` wrote (backbone and head: the
+  task's outputs, ``proba (N, C)`` / ``proba (N, L)`` or ``value (N,)``) with the run's own
+  preprocessing (``backbone.prepare``);
   :func:`attach_onnx` makes a loaded model predict through it (``load(..., backend="onnx")``).
 * :class:`OnnxFeatures` runs a backbone's feature graph (``fit/rank --backend onnx``): the
   graph is exported once per feature-cache key and checked against PyTorch before first use.
@@ -144,8 +145,25 @@ class OnnxRunner:
             yield rows, {"input_ids": ids[win, :width].astype(np.int64),
                          "attention_mask": mask[win, :width].astype(np.int64), "pool": pool}
 
+    @property
+    def gives_values(self) -> bool:
+        """Whether the graph outputs one value per item (a regression run's ``value (N,)``)."""
+        return len(self.session.get_outputs()[0].shape) == 1
+
     def predict_proba(self, data, batch_size: int = 32) -> np.ndarray:
-        """``proba (N, C)`` float64 for the items of ``data`` (a Dataset)."""
+        """``proba (N, C)`` (multi-label ``(N, L)``) float64 for the items of ``data`` (a Dataset).
+
+        Raises:
+            UserInputError: the graph of a regression run (it gives values: :meth:`predict_outputs`).
+        """
+        if self.gives_values:
+            raise UserInputError(f"{self.path.name} predicts numbers (regression), not probabilities",
+                                 hint="use predict_outputs() or predict()")
+        return self.predict_outputs(data, batch_size)
+
+    def predict_outputs(self, data, batch_size: int = 32) -> np.ndarray:
+        """The graph's outputs float64 for the items of ``data`` (a Dataset): ``(N, K)``
+        probabilities, or ``(N,)`` values for a regression run."""
         items = list(data.inputs)
         b = self.backbone
         out = None
@@ -159,13 +177,16 @@ class OnnxRunner:
             for rows, feed in runs:
                 p = self.session.run(None, feed)[0]
                 if out is None:
-                    out = np.zeros((len(items), p.shape[1]), np.float64)
+                    out = np.zeros((len(items), *p.shape[1:]), np.float64)
                 out[[s + r for r in rows]] = p
-        return out if out is not None else np.zeros((0, 0))
+        if out is None:
+            return np.zeros(0 if self.gives_values else (0, 0))
+        return out
 
 
 def attach_onnx(model, run: str | Path, *, int8: bool = False) -> None:
-    """Make ``model.predict_proba`` run the exported graph (``load(..., backend="onnx")``)."""
+    """Make ``model.predict_outputs`` (and ``predict_proba``, ``predict``) run the exported graph
+    (``load(..., backend="onnx")``)."""
     entry = (model.card or {}).get("export")
     if not entry:
         raise UserInputError(f"{run} has no ONNX export", hint=f"run `transferkit export {run}` first")

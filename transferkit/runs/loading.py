@@ -180,7 +180,7 @@ def _check_backbone_weights(bb: Backbone, identity: dict[str, Any], name: str) -
 
 def require_classification(model: TransferModel, what: str) -> None:
     """Refuse a run of another task than classification where ``what`` supports only that yet
-    (the tasks issue adds the others step by step)."""
+    (explanations; serving and ONNX export take every task)."""
     if model.task != "classification":
         raise UserInputError(f"{what} of {model.task} runs is not available yet (only of classification runs)",
                              hint="use `transferkit predict` and `transferkit evaluate`, which support every task")

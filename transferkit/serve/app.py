@@ -41,7 +41,7 @@ from .inputs import (
     text_cost,
 )
 from .metrics import Metrics
-from .schemas import PREDICT_OPENAPI, PredictResponse
+from .schemas import PREDICT_OPENAPI, PredictResponse, predictions
 from .settings import ServeSettings
 
 log = logging.getLogger("transferkit.serve")
@@ -194,9 +194,10 @@ def create_app(run_dir: str | Path, settings: ServeSettings | None = None, *, pr
         run_dir: a directory written by ``transferkit fit --out``.
         settings: limits, batching and drift settings (default: :meth:`ServeSettings.for_run`).
         predictor: an already loaded :class:`~transferkit.serve.predictor.Predictor` (or any
-            object with ``predict(items) -> (proba (N, C), features (N, D) | None)``,
-            ``classes``, ``modality``, ``card`` and ``reference``); default: load ``run_dir``
-            on a background thread at start-up.
+            object with ``predict(items) -> (outputs, features (N, D) | None)``, ``classes``,
+            ``modality``, ``card`` and ``reference``, and for other tasks than classification
+            ``task`` and ``thresholds``: see :class:`~transferkit.serve.predictor.Predictor`);
+            default: load ``run_dir`` on a background thread at start-up.
     """
     settings = settings or ServeSettings.for_run(run_dir)
     state = ServerState(run_dir, settings, predictor)
@@ -235,8 +236,11 @@ def create_app(run_dir: str | Path, settings: ServeSettings | None = None, *, pr
         return JSONResponse({"error": "internal", "message": "internal server error (logged on the server)"},
                             status_code=500)
 
-    @app.post("/predict", response_model=PredictResponse, openapi_extra=PREDICT_OPENAPI,
-              summary="Predict labels and class probabilities for a batch of texts or images")
+    # exclude_unset: a regression answer has no `classes`; the others keep their exact shape
+    @app.post("/predict", response_model=PredictResponse, response_model_exclude_unset=True,
+              openapi_extra=PREDICT_OPENAPI,
+              summary="Predict labels and probabilities (classification, multi-label) or values (regression) "
+                      "for a batch of texts or images")
     async def predict(request: Request):
         if not state.ready:
             raise state.unavailable()
@@ -249,7 +253,7 @@ def create_app(run_dir: str | Path, settings: ServeSettings | None = None, *, pr
                                "in Retry-After", headers={"Retry-After": str(settings.retry_after_s)}) from None
         left = settings.request_timeout_s - (time.monotonic() - t0)
         try:
-            proba, _feats = await _answer(request, future, left)
+            outputs, _feats = await _answer(request, future, left)
         except RequestError:
             raise  # the request's own fault, found by the model's checks: its status and code
         except UserInputError as e:  # an item the model refused (decoding, ...): the client's to fix
@@ -257,13 +261,8 @@ def create_app(run_dir: str | Path, settings: ServeSettings | None = None, *, pr
         except asyncio.TimeoutError:
             raise RequestError(503, "timeout", f"no answer within {settings.request_timeout_s:g} s: the server is "
                                "overloaded", headers={"Retry-After": str(settings.retry_after_s)}) from None
-        classes = list(state.predictor.classes)
-        preds = []
-        for p in np.asarray(proba):
-            k = int(p.argmax())
-            preds.append({"label": classes[k], "confidence": float(p[k]),
-                          "probabilities": {c: float(v) for c, v in zip(classes, p)}})
-        return {"classes": classes, "predictions": preds}
+        p = state.predictor
+        return predictions(_task(p), np.asarray(outputs), list(p.classes), getattr(p, "thresholds", None))
 
     @app.get("/health/live", summary="The process is up")
     async def live():
@@ -290,9 +289,13 @@ def create_app(run_dir: str | Path, settings: ServeSettings | None = None, *, pr
         if state.predictor is None:
             raise state.unavailable()
         p = state.predictor
-        return {"run": Path(run_dir).name, "modality": p.modality, "classes": list(p.classes), "ready": state.ready,
-                "model_card": p.card, "settings": settings.to_dict(), "drift": state.drift.describe(),
-                "uptime_s": round(time.time() - state.started, 1)}
+        task = _task(p)
+        extra = {}
+        if task == "multi-label":  # the thresholds /predict decides with, once here rather than per answer
+            extra["thresholds"] = {c: float(t) for c, t in zip(p.classes, p.thresholds)}
+        return {"run": Path(run_dir).name, "modality": p.modality, "task": task, "classes": list(p.classes), **extra,
+                "ready": state.ready, "model_card": p.card, "settings": settings.to_dict(),
+                "drift": state.drift.describe(), "uptime_s": round(time.time() - state.started, 1)}
 
     @app.get("/metrics", summary="Prometheus metrics", response_class=PlainTextResponse)
     async def metrics(request: Request):
@@ -301,6 +304,11 @@ def create_app(run_dir: str | Path, settings: ServeSettings | None = None, *, pr
 
     app.add_middleware(_LimitsASGI, state=state)
     return app
+
+
+def _task(predictor) -> str:
+    """The predictor's task (a caller's own predictor object may predate tasks: classification)."""
+    return getattr(predictor, "task", "classification")
 
 
 class _LimitsASGI:

@@ -26,7 +26,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-#: ``run(items) -> (proba (N, C), features (N, D) or None)``
+#: ``run(items) -> (outputs (N, ...), features (N, D) or None)``: the task's outputs, split along items
 RunFn = Callable[[list[Any]], tuple[np.ndarray, "np.ndarray | None"]]
 
 
@@ -128,7 +128,7 @@ class MicroBatcher:
     # ------------------------------------------------------------------ admission
     def submit(self, items: list[Any], costs: list[float] | None = None) -> JobFuture:
         """Queue ``items`` (``costs``: one per item, default 1); the future gets
-        ``(proba (N, C), features)``.  Raises :class:`Overloaded`."""
+        ``(outputs, features)``.  Raises :class:`Overloaded`."""
         job = _Job(list(items), [1.0] * len(items) if costs is None else [float(c) for c in costs])
         if not job.items or len(job.costs) != len(job.items):
             raise ValueError("a request needs items, and one cost per item")

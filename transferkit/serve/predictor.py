@@ -1,5 +1,6 @@
-"""What the server's worker runs: a loaded run, giving probabilities and the pooled features
-the drift monitor watches, from one forward pass where the strategy allows it."""
+"""What the server's worker runs: a loaded run, giving the task's outputs (probabilities, values
+or per-label probabilities) and the pooled features the drift monitor watches, from one forward
+pass where the strategy allows it."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,7 +10,7 @@ import numpy as np
 
 from ..data.dataset import Dataset
 from ..features import extract_features
-from ..runs import RunDir, load, require_classification
+from ..runs import RunDir, load
 from ..strategies.base import TransferContext
 from .inputs import check_text, decode_image
 
@@ -23,7 +24,10 @@ class Predictor:
     pass computes them.
 
     Attributes:
-        classes: class names, in the order of probability columns.
+        task: ``"classification"``, ``"regression"`` or ``"multi-label"``.
+        classes: class names (multi-label: label names), in the order of probability columns;
+            ``[]`` for regression.
+        thresholds: multi-label: ``(L,)`` per-label decision thresholds; otherwise ``None``.
         modality: ``"text"``, ``"image"`` or ``"audio"``.
         card: the model card.
         reference: ``(n, D)`` training features for drift, or ``None`` (older runs).
@@ -32,7 +36,6 @@ class Predictor:
     def __init__(self, run_dir: str | Path, load_options: dict[str, Any] | None = None):
         self.run_dir = Path(run_dir)
         self.model = load(self.run_dir, cache=False, progress=False, **(load_options or {}))
-        require_classification(self.model, "serving")
         self.card = self.model.card
         self.reference = RunDir(self.run_dir).reference(self.card)
         self._last: np.ndarray | None = None
@@ -45,6 +48,14 @@ class Predictor:
         return self.model.classes
 
     @property
+    def task(self) -> str:
+        return self.model.task
+
+    @property
+    def thresholds(self) -> np.ndarray | None:
+        return self.model.strategy.thresholds_ if self.task == "multi-label" else None
+
+    @property
     def modality(self) -> str:
         return self.model.modality
 
@@ -55,10 +66,12 @@ class Predictor:
         return feats
 
     def predict(self, items: list[Any]) -> tuple[np.ndarray, np.ndarray | None]:
-        """Probabilities ``(N, C)`` and pooled features ``(N, D)`` of ``N`` decoded items
+        """The task's outputs and pooled features ``(N, D)`` of ``N`` decoded items
         (texts; for images encoded bytes, already checked, or ``(H, W, 3)`` uint8 arrays).
 
-        Called from one worker thread at a time.
+        Outputs: classification ``(N, C)`` probabilities, regression ``(N,)`` values in the
+        target's units, multi-label ``(N, L)`` per-label probabilities.  Called from one worker
+        thread at a time.
 
         Raises:
             RequestError: (a :class:`~transferkit.errors.UserInputError`) for a text the model
@@ -72,8 +85,8 @@ class Predictor:
             items = [decode_image(x) if isinstance(x, (bytes, bytearray)) else x for x in items]
         data = Dataset(modality=self.modality, inputs=list(items))
         self._last = None
-        proba = self.model.strategy.predict_proba(data, self._ctx)
+        outputs = self.model.strategy.predict_outputs(data, self._ctx)
         feats = self._last
         if feats is None or len(feats) != len(items):
             feats = self._features(data) if self.reference is not None else None
-        return np.asarray(proba, dtype=np.float64), feats
+        return np.asarray(outputs, dtype=np.float64), feats

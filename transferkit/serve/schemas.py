@@ -3,16 +3,58 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
+from ..tasks import get_task
+
 
 class Prediction(BaseModel):
+    """A classification run's answer for one item."""
+
     label: str = Field(description="the most probable class")
     confidence: float = Field(description="its probability")
     probabilities: dict[str, float] = Field(description="probability of every class")
 
 
+class ValuePrediction(BaseModel):
+    """A regression run's answer for one item."""
+
+    value: float = Field(description="the predicted number, in the training target's units")
+
+
+class LabelSetPrediction(BaseModel):
+    """A multi-label run's answer for one item."""
+
+    labels: list[str] = Field(description="the labels whose probability reaches their threshold (see /metadata "
+                                          "`thresholds`), sorted; possibly none")
+    probabilities: dict[str, float] = Field(description="probability of every label (each on its own: they do not "
+                                                        "sum to one)")
+
+
 class PredictResponse(BaseModel):
-    classes: list[str] = Field(description="class names, in the order of the model's probability columns")
-    predictions: list[Prediction] = Field(description="one per item, in request order")
+    """Classification and multi-label runs answer ``classes`` and ``predictions``; regression
+    runs only ``predictions`` (``{"value": ...}`` per item)."""
+
+    classes: list[str] | None = Field(None, description="class names (multi-label: label names), in the order of "
+                                                        "the model's probability columns; absent for regression")
+    predictions: list[Prediction | LabelSetPrediction | ValuePrediction] = Field(
+        description="one per item, in request order: per the run's task (/metadata `task`)")
+
+
+def predictions(task: str, outputs, classes: list[str], thresholds=None) -> dict:
+    """The /predict body for a batch's outputs: classification ``(N, C)`` probabilities, regression
+    ``(N,)`` values, multi-label ``(N, L)`` probabilities decided with ``thresholds (L,)``."""
+    if task == "regression":
+        return {"predictions": [{"value": float(v)} for v in outputs]}
+    if task == "multi-label":
+        decided = get_task(task).decide(outputs, thresholds, classes=classes)
+        return {"classes": classes, "predictions": [
+            {"labels": list(names), "probabilities": {c: float(v) for c, v in zip(classes, p)}}
+            for names, p in zip(decided, outputs)]}
+    preds = []
+    for p in outputs:
+        k = int(p.argmax())
+        preds.append({"label": classes[k], "confidence": float(p[k]),
+                      "probabilities": {c: float(v) for c, v in zip(classes, p)}})
+    return {"classes": classes, "predictions": preds}
 
 
 # /predict reads its body itself (JSON for text runs, multipart for image runs), with limits

@@ -312,9 +312,12 @@ class Strategy(ABC):
         return self
 
     def torch_head(self) -> torch.nn.Module:
-        """The fitted classification head as a torch module, ``(N, D)`` backbone features -> ``(N, C)`` logits,
-        in eval mode, such that ``softmax(head(backbone.forward_features(batch)))`` equals
-        :meth:`predict_proba` (explanations and export differentiate or trace through it).
+        """The fitted head as a torch module in eval mode, ``(N, D)`` backbone features -> ``(N, K)``
+        pre-activation outputs, such that the task's activation of ``head(backbone.forward_features(batch))``
+        equals :meth:`predict_outputs` (explanations and export differentiate or trace through it):
+        classification ``softmax`` of ``(N, C)`` logits; multi-label ``sigmoid`` of ``(N, L)`` logits;
+        regression ``(N, 1)`` taken as is (values in the target's units).  A strategy returns one
+        only for the tasks it learns.
 
         Raises:
             UserInputError: a strategy whose prediction is not a head on backbone features.
