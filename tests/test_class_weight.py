@@ -203,3 +203,33 @@ def test_report_shows_the_class_distribution_of_each_split():
     regression = {"problems": [], "counts": {"train": {"items": 50, "classes": {}}}}
     assert "Class distribution" not in render_report(metrics, validation=regression)
     assert "Class distribution" not in render_report(metrics)
+
+
+def test_cli_class_weight_reaches_the_probe_the_controls_and_the_report(tiny_text_dir, tmp_path, monkeypatch):
+    """``--class-weight balanced`` end to end: the run's config keeps it, the probe and the
+    TF-IDF control are fitted with it, and the report shows the class distribution."""
+    from transferkit import controls
+    from transferkit.cli import main
+
+    seen = []
+
+    def spy(*args, **kw):
+        seen.append(kw.get("class_weight"))
+        return fit_logistic(*args, **kw)
+
+    monkeypatch.setattr(controls, "fit_logistic", spy)
+
+    train, _ = ham_and_spam(40, 8, 0)
+    data = tmp_path / "mail.jsonl"
+    data.write_text("".join(json.dumps({"text": t, "label": lab}) + "\n" for t, lab in zip(train.inputs, train.labels)))
+    out = tmp_path / "run"
+    assert main(["fit", "--data", str(data), "--model", str(tiny_text_dir), "--class-weight", "balanced",
+                 "--out", str(out)]) == 0
+    assert json.loads((out / "config.json").read_text())["config"]["strategy_params"]["class_weight"] == "balanced"
+    metrics = json.loads((out / "metrics.json").read_text())
+    weights = metrics["strategy"]["fit"]["class_weight"]  # [ham, spam] on the 80% training part
+    assert weights[1] > 1 > weights[0]
+    assert "tfidf-logreg" in metrics["controls"] and len(seen) == 1 and list(seen[0]) == pytest.approx(weights)
+    counts = json.loads((out / "validation.json").read_text())["counts"]
+    html = (out / "report.html").read_text()
+    assert "Class distribution" in html and f"{counts['train']['classes']['spam']} (" in html

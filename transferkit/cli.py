@@ -105,6 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
                                     "(default: the installed zoo models of the data's modality)")
     f.add_argument("--strategy", help="adaptation strategy (default: linear-probe; with --model auto: chosen too)")
     f.add_argument("--param", action="append", metavar="KEY=VALUE", help="a strategy hyper-parameter (JSON value)")
+    f.add_argument("--class-weight", metavar="balanced|JSON", help="= --param class_weight=... (imbalanced classes)")
     f.add_argument("--labels-per-class", type=int, help="few-shot: sample K labelled training items per class")
     f.add_argument("--target-unlabelled", help="unlabelled data of the target domain (table or folder; labels in it "
                                                "are never read): dann, mmd, coral and self-training adapt to it; "
@@ -305,7 +306,8 @@ def cmd_fit(a: argparse.Namespace) -> int:
     if a.param:
         over["strategy_params"] = {**over.get("strategy_params", cfg.strategy_params),
                                    **_key_values(a.param, "--param")}
-    named = {k: v for k, v in (("labels", a.label_descriptions), ("on", a.on)) if v is not None}
+    named = {k: v for k, v in (("labels", a.label_descriptions), ("on", a.on), ("class_weight", a.class_weight))
+             if v is not None}
     if named:
         over["strategy_params"] = {**over.get("strategy_params", cfg.strategy_params), **named}
     training = _training_params(a, over.get("strategy", cfg.strategy))
