@@ -116,3 +116,16 @@ def test_a_strategy_without_the_task_names_those_with_it_before_any_model_loads(
     data = _topic_mail(tmp_path / "topics.jsonl")
     with pytest.raises(UserInputError, match="linear-probe"):  # the model does not even exist
         tk.fit(data=str(data), model=str(tmp_path / "no-such-model"), strategy="prototype", log=None)
+
+
+def test_the_reports_class_distribution_is_that_of_the_split_parts(tiny_text_dir, tmp_path):
+    from conftest import write_toy_mail
+
+    data = write_toy_mail(tmp_path / "mail.csv")  # 15 ham, 15 spam, no test file: an 80/20 split
+    model = tk.fit(data=str(data), text_columns="subject,body", model=str(tiny_text_dir), out=str(tmp_path / "r"),
+                   control=False, log=None)
+    html = (tmp_path / "r" / "report.html").read_text()
+    table = html[html.index('id="class-distribution"'):]
+    table = table[:table.index("</table>")]
+    assert model.metrics["n_train"] == 24 and ">12 (50.0%)<" in table and ">3 (50.0%)<" in table
+    assert ">15 (50.0%)<" not in table  # not the whole file's counts

@@ -330,8 +330,11 @@ def write_stage(run: RunDir, cfg: FitConfig, model: TransferModel, splits: Split
     report = splits.prepared.report
     run.write_json("validation.json", report.to_dict())
     run.write_json("skipped.json", report.skipped)
+    # the report's class distribution is that of the parts the model saw and was scored on (the
+    # validation counted the files, before any split of a single data file)
+    shown_validation = {**report.to_dict(), "counts": split_counts(splits)}
     run.write_text("report.html", render_report(model.metrics, card=card, skipped=report.skipped,
-                                                validation=report.to_dict()))
+                                                validation=shown_validation))
     card = run.write_card(card)
     prune_after_run(run.checkpoints, keep_last=cfg.keep_checkpoints)
     if cfg.model:
@@ -340,6 +343,27 @@ def write_stage(run: RunDir, cfg: FitConfig, model: TransferModel, splits: Split
 
 
 # ----- pieces ---------------------------------------------------------------------------------
+def split_counts(splits: Splits) -> dict[str, Any]:
+    """``{"train"|"test": {"items", "classes": {name: items}}}`` of the parts used (few-shot
+    sample and automatic split included); multi-label counts the items carrying each label,
+    regression has no classes."""
+    from collections import Counter
+
+    out: dict[str, Any] = {}
+    for name, ds in (("train", splits.train), ("test", splits.test)):
+        if ds is None:
+            continue
+        labels = ds.labels or []
+        if ds.task == "multi-label":
+            per = Counter(label for names in labels for label in names)
+        elif ds.task == "regression":
+            per = Counter()
+        else:
+            per = Counter(labels)
+        out[name] = {"items": len(ds), "classes": dict(sorted(per.items()))}
+    return out
+
+
 def _metrics(cfg: FitConfig, splits: Splits, strategy: Strategy, evidence: dict[str, Any], auto,
              timings: dict[str, float], notes: list[str]) -> dict[str, Any]:
     return {
