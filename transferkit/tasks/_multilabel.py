@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ._scaling import fit_scaler
+from ._scaling import scaled
 
 #: Logit of a label that is constant in training (present in every item, or in none): the
 #: probability 0.999 (or 0.001), which the default threshold 0.5 decides the same way.
@@ -89,12 +89,9 @@ def fit_multilabel(X, Y: np.ndarray, *, Cs: tuple[float, ...], cv: int, max_iter
     Y = np.asarray(Y)
     if Y.ndim != 2:
         raise ValueError(f"multi-label targets must be (N, L) indicators, got shape {Y.shape}")
-    if scale:
-        X = np.asarray(X, dtype=np.float64)
-        scaler = fit_scaler(X)
-        Xs = scaler.transform(X)
-    else:
-        Xs = X.tocsr() if hasattr(X, "tocsr") else X  # row indexing of the folds
+    Xs, scaler = scaled(X, scale)
+    if scaler is None and hasattr(Xs, "tocsr"):
+        Xs = Xs.tocsr()  # row indexing of the folds
     grid = sorted(float(c) for c in Cs)
     n, n_labels = Y.shape
     W, b = np.zeros((n_labels, X.shape[1])), np.zeros(n_labels)

@@ -18,3 +18,13 @@ def fit_scaler(X: np.ndarray):
     floor = 1e-3 * float(np.median(scaler.scale_)) if np.median(scaler.scale_) > 0 else 1.0
     scaler.scale_ = np.maximum(scaler.scale_, floor)
     return scaler
+
+
+def scaled(X, scale: bool):
+    """``(Xs, scaler)``: ``X`` standardised by :func:`fit_scaler` (as float64), or ``X`` as it is
+    and ``None`` when ``scale`` is off (sparse TF-IDF features)."""
+    if not scale:
+        return X, None
+    X = np.asarray(X, dtype=np.float64)
+    scaler = fit_scaler(X)
+    return scaler.transform(X), scaler

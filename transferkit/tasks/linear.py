@@ -19,7 +19,7 @@ import numpy as np
 
 from ..errors import UserInputError
 from ._multilabel import fit_multilabel
-from ._scaling import fit_scaler
+from ._scaling import scaled
 
 
 def class_weights(spec: Any, y: np.ndarray, classes: list[str]) -> np.ndarray | None:
@@ -74,12 +74,7 @@ def fit_logistic(X, y: np.ndarray, *, Cs: tuple[float, ...], cv: int, max_iter: 
     """
     from sklearn.linear_model import LogisticRegression
 
-    if scale:
-        X = np.asarray(X, dtype=np.float64)
-        scaler = fit_scaler(X)
-        Xs = scaler.transform(X)
-    else:
-        Xs = X
+    Xs, scaler = scaled(X, scale)
     n_classes = int(y.max()) + 1
     weights = None if class_weight is None else {i: float(w) for i, w in enumerate(class_weight)}
     folds = min(cv, int(np.bincount(y).min()))
@@ -229,12 +224,7 @@ def fit_ridge(X, y: np.ndarray, *, alphas: tuple[float, ...], scale: bool = True
     mean, std = float(y.mean()), float(y.std())
     if not std > 0:
         raise ValueError("the regression target is constant on the training items: nothing to learn")
-    if scale:
-        X = np.asarray(X, dtype=np.float64)
-        scaler = fit_scaler(X)
-        Xs = scaler.transform(X)
-    else:
-        Xs = X
+    Xs, scaler = scaled(X, scale)
     grid = sorted(float(a) for a in alphas)
     ridge = RidgeCV(alphas=grid).fit(Xs, (y - mean) / std)
     coef, intercept = np.asarray(ridge.coef_, np.float64), float(ridge.intercept_)
