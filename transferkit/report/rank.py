@@ -10,15 +10,27 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from .._files import atomic_write_bytes, write_json
 from ..scores import SCORES
 from .formatting import fmt_score
 from .html import template_env
 
-if TYPE_CHECKING:
-    from ..ranking import RankResult
+
+class RankResult(Protocol):
+    """What this view reads of :class:`transferkit.ranking.RankResult` (which satisfies it): the
+    report package sits below the ranking, so it names the attributes instead of importing it."""
+
+    rows: list
+    scores: list[str]
+    data: dict
+    target: Any
+    notes: list[str]
+    seed: int
+    best: Any
+
+    def to_dict(self) -> dict: ...
 
 __all__ = ["render_html", "score_chart", "write_rank"]
 
@@ -27,7 +39,7 @@ def _title(score: str) -> str:
     return SCORES.entry(score).meta["title"]
 
 
-def render_html(result: "RankResult") -> str:
+def render_html(result: RankResult) -> str:
     """The self-contained ``rank.html``: table, chart (inline PNG), what the scores mean, notes."""
     d = result.data
     headers = ["#", "candidate", "layer", "init", "dim"] + [_title(s) for s in result.scores] + \
@@ -53,7 +65,7 @@ def render_html(result: "RankResult") -> str:
     return template_env().get_template("rank.html").render(context)
 
 
-def write_rank(result: "RankResult", out_dir: str | os.PathLike) -> dict[str, Path]:
+def write_rank(result: RankResult, out_dir: str | os.PathLike) -> dict[str, Path]:
     """Write ``rank.json`` (``result.to_dict()``) and ``rank.html`` into ``out_dir`` (created).
 
     Returns:
@@ -66,7 +78,7 @@ def write_rank(result: "RankResult", out_dir: str | os.PathLike) -> dict[str, Pa
     return {"json": out / "rank.json", "html": out / "rank.html"}
 
 
-def score_chart(result: "RankResult") -> bytes | None:
+def score_chart(result: RankResult) -> bytes | None:
     """One horizontal-bar panel per score, candidates in rank order; PNG bytes (``None``: nothing to plot)."""
     from .plots import _figure, _label, _png, _quiet
 
