@@ -153,10 +153,10 @@ def _fit(cfg: FitConfig, train: Dataset | None, test: Dataset | None, say: Log, 
         model.card = distributed.on_main(lambda: write_stage(run, cfg, model, splits))
         model.run_dir = run.path
     m = model.metrics
-    key = get_task(cfg.task).primary
-    label = key.replace("_", "-") if cfg.task != "classification" else key
+    task = get_task(cfg.task)
+    key = task.primary
     verdict = m.get("verdict")
-    say(f"test {label} {m['test'][key]:.3f}" + (
+    say(f"test {task.primary_label} {m['test'][key]:.3f}" + (
         f"; best control {m['control']['name']} {m['control'][key]:.3f}; verdict: {verdict}"
         if verdict else ""))
     return model
