@@ -271,10 +271,6 @@ def build_stage(cfg: FitConfig, strategy: Strategy, splits: Splits, progress: bo
 MAX_PLOTTED = 2000
 
 
-def _thresholds(cfg: FitConfig, strategy: Strategy) -> np.ndarray | None:
-    return strategy.thresholds_ if cfg.task == "multi-label" else None
-
-
 def evaluate_stage(cfg: FitConfig, splits: Splits, strategy: Strategy,
                    outputs: np.ndarray) -> tuple[dict[str, Any], np.ndarray]:
     """Test metrics of the task, with bootstrap intervals; returns them and the encoded test
@@ -288,7 +284,7 @@ def evaluate_stage(cfg: FitConfig, splits: Splits, strategy: Strategy,
         raise UserInputError(f"test labels not seen in training: {', '.join(unknown)}",
                              hint="every label of the test set must occur in the training set")
     y_test = task.encode(splits.test.labels, classes)
-    test = task.metrics(y_test, outputs, classes, thresholds=_thresholds(cfg, strategy), n_boot=cfg.n_boot,
+    test = task.metrics(y_test, outputs, classes, thresholds=strategy.thresholds_, n_boot=cfg.n_boot,
                         seed=cfg.seed)
     if cfg.task == "regression":  # what the report plots: predicted against true values
         idx = np.random.default_rng(cfg.seed).permutation(len(y_test))[:MAX_PLOTTED]
@@ -304,7 +300,7 @@ def controls_stage(cfg: FitConfig, splits: Splits, strategy: Strategy, backbone:
                             checkpoints=run.checkpoint_dir("random-init") if run is not None else None)
     task = get_task(cfg.task)
     classes = strategy.classes_
-    v = task.verdict(y_test, Outputs(outputs, _thresholds(cfg, strategy)), controls,
+    v = task.verdict(y_test, Outputs(outputs, strategy.thresholds_), controls,
                      n_boot=max(cfg.n_boot, 2000), seed=cfg.seed)
     return {"controls": {name: task.metrics(y_test, o.values, classes, thresholds=o.thresholds, n_boot=cfg.n_boot,
                                             seed=cfg.seed)

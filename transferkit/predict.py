@@ -52,11 +52,6 @@ def _read_inputs(model, inputs: Sequence[str], text_columns, skip_bad: bool) -> 
                    origins=[o for d in parts for o in d.origins], source=", ".join(inputs))
 
 
-def _thresholds(model):
-    """A multi-label model's per-label decision thresholds (chosen on its training data)."""
-    return model.strategy.thresholds_ if model.task == "multi-label" else None
-
-
 def predict_files(run: str | Path, inputs: Sequence[str], *, text_columns=None, skip_bad: bool = False,
                   model=None, backend: str = "torch", load_options: dict[str, Any] | None = None
                   ) -> list[dict[str, Any]]:
@@ -70,7 +65,7 @@ def predict_files(run: str | Path, inputs: Sequence[str], *, text_columns=None, 
     model = model or load(run, backend=backend, **(load_options or {}))
     ds = _read_inputs(model, inputs, text_columns, skip_bad)
     outputs = model.predict_outputs(ds)
-    decided = get_task(model.task).decide(outputs, _thresholds(model), classes=model.classes)
+    decided = get_task(model.task).decide(outputs, model.strategy.thresholds_, classes=model.classes)
     classes = model.classes
     rows = []
     for i, origin in enumerate(ds.origins):
@@ -143,7 +138,7 @@ def evaluate_run(run: str | Path, data: str, *, text_columns=None, label_column:
         raise UserInputError(f"{shown(data)}: labels the model was not trained on: {', '.join(unknown[:10])}",
                              hint=f"the model knows: {', '.join(model.classes)}")
     y = task.encode(ds.labels, model.classes)
-    metrics = task.metrics(y, model.predict_outputs(ds), model.classes, thresholds=_thresholds(model),
+    metrics = task.metrics(y, model.predict_outputs(ds), model.classes, thresholds=model.strategy.thresholds_,
                            n_boot=n_boot)
     metrics["data"] = {"source": str(data), "hash": ds.fingerprint(), "skipped": prepared.report.skipped}
     if out:
