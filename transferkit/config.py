@@ -27,10 +27,14 @@ class FitConfig:
             of images/audio with one subfolder per class (optionally under train/ and test/).
         test: a separate labelled test set; without one, a stratified split of ``data``.
         text_columns: table columns holding the text (several are joined with a newline).
-        label_column: table column holding the label.
+        label_column: table column holding the label; several, comma-separated (or a list),
+            make a multi-task fit: one shared backbone, one head per column
+            (:func:`transferkit.multitask.fit_multitask`).
         task: ``classification``, ``regression`` or ``multi-label``; ``None`` infers it from the
             labels (JSON lists or ``label_sep``: multi-label; many distinct numbers stop the run
-            and ask for ``--task``); the resolved task is what ``config.json`` records.
+            and ask for ``--task``); the resolved task is what ``config.json`` records.  With
+            several label columns, one name for all or ``"topic=classification,stars=regression"``
+            (a dict in Python).
         label_sep: multi-label labels written as one delimited string (``"sports;politics"``).
         modality: ``text``/``image``/``audio``; inferred from the data when ``None``.
         model: zoo name, local transformers directory or hub id (default per modality), or
@@ -118,9 +122,17 @@ class FitConfig:
             raise UserInputError(f"batch_size must be a positive integer, got {self.batch_size!r}")
         if self.backend not in ("torch", "onnx"):
             raise UserInputError(f"backend must be torch or onnx, got {self.backend!r}")
-        if self.task not in (None, *TASK_NAMES):
-            raise UserInputError(f"task must be one of {', '.join(TASK_NAMES)}, not {self.task!r}",
-                                 hint="leave it out to infer it from the labels")
+        if isinstance(self.label_column, (list, tuple)):  # Python: label_column=["topic", "stars"]
+            object.__setattr__(self, "label_column", ",".join(str(c) for c in self.label_column))
+        if isinstance(self.task, dict):  # Python: task={"topic": "classification", "stars": "regression"}
+            object.__setattr__(self, "task", ",".join(f"{k}={v}" for k, v in self.task.items()))
+        columns = self.label_columns
+        if not columns or len(set(columns)) != len(columns):
+            raise UserInputError(f"label_column must name one column or several distinct ones, got "
+                                 f"{self.label_column!r}", hint='e.g. --label-column label, or --label-column topic,stars')
+        by_column = self.tasks_by_column()  # checks the task names
+        if len(columns) == 1:  # "label=regression" for one column is plain "regression"
+            object.__setattr__(self, "task", by_column[columns[0]])
         if self.label_sep is not None and (not isinstance(self.label_sep, str) or not self.label_sep):
             raise UserInputError(f"label_sep must be a non-empty string, got {self.label_sep!r}",
                                  hint='e.g. --label-sep ";" for labels written as "sports;politics"')
@@ -131,6 +143,38 @@ class FitConfig:
             raise UserInputError(f"keep_checkpoints must be a whole number >= 0, got {self.keep_checkpoints!r}")
         if not isinstance(self.n_boot, int) or self.n_boot < 100:
             raise UserInputError(f"n_boot must be an integer >= 100, got {self.n_boot!r}")
+
+    @property
+    def label_columns(self) -> list[str]:
+        """The label column(s): several for a multi-task fit (``"topic,stars"``)."""
+        return [c.strip() for c in str(self.label_column).split(",") if c.strip()]
+
+    def tasks_by_column(self) -> dict[str, str | None]:
+        """``{column: task or None (inferred)}`` from ``task``: one task name applies to every
+        column; ``"topic=classification,stars=regression"`` names each (unnamed columns: inferred).
+
+        Raises:
+            UserInputError: an unknown task name, or a column that is not a label column.
+        """
+        columns = self.label_columns
+        spec = self.task
+        if spec is None or "=" not in spec:
+            if spec not in (None, *TASK_NAMES):
+                raise UserInputError(f"task must be one of {', '.join(TASK_NAMES)}, not {spec!r}",
+                                     hint="leave it out to infer it from the labels" + (
+                                         "; with several label columns: --task topic=classification,stars=regression"
+                                         if len(columns) > 1 else ""))
+            return dict.fromkeys(columns, spec)
+        out: dict[str, str | None] = dict.fromkeys(columns)
+        for part in (p.strip() for p in spec.split(",") if p.strip()):
+            column, _, name = (x.strip() for x in part.partition("="))
+            if column not in out:
+                raise UserInputError(f"task {part!r} names column {column!r}, which is not a label column "
+                                     f"({', '.join(columns)})", hint="pass --label-column with every column it names")
+            if name not in TASK_NAMES:
+                raise UserInputError(f"task {part!r}: {name!r} is not one of {', '.join(TASK_NAMES)}")
+            out[column] = name
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

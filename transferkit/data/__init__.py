@@ -16,10 +16,10 @@ from .checks import text_problem
 from .dataset import TASK_NAMES, Dataset
 from .readers import DataWarning, from_arrays, read_source
 from .report import Problem, ValidationReport
-from .split import few_shot_sample, stratified_split
+from .split import few_shot_sample, split_indices, stratified_split
 from .validate import PreparedData, prepare_data
 
 __all__ = ["Dataset", "TASK_NAMES", "Problem", "ValidationReport", "PreparedData", "prepare_data",
            "read_source", "from_arrays", "load_image", "load_audio", "IMAGE_EXTENSIONS",
-           "AUDIO_EXTENSIONS", "DataWarning", "stratified_split", "few_shot_sample",
+           "AUDIO_EXTENSIONS", "DataWarning", "stratified_split", "split_indices", "few_shot_sample",
            "split_columns", "text_problem", "printable"]

@@ -50,6 +50,13 @@ def stratified_split(ds: Dataset, test_size: float = 0.2, seed: int = 0) -> tupl
     Raises:
         UserInputError: no labels, or a test_size that leaves one part empty.
     """
+    train_idx, test_idx = split_indices(ds, test_size, seed)
+    return ds.subset(train_idx), ds.subset(test_idx)
+
+
+def split_indices(ds: Dataset, test_size: float = 0.2, seed: int = 0) -> tuple[list[int], list[int]]:
+    """The item indices of :func:`stratified_split`'s ``(train, test)`` parts, each ascending:
+    what splits several label columns of the same items alike (a multi-task fit)."""
     if ds.task != "classification":
         return _split_task(ds, test_size, seed)
     groups = _by_class(ds, "a stratified split")
@@ -57,8 +64,7 @@ def stratified_split(ds: Dataset, test_size: float = 0.2, seed: int = 0) -> tupl
     n = sum(len(v) for v in eligible.values())
     n_test = _test_count(test_size, n, eligible, len(ds), "class")
     chosen = _draw(eligible, n_test, seed)
-    train_idx = [i for i in range(len(ds)) if i not in chosen]
-    return ds.subset(train_idx), ds.subset(sorted(chosen))
+    return [i for i in range(len(ds)) if i not in chosen], sorted(chosen)
 
 
 def _test_count(test_size: float, n: int, eligible: dict, total: int, what: str) -> int:
@@ -101,8 +107,8 @@ def _draw(eligible: dict, n_test: int, seed: int) -> set[int]:
     return set(test_idx)
 
 
-def _split_task(ds: Dataset, test_size: float, seed: int) -> tuple[Dataset, Dataset]:
-    """The stratified split of regression or multi-label data."""
+def _split_task(ds: Dataset, test_size: float, seed: int) -> tuple[list[int], list[int]]:
+    """The stratified split (indices) of regression or multi-label data."""
     _need_labels(ds, "a stratified split")
     if ds.task == "regression":
         strata, _extremes = _regression_strata(ds.labels, test_size)  # extremes: train
@@ -113,8 +119,7 @@ def _split_task(ds: Dataset, test_size: float, seed: int) -> tuple[Dataset, Data
     chosen = _draw(strata, n_test, seed)
     if ds.task == "multi-label":
         chosen = _labels_into_train(ds.labels, chosen, seed)
-    train_idx = [i for i in range(len(ds)) if i not in chosen]
-    return ds.subset(train_idx), ds.subset(sorted(chosen))
+    return [i for i in range(len(ds)) if i not in chosen], sorted(chosen)
 
 
 _MAX_BINS = 10
