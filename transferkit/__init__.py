@@ -15,7 +15,7 @@ from .data import Dataset, from_arrays, prepare_data
 from .errors import DataValidationError, NotFittedError, TransferkitError, UserInputError
 from .features import extract_features
 from .model import TransferModel
-from .pipeline import fit
+from .multitask import MultiTaskModel, fit, load_multitask
 from .runs import RunDir, load
 from .strategies import Strategy, get_strategy
 
@@ -25,7 +25,8 @@ except _metadata.PackageNotFoundError:  # running from a source tree
     __version__ = "0.0.0+source"
 
 __all__ = [
-    "fit", "load", "RunDir", "FitConfig", "TransferModel", "Dataset", "from_arrays", "prepare_data", "get_backbone",
+    "fit", "load", "load_multitask", "MultiTaskModel", "RunDir", "FitConfig", "TransferModel", "Dataset",
+    "from_arrays", "prepare_data", "get_backbone",
     "list_models", "Backbone", "get_strategy", "Strategy", "extract_features", "TransferkitError",
     "UserInputError", "DataValidationError", "NotFittedError", "__version__",
 ]

@@ -10,6 +10,8 @@ from typing import Any, Sequence
 from .errors import DataValidationError, MissingDependencyError, TransferkitError, UserInputError
 from .report.text import headline, summary_lines
 
+PATH_COLUMN_HELP = "table of image or audio files: the column of their paths (relative to the table's folder)"
+
 
 def _parse_value(text: str) -> Any:
     try:
@@ -94,9 +96,12 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--data", help="table (.csv .tsv .jsonl .json .parquet, optionally .gz) or folder of class folders")
     f.add_argument("--test", help="a separate labelled test set (default: a stratified split of --data)")
     f.add_argument("--text-column", help="text column(s), comma-separated; several are joined")
-    f.add_argument("--label-column", help="label column (default: label)")
-    f.add_argument("--task", choices=["classification", "regression", "multi-label"],
-                   help="what the labels are (default: inferred; numbers with many distinct values ask for it)")
+    f.add_argument("--path-column", metavar="NAME", help=PATH_COLUMN_HELP)
+    f.add_argument("--label-column", help="label column (default: label); several, comma-separated, train one "
+                                           "backbone with a head per column (multi-task)")
+    f.add_argument("--task", metavar="TASK",
+                   help="classification, regression or multi-label (default: inferred; numbers with many distinct "
+                        "values ask for it); per column: topic=classification,stars=regression")
     f.add_argument("--label-sep", metavar="SEP", help='multi-label labels written as one string, e.g. --label-sep ";"')
     f.add_argument("--modality", choices=["text", "image", "audio"], help="default: inferred from the data")
     f.add_argument("--model", help="zoo name (see `transferkit models`), model directory or hub id; 'auto': rank "
@@ -144,6 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("inputs", nargs="+", help="table, folder, or image/audio files")
     pr.add_argument("--out", help="write predictions to this .csv or .json (default: print CSV)")
     pr.add_argument("--text-column", help="text column(s), comma-separated (default: those the run was trained on)")
+    pr.add_argument("--path-column", metavar="NAME", help=PATH_COLUMN_HELP + " (default: the run's)")
     pr.add_argument("--skip-bad", action="store_true", help="leave out bad items instead of stopping")
     pr.add_argument("--backend", choices=["torch", "onnx", "onnx-int8"], default="torch",
                     help="onnx: ONNX Runtime on the graph written by `transferkit export` (onnx-int8: its int8 copy)")
@@ -153,6 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("run", help="run directory")
     e.add_argument("--data", required=True, help="labelled table or folder")
     e.add_argument("--text-column", help="text column(s), comma-separated (default: those the run was trained on)")
+    e.add_argument("--path-column", metavar="NAME", help=PATH_COLUMN_HELP + " (default: the run's)")
     e.add_argument("--label-column", help="label column (default: the run's)")
     e.add_argument("--skip-bad", action="store_true", help="leave out bad items instead of stopping")
     e.add_argument("--out", help="write the metrics to this JSON file")
@@ -172,6 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--data", required=True)
     v.add_argument("--test")
     v.add_argument("--text-column", help="text column(s), comma-separated; several are joined")
+    v.add_argument("--path-column", metavar="NAME", help=PATH_COLUMN_HELP)
     v.add_argument("--label-column", default="label")
     v.add_argument("--task", choices=["classification", "regression", "multi-label"],
                    help="what the labels are (default: inferred; numbers with many distinct values ask for it)")
@@ -188,7 +196,12 @@ def build_parser() -> argparse.ArgumentParser:
     rk.add_argument("--scores", default="knn,logme,hscore,leep,nce",
                     help="comma-separated; the first orders the table, the next ones break ties")
     rk.add_argument("--text-column", help="text column(s), comma-separated")
+    rk.add_argument("--path-column", metavar="NAME", help=PATH_COLUMN_HELP)
     rk.add_argument("--label-column", default="label")
+    rk.add_argument("--task", choices=["classification", "regression", "multi-label"],
+                    help="what the labels are (default: inferred, as fit does); regression and multi-label are "
+                         "scored by LogME and kNN, the other scores shown as n/a")
+    rk.add_argument("--label-sep", metavar="SEP", help='multi-label labels written as one string, e.g. --label-sep ";"')
     rk.add_argument("--modality", choices=["text", "image", "audio"])
     rk.add_argument("--max-items", type=int, help="score a stratified subsample of at most this many items")
     rk.add_argument("--knn-k", type=int, default=5, help="neighbours of the kNN score")
@@ -282,14 +295,14 @@ def cmd_strategies(a: argparse.Namespace) -> int:
 
 def cmd_fit(a: argparse.Namespace) -> int:
     from .config import FitConfig
-    from .pipeline import fit
+    from .multitask import MultiTaskModel, fit
     from .runs import RunDir
 
     cfg = FitConfig.load(a.config) if a.config else FitConfig()
     over: dict[str, Any] = {}
     for flag, key in (("data", "data"), ("test", "test"), ("text_column", "text_columns"),
-                      ("label_column", "label_column"), ("task", "task"), ("label_sep", "label_sep"),
-                      ("modality", "modality"), ("model", "model"),
+                      ("path_column", "path_column"), ("label_column", "label_column"), ("task", "task"),
+                      ("label_sep", "label_sep"), ("modality", "modality"), ("model", "model"),
                       ("strategy", "strategy"), ("models", "candidates"), ("labels_per_class", "labels_per_class"),
                       ("target_unlabelled", "target_unlabelled"), ("test_size", "test_size"),
                       ("seed", "seed"), ("out", "out"), ("skip_bad", "skip_bad"), ("batch_size", "batch_size"),
@@ -326,8 +339,17 @@ def cmd_fit(a: argparse.Namespace) -> int:
     model = fit(cfg.replace(**over))
     from .training import distributed
 
-    if distributed.is_main():  # under torchrun / accelerate launch: one summary, not one per process
-        print("\n".join(summary_lines(model.metrics, model.run_dir)))
+    if not distributed.is_main():  # under torchrun / accelerate launch: one summary, not one per process
+        return 0
+    if isinstance(model, MultiTaskModel):
+        for column, m in model.models.items():
+            print(f"\n== label column {column} ==")
+            print("\n".join(summary_lines(m.metrics)))
+        if model.run_dir:
+            print(f"\nrun written to {model.run_dir}/ (report: {model.run_dir / 'report.html'}; one run per column "
+                  f"under {model.run_dir / 'tasks'}/)")
+        return 0
+    print("\n".join(summary_lines(model.metrics, model.run_dir)))
     return 0
 
 
@@ -350,10 +372,12 @@ def _training_params(a: argparse.Namespace, strategy: str) -> dict[str, Any]:
 
 def cmd_predict(a: argparse.Namespace) -> int:
     from .data import split_columns
+    from .multitask import is_multitask_run, predict_multitask
     from .predict import predict_files, write_predictions
 
-    rows = predict_files(a.run, a.inputs, text_columns=split_columns(a.text_column), skip_bad=a.skip_bad,
-                         backend=a.backend, load_options=_load_options(a))
+    predict = predict_multitask if is_multitask_run(a.run) else predict_files
+    rows = predict(a.run, a.inputs, text_columns=split_columns(a.text_column), skip_bad=a.skip_bad,
+                   backend=a.backend, load_options=_load_options(a), path_column=a.path_column)
     write_predictions(rows, a.out)
     if a.out:
         print(f"{len(rows)} predictions written to {a.out}", file=sys.stderr)
@@ -362,10 +386,22 @@ def cmd_predict(a: argparse.Namespace) -> int:
 
 def cmd_evaluate(a: argparse.Namespace) -> int:
     from .data import split_columns
+    from .multitask import evaluate_multitask, is_multitask_run
     from .predict import evaluate_run
 
+    if is_multitask_run(a.run):
+        if a.label_column:
+            raise UserInputError("a multi-task run reads each column's labels from the column of its name",
+                                 hint="leave out --label-column, or evaluate one column's run under RUN/tasks/")
+        found = evaluate_multitask(a.run, a.data, text_columns=split_columns(a.text_column), skip_bad=a.skip_bad,
+                                   out=a.out, backend=a.backend, load_options=_load_options(a),
+                                   path_column=a.path_column)
+        for column, metrics in found["tasks"].items():
+            print(f"{column} ({metrics.get('task', 'classification')}): {headline(metrics)} on {metrics['n']} items")
+        return 0
     metrics = evaluate_run(a.run, a.data, text_columns=split_columns(a.text_column), label_column=a.label_column,
-                           skip_bad=a.skip_bad, out=a.out, backend=a.backend, load_options=_load_options(a))
+                           skip_bad=a.skip_bad, out=a.out, backend=a.backend, load_options=_load_options(a),
+                           path_column=a.path_column)
     print(f"{headline(metrics)} on {metrics['n']} items")
     for c, pc in (metrics.get("per_class") or metrics.get("per_label") or {}).items():
         print(f"  {c}: precision {pc['precision']:.3f} recall {pc['recall']:.3f} (n={pc['support']})")
@@ -376,7 +412,7 @@ def cmd_validate(a: argparse.Namespace) -> int:
     from .data import prepare_data, split_columns
 
     prepared = prepare_data(a.data, a.test, text_columns=split_columns(a.text_column), label_column=a.label_column,
-                            modality=a.modality, task=a.task, label_sep=a.label_sep)
+                            modality=a.modality, task=a.task, label_sep=a.label_sep, path_column=a.path_column)
     print(prepared.report.summary())
     return 0
 
@@ -397,7 +433,7 @@ def cmd_rank(a: argparse.Namespace) -> int:
                   label_column=a.label_column, scores=[s.strip() for s in a.scores.split(",") if s.strip()],
                   max_items=a.max_items, seed=a.seed, batch_size=a.batch_size, backbone_options=opts,
                   modality=a.modality, skip_bad=a.skip_bad, cache=not a.no_cache, knn_k=a.knn_k,
-                  backend=a.backend)
+                  backend=a.backend, path_column=a.path_column, task=a.task, label_sep=a.label_sep)
     print(result.table())
     if a.out:
         print(f"report: {result.write(a.out)['html']}")

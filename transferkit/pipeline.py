@@ -97,6 +97,9 @@ def fit(config: FitConfig | None = None, *, train: Dataset | None = None, test: 
     if isinstance(test, (str, os.PathLike)):
         overrides["test"], test = test, None
     cfg = FitConfig.from_dict({**(config.to_dict() if config else {}), **overrides})
+    if len(cfg.label_columns) > 1:
+        raise UserInputError(f"several label columns ({', '.join(cfg.label_columns)}) make a multi-task fit",
+                             hint="call transferkit.fit (transferkit.multitask.fit), which fits them on one backbone")
     distributed.init()  # under a launcher: join the other processes; alone: nothing
     main = distributed.is_main()
     say = log if log and main else (lambda _m: None)
@@ -174,7 +177,7 @@ def validate_stage(cfg: FitConfig, strategy_cls: type[Strategy] | None, train: D
         raise UserInputError("no training data: pass data= (a file or folder) or train= (a Dataset)",
                              hint="zero-shot needs no training data: it can run on a labelled --test alone")
     reads = dict(text_columns=cfg.text_columns, label_column=cfg.label_column, modality=cfg.modality,
-                 skip_bad=cfg.skip_bad, task=cfg.task, label_sep=cfg.label_sep)
+                 skip_bad=cfg.skip_bad, task=cfg.task, label_sep=cfg.label_sep, path_column=cfg.path_column)
     test_source = test if test is not None else cfg.test
     if test_only:  # zero-shot on a labelled evaluation set: nothing to train on, nothing to split
         prepared = prepare_data(test_source, None, **reads)
@@ -387,6 +390,7 @@ def _card(cfg: FitConfig, splits: Splits, model: TransferModel) -> dict[str, Any
         "strategy": {"name": cfg.strategy, "params": model.strategy.get_params()},
         "task": cfg.task, "classes": classes, "label_map": {str(i): c for i, c in enumerate(classes)},
         "label_sep": cfg.label_sep, "modality": splits.modality, "text_columns": cfg.text_columns,
+        "path_column": cfg.path_column,
         "label_column": cfg.label_column,
         "data": {"source": cfg.data or (train.source if train is not None else None),
                  "train_hash": train.fingerprint() if train is not None else None,
@@ -404,7 +408,8 @@ def _read_target(cfg: FitConfig, modality: str, say: Log) -> Dataset:
     """The unlabelled target data, validated like the training data; any labels it has are dropped
     here, so no strategy can read them."""
     tp = prepare_data(cfg.target_unlabelled, None, text_columns=cfg.text_columns, label_column=cfg.label_column,
-                      modality=cfg.modality or modality, skip_bad=cfg.skip_bad, require_labels=False)
+                      modality=cfg.modality or modality, skip_bad=cfg.skip_bad, require_labels=False,
+                      path_column=cfg.path_column if os.path.isfile(cfg.target_unlabelled) else None)
     for line in tp.report.warning_lines():
         say(f"warning: {line}")
     if tp.report.skipped:

@@ -46,6 +46,12 @@ def load(run_dir: str | os.PathLike, *, check_weights: bool = True, cache: bool 
         raise UserInputError(f"backend must be torch, onnx or onnx-int8, got {backend!r}")
     rd = RunDir(run_dir)
     card = rd.card()
+    if isinstance(card.get("multi_task"), dict):  # one model per label column, each a run of its own
+        dirs = [str((e or {}).get("dir")) for e in card["multi_task"].values()]
+        raise UserInputError(f"{shown(rd.path)} is a multi-task run of the label columns "
+                             f"{', '.join(card['multi_task'])}: each column's model is a run of its own",
+                             hint=f"load one of {', '.join(shown(rd.path / d) for d in dirs)}, or all of them with "
+                                  "transferkit.multitask.load_multitask (`transferkit predict` takes the whole run)")
     b = card.get("backbone") or {}
     name = backbone or b.get("name")
     if not isinstance(name, str) or not name:
