@@ -179,3 +179,57 @@ def _fixed_point(sigma: np.ndarray, proj: np.ndarray, y_sq: np.ndarray, n: int, 
     evidence = (d / 2.0 * np.log(alpha) + n / 2.0 * np.log(beta) - 0.5 * log_det
                 - beta / 2.0 * res2 - alpha / 2.0 * m2 - n / 2.0 * _LOG_2PI) / n
     return evidence, alpha
+
+
+def logme_regression(features, targets, *, exact: bool = False, **kwargs) -> float:
+    """LogME of a regression target, standardised first (``(y - mean) / sd``).
+
+    The model of :func:`logme` has no intercept: centring stands in for one (a target far from
+    zero would otherwise be "explained" by whatever feature direction carries the mean), and
+    the unit scale makes values of targets in different units alike in size.  The candidates
+    of one ranking share the target, so their order does not depend on it.
+
+    Args:
+        features: ``(N, D)``; targets: ``(N,)`` finite numbers, not all equal.
+        exact, kwargs: as for :func:`logme`.
+
+    Raises:
+        ValueError: non-finite or constant targets, shapes that do not match.
+    """
+    y = np.asarray(targets, dtype=np.float64)
+    if y.ndim != 1 or not np.isfinite(y).all():
+        raise ValueError("regression targets must be a 1-D array of finite numbers")
+    sd = y.std()
+    if sd == 0:
+        raise ValueError("the targets are all equal: nothing to explain")
+    return logme(features, (y - y.mean()) / sd, regression=True, exact=exact, **kwargs)
+
+
+def logme_multilabel(features, indicators, *, exact: bool = False, **kwargs) -> float:
+    """LogME of a multi-label target: the mean over the labels of each label's binary LogME.
+
+    A binary label's LogME (as :func:`logme` computes it for two classes) is the mean evidence
+    of its two one-hot columns, present and absent; all ``2 L`` columns are evaluated at once
+    on one eigendecomposition of the features, so this equals averaging ``logme(features,
+    indicators[:, j])`` over the labels j.  Labels that every item carries, or none, have one
+    class only and are left out.
+
+    Args:
+        features: ``(N, D)``; indicators: ``(N, L)`` 0/1.
+        exact, kwargs: as for :func:`logme`.
+
+    Raises:
+        ValueError: shapes that do not match, values other than 0/1, no label with both
+            present and absent items.
+    """
+    y = np.asarray(indicators)
+    n = np.shape(features)[0] if np.ndim(features) == 2 else -1
+    if y.ndim != 2 or y.shape[0] != n:
+        raise ValueError(f"indicators must have shape (N, L) with the features' N, got {y.shape}")
+    if not np.isin(y, (0, 1)).all():
+        raise ValueError("indicators must be 0 or 1")
+    counts = y.sum(axis=0)
+    y = y[:, (counts > 0) & (counts < n)].astype(np.float64)
+    if not y.shape[1]:
+        raise ValueError("no label is carried by some items and not by others: nothing to score")
+    return logme(features, np.hstack([y, 1.0 - y]), regression=True, exact=exact, **kwargs)
