@@ -32,19 +32,24 @@ from torch import nn
 from ..alignment import dev_risk, entropy, snd
 from ..data.dataset import Dataset
 from ..errors import UserInputError
+from ..tasks import get_task
+from ..tasks._multilabel import best_f1_threshold
 from ..training import Callback, train
 from ..training.loop import isolated_rng
 from ..training.optim import adamw
 from ._tuning import mark_adapted, used_layer_groups
 from .base import Strategy, TransferContext
 from .params import Params, param
+from .probe import CLASS_WEIGHT_HELP, check_class_weight, loss_weights
 
 SELECTIONS = ("dev", "snd", "none")
 
 
 class FeatureAdapter(nn.Module):
     """``x (B, D)`` -> standardised with source statistics -> ``Linear(D, H)`` -> ReLU -> dropout
-    -> ``f (B, H)`` (:meth:`embed`) -> head ``Linear(H, C)`` -> logits ``(B, C)`` (:meth:`forward`)."""
+    -> ``f (B, H)`` (:meth:`embed`) -> head ``Linear(H, K)`` -> ``(B, K)`` (:meth:`forward`): class
+    logits (``K = C``), per-label logits (``K = L``) or, for regression, the value in the target's
+    units (``K = 1``; the training target's standardisation is folded into the head)."""
 
     def __init__(self, d: int, hidden: int, n_classes: int, dropout: float = 0.1):
         super().__init__()
@@ -137,6 +142,10 @@ class AdaptationParams(Params):
                                       "each with its own (AdaBN on features; cached features only)",
                            choices=("domain", "source"))
 
+    class_weight: Literal["balanced"] | dict | None = param(
+        None, CLASS_WEIGHT_HELP + "; it weighs the labelled source loss (and the held-out source loss DEV reads)",
+        check=check_class_weight)
+
     def validate(self) -> None:
         if self.normalize == "domain" and self.on == "backbone":
             raise UserInputError("normalize='domain' works on cached features only (with on=backbone the "
@@ -203,7 +212,7 @@ class FeatureAdaptation(Strategy):
             stats = self._stats_ if tuned else (Xs.mean(0), Xs.std(0) + 1e-6)
         mean, std = stats
         with isolated_rng(seed):
-            model = FeatureAdapter(len(mean), self.hidden, len(self.classes_), self.dropout)
+            model = FeatureAdapter(len(mean), self.hidden, self._n_outputs(), self.dropout)
             align = self._alignment(self.hidden) if Xt is not None else None
         with torch.no_grad():
             model.mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
@@ -218,7 +227,8 @@ class FeatureAdaptation(Strategy):
         optimizer = adamw(groups, lr=self.lr, weight_decay=self.weight_decay)
         xs = Xs if tuned else torch.as_tensor(Xs, dtype=torch.float32)
         xt = Xt if Xt is None or tuned else torch.as_tensor(Xt, dtype=torch.float32)
-        yt = torch.as_tensor(ys, dtype=torch.long)
+        yt = self._targets(ys)
+        w_t = None if self.loss_weight_ is None else torch.as_tensor(self.loss_weight_, dtype=torch.float32)
         progress = _Progress()
 
         def rows(x, i: torch.Tensor) -> torch.Tensor:
@@ -227,7 +237,7 @@ class FeatureAdaptation(Strategy):
         def training_step(idx: np.ndarray) -> torch.Tensor:
             i = torch.as_tensor(idx)
             f_s = model.embed(rows(xs, i))
-            loss = F.cross_entropy(model.head(f_s), yt[i])
+            loss = self._source_loss(model.head(f_s), yt[i], w_t)
             if xt is not None and align is not None:
                 f_t = model.embed(rows(xt, torch.randint(len(xt), (len(idx),))))  # seeded and checkpointed by the loop
                 loss = loss + weight * self._transfer_loss(align, f_s, f_t, progress.step / self.steps)
@@ -242,7 +252,59 @@ class FeatureAdaptation(Strategy):
         finally:
             if tuned:
                 Xs.backbone.module.eval()
+        if self.task_ == "regression":  # the head gives values in the target's units from here on
+            mean_y, std_y = self.target_stats_
+            with torch.no_grad():
+                model.head.weight.mul_(std_y)
+                model.head.bias.mul_(std_y).add_(mean_y)
         return model.eval()
+
+    # ----- the task: outputs, training targets, losses ------------------------------------------
+    def _n_outputs(self) -> int:
+        return 1 if self.task_ == "regression" else len(self.classes_)
+
+    def _targets(self, y: np.ndarray) -> torch.Tensor:
+        """Training targets of the encoded labels: ``(N,)`` long class indices; ``(N,)`` float, the
+        standardised regression target; ``(N, L)`` float 0/1 label indicators."""
+        if self.task_ == "classification":
+            return torch.as_tensor(y, dtype=torch.long)
+        if self.task_ == "regression":
+            mean_y, std_y = self.target_stats_
+            return torch.as_tensor((np.asarray(y, np.float64) - mean_y) / std_y, dtype=torch.float32)
+        return torch.as_tensor(np.asarray(y), dtype=torch.float32)
+
+    def _source_loss(self, z: torch.Tensor, y: torch.Tensor, class_weight: torch.Tensor | None) -> torch.Tensor:
+        """Loss of head outputs ``z (B, K)``: cross-entropy (each class weighted by ``class_weight``),
+        squared error on the standardised target, or the mean binary cross-entropy of the labels."""
+        if self.task_ == "classification":
+            return F.cross_entropy(z, y, weight=class_weight)
+        if self.task_ == "regression":
+            return F.mse_loss(z[:, 0], y)
+        return F.binary_cross_entropy_with_logits(z, y)
+
+    def _outputs(self, model: FeatureAdapter, X) -> np.ndarray:
+        """The task's outputs: ``(N, C)`` probabilities, ``(N,)`` values, ``(N, L)`` per-label probabilities."""
+        if self.task_ == "classification":
+            return self._proba(model, X)
+        X = X.embedded() if isinstance(X, _Items) else X
+        model.eval()
+        with torch.no_grad():
+            z = model(torch.as_tensor(X, dtype=torch.float32)).double()
+        return z[:, 0].numpy() if self.task_ == "regression" else torch.sigmoid(z).numpy()
+
+    def _item_losses(self, out: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """``(V,)`` per-item loss of outputs on held-out labelled source items (DEV reads them), in the
+        training loss's units: cross-entropy (class-weighted), squared standardised error, or mean
+        binary cross-entropy over the labels."""
+        if self.task_ == "classification":
+            losses = -np.log(np.clip(out[np.arange(len(y)), y], 1e-12, None))
+            if self.loss_weight_ is not None:  # the loss the model was trained on, weighted alike
+                losses = losses * self.loss_weight_[y]
+            return losses
+        if self.task_ == "regression":
+            return ((out - y) / self.target_stats_[1]) ** 2
+        p = np.clip(out, 1e-12, 1 - 1e-12)
+        return -(y * np.log(p) + (1 - y) * np.log1p(-p)).mean(1)
 
     @staticmethod
     def _proba(model: FeatureAdapter, X) -> np.ndarray:
@@ -260,6 +322,12 @@ class FeatureAdaptation(Strategy):
 
     # ----- fit: choose the knob without target labels, then refit --------------------------------
     def _fit(self, train_ds: Dataset, y: np.ndarray, ctx: TransferContext) -> None:
+        self.loss_weight_ = loss_weights(self, y, ctx)  # (C,) class weights of the source loss, or None
+        self.target_stats_ = ((float(np.mean(y)), float(np.std(y))) if self.task_ == "regression" else None)
+        if self.task_ != "classification" and self.selection == "snd" and len(self.knob_values()) > 1:
+            raise UserInputError(f"selection='snd' scores class probabilities of the target; a {self.task_} target "
+                                 "has none", hint="use --param selection=dev (or none) for this task")
+        self._held_out: dict[float, tuple[np.ndarray, np.ndarray]] = {}
         Xs = ctx.features(train_ds).astype(np.float32)
         target = getattr(ctx, "target", None)
         Xt = ctx.features(target).astype(np.float32) if target is not None and len(target) else None
@@ -286,10 +354,9 @@ class FeatureAdaptation(Strategy):
             self.selection_["reason"] = "one value given" if len(values) == 1 else "selection='none': first value"
         else:
             value = self._select(Xs, y, Xt, values, ctx)
-        if value is None:
-            self.model_, extra = self._train_adapter(Xs, y, None, 0.0, ctx.seed), {}
-        else:
-            self.model_, extra = self._train_candidate(Xs, y, Xt, value, ctx.seed)
+        self.model_, extra = self._fit_model(Xs, y, Xt, value, ctx.seed)
+        if self.task_ == "multi-label":
+            self.thresholds_, extra["thresholds"] = self._choose_thresholds(Xs, y, Xt, value, ctx.seed)
         if domain_stats is not None:
             ms, ss, mt, st = (torch.as_tensor(a, dtype=torch.float32) for a in domain_stats)
             with torch.no_grad():  # raw x -> (x - m_dom) / s_dom -> the model's own (u - m) / s, in one step
@@ -299,6 +366,10 @@ class FeatureAdaptation(Strategy):
             self.source_stats_ = ((ms + ss * m).numpy(), (ss * sd).numpy())
             ctx.notes.append(f"{self.name}: source and target features were each standardised with their own "
                              "statistics (AdaBN on features); the model keeps the target's.")
+        if self.loss_weight_ is not None:
+            extra["class_weight"] = [float(w) for w in self.loss_weight_]
+        if self.task_ == "regression":
+            extra["target_mean"], extra["target_scale"] = self.target_stats_
         self.info_ = {"on": self.on, self.knob: value, "selection": self.selection_, **extra,
                       "normalize": "domain" if domain_stats is not None else "source",
                       "n_source": len(Xs), "n_target": 0 if Xt is None else len(Xt)}
@@ -333,6 +404,39 @@ class FeatureAdaptation(Strategy):
         own = self.backbone_.module.state_dict()
         return {f"backbone.{k}": own[k].detach().cpu().clone() for k in self.trained_names_}
 
+    def _fit_model(self, Xs, y: np.ndarray, Xt, value: float | None, seed: int) -> tuple[FeatureAdapter, dict]:
+        """The model of one knob value; ``None``: no target data, the source-only model."""
+        if value is None:
+            return self._train_adapter(Xs, y, None, 0.0, seed), {}
+        return self._train_candidate(Xs, y, Xt, value, seed)
+
+    def _choose_thresholds(self, Xs, Y: np.ndarray, Xt, value: float | None,
+                           seed: int) -> tuple[np.ndarray, dict[str, Any]]:
+        """``(L,)`` per-label thresholds maximising F1 on held-out labelled *source* items (never
+        the test set): the predictions of the chosen knob's model that DEV held out, or else of a
+        model of that value trained on the other ``1 - val_fraction`` of the source items."""
+        if value in self._held_out:
+            val_idx, out = self._held_out[value]
+            how = "the chosen value's DEV model"
+        else:
+            n_val = max(1, int(round(self.val_fraction * len(Y))))
+            perm = np.random.default_rng(seed).permutation(len(Y))
+            val_idx, fit_idx = np.sort(perm[:n_val]), np.sort(perm[n_val:])
+            model, _ = self._fit_model(Xs[fit_idx], Y[fit_idx], Xt, value, seed)
+            out = self._outputs(model, Xs[val_idx])
+            how = "a model trained on the other source items"
+        thresholds, rows = np.full(Y.shape[1], 0.5), []
+        for j in range(Y.shape[1]):
+            y = Y[val_idx, j]
+            if 0 < y.sum() < len(y):
+                thresholds[j], f1 = best_f1_threshold(y, out[:, j])
+                rows.append({"threshold": float(thresholds[j]), "held_out_f1": f1})
+            else:  # a label all or none of the held-out items have: no F1 to trade off
+                rows.append({"threshold": 0.5, "note": "constant on the held-out items: 0.5 used"})
+        info = {"rule": f"per label, maximises F1 on {len(val_idx)} held-out labelled source items ({how})",
+                "labels": rows}
+        return thresholds.astype(np.float32), info
+
     def _select(self, Xs: np.ndarray, y: np.ndarray, Xt: np.ndarray, values: list[float],
                 ctx: TransferContext) -> float:
         criterion = self.selection
@@ -341,7 +445,8 @@ class FeatureAdaptation(Strategy):
             from sklearn.model_selection import train_test_split
 
             try:
-                fit_idx, val_idx = train_test_split(np.arange(len(y)), test_size=self.val_fraction, stratify=y,
+                fit_idx, val_idx = train_test_split(np.arange(len(y)), test_size=self.val_fraction,
+                                                    stratify=y if self.task_ == "classification" else None,
                                                     random_state=ctx.seed)
             except ValueError:
                 criterion = "snd"
@@ -351,8 +456,9 @@ class FeatureAdaptation(Strategy):
         for v in values:
             if criterion == "dev":
                 model, _ = self._train_candidate(Xs[fit_idx], y[fit_idx], Xt, v, ctx.seed)
-                p_val = self._proba(model, Xs[val_idx])
-                losses = -np.log(np.clip(p_val[np.arange(len(val_idx)), y[val_idx]], 1e-12, None))
+                p_val = self._outputs(model, Xs[val_idx])
+                self._held_out[v] = (val_idx, p_val)
+                losses = self._item_losses(p_val, y[val_idx])
                 r = dev_risk(losses, self._embed(model, Xs[val_idx]), self._embed(model, Xs[fit_idx]),
                              self._embed(model, Xt), seed=ctx.seed)
                 score = r["risk"]
@@ -360,7 +466,9 @@ class FeatureAdaptation(Strategy):
                 model, _ = self._train_candidate(Xs, y, Xt, v, ctx.seed)
                 r = {}
                 score = snd(self._proba(model, Xt), seed=ctx.seed)
-            rows.append({self.knob: v, "score": score, **r, "target_entropy": entropy(self._proba(model, Xt))})
+            if self.task_ == "classification":
+                r["target_entropy"] = entropy(self._proba(model, Xt))
+            rows.append({self.knob: v, "score": score, **r})
         scores = [r["score"] for r in rows]
         best = int(np.argmin(scores)) if criterion == "dev" else int(np.argmax(scores))
         why = ("DEV (You et al., ICML 2019): importance-weighted loss on held-out labelled source items, an "
@@ -371,13 +479,16 @@ class FeatureAdaptation(Strategy):
         ctx.notes.append(f"{self.name}: {self.knob} = {values[best]:g} chosen among "
                          f"{', '.join(f'{v:g}' for v in values)} without target labels by {why}." +
                          (" That value switches adaptation off: the criterion expects aligning the domains to "
-                          "cost accuracy here (a change in class proportions between the domains is a common "
-                          "cause), so this is the source-only model." if off else ""))
+                          f"cost {get_task(self.task_).primary_label} here (a change in class proportions "
+                          "between the domains is a common cause), so this is the source-only model." if off else ""))
         return values[best]
 
     # ----- prediction and persistence ---------------------------------------------------------------
     def _predict_proba(self, data: Dataset, ctx: TransferContext) -> np.ndarray:
         return self._proba(self.model_, ctx.features(data).astype(np.float32))
+
+    def _predict_outputs(self, data: Dataset, ctx: TransferContext) -> np.ndarray:
+        return self._outputs(self.model_, ctx.features(data).astype(np.float32))
 
     def transform(self, data: Dataset, ctx: TransferContext, domain: str = "target") -> np.ndarray:
         """The adapter's features ``(N, H)`` of ``data`` (to measure the domain distance after adaptation).
@@ -406,17 +517,30 @@ class FeatureAdaptation(Strategy):
                                                      for a in self.source_stats_)
         if getattr(self, "backbone_", None) is not None:
             out.update(self._backbone_tensors())
+        if self.task_ == "multi-label":
+            out["head.thresholds"] = torch.as_tensor(np.asarray(self.thresholds_, np.float32)).clone()
         return out
 
     def load_state(self, tensors: dict[str, torch.Tensor], classes: list[str], backbone=None,
                    task: str = "classification") -> "FeatureAdaptation":
+        """Restore the adapter of a model of ``task``: its head has ``C`` classes, ``L`` labels (and
+        ``head.thresholds (L,)``) or one regression output already in the target's units."""
+        self.check_task(task)
         sub = {k[len("adapter."):]: v for k, v in tensors.items() if k.startswith("adapter.")}
         try:
             h, d = sub["body.0.weight"].shape
-            model = FeatureAdapter(d, h, len(classes), self.dropout)
+            model = FeatureAdapter(d, h, 1 if task == "regression" else len(classes), self.dropout)
             model.load_state_dict(sub)
         except (KeyError, RuntimeError, ValueError) as e:
-            raise UserInputError(f"the saved {self.name} adapter does not fit: {e}") from None
+            raise UserInputError(f"the saved {self.name} adapter does not fit: {e}",
+                                 hint="the weights belong to another run or task: fit again") from None
+        thresholds = None
+        if task == "multi-label":
+            thresholds = tensors.get("head.thresholds")
+            if thresholds is None or tuple(thresholds.shape) != (len(classes),):
+                raise UserInputError(f"the saved {self.name} model lacks per-label thresholds for its "
+                                     f"{len(classes)} labels", hint="the weights file is incomplete: fit again")
+            thresholds = thresholds.numpy()
         self.model_ = model.eval()
         self.source_stats_ = ((tensors["source.mean"].numpy(), tensors["source.std"].numpy())
                               if "source.mean" in tensors and "source.std" in tensors else None)
@@ -434,4 +558,4 @@ class FeatureAdaptation(Strategy):
             backbone.module.eval()
             self.backbone_, self.trained_names_ = backbone, sorted(tuned)
             mark_adapted(backbone, self._backbone_tensors())
-        return self._restored(classes, task)
+        return self._restored(classes, task, thresholds)

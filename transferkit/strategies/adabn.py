@@ -13,6 +13,11 @@ Measured on EfficientNet-Lite0 features (2026-11-22, a logistic regression as he
 source's statistics for both.  The fitted model is for the target domain: predictions on
 source items use the target's statistics too.
 
+Every task of the linear probe: the head is the probe's (:func:`~transferkit.tasks.linear.fit_linear`:
+ridge for regression, one logistic regression per label for multi-label, each label's
+threshold chosen on out-of-fold predictions of the labelled source items), and the fold of the
+target's statistics is the same for any linear head.
+
 It assumes the classes come in similar proportions in both domains: the target's mean moves
 with its class mix, and standardising that away removes signal.  SpamAssassin 2002 -> 2003
 (17% -> 50% spam, minilm-l6) is such a case: the plain probe reached 0.938 on 2003 and
@@ -23,6 +28,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..data.dataset import Dataset
+from ..tasks.linear import fit_linear
 from .base import STRATEGIES, TransferContext
 from .probe import LinearProbe, fit_logistic, loss_weights
 
@@ -48,12 +54,22 @@ class AdaBNProbe(LinearProbe):
     description = ("linear probe applied through the target's own feature statistics (AdaBN on features); "
                    "needs --target-unlabelled")
     needs_target = True
-    tasks = ("classification",)  # its _fit is the classification head only, whatever LinearProbe learns
+    tasks = ("classification", "regression", "multi-label")
 
     def _fit(self, train: Dataset, y: np.ndarray, ctx: TransferContext) -> None:
         X = ctx.features(train)
-        W, b, self.info_ = fit_logistic(X, y, Cs=self.Cs, cv=self.cv, max_iter=self.max_iter, seed=ctx.seed,
-                                        class_weight=loss_weights(self, y, ctx))
+        weights = loss_weights(self, y, ctx)
+        if self.task_ == "classification":
+            W, b, self.info_ = fit_logistic(X, y, Cs=self.Cs, cv=self.cv, max_iter=self.max_iter, seed=ctx.seed,
+                                            class_weight=weights)
+        else:  # the probe's head of the task, fitted on the source's own statistics
+            options = {} if self.task_ == "regression" else {"Cs": self.Cs, "cv": self.cv, "max_iter": self.max_iter}
+            fit = fit_linear(self.task_, X, y, seed=ctx.seed, **options)
+            W, b, self.info_ = np.asarray(fit.W, np.float64), np.asarray(fit.b, np.float64), dict(fit.info)
+            if self.task_ == "multi-label":
+                self.thresholds_ = np.asarray(fit.thresholds, dtype=np.float32)
+            else:
+                self.target_mean_, self.target_scale_ = float(fit.target_mean), float(fit.target_scale)
         target = getattr(ctx, "target", None)
         if target is None or not len(target):
             ctx.notes.append("adabn: no unlabelled target data was given, so this is the plain linear probe.")

@@ -15,6 +15,13 @@ is O(batch) whatever ``num_pairs`` is (SetFit's own generation is O(num_pairs); 
 be O(N^2)), and a resumed run draws exactly the pairs the uninterrupted one would.  Training
 goes through the one loop (:func:`transferkit.training.train`): checkpoints, exact resume,
 clipping and the non-finite guard come from there.
+
+Imbalanced classes (``class_weight``): the logistic head is fitted with the class weights, as the
+probe's; the pair loss weighs each pair by the product of its two items' class weights
+(:func:`pair_weights`).  In-batch pairs are pairs of items drawn alike from the training set, so
+with ``balanced`` weights every pair of classes then counts as much as it would if the classes
+were equally frequent (a rare class's positive pairs are otherwise rarer still: the square of its
+share); sampled pairs choose the partner by class, so there the same weights correct only roughly.
 """
 from __future__ import annotations
 
@@ -36,13 +43,25 @@ from ..training.schedules import SCHEDULES
 from ._tuning import mark_adapted, used_layer_groups
 from .base import STRATEGIES, Strategy, TransferContext
 from .params import Params, fraction_or_steps, param
-from .probe import fit_logistic, linear_head, softmax
+from .probe import check_class_weight, fit_logistic, linear_head, loss_weights, softmax
 
 PAIRINGS = ("in-batch", "sampled")
 
 
 def _pairs_of(n: int) -> int:
     return n * (n - 1) // 2
+
+
+def pair_weights(ya: torch.Tensor, yb: torch.Tensor, class_weight: torch.Tensor | None) -> torch.Tensor | None:
+    """``(P,)`` weight of each pair ``(ya[i], yb[i])`` of class indices: the product of the two
+    classes' weights; ``None`` without class weights (every pair once)."""
+    if class_weight is None:
+        return None
+    return class_weight[ya] * class_weight[yb]
+
+
+def _weighted_mean(err: torch.Tensor, w: torch.Tensor | None) -> torch.Tensor:
+    return err.mean() if w is None else (err * w).sum() / w.sum()
 
 
 class PairSampler:
@@ -122,6 +141,10 @@ class ContrastiveParams(Params):
                            choices=("auto", "fp32", "bf16", "fp16"))
     nonfinite: str = param("stop", "on a NaN/inf loss: stop, or skip such batches and count them",
                            choices=("stop", "skip"))
+    class_weight: Literal["balanced"] | dict | None = param(
+        None, "weight of each class (null | balanced | {\"class\": weight}): the logistic head's loss, and each "
+              "pair of the contrastive loss by the product of its two items' weights; the controls get the same",
+        check=check_class_weight)
 
 
 @STRATEGIES.register("contrastive", needs="backbone")
@@ -165,6 +188,8 @@ class ContrastiveTuning(Strategy):
         backbone, device = ctx.backbone, torch.device(ctx.device)
         module = backbone.module.to(device)
         sampler = PairSampler(y, ctx.seed)
+        weights = loss_weights(self, y, ctx)  # (C,) or None
+        w_t = None if weights is None else torch.as_tensor(weights, dtype=torch.float32, device=device)
         n_pairs = self.num_pairs(len(train_ds))
         n_units, epochs = self._units(len(train_ds))
         y_t = torch.as_tensor(y, device=device)
@@ -193,8 +218,9 @@ class ContrastiveTuning(Strategy):
                 yb = y_t[torch.as_tensor(idx, device=device)]
                 same = (yb[iu[0]] == yb[iu[1]])
                 err = (cos - same.float()) ** 2
+                w = pair_weights(yb[iu[0]], yb[iu[1]], w_t)
                 # positives and negatives weigh the same, whatever their counts in the batch
-                parts = [err[m].mean() for m in (same, ~same) if m.any()]
+                parts = [_weighted_mean(err[m], None if w is None else w[m]) for m in (same, ~same) if m.any()]
                 return torch.stack(parts).mean()
 
             def training_step(idx: np.ndarray) -> torch.Tensor:
@@ -203,7 +229,10 @@ class ContrastiveTuning(Strategy):
                 feats = backbone.forward_features(backbone.prepare([train_ds.inputs[i] for i in uniq]).to(device))
                 inv = torch.as_tensor(inv, device=device)
                 cos = F.cosine_similarity(feats[inv[:len(a)]].float(), feats[inv[len(a):]].float(), dim=1)
-                return F.mse_loss(cos, torch.as_tensor(target, device=device))
+                if w_t is None:
+                    return F.mse_loss(cos, torch.as_tensor(target, device=device))
+                w = pair_weights(y_t[torch.as_tensor(a, device=device)], y_t[torch.as_tensor(b, device=device)], w_t)
+                return _weighted_mean((cos - torch.as_tensor(target, device=device)) ** 2, w)
 
             ckpt = getattr(ctx, "checkpoint_dir", None)
             params_cfg = {k: v for k, v in self.get_params().items() if k not in ("checkpoint_every", "keep_last")}
@@ -226,11 +255,13 @@ class ContrastiveTuning(Strategy):
         mark_adapted(backbone, self._backbone_tensors())  # tuned features get a cache key of their own
         X = ctx.features(train_ds)
         W, b, head_info = fit_logistic(X, y, Cs=tuple(float(c) for c in self.Cs), cv=self.cv, max_iter=2000,
-                                       seed=ctx.seed)
+                                       seed=ctx.seed, class_weight=weights)
         self.head_weight_, self.head_bias_ = W.astype(np.float32), b.astype(np.float32)
         self.info_ = {"n_pairs": n_pairs, "steps": state.step, "total_steps": state.total_steps,
                       "resumed_from": state.resumed_from, "history": state.history,
                       "trained_groups": [n for n, _ in chosen], "head": head_info}
+        if weights is not None:
+            self.info_["class_weight"] = [float(v) for v in weights]
 
     def _backbone_tensors(self) -> dict[str, torch.Tensor]:
         own = self.backbone_.module.state_dict()

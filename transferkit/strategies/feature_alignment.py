@@ -1,8 +1,9 @@
 """Domain adaptation by aligning source and target feature distributions: ``dann``, ``mmd``, ``coral``.
 
 Each trains a small adapter MLP and a head (:mod:`._adapt`) on labelled source features and
-unlabelled target features, minimising the source cross-entropy plus ``trade_off`` times an
-alignment loss from :mod:`transferkit.alignment`.  ``trade_off`` may be a list: the value is
+unlabelled target features, minimising the source loss (cross-entropy; for regression the squared
+error of the standardised target; for multi-label the binary cross-entropy of each label) plus
+``trade_off`` times an alignment loss from :mod:`transferkit.alignment`.  ``trade_off`` may be a list: the value is
 then chosen without target labels (DEV by default).  Use them with
 ``transferkit fit --data SOURCE --target-unlabelled TARGET --strategy dann [--test LABELLED_TARGET]``.
 (Self-training, the other adaptation family, is in :mod:`.selftrain`; the domain distances
@@ -41,6 +42,8 @@ class _LossWeighted(FeatureAdaptation):
 
     Params = AlignmentParams
     knob = "trade_off"
+    # the alignment acts on the adapter's features, whatever the head predicts
+    tasks = ("classification", "regression", "multi-label")
 
 
 @STRATEGIES.register("dann", needs="features", target=True)

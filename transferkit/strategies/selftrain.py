@@ -12,13 +12,15 @@ continuing, keeps early wrong pseudo-labels from compounding in the weights.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
+from ..errors import UserInputError
 from ._adapt import AdaptationParams, FeatureAdaptation, FeatureAdapter
 from .base import STRATEGIES
 from .params import param
+from .probe import CLASS_WEIGHT_HELP, check_class_weight
 
 
 @dataclass
@@ -32,6 +34,10 @@ class SelfTrainingParams(AdaptationParams):
     rounds: int = param(3, "pseudo-labelling rounds (0: source-only)", ge=0)
     max_portion: float = param(0.6, "share of the target pseudo-labelled in the last round (per class, of m / C); "
                                     "earlier rounds take proportionally less", gt=0, le=1)
+    class_weight: Literal["balanced"] | dict | None = param(
+        None, CLASS_WEIGHT_HELP + "; the weights come from the labelled source items and weigh every item of a "
+                                  "class in the loss, source and pseudo-labelled alike (the pseudo-labels are "
+                                  "class-balanced by their quota already)", check=check_class_weight)
 
 
 @STRATEGIES.register("self-training", needs="features", target=True)
@@ -47,6 +53,20 @@ class SelfTraining(FeatureAdaptation):
                    "adapter + head on cached features (Zou et al., ECCV 2018)")
     Params = SelfTrainingParams
     knob = "threshold"
+
+    @classmethod
+    def check_task(cls, task: str) -> None:
+        """Classification only: a pseudo-label is the class the model is most confident of, which a
+        number (regression) or a set of labels (multi-label) does not have; the refusal says so."""
+        try:
+            super().check_task(task)
+        except UserInputError as e:
+            if task not in ("regression", "multi-label"):
+                raise
+            raise UserInputError(e.message, hint=f"self-training pseudo-labels target items with their most "
+                                                 f"confident class, which a {task} target does not have; "
+                                                 "adabn, dann, mmd and coral adapt to the target for it"
+                                                 + (f" ({e.hint})" if e.hint else "")) from None
 
     def _source_only_params(self) -> dict[str, Any]:
         return {"rounds": 0}
