@@ -27,6 +27,8 @@ class FitConfig:
             of images/audio with one subfolder per class (optionally under train/ and test/).
         test: a separate labelled test set; without one, a stratified split of ``data``.
         text_columns: table columns holding the text (several are joined with a newline).
+        path_column: a table whose rows name image or audio files: the column of their paths
+            (relative to the table's folder); the modality comes from the files' extensions.
         label_column: table column holding the label; several, comma-separated (or a list),
             make a multi-task fit: one shared backbone, one head per column
             (:func:`transferkit.multitask.fit_multitask`).
@@ -74,6 +76,7 @@ class FitConfig:
     data: str | None = None
     test: str | None = None
     text_columns: list[str] | None = None
+    path_column: str | None = None
     label_column: str = "label"
     task: str | None = None
     label_sep: str | None = None
@@ -113,6 +116,12 @@ class FitConfig:
         if isinstance(self.text_columns, str):
             object.__setattr__(self, "text_columns",
                                [c.strip() for c in self.text_columns.split(",") if c.strip()])
+        if self.path_column is not None and (not isinstance(self.path_column, str) or not self.path_column.strip()):
+            raise UserInputError(f"path_column must be a column name, got {self.path_column!r}",
+                                 hint="e.g. --path-column file")
+        if self.path_column is not None and self.text_columns:
+            raise UserInputError("give either text_columns (texts in the table) or path_column (files listed in it)",
+                                 hint="use --text-column for texts, --path-column for image or audio files")
         if self.labels_per_class is not None and (not isinstance(self.labels_per_class, int)
                                                   or self.labels_per_class < 1):
             raise UserInputError(f"labels_per_class must be a positive integer, got {self.labels_per_class!r}")

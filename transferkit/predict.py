@@ -16,11 +16,12 @@ from .runs import load
 from .tasks import get_task
 
 
-def _read_inputs(model, inputs: Sequence[str], text_columns, skip_bad: bool) -> Dataset:
+def _read_inputs(model, inputs: Sequence[str], text_columns, skip_bad: bool, path_column=None) -> Dataset:
     """Read unlabelled inputs of the model's modality and validate them (every problem at once).
 
-    A table is read with the run's text columns; a folder (with or without class subfolders)
-    gives every image or audio file under it; a single image or audio file is one item.
+    A table is read with the run's text columns, or with its column of file paths (``path_column``
+    or the run's own); a folder (with or without class subfolders) gives every image or audio file
+    under it; a single image or audio file is one item.
     """
     from .data import AUDIO_EXTENSIONS, IMAGE_EXTENSIONS
 
@@ -40,8 +41,10 @@ def _read_inputs(model, inputs: Sequence[str], text_columns, skip_bad: bool) -> 
                           origins=[str(f) for f in files], source=str(p))
         elif exts and p.suffix.lower() in exts:
             src = Dataset(modality=model.modality, inputs=[str(p)], origins=[str(p)], source=str(p))
-        ds = prepare_data(src, None, text_columns=cols, label_column=None, modality=model.modality,
-                          skip_bad=skip_bad, require_labels=False).train
+        files_in = _path_column(model, src, path_column)
+        ds = prepare_data(src, None, text_columns=None if files_in else cols, label_column=None,
+                          modality=model.modality, skip_bad=skip_bad, require_labels=False,
+                          path_column=files_in).train
         if ds.modality != model.modality:
             raise UserInputError(f"this run's model takes {model.modality} data, "
                                  f"but {shown(p)} holds {ds.modality} data")
@@ -52,10 +55,19 @@ def _read_inputs(model, inputs: Sequence[str], text_columns, skip_bad: bool) -> 
                    origins=[o for d in parts for o in d.origins], source=", ".join(inputs))
 
 
+def _path_column(model, src: Any, given: str | None) -> str | None:
+    """The column of file paths to read ``src`` with: the one given, else the run's own; ``None``
+    for a text run or a source that is not a table file (a folder, a Dataset)."""
+    if model.modality == "text" or not isinstance(src, (str, Path)) or not Path(src).is_file():
+        return None
+    return given or model.card.get("path_column")
+
+
 def predict_files(run: str | Path, inputs: Sequence[str], *, text_columns=None, skip_bad: bool = False,
-                  model=None, backend: str = "torch", load_options: dict[str, Any] | None = None
-                  ) -> list[dict[str, Any]]:
-    """Predict every item of the given tables, folders or files.
+                  model=None, backend: str = "torch", load_options: dict[str, Any] | None = None,
+                  path_column: str | None = None) -> list[dict[str, Any]]:
+    """Predict every item of the given tables, folders or files (``path_column``: the column of
+    tables that list image or audio files; default: the run's).
 
     Returns:
         One row per item: ``origin`` and ``prediction``; classification adds ``confidence`` and
@@ -63,7 +75,7 @@ def predict_files(run: str | Path, inputs: Sequence[str], *, text_columns=None, 
         ``;`` and a ``p(<label>)`` column per label; regression writes the predicted number.
     """
     model = model or load(run, backend=backend, **(load_options or {}))
-    ds = _read_inputs(model, inputs, text_columns, skip_bad)
+    ds = _read_inputs(model, inputs, text_columns, skip_bad, path_column)
     outputs = model.predict_outputs(ds)
     decided = get_task(model.task).decide(outputs, model.strategy.thresholds_, classes=model.classes)
     classes = model.classes
@@ -120,16 +132,18 @@ def write_predictions(rows: list[dict[str, Any]], out: str | Path | None) -> Non
 
 def evaluate_run(run: str | Path, data: str, *, text_columns=None, label_column: str | None = None,
                  skip_bad: bool = False, out: str | Path | None = None, n_boot: int = 1000, backend: str = "torch",
-                 load_options: dict[str, Any] | None = None) -> dict[str, Any]:
+                 load_options: dict[str, Any] | None = None, path_column: str | None = None) -> dict[str, Any]:
     """Metrics of a trained run on labelled data, those of its task, with intervals
     (classification: accuracy, macro-F1, per class, ECE; regression: RMSE, MAE, R², Spearman;
     multi-label: micro/macro-F1, subset accuracy, Hamming loss, mAP)."""
     model = load(run, backend=backend, **(load_options or {}))
     task = get_task(model.task)
-    prepared = prepare_data(data, None, text_columns=text_columns or model.card.get("text_columns"),
+    files_in = _path_column(model, data, path_column)
+    cols = None if files_in else text_columns or model.card.get("text_columns")
+    prepared = prepare_data(data, None, text_columns=cols,
                             label_column=label_column or model.card.get("label_column", "label"),
                             modality=model.modality, skip_bad=skip_bad, task=model.task,
-                            label_sep=model.card.get("label_sep"))
+                            label_sep=model.card.get("label_sep"), path_column=files_in)
     ds = prepared.train
     seen = (ds.labels if model.task == "classification" else
             [name for names in ds.labels for name in names] if model.task == "multi-label" else [])

@@ -220,6 +220,11 @@ class _Builder:
             label = tuple(_as_text(x) for x in v) if isinstance(v, list) else \
                 v if isinstance(v, str) else str(v)
         values = [_as_text(get(c)) for c in self.text_cols]
+        if self.modality != "text" and not values[0].strip():  # not an item: no file to check
+            self.problem("error", "missing-path", f"{origin} column '{self.text_cols[0]}'",
+                         "no file path (the cell is empty or the column is absent in this row)",
+                         "fill in the file's path (relative to the table's folder), or remove the row")
+            return
         item = len(self.inputs)
         if first_bad is not None:
             hit = [c for c, v in zip(self.text_cols, values) if _SURROGATE.search(v)]

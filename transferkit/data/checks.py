@@ -73,7 +73,7 @@ def _label_problem(label: Any) -> str | None:
 
 
 def check_items(ds: Dataset, report: ValidationReport, split: str, *,
-                what: str | None = None) -> list[str | None] | None:
+                what: str | None = None, column: str | None = None) -> list[str | None] | None:
     """Check every item of ``ds`` (decoding media one at a time) and record problems.
 
     Args:
@@ -81,6 +81,8 @@ def check_items(ds: Dataset, report: ValidationReport, split: str, *,
         report: where problems go.
         split: recorded with each problem.
         what: for texts, a description of the columns used (for the empty-text message).
+        column: for files listed in a table, the column of their paths: a file's problem is
+            reported at ``table.csv:LINE column 'NAME'``.
 
     Returns:
         For files, the sha256 of each (``None`` where unreadable); ``None`` for texts/arrays.
@@ -112,10 +114,11 @@ def check_items(ds: Dataset, report: ValidationReport, split: str, *,
     results: list[FileCheck] = checker([ds.inputs[i] for i in paths])
     hashes: list[str | None] = [None] * len(ds)
     modes: dict[str, list[int]] = {}
+    at = "" if column is None else f" column '{printable(column)}'"
     for i, r in zip(paths, results):
         hashes[i] = r.sha256
         if r.kind:
-            report.add("error", r.kind, ds.origins[i], r.message, r.hint, item=i, split=split)
+            report.add("error", r.kind, ds.origins[i] + at, r.message, r.hint, item=i, split=split)
         elif r.mode and r.mode != "RGB":
             modes.setdefault(r.mode, []).append(i)
     for mode, idx in modes.items():

@@ -37,8 +37,8 @@ _JUNK = {"thumbs.db", "desktop.ini", "__macosx"}
 def read_source(path: str | os.PathLike, *, text_columns: list[str] | None = None,
                 label_column: str | None = "label", modality: str | None = None,
                 report: ValidationReport | None = None, split: str = "train",
-                task: str | None = None,
-                label_sep: str | None = None) -> Dataset | tuple[Dataset, Dataset]:
+                task: str | None = None, label_sep: str | None = None,
+                path_column: str | None = None) -> Dataset | tuple[Dataset, Dataset]:
     """Read a folder or a table into a Dataset, recording per-item problems.
 
     Args:
@@ -58,6 +58,10 @@ def read_source(path: str | os.PathLike, *, text_columns: list[str] | None = Non
             read (see :class:`Dataset`); ``None``: multi-label when every label is a JSON list
             (or ``label_sep`` is given), else classification.
         label_sep: multi-label: the separator of the label names in a label string.
+        path_column: a table whose rows name image or audio files: the column of their paths
+            (relative paths are read from the table's folder); the modality comes from the
+            files' extensions unless ``modality`` is given.  A row with an empty cell, a
+            missing or unreadable file is reported at ``table.csv:LINE column 'NAME'``.
 
     Returns:
         A Dataset, or ``(train, test)`` for a folder with ``train/`` and ``test/``.
@@ -68,7 +72,7 @@ def read_source(path: str | os.PathLike, *, text_columns: list[str] | None = Non
     own = report is None
     report = ValidationReport() if own else report
     out = read_path(Path(path), text_columns, label_column, modality, report, split,
-                    task=task, label_sep=label_sep)
+                    task=task, label_sep=label_sep, path_column=path_column)
     if own and report.problems:
         warnings.warn(DataWarning(f"{printable(str(path))}:\n{report.summary()}\n  (collect "
                                   "these with "
@@ -82,7 +86,8 @@ class DataWarning(UserWarning):
 
 def read_path(path: Path, text_columns, label_column, modality, report, split,
               label_optional: bool = False, task: str | None = None,
-              label_sep: str | None = None) -> Dataset | tuple[Dataset, Dataset]:
+              label_sep: str | None = None,
+              path_column: str | None = None) -> Dataset | tuple[Dataset, Dataset]:
     """:func:`read_source` into a given report (``label_optional``: a missing label column
     means unlabelled data rather than an error)."""
     if modality not in (None, "text", "image", "audio"):
@@ -91,6 +96,8 @@ def read_path(path: Path, text_columns, label_column, modality, report, split,
     path = path.expanduser()
     if not path.exists():
         raise UserInputError(f"{printable(str(path))} does not exist", _suggest_path(path))
+    if path_column is not None:
+        _check_path_options(path, text_columns, modality)
     if path.is_dir():
         out = _read_folder(path, modality, report, split)
         if isinstance(out, tuple):  # the test folder's labels are read as the training ones
@@ -107,11 +114,48 @@ def read_path(path: Path, text_columns, label_column, modality, report, split,
             hint = "save the sheet as CSV (in Excel: Save As > 'CSV UTF-8') and pass that"
         raise UserInputError(f"{printable(path.name)}: cannot read {printable(ext)} files as a "
                              "data set", hint)
+    if path_column is not None:  # read as file paths; the files' extensions tell the modality
+        text_columns = [path_column]
     ds, cols = read_table(path, text_columns=text_columns, label_column=label_column,
-                          modality=modality or "text", report=report, split=split,
-                          label_optional=label_optional)
-    check_items(ds, report, split, what=", ".join(repr(c) for c in cols))
+                          modality=modality or ("image" if path_column else "text"), report=report,
+                          split=split, label_optional=label_optional)
+    if path_column is not None and modality is None:
+        ds.modality = _listed_modality(ds.inputs, f"{path.name} column '{cols[0]}'")
+    check_items(ds, report, split, what=", ".join(repr(c) for c in cols),
+                column=cols[0] if path_column is not None else None)
     return resolve_task(ds, task, label_sep, report, split, label_column)
+
+
+def _check_path_options(path: Path, text_columns, modality) -> None:
+    """``path_column`` names the files of a table: no folder, no texts."""
+    if path.is_dir():
+        raise UserInputError(f"{printable(str(path))} is a folder; path_column (--path-column) "
+                             "names the column of file paths in a table",
+                             "pass the table (.csv, .tsv, .jsonl, .json) that lists the files, or "
+                             "leave --path-column out to read one subfolder per class")
+    if text_columns:
+        raise UserInputError("give either text columns (texts in the table) or a path column "
+                             "(files listed in the table), not both",
+                             "use --text-column for texts, --path-column for image or audio files")
+    if modality == "text":
+        raise UserInputError("path_column (--path-column) lists image or audio files, but the "
+                             "modality is 'text'", "use --text-column for texts in a table; "
+                             "leave --modality out to infer it from the files' extensions")
+
+
+def _listed_modality(inputs: Sequence[str], where: str) -> str:
+    """``"image"`` or ``"audio"``: what most of the listed files are, by extension (a file of
+    the other kind is then reported by the item check like any unreadable file)."""
+    exts = [Path(x).suffix.lower() for x in inputs]
+    images = sum(e in IMAGE_EXTENSIONS for e in exts)
+    audio = sum(e in AUDIO_EXTENSIONS + _OTHER_AUDIO for e in exts)
+    if inputs and images == audio == 0:
+        seen = ", ".join(sorted(set(exts))[:10]) or "none"
+        raise UserInputError(f"{printable(where)}: no image or audio files are listed (extensions: "
+                             f"{printable(seen)})", "list image (.png, .jpg...) or audio (.wav) "
+                             "files, or pass --modality image|audio")
+    return "audio" if audio > images else "image"
+
 
 
 def _suggest_path(path: Path) -> str:

@@ -34,7 +34,7 @@ from .report import Problem, ValidationReport
 # Errors with item=None and one of these kinds are rows/files that never became an item (a bad
 # JSON line, a row without a label): skip_bad records them as skipped.  Any other error with
 # item=None concerns a whole set and stays fatal.
-ROW_KINDS = frozenset({"bad-json", "bad-row", "missing-label", "bad-label", "not-text"})
+ROW_KINDS = frozenset({"bad-json", "bad-row", "missing-label", "bad-label", "not-text", "missing-path"})
 
 
 @dataclass
@@ -52,7 +52,7 @@ class PreparedData:
 def prepare_data(data: Any, test: Any = None, *, text_columns: list[str] | None = None,
                  label_column: str | None = "label", modality: str | None = None,
                  skip_bad: bool = False, require_labels: bool = True, task: str | None = None,
-                 label_sep: str | None = None) -> PreparedData:
+                 label_sep: str | None = None, path_column: str | None = None) -> PreparedData:
     """Read and check the data; raise with every problem, or drop the bad items.
 
     Args:
@@ -70,6 +70,8 @@ def prepare_data(data: Any, test: Any = None, *, text_columns: list[str] | None 
             saying which task to pass; otherwise classification.  The test set is read for
             the training set's task.
         label_sep: multi-label labels written as one string, e.g. ``"cat;dog"`` with ``";"``.
+        path_column: tables that list image or audio files: the column of their paths,
+            relative to the table's folder (see :func:`read_source`).
 
     Returns:
         :class:`PreparedData` with the (cleaned) sets and the report (warnings, skipped).
@@ -82,7 +84,7 @@ def prepare_data(data: Any, test: Any = None, *, text_columns: list[str] | None 
     report = ValidationReport()
     text_columns = split_columns(text_columns)
     opts = dict(text_columns=text_columns, label_column=label_column, modality=modality,
-                label_optional=not require_labels, label_sep=label_sep)
+                label_optional=not require_labels, label_sep=label_sep, path_column=path_column)
     train = _load(data, "train", report, task=task, **opts)
     if isinstance(train, tuple):
         if test is not None:
@@ -149,14 +151,14 @@ def _leave_out_empty_class_folders(report: ValidationReport) -> None:
 
 
 def _load(src: Any, split: str, report: ValidationReport, *, label_optional: bool,
-          task: str | None, label_sep: str | None, **opts):
+          task: str | None, label_sep: str | None, path_column: str | None = None, **opts):
     if isinstance(src, Dataset):
         check_items(src, report, split)
         return resolve_task(src, task, label_sep, report, split)
     if isinstance(src, (str, os.PathLike)):
         return read_path(Path(src), opts["text_columns"], opts["label_column"], opts["modality"],
                          report, split, label_optional=label_optional, task=task,
-                         label_sep=label_sep)
+                         label_sep=label_sep, path_column=path_column)
     raise UserInputError(f"cannot use a {type(src).__name__} as data",
                          "pass a path, or build a Dataset with from_arrays(X, y)")
 

@@ -26,13 +26,13 @@ def recreate_splits(run: str | os.PathLike) -> tuple[Dataset | None, Dataset, Fi
     if cfg.data is None and cfg.test:  # zero-shot evaluated on a test set alone: no training split
         return None, prepare_data(cfg.test, None, text_columns=cfg.text_columns, label_column=cfg.label_column,
                                   modality=cfg.modality, skip_bad=cfg.skip_bad, task=cfg.task,
-                                  label_sep=cfg.label_sep).train, cfg
+                                  label_sep=cfg.label_sep, path_column=cfg.path_column).train, cfg
     if cfg.data is None:
         raise UserInputError(f"the run {shown(rd.path)} was fitted on data given in memory, so its split cannot be "
                              "rebuilt", hint="fit it from files (--data) to distil or measure it later")
     prepared = prepare_data(cfg.data, cfg.test, text_columns=cfg.text_columns, label_column=cfg.label_column,
                             modality=cfg.modality, skip_bad=cfg.skip_bad, task=cfg.task,
-                            label_sep=cfg.label_sep)
+                            label_sep=cfg.label_sep, path_column=cfg.path_column)
     train, test = prepared.train, prepared.test
     if test is None:
         train, test = stratified_split(train, test_size=cfg.test_size, seed=cfg.seed)
