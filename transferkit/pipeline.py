@@ -151,6 +151,11 @@ def _fit(cfg: FitConfig, train: Dataset | None, test: Dataset | None, say: Log, 
 
     model.metrics = _metrics(cfg, splits, strategy, metrics, auto, timings, notes)
     model.card = _card(cfg, splits, model)
+    from .serve.prediction_drift import prediction_reference  # here: `import transferkit` loads no serve module
+
+    # what the served model's predictions are compared with (the drift monitor)
+    model.card["prediction_reference"] = prediction_reference(cfg.task, outputs, strategy.classes_,
+                                                              strategy.thresholds_, seed=cfg.seed)
     if run is not None:
         # process 0 writes; the others wait and get the card as written (or its error)
         model.card = distributed.on_main(lambda: write_stage(run, cfg, model, splits))

@@ -41,6 +41,7 @@ from .inputs import (
     text_cost,
 )
 from .metrics import Metrics
+from .prediction_drift import PredictionDrift
 from .schemas import PREDICT_OPENAPI, PredictResponse, predictions
 from .settings import ServeSettings
 
@@ -88,7 +89,12 @@ class ServerState:
             self.drift = DriftMonitor(getattr(self.predictor, "reference", None), window=s.drift_window,
                                       every=s.drift_every, min_items=s.drift_min_items, p_value=s.drift_p_value,
                                       n_permutations=s.drift_permutations,
-                                      seed=int(self.predictor.card.get("seed", 0) or 0))
+                                      seed=int(self.predictor.card.get("seed", 0) or 0),
+                                      predictions=PredictionDrift(
+                                          self.predictor.card.get("prediction_reference"),
+                                          thresholds=getattr(self.predictor, "thresholds", None),
+                                          window=s.drift_window, min_items=s.drift_min_items,
+                                          p_value=s.drift_p_value))
             image = self.predictor.modality == "image"
             self.batcher = MicroBatcher(self.predictor.predict, max_batch=s.max_batch,
                                         max_delay_s=s.max_delay_ms / 1000, queue_items=s.queue_items,
@@ -108,10 +114,10 @@ class ServerState:
             self.error = f"{type(e).__name__}: {e}"
             log.error("the model could not be loaded: %s", self.error)
 
-    def _on_batch(self, n_items: int, n_requests: int, seconds: float, feats) -> None:
+    def _on_batch(self, n_items: int, n_requests: int, seconds: float, feats, outputs=None) -> None:
         self.metrics.batch(n_items)
         if self.ready:  # the warm-up item is not traffic
-            self.drift.add(feats, n_requests)
+            self.drift.add(feats, n_requests, outputs)
 
     def _metric_state(self) -> dict[str, Any]:
         b = self.batcher

@@ -80,14 +80,15 @@ class MicroBatcher:
             item runs alone.
         max_wait_s: refuse a request whose estimated time to an answer is longer (``None``: no
             estimate, only the queue bounds).
-        on_batch: called after each model call with ``(n_items, n_requests, seconds, features)``.
+        on_batch: called after each model call with ``(n_items, n_requests, seconds, features,
+            outputs)`` (the drift monitor reads the last two).
         on_retry: called with ``n_requests`` when a model call failed and its requests are run
             again one by one.
     """
 
     def __init__(self, run: RunFn, *, max_batch: int, max_delay_s: float, queue_items: int,
                  queue_cost: float | None = None, max_batch_cost: float | None = None,
-                 max_wait_s: float | None = None, on_batch: Callable[[int, int, float, Any], None] | None = None,
+                 max_wait_s: float | None = None, on_batch: Callable[[int, int, float, Any, Any], None] | None = None,
                  on_retry: Callable[[int], None] | None = None):
         self.run = run
         self.max_batch = max_batch
@@ -268,7 +269,7 @@ class MicroBatcher:
         self.cost_per_s = rate if self.cost_per_s is None else 0.7 * self.cost_per_s + 0.3 * rate
         if self.on_batch is not None:  # before the answers: a caller sees its batch recorded
             try:
-                self.on_batch(len(items), len(batch), seconds, feats)
+                self.on_batch(len(items), len(batch), seconds, feats, proba)
             except Exception:  # monitoring must never stop the worker
                 pass
         at = 0

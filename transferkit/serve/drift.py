@@ -8,6 +8,9 @@ on a request's path.  The alarm is on while the latest p-value is below the thre
 
 Each test is a test at level ``p_value``: on traffic that does match the training data, about
 that share of tests still alarm; windows overlap, so consecutive results are correlated.
+
+The same thread tests the recent *predictions* against the test set's, per task
+(:class:`~transferkit.serve.prediction_drift.PredictionDrift`): ``describe()["predictions"]``.
 """
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from ..scores.domain import mmd
+from .prediction_drift import PredictionDrift
 
 
 class DriftMonitor:
@@ -31,10 +35,13 @@ class DriftMonitor:
         p_value: alarm threshold on the permutation p-value.
         n_permutations: permutations of the test.
         seed: seeds subsampling and permutations (each test uses ``seed + test number``).
+        predictions: the monitor of the predictions, tested on the same schedule (``None``: off).
     """
 
     def __init__(self, reference: np.ndarray | None, *, window: int = 200, every: int = 50, min_items: int = 50,
-                 p_value: float = 0.01, n_permutations: int = 500, seed: int = 0):
+                 p_value: float = 0.01, n_permutations: int = 500, seed: int = 0,
+                 predictions: PredictionDrift | None = None):
+        self.predictions = predictions if predictions is not None else PredictionDrift(None)
         self.reference = None if reference is None else np.asarray(reference, dtype=np.float32)
         self.window, self.every, self.min_items = window, every, min_items
         self.p_threshold, self.n_permutations, self.seed = p_value, n_permutations, seed
@@ -55,7 +62,7 @@ class DriftMonitor:
                                       "error": None}
 
     def start(self) -> None:
-        if self.enabled:
+        if self.enabled or self.predictions.enabled:
             self._thread = threading.Thread(target=self._loop, name="transferkit-serve-drift", daemon=True)
             self._thread.start()
 
@@ -63,17 +70,22 @@ class DriftMonitor:
         self._stop = True
         self._wake.set()
 
-    def add(self, feats: np.ndarray | None, n_requests: int = 1) -> None:
-        """Add ``feats (k, D)`` of ``n_requests`` requests; wakes the tester every ``every`` requests."""
-        if not self.enabled or feats is None or not len(feats):
+    def add(self, feats: np.ndarray | None, n_requests: int = 1, outputs: np.ndarray | None = None) -> None:
+        """Add ``feats (k, D)`` and the task's ``outputs`` of ``n_requests`` requests; wakes the
+        tester every ``every`` requests."""
+        self.predictions.add(outputs)
+        have_feats = self.enabled and feats is not None and len(feats)
+        if not have_feats and not self.predictions.enabled:
             return
-        feats = np.asarray(feats, dtype=np.float32)[-self.window:]
         with self._lock:
-            pos = np.arange(self._n, self._n + len(feats)) % self.window
-            self._buf[pos] = feats
-            self._n += len(feats)
+            if have_feats:
+                feats = np.asarray(feats, dtype=np.float32)[-self.window:]
+                pos = np.arange(self._n, self._n + len(feats)) % self.window
+                self._buf[pos] = feats
+                self._n += len(feats)
             self._requests_since += n_requests
-            due = self._requests_since >= self.every and min(self._n, self.window) >= self.min_items
+            ready = max(min(self._n, self.window), self.predictions.items())
+            due = self._requests_since >= self.every and ready >= self.min_items
             if due:
                 self._requests_since = 0
         if due:
@@ -87,7 +99,9 @@ class DriftMonitor:
             return np.roll(self._buf, -start, axis=0)[:n].copy()
 
     def test_now(self) -> dict[str, Any]:
-        """Run the test on the current window (the background thread calls this); returns the state."""
+        """Run the tests on the current windows (the background thread calls this); returns the
+        state of the input test."""
+        self.predictions.test_now()
         x = self.recent()
         if len(x) < self.min_items:
             return dict(self.state)
@@ -119,4 +133,4 @@ class DriftMonitor:
                 "window": self.window, "every_requests": self.every, "min_items": self.min_items,
                 "p_value_threshold": self.p_threshold, "n_permutations": self.n_permutations,
                 "reference_items": 0 if self.reference is None else int(len(self.reference)),
-                "items_seen": self._n, **self.state}
+                "items_seen": self._n, **self.state, "predictions": self.predictions.describe()}
