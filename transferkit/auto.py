@@ -23,6 +23,14 @@ well above the linear probe, while ``lp-ft`` stayed below plain fine-tuning.  So
   last layers only, and fine-tuning from an inner layer of EfficientNet-Lite0 fell far below the
   probe on the same MNIST-5k split (section "transferability"), so such a candidate keeps the probe.
 
+Regression and multi-label data are ranked by their task's kNN form (kNN R², per-label balanced
+accuracy; ties broken by their LogME), and the strategy rule reads its threshold against the
+task's nearest thing to a class: the items carrying the rarest label (multi-label), or each
+tenth of the items by target rank, as the split's target bins (regression).  Both studies
+measured classification only, and the reasons say so.  The fine-tuning strategy is the first of
+``lora`` / ``finetune`` whose :attr:`Strategy.tasks` (the registry) include the task; where none
+does, the linear probe (which learns every task).
+
 The figures the messages quote are read from ``transferkit/studies.json`` (studies
 ``auto_pick``, ``strategies``, ``inner_layer_finetune``, ``lora_share``), which the benchmarks
 write; none is copied here.
@@ -70,6 +78,7 @@ class AutoChoice:
         ranking: per candidate, best first: ``{"candidate", "model", "layer", "scores", "seconds"}``.
         reasons: plain sentences for the report.
         seconds: the whole ranking.
+        task: the training data's task (which form of the kNN score ranked the candidates).
     """
 
     model: str
@@ -80,6 +89,7 @@ class AutoChoice:
     ranking: list[dict[str, Any]] = field(default_factory=list)
     reasons: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    task: str = "classification"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -144,29 +154,57 @@ def _lora_share() -> str:
     return f"{s['trainable_share']:.2%} of {s['backbone']}'s parameters in BENCHMARKS.md"
 
 
+def _smallest_group(train: Dataset) -> tuple[int, str, str]:
+    """What the fine-tuning threshold is compared with: ``(count, below, every)``, the phrases
+    saying the count is too small / large enough.  Classification: the smallest class;
+    multi-label: the items carrying the rarest label; regression: the items in each tenth of
+    the data by target rank (the split's target bins)."""
+    k = FINETUNE_FROM_PER_CLASS
+    study = (f" (the strategies study measured classification only: for {train.task} its per-class threshold is "
+             f"read per {'target bin' if train.task == 'regression' else 'label'})")
+    if train.task == "regression":
+        n = len(train) // 10
+        unit = f"each tenth of the training items by target rank (the split's target bins) holds {n} items"
+        return n, f"{unit}, fewer than {k}{study}", f"{unit}, at least {k}{study}"
+    if train.task == "multi-label":
+        counts = Counter(name for labs in train.labels for name in labs)
+        name, n = min(counts.items(), key=lambda kv: (kv[1], kv[0]))
+        return (n, f"the rarest label ({name!r}) is on {n} labelled training items, fewer than {k}{study}",
+                f"every label is on at least {k} labelled training items (rarest: {n}){study}")
+    n = min(Counter(train.labels).values())
+    return (n, f"the smallest class has {n} labelled training items, fewer than {k}",
+            f"every class has at least {k} labelled training items (smallest: {n})")
+
+
 def choose_strategy(train: Dataset, layer: int | None = None) -> tuple[str, str]:
-    """``(strategy, reason)`` from the size of the smallest class and the chosen layer (see the module doc)."""
+    """``(strategy, reason)`` from the size of the smallest class (the task's counterpart, see
+    the module doc), the chosen layer, and the strategies registered for the task."""
     import importlib.util
 
-    counts = Counter(train.labels)
-    smallest = min(counts.values())
+    from .strategies.base import strategies_for
+
+    smallest, below, every = _smallest_group(train)
     if smallest < FINETUNE_FROM_PER_CLASS:
         return "linear-probe", (
-            f"linear-probe: the smallest class has {smallest} labelled training items, fewer than "
-            f"{FINETUNE_FROM_PER_CLASS}: the strategies study in BENCHMARKS.md has no evidence that fine-tuning "
+            f"linear-probe: {below}: the strategies study in BENCHMARKS.md has no evidence that fine-tuning "
             "helps below that, and a linear probe on frozen features trains in seconds.")
     if layer is not None:
         return "linear-probe", (
             f"linear-probe: the chosen candidate is an intermediate layer ({layer}); {_inner_layer_evidence()}, "
             "and the strategies study fine-tuned last layers only.")
-    if importlib.util.find_spec("peft") is None:
+    learns = strategies_for(train.task)
+    if FINETUNE_STRATEGY not in learns and FALLBACK_STRATEGY not in learns:
+        return "linear-probe", (
+            f"linear-probe: {every}, but neither {FINETUNE_STRATEGY} nor {FALLBACK_STRATEGY} learns {train.task} "
+            f"(strategies that do: {', '.join(learns)}).")
+    if importlib.util.find_spec("peft") is None or FINETUNE_STRATEGY not in learns:
+        why = ("PEFT is not installed (pip install 'transferkit[lora]')" if FINETUNE_STRATEGY in learns
+               else f"{FINETUNE_STRATEGY} does not learn {train.task}")
         return FALLBACK_STRATEGY, (
-            f"{FALLBACK_STRATEGY}: every class has at least {FINETUNE_FROM_PER_CLASS} labelled training items "
-            f"(smallest: {smallest}); {_evidence()}, but PEFT is not installed (pip install 'transferkit[lora]'), "
+            f"{FALLBACK_STRATEGY}: {every}; {_evidence()}, but {why}, "
             f"so the whole network is fine-tuned instead ({_finetune_vs_lora()}).")
     return FINETUNE_STRATEGY, (
-        f"{FINETUNE_STRATEGY}: every class has at least {FINETUNE_FROM_PER_CLASS} labelled training items "
-        f"(smallest: {smallest}); {_evidence()}. It trains a small share of the backbone's parameters "
+        f"{FINETUNE_STRATEGY}: {every}; {_evidence()}. It trains a small share of the backbone's parameters "
         f"({_lora_share()}), and on a CPU it takes minutes where the probe takes seconds.")
 
 
@@ -218,21 +256,38 @@ def choose(train: Dataset, candidates: list[str] | None, *, strategy: str | None
         name, why = choose_strategy(train, layer=best.layer)
         reasons.append(why)
     return AutoChoice(model=best.model, layer=best.layer, strategy=name, strategy_chosen=not user_strategy,
-                      score=AUTO_SCORES[0], ranking=ranking, reasons=reasons, seconds=round(time.perf_counter() - t, 3))
+                      score=AUTO_SCORES[0], ranking=ranking, reasons=reasons, seconds=round(time.perf_counter() - t, 3),
+                      task=result.task)
+
+
+# Per task: what the kNN score is called, how its value is shown, and what it does to an item.
+_KNN_WORDS = {
+    "classification": ("5-NN accuracy", "{:.1%}", "Each item is classified by its 5 most similar other items"),
+    "regression": ("5-NN R²", "{:.3f}", "Each item's target is predicted by the mean of its 5 most similar other "
+                   "items' targets"),
+    "multi-label": ("5-NN balanced accuracy (mean over labels)", "{:.1%}",
+                    "Each label of each item is voted on by its 5 most similar other items"),
+}
 
 
 def _model_reason(result) -> str:
     rows = result.rows
     best = rows[0]
+    task = getattr(result, "task", "classification")
+    name, fmt, how = _KNN_WORDS[task]
     knn, logme = best.scores.get("knn"), best.scores.get("logme")
-    line = (f"{best.candidate}: the highest leave-one-out 5-NN accuracy of {len(rows)} candidates on "
-            f"{result.data['n_items']} training items ({knn:.1%}")
+    line = (f"{best.candidate}: the highest leave-one-out {name} of {len(rows)} candidates on "
+            f"{result.data['n_items']} training items ({fmt.format(knn)}")
     if len(rows) > 1:
         nxt = rows[1]
-        line += f"; next {nxt.candidate} {nxt.scores['knn']:.1%}"
+        line += f"; next {nxt.candidate} {fmt.format(nxt.scores['knn'])}"
         if nxt.scores["knn"] == knn:
             line += f", a tie that LogME broke ({logme:.4f} vs {nxt.scores['logme']:.4f})"
-    line += f"). Each item is classified by its 5 most similar other items on the frozen features; {_pick_evidence()}."
+    evidence = _pick_evidence()
+    if task != "classification":
+        evidence += (f"; that study measured classification only, and {task} is ranked by the same rule with the "
+                     "kNN and LogME of its own labels")
+    line += f"). {how} on the frozen features; {evidence}."
     if logme is not None:
         line += f" Its LogME is {logme:.4f}."
     return line

@@ -17,13 +17,18 @@ A candidate is a backbone name with an optional layer and initialisation::
 >>> result = rank("emails.jsonl", ["minilm-l6", "minilm-l6@3"], text_columns="subject,body")
 >>> print(result.table())
 >>> result.write("runs/rank")
+
+Every task is ranked (``task=``, read and inferred as :func:`transferkit.prepare_data` does):
+classification with all the scores; regression and multi-label with the forms of LogME and kNN
+for their labels (:func:`transferkit.scores.score_for_task`: kNN R² and LogME of the
+standardised target; per-label balanced accuracy and per-label LogME, averaged), the other
+scores shown as n/a with the reason.
 """
 from __future__ import annotations
 
 import os
 import re
 import sys
-import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -31,13 +36,15 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from ._memory import PeakRSS
 from .backbones.base import parse_layer
 from .data import prepare_data, stratified_split
 from .data.dataset import Dataset
 from .errors import UserInputError
 from .report.formatting import fmt_score
 from .report.rank import write_rank
-from .scores import SCORES, domain_shift
+from .scores import SCORES, domain_shift, score_about, score_for_task, score_title
+from .tasks import get_task
 
 __all__ = ["rank", "RankResult", "RankRow", "Candidate", "parse_candidate", "order_key", "DEFAULT_SCORES"]
 
@@ -117,7 +124,7 @@ class RankRow:
         candidate: the label; model, layer, init, dim: what was scored (``init``:
             ``"pretrained"`` or ``"random:<seed>"``).
         scores: score name -> value (``None`` when it does not apply, e.g. LEEP without a
-            source head); higher is better for every score.
+            source head, or the H-score of a regression target); higher is better for every score.
         score_seconds: score name -> seconds.
         extract_seconds: feature extraction (model loading included; near 0 from the cache).
         n_cached: items whose features came from the cache.
@@ -148,14 +155,17 @@ class RankResult:
     """The ranked candidates and what they were scored on.
 
     Attributes:
-        rows: best first, by the first requested score (kNN by default), ties broken by the next ones;
-            rows without a score go after those with it.
+        rows: best first, by the first requested score that applies to the task (kNN by default),
+            ties broken by the next ones; rows without a score go after those with it.
         scores: the score names, in the requested order.
-        data: source, modality, items scored, classes.
+        data: task, source, modality, items scored, classes (label names for multi-label, none
+            for regression; ``n_labels`` / ``target`` summarise those tasks).
         target: source, items used, or ``None``.
         notes: what applies to the whole ranking.
         seed: the seed of subsampling, random-init candidates and domain distances.
         settings: the other options the scores depend on (``knn_k``, ``max_items``...).
+        task: what the labels are (``classification``, ``regression``, ``multi-label``).
+        not_applicable: score name -> why it does not apply to the task (shown as n/a).
     """
 
     rows: list[RankRow]
@@ -165,30 +175,51 @@ class RankResult:
     notes: list[str] = field(default_factory=list)
     seed: int = 0
     settings: dict[str, Any] = field(default_factory=dict)
+    task: str = "classification"
+    not_applicable: dict[str, str] = field(default_factory=dict)
 
     @property
     def best(self) -> RankRow:
         """The top candidate."""
         return self.rows[0]
 
+    @property
+    def ranked_by(self) -> str:
+        """The score that orders the rows: the first requested one that applies to the task."""
+        return next(s for s in self.scores if s not in self.not_applicable)
+
+    def cell(self, score: str, value: float | None) -> str:
+        """A score as a table shows it: ``n/a`` where it does not apply to the task."""
+        return "n/a" if score in self.not_applicable else fmt_score(score, value, self.task)
+
+    def data_line(self) -> str:
+        """``"200 items, regression target (image)"``: what was scored, in words."""
+        d = self.data
+        what = {"regression": "regression target",
+                "multi-label": f"{d.get('n_labels', len(d.get('classes', [])))} labels (multi-label)"}
+        return f"{d['n_items']} items, {what.get(self.task, str(d['n_classes']) + ' classes')} ({d['modality']})"
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form (``rank.json``)."""
-        return {"scores": list(self.scores),
-                "score_info": {s: {k: v for k, v in SCORES.entry(s).meta.items() if k != "inputs"}
+        return {"task": self.task, "scores": list(self.scores),
+                "score_info": {s: {**{k: v for k, v in SCORES.entry(s).meta.items() if k != "inputs"},
+                                   "title": score_title(s, self.task), "about": score_about(s, self.task),
+                                   "applies": s not in self.not_applicable,
+                                   **({"why_not": self.not_applicable[s]} if s in self.not_applicable else {})}
                                for s in self.scores},
-                "ranked_by": self.scores[0], "data": self.data, "target": self.target, "seed": self.seed,
+                "ranked_by": self.ranked_by, "data": self.data, "target": self.target, "seed": self.seed,
                 "settings": dict(self.settings),
                 "rows": [asdict(r) for r in self.rows], "notes": list(self.notes)}
 
     def table(self) -> str:
         """A plain-text table: rank, candidate, each score, time, memory (and the shift with a target)."""
-        heads = (["#", "candidate", "dim"] + [SCORES.entry(s).meta["title"] for s in self.scores]
+        heads = (["#", "candidate", "dim"] + [score_title(s, self.task) for s in self.scores]
                  + ["time (s)", "peak mem (MB)"])
         if self.target is not None:
             heads.append("shift to target")
         lines = []
         for i, r in enumerate(self.rows, 1):
-            cells = [str(i), r.candidate, str(r.dim)] + [fmt_score(s, r.scores.get(s)) for s in self.scores]
+            cells = [str(i), r.candidate, str(r.dim)] + [self.cell(s, r.scores.get(s)) for s in self.scores]
             cells += [f"{r.seconds:.1f}", "—" if r.peak_memory_mb is None else f"{r.peak_memory_mb:.0f}"]
             if self.target is not None:
                 cells.append("—" if not r.domain else f"{r.domain['level']} (A={r.domain['a_distance']:.2f})")
@@ -200,9 +231,9 @@ class RankResult:
             return "  ".join(c.ljust(w) if j in left else c.rjust(w) for j, (c, w) in enumerate(zip(cells, widths)))
 
         out = [row(heads), "  ".join("-" * w for w in widths)] + [row(c) for c in lines]
-        d = self.data
-        out.append(f"{d['n_items']} items, {d['n_classes']} classes ({d['modality']}); ranked by "
-                   f"{SCORES.entry(self.scores[0]).meta['title']}, higher is better for every score.")
+        out.append(f"{self.data_line()}; ranked by {score_title(self.ranked_by, self.task)}, higher is better "
+                   "for every score.")
+        out += [f"n/a: {why}." for why in self.not_applicable.values()]
         out += [f"note: {n}" for n in self.notes]
         for r in self.rows:
             out += [f"note ({r.candidate}): {n}" for n in r.notes]
@@ -223,7 +254,8 @@ def rank(data: Any, candidates: Sequence[str | dict | Candidate], *, target_unla
          scores: Sequence[str] = DEFAULT_SCORES, max_items: int | None = None, seed: int = 0, batch_size: int = 32,
          log: Log | None = _stderr, backbone_options: dict[str, Any] | None = None, modality: str | None = None,
          skip_bad: bool = False, cache: bool = True, progress: bool | None = None, knn_k: int = 5,
-         backend: str = "torch") -> RankResult:
+         backend: str = "torch", path_column: str | None = None, task: str | None = None,
+         label_sep: str | None = None) -> RankResult:
     """Score every candidate backbone on labelled data, best first.
 
     Args:
@@ -231,12 +263,14 @@ def rank(data: Any, candidates: Sequence[str | dict | Candidate], *, target_unla
         candidates: names as ``"[random:]NAME[@LAYER]"``, dicts, or :class:`Candidate`.
         target_unlabelled: data the model will meet (path or Dataset; labels ignored): adds
             MMD and proxy A-distance between the data and it, per candidate.
-        text_columns, label_column, modality, skip_bad: as for :func:`transferkit.prepare_data`.
-        scores: names in :data:`transferkit.scores.SCORES`; the first one orders the rows, the
-            next ones break ties (kNN accuracies tie easily on few items).
+        text_columns, label_column, modality, skip_bad, path_column, task, label_sep: as for
+            :func:`transferkit.prepare_data` (``task=None`` infers it, never silently).
+        scores: names in :data:`transferkit.scores.SCORES`; the first one that applies to the
+            task orders the rows, the next ones break ties (kNN accuracies tie easily on few items).
             LEEP and NCE are computed only for pre-trained candidates whose backbone has a
-            source head at the scored layer.
-        max_items: score a stratified subsample of at most this many items (seeded).
+            source head at the scored layer; the H-score, LEEP and NCE only for classification.
+        max_items: score a subsample of at most this many items (seeded), stratified as the
+            task's split is: classes, quantile bins of the target, each item's rarest label.
         seed: subsample, random-init candidates, domain distances.
         batch_size: items per forward pass.
         log: progress lines (``None``: silent).
@@ -250,7 +284,8 @@ def rank(data: Any, candidates: Sequence[str | dict | Candidate], *, target_unla
 
     Raises:
         UserInputError: unknown score or backbone (checked before any extraction), a
-            candidate of another modality, no candidates, data without labels.
+            candidate of another modality, no candidates, data without labels, no requested
+            score that applies to the task, a regression target with one value only.
         DataValidationError: the data fails the pre-flight check.
     """
     from .backbones import get_backbone
@@ -274,10 +309,16 @@ def rank(data: Any, candidates: Sequence[str | dict | Candidate], *, target_unla
 
     # 1. validate, before any model is loaded
     prepared = prepare_data(data, text_columns=text_columns, label_column=label_column, modality=modality,
-                            skip_bad=skip_bad)
+                            skip_bad=skip_bad, path_column=path_column, task=task, label_sep=label_sep)
     for line in prepared.report.warning_lines():
         say(f"warning: {line}")
     ds, notes = prepared.train, []
+    task = ds.task
+    not_applicable = {s: why for s in score_names for fn, why in [score_for_task(s, task)] if fn is None}
+    applicable = [s for s in score_names if s not in not_applicable]
+    if not applicable:
+        raise UserInputError(f"none of the scores {', '.join(score_names)} applies to {task} labels",
+                             hint="use knn and logme, which have a form for every task")
     if prepared.test is not None:
         notes.append(f"The data's test part ({len(prepared.test)} items) was not used: scores need only one "
                      "labelled set.")
@@ -299,8 +340,7 @@ def rank(data: Any, candidates: Sequence[str | dict | Candidate], *, target_unla
             notes.append(f"Domain distances use a random subset of {TARGET_ITEMS} of the {len(target)} target "
                          f"items (seed {seed}) and at most {TARGET_ITEMS} labelled items.")
             target = target.subset(idx)
-    codes = np.unique(np.asarray(ds.labels), return_inverse=True)[1].reshape(-1)
-    n_classes = int(codes.max()) + 1
+    labels, n_classes = _encoded_labels(ds)
 
     # 2. resolve every candidate first: a typo or a missing package fails before any work
     opts = dict(backbone_options or {})
@@ -311,21 +351,22 @@ def rank(data: Any, candidates: Sequence[str | dict | Candidate], *, target_unla
             raise UserInputError(f"candidate {c.label!r} takes {bb.modality} data but the data is {ds.modality}",
                                  "rank models of the data's modality (see `transferkit models`)")
         backbones.append(bb.randomized(seed) if c.random else bb)
-    say(f"ranking {len(cands)} candidates on {len(ds)} items, {n_classes} classes ({ds.modality}); "
-        f"scores: {', '.join(score_names)}")
+    what = {"regression": "a regression target", "multi-label": f"{n_classes} labels (multi-label)"}
+    say(f"ranking {len(cands)} candidates on {len(ds)} items, {what.get(task, f'{n_classes} classes')} "
+        f"({ds.modality}); scores: {', '.join(applicable)}")
 
     # 3. per candidate: features, scores, costs
     rows = []
     for c, bb in zip(cands, backbones):
         say(f"{c.label}: features …")
-        with _PeakRSS() as mem:
+        with PeakRSS() as mem:
             t_start = time.perf_counter()
             feats, st = extract_features(bb, ds, batch_size=batch_size, cache=cache, progress=progress,
                                          backend=backend)
             extract_s = time.perf_counter() - t_start
             row_notes: list[str] = []
-            inputs: dict[str, Any] = {"features": feats, "labels": codes}
-            if any(SCORES.entry(s).meta["needs_source_head"] for s in score_names):
+            inputs: dict[str, Any] = {"features": feats, "labels": labels}
+            if any(SCORES.entry(s).meta["needs_source_head"] for s in applicable):
                 probs, why = _source_probs(bb, feats)
                 if probs is not None:
                     inputs["source_probs"] = probs
@@ -336,12 +377,13 @@ def rank(data: Any, candidates: Sequence[str | dict | Candidate], *, target_unla
             seconds: dict[str, float] = {}
             for s in score_names:
                 entry = SCORES.entry(s)
-                if any(k not in inputs for k in entry.meta["inputs"]):
+                fn = score_for_task(s, task)[0]
+                if fn is None or any(k not in inputs for k in entry.meta["inputs"]):
                     values[s] = None
                     continue
                 kwargs = _score_kwargs(s, knn_k)
                 t = time.perf_counter()
-                values[s] = float(entry.obj(*(inputs[k] for k in entry.meta["inputs"]), **kwargs))
+                values[s] = float(fn(*(inputs[k] for k in entry.meta["inputs"]), **kwargs))
                 seconds[s] = round(time.perf_counter() - t, 4)
             if "logme" in values and feats.shape[0] < feats.shape[1]:
                 row_notes.append(f"N = {feats.shape[0]} < D = {feats.shape[1]}: LogME is the exact evidence "
@@ -359,16 +401,24 @@ def rank(data: Any, candidates: Sequence[str | dict | Candidate], *, target_unla
                             scores=values, score_seconds=seconds, extract_seconds=round(extract_s, 3),
                             n_cached=st.n_cached, seconds=round(total_s, 3), peak_memory_mb=mem.peak_mb,
                             domain=domain, notes=row_notes))
-        say(f"{c.label}: " + ", ".join(f"{s} {fmt_score(s, v)}" for s, v in values.items()) + f" ({total_s:.1f} s)")
+        say(f"{c.label}: " + ", ".join(f"{s} {fmt_score(s, v, task)}" for s, v in values.items() if s in applicable)
+            + f" ({total_s:.1f} s)")
         del feats, inputs
 
-    rows.sort(key=lambda r: order_key(r.scores, score_names))  # stable: full ties keep the given order
-    data_info = {"source": ds.source, "modality": ds.modality, "n_items": len(ds), "n_classes": n_classes,
-                 "classes": sorted(set(ds.labels)), "fingerprint": ds.fingerprint()}
+    rows.sort(key=lambda r: order_key(r.scores, applicable))  # stable: full ties keep the given order
+    data_info = {"task": task, "source": ds.source, "modality": ds.modality, "n_items": len(ds),
+                 "n_classes": n_classes if task == "classification" else 0, "classes": ds.classes,
+                 "fingerprint": ds.fingerprint()}
+    if task == "multi-label":
+        data_info["n_labels"] = n_classes
+    if task == "regression":
+        y = np.asarray(labels)
+        data_info["target"] = {"mean": float(y.mean()), "sd": float(y.std()), "min": float(y.min()),
+                               "max": float(y.max())}
     target_info = None if target is None else {"source": target.source, "n_items": len(target)}
     settings = {"knn_k": knn_k, "max_items": max_items, "batch_size": batch_size, "backend": backend,
                 "backbone_options": opts, "logme": "exact evidence (the authors' value whenever N >= D)"}
-    return RankResult(rows, score_names, data_info, target_info, notes, seed, settings)
+    return RankResult(rows, score_names, data_info, target_info, notes, seed, settings, task, not_applicable)
 
 
 def order_key(scores: dict[str, float | None], names: Sequence[str]) -> tuple:
@@ -384,6 +434,19 @@ def _score_kwargs(name: str, knn_k: int) -> dict[str, Any]:
     if name == "knn":
         return {"k": knn_k}
     return {}
+
+
+def _encoded_labels(ds: Dataset) -> tuple[np.ndarray, int]:
+    """The labels as the task's scores take them, and their number of classes (labels).
+
+    Classification: ``(N,)`` class codes; regression: ``(N,)`` float targets (0 classes);
+    multi-label: ``(N, L)`` 0/1 indicators over ``ds.classes``.
+    """
+    if ds.task == "classification":
+        codes = np.unique(np.asarray(ds.labels), return_inverse=True)[1].reshape(-1)
+        return codes, int(codes.max()) + 1
+    classes = ds.classes  # validation has refused constant targets; the subsample keeps the extremes
+    return get_task(ds.task).encode(list(ds.labels), classes), len(classes)
 
 
 def _source_probs(bb, feats: np.ndarray) -> tuple[np.ndarray | None, str]:
@@ -404,52 +467,25 @@ def _source_probs(bb, feats: np.ndarray) -> tuple[np.ndarray | None, str]:
 
 
 def _stratified_subsample(ds: Dataset, n: int, seed: int) -> Dataset:
-    """At most ``n`` items with the class proportions of ``ds`` (every class kept when possible)."""
-    n_classes = len(ds.classes)
-    take = min(n, len(ds) - n_classes)  # stratified_split keeps one item per class on the other side
-    if take < n_classes:
-        raise UserInputError(f"max_items={n} is too small for {n_classes} classes",
-                             f"use max_items >= {n_classes}, or leave it out")
-    _rest, sub = stratified_split(ds, test_size=take, seed=seed)
-    return sub
-
-
-class _PeakRSS:
-    """Peak growth of this process's resident memory inside a ``with`` block, sampled every 5 ms.
-
-    Sampling (rather than resetting the kernel's high-water mark) leaves process-wide state alone,
-    so a caller measuring its own peak is not disturbed.  ``peak_mb`` is ``None`` off Linux.
+    """At most ``n`` items (``n < len(ds)``) with the proportions of ``ds``'s strata, those of the
+    task's split (:func:`transferkit.data.stratified_split`): classes (every class kept when
+    possible); regression, up to 10 equal-count bins of the target; multi-label, each item's
+    rarest label.
     """
-
-    def __init__(self, interval: float = 0.005):
-        self.interval = interval
-        self.peak_mb: float | None = None
-        self._stop = threading.Event()
-
-    @staticmethod
-    def _rss() -> int | None:
-        try:
-            with open("/proc/self/statm") as f:
-                return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-        except (OSError, ValueError, IndexError, AttributeError):
-            return None
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            self._peak = max(self._peak, self._rss() or 0)
-
-    def __enter__(self) -> "_PeakRSS":
-        self._base = self._rss()
-        self._peak = self._base or 0
-        if self._base is not None:
-            self._thread = threading.Thread(target=self._run, daemon=True)
-            self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self._base is None:
-            return
-        self._stop.set()
-        self._thread.join()
-        self._peak = max(self._peak, self._rss() or 0)
-        self.peak_mb = round((self._peak - self._base) / 2**20, 1)
+    n_classes = len(ds.classes)
+    if ds.task == "classification":
+        take = min(n, len(ds) - n_classes)  # stratified_split keeps one item per class on the other side
+        if take < n_classes:
+            raise UserInputError(f"max_items={n} is too small for {n_classes} classes",
+                                 f"use max_items >= {n_classes}, or leave it out")
+        _rest, sub = stratified_split(ds, test_size=take, seed=seed)
+        return sub
+    # The split's training side: it keeps the smallest and largest targets (regression) and every
+    # label (multi-label), and one item of each stratum (up to 10 bins + the 2 extremes; a
+    # stratum per label + a pooled one), so n must cover those.
+    floor, what = (12, "the target's range and bins") if ds.task == "regression" else \
+        (n_classes + 1, f"all {n_classes} labels")
+    if n < floor:
+        raise UserInputError(f"max_items={n} is too small to keep {what}", f"use max_items >= {floor}, or leave it out")
+    sub, _rest = stratified_split(ds, test_size=len(ds) - n, seed=seed)
+    return sub

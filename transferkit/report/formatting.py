@@ -35,11 +35,14 @@ def duration(s: float) -> str:
     return f"{s:.1f} s" if s < 60 else f"{int(s // 60)} min {s % 60:04.1f} s"
 
 
-def fmt_score(score: str, v: float | None) -> str:
-    """A transferability score as shown in ``rank``'s table, chart and log: kNN accuracy in percent,
-    the others to 4 decimals (1 for large magnitudes); ``None`` -> ``"—"``."""
+def fmt_score(score: str, v: float | None, task: str = "classification") -> str:
+    """A transferability score as shown in ``rank``'s table, chart and log: kNN accuracy in percent
+    (regression's kNN R² to 3 decimals), the others to 4 decimals (1 for large magnitudes);
+    ``None`` -> ``"—"``."""
     if v is None:
         return "—"
+    if score == "knn" and task == "regression":
+        return f"{v:.3f}"
     if score == "knn":
         return f"{100 * v:.1f}%"
     return f"{v:.4f}" if abs(v) < 100 else f"{v:.1f}"

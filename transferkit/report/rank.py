@@ -3,8 +3,9 @@
 
 The ranking itself (:mod:`transferkit.ranking`) sits above the report package; it hands its
 :class:`~transferkit.ranking.RankResult` down, and this module reads it by its attributes
-(``rows``, ``scores``, ``data``, ``target``, ``notes``, ``seed``, ``best``, ``to_dict()``)
-without importing the ranking module.
+(``rows``, ``scores``, ``data``, ``target``, ``notes``, ``seed``, ``best``, ``task``,
+``not_applicable``, ``ranked_by``, ``cell()``, ``data_line()``, ``to_dict()``) without importing
+the ranking module.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from .._files import atomic_write_bytes, write_json
-from ..scores import SCORES
+from ..scores import score_about, score_title
 from .formatting import fmt_score
 from .html import template_env
 
@@ -29,36 +30,46 @@ class RankResult(Protocol):
     notes: list[str]
     seed: int
     best: Any
+    task: str
+    not_applicable: dict[str, str]
+    ranked_by: str
+
+    def cell(self, score: str, value: float | None) -> str: ...
+
+    def data_line(self) -> str: ...
 
     def to_dict(self) -> dict: ...
 
 __all__ = ["render_html", "score_chart", "write_rank"]
 
 
-def _title(score: str) -> str:
-    return SCORES.entry(score).meta["title"]
+def _title(score: str, task: str = "classification") -> str:
+    return score_title(score, task)
 
 
 def render_html(result: RankResult) -> str:
     """The self-contained ``rank.html``: table, chart (inline PNG), what the scores mean, notes."""
     d = result.data
-    headers = ["#", "candidate", "layer", "init", "dim"] + [_title(s) for s in result.scores] + \
+    task = result.task
+    headers = ["#", "candidate", "layer", "init", "dim"] + [_title(s, task) for s in result.scores] + \
         ["extraction (s)", "total (s)", "peak memory (MB)"]
     if result.target is not None:
         headers.append("shift to target")
     rows = []
     for i, r in enumerate(result.rows, 1):
         cells: list[Any] = [i, r.candidate, "last" if r.layer is None else r.layer, r.init, r.dim]
-        cells += [fmt_score(s, r.scores.get(s)) for s in result.scores]
+        cells += [result.cell(s, r.scores.get(s)) for s in result.scores]
         cells += [f"{r.extract_seconds:.1f}" + (" (cached)" if r.n_cached == d["n_items"] else ""), f"{r.seconds:.1f}",
                   "—" if r.peak_memory_mb is None else f"{r.peak_memory_mb:.0f}"]
         if result.target is not None:
             cells.append("—" if not r.domain else r.domain["level"])
         rows.append(cells)
     context = {
-        "data": d, "seed": result.seed, "best": result.best.candidate, "ranked_by": _title(result.scores[0]),
+        "data": d, "data_line": result.data_line(), "task": task, "seed": result.seed,
+        "best": result.best.candidate, "ranked_by": _title(result.ranked_by, task),
         "headers": headers, "rows": rows, "chart": score_chart(result),
-        "meanings": [(_title(s), SCORES.entry(s).meta["about"]) for s in result.scores],
+        "meanings": [(_title(s, task), score_about(s, task)) for s in result.scores if s not in result.not_applicable],
+        "not_applicable": [(_title(s, task), why) for s, why in result.not_applicable.items()],
         "target": result.target, "shifts": [(r.candidate, r.domain) for r in result.rows if r.domain],
         "notes": list(result.notes) + [f"{r.candidate}: {n}" for r in result.rows for n in r.notes],
     }
@@ -102,10 +113,10 @@ def score_chart(result: RankResult) -> bytes | None:
             colours = ["#2f6fb3" if v == top else "#9aa4ae" for v in vals]
             ax.barh(ypos, [0.0 if v is None else v - base for v in vals], left=base, color=colours, height=0.6)
             for y, v in zip(ypos, vals):  # the value just past the end of its bar
-                ax.text(base if v is None else v, y, f" {'n/a' if v is None else fmt_score(s, v)}", va="center",
-                        fontsize=8, ha="left", color="#222")
+                ax.text(base if v is None else v, y, f" {'n/a' if v is None else fmt_score(s, v, result.task)}",
+                        va="center", fontsize=8, ha="left", color="#222")
             ax.set_xlim(base, top + 0.45 * (top - base if top > base else 1.0))
-            ax.set_title(_label(_title(s), 24), fontsize=10)
+            ax.set_title(_label(_title(s, result.task), 24), fontsize=10)
             ax.spines[["top", "right"]].set_visible(False)
             ax.tick_params(axis="x", labelsize=8)
         axes[0].set_yticks(ypos, names)
