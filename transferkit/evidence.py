@@ -127,13 +127,22 @@ def domain_adaptation_evidence(strategy: Strategy, model: TransferModel, train: 
     say(f"{strategy.name}: the same model trained on the source alone, for comparison …")
     source_only = strategy.source_only()
     source_only.fit(train, bctx)
-    p_so = aligned(source_only, source_only.predict_proba(test, bctx), strategy.classes_)
-    out["source_only"] = classification_metrics(y_test, p_so, strategy.classes_, n_boot=cfg.n_boot, seed=cfg.seed)
+    if strategy.task_ != "classification":
+        out.update(_task_adaptation(strategy, source_only, ctx, bctx, test, y_test, cfg))
+    else:
+        p_so = aligned(source_only, source_only.predict_proba(test, bctx), strategy.classes_)
+        out["source_only"] = classification_metrics(y_test, p_so, strategy.classes_, n_boot=cfg.n_boot,
+                                                    seed=cfg.seed)
     if strategy.transforms_features:
         shift("source-only model's features", source_only.transform(train, bctx, domain="source"),
               source_only.transform(target, bctx))
         shift(f"adapted model's features ({strategy.name})", strategy.transform(train, ctx, domain="source"),
               strategy.transform(target, ctx))
+    sel = (strategy.fit_info() or {}).get("selection")
+    if sel:
+        out["selection"] = sel
+    if strategy.task_ != "classification":
+        return out
     pred = strategy.predict_proba(test, ctx).argmax(1)
     v = transfer_verdict(y_test, pred, {"source-only": p_so.argmax(1)}, n_boot=max(cfg.n_boot, 2000), seed=cfg.seed)
     word = {"helped": "helped", "hurt": "hurt", "no-difference": "made no clear difference"}[v["verdict"]]
@@ -144,7 +153,34 @@ def domain_adaptation_evidence(strategy: Strategy, model: TransferModel, train: 
                                        f"{(pred == y_test).mean():.3f} adapted (gain {v['transfer_gain']:+.3f}, "
                                        f"95% interval [{v['transfer_gain_ci'][0]:+.3f}, "
                                        f"{v['transfer_gain_ci'][1]:+.3f}])."))
-    sel = (strategy.fit_info() or {}).get("selection")
-    if sel:
-        out["selection"] = sel
     return out
+
+
+def _task_adaptation(strategy: Strategy, source_only: Strategy, ctx, bctx, test: Dataset, y_test: np.ndarray,
+                     cfg: FitConfig) -> dict[str, Any]:
+    """Source-only vs adapted on a regression or multi-label test set, on the task's primary metric:
+    ``source_only`` (the task's metrics), ``adaptation_gain`` (> 0: adapting is better), its paired
+    bootstrap interval, the verdict and a sentence."""
+    task = get_task(strategy.task_)
+    values = source_only.predict_outputs(test, bctx)
+    thresholds = source_only.thresholds_
+    if strategy.task_ == "multi-label" and list(source_only.classes_) != list(strategy.classes_):
+        values = aligned(source_only, values, strategy.classes_)
+        thresholds = np.asarray(thresholds)[[source_only.classes_.index(c) for c in strategy.classes_]]
+    so = Outputs(values, thresholds)
+    adapted = Outputs(strategy.predict_outputs(test, ctx), strategy.thresholds_)
+    metrics = task.metrics(y_test, so.values, strategy.classes_, thresholds=so.thresholds, n_boot=cfg.n_boot,
+                           seed=cfg.seed)
+    v = task.verdict(y_test, adapted, {"source-only": so}, n_boot=max(cfg.n_boot, 2000), seed=cfg.seed)
+    word = {"helped": "helped", "hurt": "hurt", "no-difference": "made no clear difference"}[v["verdict"]]
+    key, label = task.primary, task.primary_label
+    lo, hi = v["transfer_gain_ci"]
+    better = "higher" if task.higher_is_better else "lower"
+    gain, so_value = v["transfer_gain"], v["controls"]["source-only"][key]
+    adapted_value = so_value + gain if task.higher_is_better else so_value - gain  # the gain is signed: > 0 better
+    return {"source_only": metrics, "adaptation_gain": gain, "adaptation_gain_ci": [lo, hi],
+            "adaptation_verdict": v["verdict"], "adaptation_metric": key,
+            "adaptation_explanation": (f"Adapting to the unlabelled target {word}: test {label} {so_value:.3f} "
+                                       f"source-only vs {adapted_value:.3f} adapted ({better} is better; gain "
+                                       f"{gain:+.3f}, 95% interval [{lo:+.3f}, {hi:+.3f}], > 0 when adapting is "
+                                       "better).")}

@@ -18,6 +18,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from ..scores import score_title
 from . import formatting, plots, task_views
 
 __all__ = ["render_report", "write_report", "template_env"]
@@ -221,6 +222,12 @@ def _domain(d: dict, metrics: dict) -> dict[str, Any] | None:
             "adapted": _metrics(metrics["test"]), "strategy": (metrics.get("run") or {}).get("strategy"),
             "gain": d["adaptation_gain"], "gain_ci": d.get("adaptation_gain_ci"),
             "per_class": _per_class_rows(so, list((so.get("per_class") or {}).keys()))}
+        key = d.get("adaptation_metric")
+        if key:  # regression, multi-label: the task's primary metric in its own units, not percentages
+            test = metrics.get("test") or {}
+            out["adaptation"]["metric"] = {"name": key, "source_only": so.get(key),
+                                           "source_only_ci": so.get(f"{key}_ci"),
+                                           "adapted": test.get(key), "adapted_ci": test.get(f"{key}_ci")}
     sel = d.get("selection") or {}
     if sel.get("scores"):
         knob = sel.get("knob", "value")
@@ -239,16 +246,19 @@ def _explanations(items: list[dict]) -> list[dict]:
 
     return [{"item": e.get("item"), "predicted": e.get("predicted"), "target": e.get("target"),
              "method": e.get("method"), "note": e.get("note"), "png": e.get("png"),
-             "probability": 100 * float(e.get("probability", 0)),
+             "task": e.get("task") or "classification", "baseline_value": e.get("baseline_value"),
+             "probability": None if e.get("probability") is None else 100 * float(e["probability"]),
              "html": Markup(e["html"]) if e.get("html") else None} for e in items]
 
 
 def _auto(auto: dict | None) -> dict[str, Any] | None:
     if not auto:
         return None
-    return {"reasons": list(auto.get("reasons", [])),
-            "ranking": [{"candidate": r["candidate"], "knn": r["scores"].get("knn"), "logme": r["scores"].get("logme"),
-                         "seconds": r["seconds"]} for r in auto.get("ranking", [])]}
+    task = auto.get("task", "classification")
+    knn_title = "5-NN accuracy" if task == "classification" else score_title("knn", task).replace("kNN", "5-NN")
+    return {"reasons": list(auto.get("reasons", [])), "task": task, "knn_title": knn_title,
+            "ranking": [{"candidate": r["candidate"], "knn": formatting.fmt_score("knn", r["scores"].get("knn"), task),
+                         "logme": r["scores"].get("logme"), "seconds": r["seconds"]} for r in auto.get("ranking", [])]}
 
 
 def render_report(metrics: dict, *, card: dict | None = None, skipped: list[dict] | None = None,

@@ -45,8 +45,11 @@ def summary_lines(metrics: dict, run_dir: Path | None = None) -> list[str]:
     domain = metrics.get("domain") or {}
     if "source_only" in domain:
         so = domain["source_only"]
-        out.append(f"source-only (no adaptation): accuracy {so['accuracy']:.3f} "
-              f"[{so['accuracy_ci'][0]:.3f}, {so['accuracy_ci'][1]:.3f}]")
+        if "accuracy" in so:
+            out.append(f"source-only (no adaptation): accuracy {so['accuracy']:.3f} "
+                  f"[{so['accuracy_ci'][0]:.3f}, {so['accuracy_ci'][1]:.3f}]")
+        else:  # regression, multi-label: the task's own metrics
+            out.append(f"source-only (no adaptation): {headline(so)}")
         out.append(f"adaptation: {domain['adaptation_verdict'].upper()} — {domain['adaptation_explanation']}")
     for r in domain.get("shift", []):
         out.append(f"domain distance, {r['features']}: MMD² {r['mmd2']:.4f} (p = {r['mmd_p_value']:.3g}), "
