@@ -77,7 +77,8 @@ def test_the_option_is_typed_for_the_probe_and_the_finetuning_family():
     for bad in ("balancd", '{"spam": -1}', '{"spam": "x"}'):
         with pytest.raises(UserInputError, match="class_weight"):
             build_params(ProbeParams, {"class_weight": bad}, "linear-probe")
-    for name in ("finetune", "gradual", "l2sp", "lp-ft", "lora", "linear-probe"):
+    for name in ("finetune", "gradual", "l2sp", "lp-ft", "lora", "linear-probe", "adabn", "dann", "mmd", "coral",
+                 "self-training", "contrastive", "prototype"):
         assert get_strategy(name, {"class_weight": "balanced"}).get_params()["class_weight"] == "balanced"
 
 
@@ -117,10 +118,32 @@ def test_the_classical_control_takes_the_same_weights():
                                                                                "nine")
 
 
-def test_multilabel_refuses_class_weight_clearly():
-    ds = digit_pairs(60)
-    with pytest.raises(UserInputError, match="class_weight is for classification"):
-        LinearProbe(class_weight="balanced").fit(ds, pixel_context(pool=4))
+def test_multilabel_balanced_weighs_each_labels_positives_by_its_rarity_clipped():
+    Y = np.zeros((200, 4), dtype=np.uint8)
+    Y[:1, 0] = 1  # 1 of 200: 199 -> clipped to 100
+    Y[:50, 1] = 1  # 150 / 50 = 3
+    Y[:150, 2] = 1  # 50 / 150 -> clipped to 1 (positives are never weighed down)
+    np.testing.assert_allclose(class_weights("balanced", Y, ["a", "b", "c", "d"]), [100, 3, 1, 1])
+    np.testing.assert_allclose(class_weights({"b": 5}, Y, ["a", "b", "c", "d"]), [1, 5, 1, 1])
+    with pytest.raises(UserInputError, match="'e', which is not a label") as e:
+        class_weights({"e": 2}, Y, ["a", "b", "c", "d"])
+    assert "labels are: a, b, c, d" in e.value.hint
+
+
+def test_multilabel_probe_weighs_each_labels_positives():
+    """Weighted positives raise every label's probabilities; the weights reach each label's
+    logistic regression (its info records them)."""
+    train, test = digit_pairs(160).subset(range(120)), digit_pairs(160).subset(range(120, 160))
+    outputs = {}
+    for cw in (None, "balanced"):
+        ctx = pixel_context(pool=4)
+        probe = LinearProbe(class_weight=cw, Cs=[0.1], cv=2)
+        probe.fit(train, ctx)
+        outputs[cw] = probe.predict_outputs(test, ctx)
+    Y = np.array([[c in labels for c in probe.classes_] for labels in train.labels])
+    expected = np.clip((len(Y) - Y.sum(0)) / Y.sum(0), 1, 100)
+    assert [e["pos_weight"] for e in probe.fit_info()["labels"]] == pytest.approx(expected)
+    assert outputs["balanced"].mean() > outputs[None].mean() + 0.05, (outputs["balanced"].mean(), outputs[None].mean())
 
 
 def test_unknown_class_is_refused_at_fit_naming_the_classes():
@@ -182,12 +205,11 @@ def test_validation_loss_is_weighted_as_the_training_loss():
 
 
 # ----- regression, and the report --------------------------------------------------------------------------
-def test_regression_ignores_class_weight_with_a_note():
+def test_regression_refuses_class_weight_clearly():
     ds = digit_values(120)
-    ctx = pixel_context(pool=4)
-    probe = LinearProbe(class_weight="balanced")
-    probe.fit(ds, ctx)
-    assert any("class_weight" in n and "ignored" in n for n in ctx.notes)
+    with pytest.raises(UserInputError, match="regression target has none") as e:
+        LinearProbe(class_weight="balanced").fit(ds, pixel_context(pool=4))
+    assert "class_weight" in e.value.hint
 
 
 def test_report_shows_the_class_distribution_of_each_split():
