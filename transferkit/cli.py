@@ -245,6 +245,8 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("inputs", nargs="+", help="image files, or texts (text runs); '@FILE' reads one text per line")
     ex.add_argument("--out", help="folder for the PNG/HTML/JSON (default RUN/explanations)")
     ex.add_argument("--target", help="explain this class instead of each item's predicted one")
+    ex.add_argument("--label", metavar="NAME", help="multi-label runs: explain this label (default: each item's most "
+                                                    "probable predicted label); regression runs explain the value")
     ex.add_argument("--method", choices=["auto", "gradcam", "integrated-gradients"], default="auto")
     ex.add_argument("--steps", type=int, default=32, help="integrated-gradients steps (default 32)")
     ex.add_argument("--no-report", action="store_true", help="leave RUN/report.html as it is")
@@ -465,9 +467,16 @@ def cmd_explain(a: argparse.Namespace) -> int:
         else:
             inputs.append(x)
     results = explain(a.run, inputs, out=a.out, target=a.target, method=a.method, steps=a.steps,
-                      update_report=not a.no_report, load_options=_load_options(a))
+                      update_report=not a.no_report, load_options=_load_options(a), label=a.label)
     for e in results:
-        line = f"{e.item}: {e.predicted} ({e.probability:.3f}); {e.method} for {e.target} -> {', '.join(e.files)}"
+        if e.task == "regression":
+            base = "" if e.baseline_value is None else f" relative to {e.baseline_value:.4g} at the baseline"
+            line = f"{e.item}: value {e.predicted}; {e.method} for the value{base} -> {', '.join(e.files)}"
+        elif e.task == "multi-label":
+            line = (f"{e.item}: labels {{{e.predicted}}}; {e.method} for label {e.target} ({e.probability:.3f}) -> "
+                    f"{', '.join(e.files)}")
+        else:
+            line = f"{e.item}: {e.predicted} ({e.probability:.3f}); {e.method} for {e.target} -> {', '.join(e.files)}"
         if e.tokens:
             top = sorted(e.tokens, key=lambda t: -t[1])[:5]
             line += "; strongest words: " + ", ".join(f"{w} ({s:+.3f})" for w, s in top)

@@ -10,7 +10,15 @@
 
 Both differentiate through the fitted strategy's head (:meth:`Strategy.torch_head`), so every
 strategy whose prediction is a head on backbone features can be explained, fine-tuned and
-adapted backbones included.  Captum does the attribution (``pip install 'transferkit[explain]'``).
+adapted backbones included.  What is attributed depends on the run's task:
+
+* classification: the probability of a class (the predicted one, or ``target``);
+* multi-label: the probability of one label (``label``; by default the item's most probable
+  predicted label, or its most probable label when none is predicted);
+* regression: the predicted value itself, in the target's units: integrated gradients' scores
+  add up to the value minus the value at the baseline (``baseline_value``), and Grad-CAM shows
+  the regions that raise the value.
+  Captum does the attribution (``pip install 'transferkit[explain]'``).
 Explanations land in ``RUN/explanations/`` and in a section of ``RUN/report.html``.
 """
 from __future__ import annotations
@@ -28,7 +36,8 @@ import torch
 from ._files import atomic_write_bytes, json_bytes
 from .errors import MissingDependencyError, UserInputError
 from .report import render_report
-from .runs import RunDir, load, require_classification
+from .runs import RunDir, load
+from .tasks import get_task
 
 METHODS = ("auto", "gradcam", "integrated-gradients")
 
@@ -39,9 +48,17 @@ class Explanation:
 
     Attributes:
         item: what was explained (file name, or the text's first characters).
-        predicted, probability: the model's class and its probability.
-        target: the class the attribution is for (the predicted one unless asked otherwise).
+        predicted: the model's decision as text: the class; multi-label, the predicted labels
+            joined by ``", "`` (``""`` for none); regression, the value.
+        probability: classification and multi-label, the probability of ``target``; regression ``None``.
+        target: what the attribution is for: the class, the label, or ``"value"`` (regression).
         method: ``gradcam`` or ``integrated-gradients``.
+        task: the run's task.
+        value: regression, the predicted value in the target's units.
+        baseline_value: regression with integrated gradients, the value at the baseline (zero
+            pixels, or the text's tokens replaced by padding): the scores add up to
+            ``value - baseline_value`` (up to ``convergence_delta``).
+        labels: multi-label, the predicted labels (each label's own threshold).
         tokens: for text, ``[(word, score), ...]`` over the explained window.
         heatmap: for images, ``(H, W)`` in [0, 1] at the model's input size (not saved in JSON).
         files: files written for it, relative to the output folder.
@@ -51,7 +68,7 @@ class Explanation:
 
     item: str
     predicted: str
-    probability: float
+    probability: float | None
     target: str
     method: str
     tokens: list[tuple[str, float]] | None = None
@@ -59,6 +76,10 @@ class Explanation:
     files: list[str] = field(default_factory=list)
     convergence_delta: float | None = None
     note: str | None = None
+    task: str = "classification"
+    value: float | None = None
+    baseline_value: float | None = None
+    labels: list[str] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -74,14 +95,59 @@ def _captum():
     return attr
 
 
-def _forward(model, target_index: int | None = None):
-    """``batch -> probabilities (N, C)`` through the backbone and the strategy's torch head."""
+def _forward(model):
+    """``batch -> (N, K)`` outputs through the backbone and the strategy's torch head, in what is
+    explained: class probabilities (softmax), label probabilities (sigmoid), or the regression
+    value ``(N, 1)`` in the target's units (the head's output as is)."""
     head = model.strategy.torch_head()
     backbone = model.backbone
+    task = model.task
 
-    def probs(batch) -> torch.Tensor:
-        return torch.softmax(head(backbone.forward_features(batch).float()), dim=1)
-    return probs
+    def outputs(batch) -> torch.Tensor:
+        z = head(backbone.forward_features(batch).float())
+        if task == "classification":
+            return torch.softmax(z, dim=1)
+        return torch.sigmoid(z) if task == "multi-label" else z
+    return outputs
+
+
+@dataclass
+class _Choice:
+    """The output an attribution is for, chosen from the item's outputs ``(K,)``."""
+
+    index: int
+    fields: dict[str, Any]
+    note: str | None = None
+
+
+def _choose_output(model, out: torch.Tensor, target: str | None) -> _Choice:
+    """Which output column to attribute, and the Explanation fields that describe the prediction.
+
+    Raises:
+        UserInputError: a class or label the model does not have; any target for regression.
+    """
+    task, classes = model.task, model.classes
+    p = out.detach().double().numpy()
+    if task == "regression":
+        if target is not None:
+            raise UserInputError(f"a regression run explains its predicted value; there is no class or label "
+                                 f"{target!r} to choose", hint="leave out --label / --target")
+        return _Choice(0, {"predicted": f"{p[0]:.6g}", "probability": None, "target": "value", "value": float(p[0])})
+    if task == "multi-label":
+        labels = list(get_task(task).decide(p[None, :], model.strategy.thresholds_, classes=classes)[0])
+        note = None
+        if target is None:
+            pool = [classes.index(c) for c in labels] or list(range(len(classes)))
+            t = max(pool, key=lambda j: p[j])
+            if not labels:
+                note = f"no label is predicted for this item; the most probable one ({classes[t]}) is explained"
+        else:
+            t = _class_index(target, classes, "label")
+        return _Choice(t, {"predicted": ", ".join(labels), "probability": float(p[t]), "target": classes[t],
+                           "labels": labels}, note)
+    pred = int(p.argmax())
+    t = pred if target is None else _class_index(target, classes)
+    return _Choice(t, {"predicted": classes[pred], "probability": float(p[pred]), "target": classes[t]})
 
 
 # ----- images ------------------------------------------------------------------------------------
@@ -98,17 +164,18 @@ def cam_layer(backbone) -> torch.nn.Module | None:
 
 def explain_image(model, item: Any, *, target: str | None = None, method: str = "auto",
                   steps: int = 32) -> Explanation:
-    """Heat map of ``item`` (a path or an ``(H, W[, C])`` uint8 array) for ``target``."""
+    """Heat map of ``item`` (a path or an ``(H, W[, C])`` uint8 array) for ``target`` (a class, a
+    label, or ``None``: see the module doc)."""
     attr = _captum()
-    backbone, classes = model.backbone, model.classes
+    backbone = model.backbone
     backbone.module.eval()
     batch = backbone.prepare([item])
     pv = batch.tensors["pixel_values"].float()
     probs = _forward(model)
     with torch.no_grad():
         p = probs(_image_batch(backbone, pv))[0]
-    pred = int(p.argmax())
-    t = pred if target is None else _class_index(target, classes)
+    choice = _choose_output(model, p, target)
+    t = choice.index
     layer = cam_layer(backbone)
     if method == "auto":
         method = "gradcam" if layer is not None else "integrated-gradients"
@@ -116,7 +183,7 @@ def explain_image(model, item: Any, *, target: str | None = None, method: str = 
     def fn(x):
         return probs(_image_batch(backbone, x))
 
-    delta = None
+    delta, baseline_value = None, None
     if method == "gradcam":
         if layer is None:
             raise UserInputError(f"Grad-CAM needs a convolutional feature map and {backbone.name} has none",
@@ -126,6 +193,9 @@ def explain_image(model, item: Any, *, target: str | None = None, method: str = 
         heat = heat[0, 0].detach().numpy()
     else:
         ig = attr.IntegratedGradients(fn)
+        if model.task == "regression":
+            with torch.no_grad():
+                baseline_value = float(fn(torch.zeros_like(pv))[0, 0])
         a, d = ig.attribute(pv, baselines=torch.zeros_like(pv), target=t, n_steps=steps,
                             return_convergence_delta=True,
                          # forward_features runs rows in groups of chunk_batch; captum's hook swaps in
@@ -135,8 +205,8 @@ def explain_image(model, item: Any, *, target: str | None = None, method: str = 
         delta = float(d.abs().max())
     heat = np.clip(heat, 0, None)
     heat = heat / heat.max() if heat.max() > 0 else heat
-    return Explanation(item=_name(item), predicted=classes[pred], probability=float(p[pred]), target=classes[t],
-                       method=method, heatmap=heat.astype(np.float32), convergence_delta=delta)
+    return Explanation(item=_name(item), method=method, heatmap=heat.astype(np.float32), convergence_delta=delta,
+                       note=choice.note, task=model.task, baseline_value=baseline_value, **choice.fields)
 
 
 def overlay_png(item: Any, heat: np.ndarray, alpha: float = 0.45) -> bytes:
@@ -159,11 +229,12 @@ def overlay_png(item: Any, heat: np.ndarray, alpha: float = 0.45) -> bytes:
 
 # ----- text --------------------------------------------------------------------------------------
 def explain_text(model, text: str, *, target: str | None = None, steps: int = 32) -> Explanation:
-    """Integrated-gradients score of each word of ``text``'s first window, for ``target``."""
+    """Integrated-gradients score of each word of ``text``'s first window, for ``target`` (a class,
+    a label, or ``None``: see the module doc); regression scores are in the target's units."""
     attr = _captum()
     from .backbones.base import Batch
 
-    backbone, classes = model.backbone, model.classes
+    backbone = model.backbone
     module = backbone.module
     module.eval()
     tok = backbone.tokenizer
@@ -180,11 +251,15 @@ def explain_text(model, text: str, *, target: str | None = None, steps: int = 32
 
     with torch.no_grad():
         p = fn(ids, mask)[0]
-    pred = int(p.argmax())
-    t = pred if target is None else _class_index(target, classes)
+    choice = _choose_output(model, p, target)
+    t = choice.index
     special = set(tok.all_special_ids)
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
     baseline = torch.where(torch.tensor([[i in special for i in ids[0].tolist()]]), ids, torch.full_like(ids, pad))
+    baseline_value = None
+    if model.task == "regression":
+        with torch.no_grad():
+            baseline_value = float(fn(baseline, mask)[0, 0])
     lig = attr.LayerIntegratedGradients(fn, module.get_input_embeddings())
     a, d = lig.attribute(ids, baselines=baseline, additional_forward_args=(mask,), target=t, n_steps=steps,
                          return_convergence_delta=True,
@@ -194,11 +269,12 @@ def explain_text(model, text: str, *, target: str | None = None, steps: int = 32
     scores = a.sum(-1)[0].detach().numpy()
     pieces = tok.convert_ids_to_tokens(ids[0].tolist())
     words = _merge_wordpieces([(pc, float(s)) for pc, s, i in zip(pieces, scores, ids[0].tolist()) if i not in special])
-    note = (f"scores cover the first {int(mask.sum())} of {n_total} tokens (one window)"
-            if n_total > ids.shape[1] else None)
-    return Explanation(item=_name(text), predicted=classes[pred], probability=float(p[pred]), target=classes[t],
-                       method="integrated-gradients", tokens=words, convergence_delta=float(d.abs().max()),
-                       note=note)
+    notes = [choice.note] if choice.note else []
+    if n_total > ids.shape[1]:
+        notes.append(f"scores cover the first {int(mask.sum())} of {n_total} tokens (one window)")
+    return Explanation(item=_name(text), method="integrated-gradients", tokens=words,
+                       convergence_delta=float(d.abs().max()), note="; ".join(notes) or None, task=model.task,
+                       baseline_value=baseline_value, **choice.fields)
 
 
 def _merge_wordpieces(pieces: list[tuple[str, float]]) -> list[tuple[str, float]]:
@@ -213,7 +289,8 @@ def _merge_wordpieces(pieces: list[tuple[str, float]]) -> list[tuple[str, float]
 
 
 def tokens_html(tokens: list[tuple[str, float]]) -> str:
-    """Words shaded by score: red pushes toward the explained class, blue away from it."""
+    """Words shaded by score: red pushes toward the explained class or label (regression: raises
+    the value), blue away from it (lowers it)."""
     m = max((abs(s) for _, s in tokens), default=0.0) or 1.0
     spans = []
     for w, s in tokens:
@@ -224,9 +301,11 @@ def tokens_html(tokens: list[tuple[str, float]]) -> str:
 
 
 # ----- the command --------------------------------------------------------------------------------
-def _class_index(target: str, classes: list[str]) -> int:
+def _class_index(target: str, classes: list[str], what: str = "class") -> int:
     if target not in classes:
-        raise UserInputError(f"class {target!r} is not one of the model's classes: {', '.join(classes)}")
+        plural, flag = ("labels", "--label") if what == "label" else ("classes", "--target")
+        raise UserInputError(f"{what} {target!r} is not one of the model's {plural}: {', '.join(classes)}",
+                             hint=f"pass {flag} with one of them, or leave it out")
     return classes.index(target)
 
 
@@ -240,13 +319,16 @@ def _name(item: Any) -> str:
 
 def explain(run: str | Path, inputs: Sequence[Any], *, out: str | Path | None = None, target: str | None = None,
             method: str = "auto", steps: int = 32, update_report: bool = True,
-            load_options: dict[str, Any] | None = None) -> list[Explanation]:
+            load_options: dict[str, Any] | None = None, label: str | None = None) -> list[Explanation]:
     """Explain the run's predictions for ``inputs`` and write them into ``out`` (default ``RUN/explanations``).
 
     Args:
         run: a run directory.
         inputs: texts (text models) or image paths / arrays (image models).
-        target: explain this class instead of each item's predicted one.
+        target: classification, explain this class instead of each item's predicted one;
+            multi-label, this label (same as ``label``); regression takes none (the value is explained).
+        label: multi-label, the label to explain (default: each item's most probable predicted label);
+            for classification the same as ``target``.
         method: ``auto`` (Grad-CAM for convolutional image backbones, integrated gradients
             otherwise), ``gradcam`` or ``integrated-gradients``.
         steps: integration steps of integrated gradients.
@@ -259,9 +341,12 @@ def explain(run: str | Path, inputs: Sequence[Any], *, out: str | Path | None = 
         raise UserInputError(f"steps must be an integer >= 2, got {steps!r}")
     if not inputs:
         raise UserInputError("nothing to explain: give texts or image files")
+    if label is not None and target is not None and label != target:
+        raise UserInputError(f"two outputs to explain: --label {label!r} and --target {target!r}",
+                             hint="give one: --label for a multi-label run, --target for a class")
+    target = label if label is not None else target
     rd = RunDir(run)
     model = load(rd.path, **(load_options or {}))
-    require_classification(model, "explanations")
     modality = model.modality
     out_dir = Path(out) if out else rd.file("explanations")
 

@@ -2,9 +2,8 @@
 (:func:`load`), and rebuilding its splits (:func:`recreate_splits`)."""
 from __future__ import annotations
 
-from .loading import load, require_classification
+from .loading import load
 from .rundir import FORMAT, REFERENCE_MAX_ROWS, RunDir, now_iso, versions
 from .splits import recreate_splits
 
-__all__ = ["FORMAT", "REFERENCE_MAX_ROWS", "RunDir", "load", "now_iso", "recreate_splits", "require_classification",
-           "versions"]
+__all__ = ["FORMAT", "REFERENCE_MAX_ROWS", "RunDir", "load", "now_iso", "recreate_splits", "versions"]

@@ -182,11 +182,3 @@ def _check_backbone_weights(bb: Backbone, identity: dict[str, Any], name: str) -
             f"the weights of backbone {shown(name)} on this machine (sha256 {have[:12]}…) differ from the "
             f"ones this run was trained with ({str(want)[:12]}…)",
             hint="install the same model version, or pass check_weights=False to use these anyway")
-
-
-def require_classification(model: TransferModel, what: str) -> None:
-    """Refuse a run of another task than classification where ``what`` supports only that yet
-    (explanations; serving and ONNX export take every task)."""
-    if model.task != "classification":
-        raise UserInputError(f"{what} of {model.task} runs is not available yet (only of classification runs)",
-                             hint="use `transferkit predict` and `transferkit evaluate`, which support every task")
