@@ -80,7 +80,8 @@ def test_cli_predict_and_evaluate_answer_every_column(probe_run, tmp_path):
     header = out.read_text().splitlines()[0].split(",")
     assert header[:2] == ["origin", "label"] and "size" in header and "topics" in header
     assert "label:p(spam)" in header and "topics:p(money)" in header
-    r = subprocess.run(cli + ["evaluate", str(d / "run"), str(d / "mail.jsonl")], capture_output=True, text=True)
+    r = subprocess.run(cli + ["evaluate", str(d / "run"), "--data", str(d / "mail.jsonl")],
+                       capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert "label (classification): accuracy" in r.stdout and "size (regression): RMSE" in r.stdout
     assert "topics (multi-label): micro-F1" in r.stdout
@@ -127,3 +128,31 @@ def test_pipeline_fit_points_to_the_multi_task_fit(tmp_path):
 def test_column_folders_never_leave_the_run():
     assert sub_dir("stars", 0) == "tasks/stars"
     assert sub_dir("../etc", 1) == "tasks/task-2" and sub_dir("a b", 2) == "tasks/task-3"
+
+
+def test_finetune_trains_one_backbone_for_every_column(tiny_text_dir, tmp_path):
+    data = write_table(tmp_path / "mail.jsonl")
+    model = tk.fit(data=str(data), label_column="label,size", task={"size": "regression"}, strategy="finetune",
+                   strategy_params={"epochs": 2, "batch_size": 8, "task_weights": {"size": 0.5}},
+                   model=str(tiny_text_dir), out=str(tmp_path / "run"), n_boot=200, log=None)
+    m = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert m["joint"] is True
+    assert any("jointly" in n and "size 0.5" in n for n in m["notes"])
+    fit = m["tasks"]["label"]["strategy"]["fit"]["joint"]
+    assert fit["tasks"] == {"label": "classification", "size": "regression"}
+    assert fit["task_weights"] == {"label": 1.0, "size": 0.5}
+    assert m["tasks"]["size"]["control"]["name"] and m["tasks"]["label"]["verdict"]
+    # both heads sit on the same trained backbone, and each column's run restores its model alone
+    assert model["label"].backbone is model["size"].backbone
+    texts = ["free cash prize now", "agenda of the project meeting"]
+    for column, path in column_runs(tmp_path / "run").items():
+        again = tk.load(path)
+        assert again.predict(texts) == pytest.approx(model[column].predict(texts)) if column == "size" \
+            else again.predict(texts) == model[column].predict(texts)
+
+
+def test_a_strategy_that_trains_without_a_joint_fit_is_refused(tiny_text_dir, tmp_path):
+    data = write_table(tmp_path / "mail.jsonl")
+    with pytest.raises(UserInputError, match="cannot train several tasks at once|has no joint fit"):
+        tk.fit(data=str(data), label_column="label,topics", strategy="contrastive", model=str(tiny_text_dir),
+               log=None)

@@ -419,7 +419,8 @@ def evaluate_multitask(run: str | os.PathLike, data: str, *, out: str | Path | N
                        **options: Any) -> dict[str, Any]:
     """``{"tasks": {column: evaluate's metrics}}`` of every column on labelled ``data`` (each
     column's labels read from the column of the same name)."""
-    results = {c: evaluate_run(sub, data, label_column=c, **options) for c, sub in column_runs(run).items()}
+    results = {c: {"task": RunDir(sub).card().get("task", "classification"),
+                   **evaluate_run(sub, data, label_column=c, **options)} for c, sub in column_runs(run).items()}
     summary = {"task": "multi-task", "tasks": results}
     if out:
         from .runs.rundir import json_bytes
