@@ -51,6 +51,7 @@ class Distillation(FineTune):
     """
 
     name = "finetune"  # the student is stored and reloaded as a fine-tuned run
+    tasks = ("classification",)  # soft labels are class probabilities: its loss is classification's
 
     def __init__(self, *, teacher_proba: dict[str, np.ndarray], temperature: float = 2.0, alpha: float = 0.5,
                  **params: Any):
@@ -138,6 +139,9 @@ def _distill(teacher_dir: RunDir, out: RunDir, *, student, temperature, alpha, e
              speed_items, log, load_options, finetune) -> dict[str, Any]:
     run = teacher_dir.path
     teacher = load(run, **load_options)
+    if teacher.task != "classification":
+        raise UserInputError(f"the run {shown(run)} is a {teacher.task} model; distillation trains a student on "
+                             "a classifier's class probabilities", hint="distil a classification run")
     train_ds, test_ds, cfg = recreate_splits(run)
     if train_ds is None:
         raise UserInputError(f"the run {shown(run)} has no training split to distil on (a zero-shot run on a test set)",

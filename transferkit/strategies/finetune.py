@@ -40,22 +40,14 @@ from ..training.callbacks import Callback
 from ..training.loop import isolated_rng
 from ..training.optim import adamw
 from ..training.schedules import SCHEDULES
+from ._joint import check_task_weights, fit_joint
+from ._task_head import HeadRun, TaskHead, _scores, head_outputs, head_tensor_names, load_task_head, make_task_head
 from ._tuning import mark_adapted, recalibrate_batchnorm, used_layer_groups
 from .base import STRATEGIES, Strategy, TransferContext
 from .params import Params, fraction_or_steps, param
 from .probe import CLASS_WEIGHT_HELP, check_class_weight, loss_weights
 
-
-def saved_head(tensors: dict[str, torch.Tensor], classes: list[str], backbone: Backbone) -> nn.Linear:
-    """The saved linear head ``(C, D)``, checked against the classes and the backbone's width."""
-    weight = tensors["head.weight"]
-    _check(weight.ndim == 2 and weight.shape == (len(classes), backbone.num_features),
-           f"the saved head has shape {tuple(weight.shape)}, expected ({len(classes)}, {backbone.num_features})")
-    head = nn.Linear(weight.shape[1], weight.shape[0])
-    with torch.no_grad():
-        head.weight.copy_(weight)
-        head.bias.copy_(tensors["head.bias"])
-    return head.eval()
+__all__ = ["FineTune", "FineTuneParams", "_scores", "inner_layer_note"]
 
 
 def inner_layer_note(strategy: str, layer: int) -> str:
@@ -128,6 +120,8 @@ class FineTuneParams(Params):
     scratch_lr: float | None = param(1e-3, "one learning rate for every group and the head when the backbone is "
                                            "randomly initialised (the control); null: as the transfer run",
                                      gt=0, lt=1)
+    task_weights: dict | None = param(None, "several tasks: loss weight per label column; null: equal (regression "
+                                            "targets standardised)", check=check_task_weights)
 
     def validate(self) -> None:
         if isinstance(self.augment, dict):
@@ -138,12 +132,15 @@ class FineTuneParams(Params):
                      summary="train the backbone (all or its last K layer groups) and a new head; "
                              "discriminative LR, warm-up + cosine, early stopping, exact resume")
 class FineTune(Strategy):
-    """Full or partial fine-tuning with a new linear head.
+    """Full or partial fine-tuning with a new linear head, for every task.
 
     Data: labelled items of any modality; the backbone sees raw items through
     ``prepare`` / ``forward_features``. Shapes: items -> features ``(B, D)`` -> dropout ->
-    head ``Linear(D, C)`` -> logits ``(B, C)``; cross-entropy loss.  Options:
-    :class:`FineTuneParams` (``transferkit strategies finetune``).
+    head ``Linear(D, K)`` -> logits ``(B, K)``; per task (:mod:`._task_head`): classification
+    ``K = C``, cross-entropy; regression ``K = 1``, MSE on the standardised target (the head is
+    folded into the target's units after training); multi-label ``K = L``, BCE with logits and
+    per-label thresholds chosen on the validation split.  :meth:`fit_joint` trains one backbone
+    with one head per task.  Options: :class:`FineTuneParams` (``transferkit strategies finetune``).
     """
 
     name = "finetune"
@@ -151,8 +148,12 @@ class FineTune(Strategy):
                    "warm-up + cosine, early stopping, exact resume (Howard & Ruder 2018)")
     Params = FineTuneParams
     uses_features = False
+    tasks = ("classification", "regression", "multi-label")
     new_head = True  # the head starts from random (``lp-ft``: from the probe)
-    _loss_weight_t: torch.Tensor | None = None  # (C,) class weights of the loss during a fit
+    _active_head: TaskHead | None = None  # the single task's head during a fit (its loss)
+    _joint: list[HeadRun] | None = None  # the tasks of a joint fit, while it runs (fit_joint)
+    _runs: tuple[HeadRun, ...] | list[HeadRun] = ()  # every task's head during a fit (hooks such as lp-ft's read them)
+    _peers: list["FineTune"] | None = None  # the models of one joint fit (they share the backbone)
 
     @property
     def tunes_backbone(self) -> bool:
@@ -160,17 +161,23 @@ class FineTune(Strategy):
 
     # ----- fitting ---------------------------------------------------------------------------
     def _fit(self, train_ds: Dataset, y: np.ndarray, ctx: TransferContext) -> None:
+        if self._joint is not None:
+            runs = self._joint
+        else:
+            # (C,) class weights or (L,) positive weights from the whole training part (None: unweighted)
+            self.loss_weight_ = loss_weights(self, y, ctx)
+            runs = [HeadRun("", self, train_ds, make_task_head(self.task_, self.classes_, self.loss_weight_))]
         backbone, device = ctx.backbone, torch.device(ctx.device)
         module = backbone.module.to(device)
-        # (C,) cross-entropy weights from the whole training part (None: unweighted, as before)
-        self.loss_weight_ = loss_weights(self, y, ctx)
-        self._loss_weight_t = None if self.loss_weight_ is None else torch.tensor(
-            self.loss_weight_, dtype=torch.float32, device=device)
-        fit_ds, val_ds = self._split(train_ds, ctx)
+        fit_idx, val_idx = self._split(runs[0].data, ctx)
+        fit_ds = train_ds.subset(fit_idx)
+        val_ds = None if val_idx is None else train_ds.subset(val_idx)
         if self.new_head and backbone.layer is not None and backbone.init == "pretrained":
             ctx.notes.append(inner_layer_note(self.name, backbone.layer))
-        index = {c: i for i, c in enumerate(self.classes_)}
-        y_fit = torch.tensor([index[c] for c in fit_ds.labels], device=device)
+        targets = [r.unit.bind([r.data.labels[i] for i in fit_idx], device) for r in runs]
+        for r in runs:
+            r.y_fit = r.unit.encode([r.data.labels[i] for i in fit_idx])
+            r.y_val = None if val_idx is None else r.unit.encode([r.data.labels[i] for i in val_idx])
         augment = make_augment(self.augment, backbone.modality)
 
         groups, unused = used_layer_groups(backbone, fit_ds.inputs[:2], device)
@@ -187,12 +194,18 @@ class FineTune(Strategy):
             for name, params in groups:
                 for p in params if name in chosen else ():
                     p.requires_grad_(True)
-            with isolated_rng(ctx.seed):  # the head's initialisation is part of the seeded run
-                head = nn.Linear(backbone.num_features, len(self.classes_)).to(device)
-            model = nn.ModuleDict({"backbone": module, "head": head})
+            with isolated_rng(ctx.seed):  # the heads' initialisation is part of the seeded run
+                for r in runs:
+                    r.head = nn.Linear(backbone.num_features, r.unit.width).to(device)
+            heads = [r.head for r in runs]
+            single = self._joint is None
+            # one task: {"backbone", "head"} as always (checkpoints unchanged); several: a head per task
+            model = nn.ModuleDict({"backbone": module, "head": heads[0] if single else
+                                   nn.ModuleDict({str(i): h for i, h in enumerate(heads)})})
+            self._runs, self._active_head = runs, runs[0].unit if single else None
             self._before_training(model, fit_ds, val_ds, ctx)
             scratch = self.scratch_lr if backbone.init != "pretrained" else None
-            param_groups, self.lr_by_group_ = self._param_groups(groups, chosen, head, scratch)
+            param_groups, self.lr_by_group_ = self._param_groups(groups, chosen, heads, scratch)
             optimizer = adamw(param_groups, lr=self.lr, weight_decay=self.weight_decay)
             _, total = plan_steps(len(fit_ds), batch_size=self.batch_size, grad_accum=self.grad_accum,
                                   epochs=self.epochs, max_steps=self.max_steps)
@@ -202,45 +215,53 @@ class FineTune(Strategy):
                 batch = backbone.prepare([fit_ds.inputs[i] for i in idx]).to(device)
                 if augment is not None and batch.tensors.get("pixel_values") is not None:
                     batch.tensors["pixel_values"] = augment(batch.tensors["pixel_values"])
-                feats = backbone.forward_features(batch)
-                logits = head(F.dropout(feats, self.head_dropout, training=True))
-                loss = self._task_loss(logits.float(), idx, y_fit[torch.as_tensor(idx, device=device)])
+                feats = F.dropout(backbone.forward_features(batch), self.head_dropout, training=True)
+                rows = torch.as_tensor(idx, device=device)
+                if single:
+                    loss = self._task_loss(heads[0](feats).float(), idx, targets[0][rows])
+                else:  # the weighted sum of the tasks' losses (regression targets standardised)
+                    loss = sum(r.weight * r.unit.loss(r.head(feats).float(), t[rows]) for r, t in zip(runs, targets))
                 extra = self._extra_loss(model)
                 return loss if extra is None else loss + extra
 
             evaluate = None
             if val_ds is not None:
-                y_val = np.array([index[c] for c in val_ds.labels])
-
                 def evaluate() -> dict[str, float]:
                     # Running BatchNorm averages lag behind the weights; only eval mode reads them,
                     # and the final re-estimation replaces them, so refreshing them here changes
                     # nothing in training but makes the validation loss (and early stopping) honest.
                     recalibrate_batchnorm(backbone, fit_ds, self.batch_size, device)
-                    return _scores(self._proba(val_ds, backbone, head, device), y_val, self.loss_weight_)
+                    outs = self._outputs(val_ds, backbone, runs, device)
+                    if single:
+                        return runs[0].unit.scores(outs[0], runs[0].y_val)
+                    logs: dict[str, float] = {"loss": 0.0}
+                    for r, out in zip(runs, outs):  # early stopping watches the weighted sum
+                        scores = r.unit.scores(out, r.y_val)
+                        logs["loss"] += r.weight * scores["loss"]
+                        logs.update({f"{r.key}.{k}": v for k, v in scores.items()})
+                    return logs
 
             callbacks = self._callbacks(model, groups, chosen, evaluate)
             ckpt_dir = getattr(ctx, "checkpoint_dir", None)
-            # what determines the result (checkpoint frequency does not): a resume must match it
-            params = {k: v for k, v in self.get_params().items() if k not in ("checkpoint_every", "keep_last")}
-            run_config = {"strategy": self.name, "params": params, "backbone": backbone.identity(),
-                          "data": train_ds.fingerprint(), "classes": self.classes_}
             state = train(model, training_step, len(fit_ds), optimizer, scheduler=scheduler, epochs=self.epochs,
                           max_steps=self.max_steps, batch_size=self.batch_size, grad_accum=self.grad_accum,
                           clip=self.clip, seed=ctx.seed, nonfinite=self.nonfinite, callbacks=callbacks,
                           checkpoint_dir=Path(ckpt_dir) if ckpt_dir else None,
                           checkpoint_every=self.checkpoint_every, keep_last=self.keep_last,
-                          resume=getattr(ctx, "resume", True), run_config=run_config, precision=self.precision,
-                          progress=ctx.progress, desc=f"{self.name} {backbone.name}")
+                          resume=getattr(ctx, "resume", True), run_config=self._run_config(train_ds, runs, backbone),
+                          precision=self.precision, progress=ctx.progress, desc=f"{self.name} {backbone.name}")
             recalibrated = recalibrate_batchnorm(backbone, fit_ds, self.batch_size, device)
             self.trained_names_ = sorted(trainable_state(module))
+            self._finish_heads(runs, val_ds, backbone, device, ctx)
         finally:
-            self._loss_weight_t = None
+            self._active_head, self._runs = None, ()
+            for r in runs:
+                r.unit.release()
             for p, flag in flags.items():  # leave the module as found, except its weights
                 p.requires_grad_(flag)
             release_statistics(kept)
             module.eval()
-        self.head_, self.backbone_ = head.eval(), backbone
+        self.backbone_ = backbone
         best = next((cb.best_epoch for cb in callbacks if isinstance(cb, EarlyStopping)), None)
         self.info_ = {"n_fit": len(fit_ds), "n_val": len(val_ds) if val_ds is not None else 0,
                       "steps": state.step, "total_steps": state.total_steps, "epochs_run": len(state.history),
@@ -251,8 +272,71 @@ class FineTune(Strategy):
                       "unused_parameters": unused, "lr_by_group": self.lr_by_group_,
                       "from_scratch_lr": scratch, "batchnorm_recalibrated": recalibrated,
                       "batchnorm_statistics": ("none" if not bn_layers else "frozen (pre-trained)" if frozen_stats
-                                               else "trained and re-estimated")}
+                                               else "trained and re-estimated"),
+                      "head_params": sum(p.numel() for h in heads for p in h.parameters())}
+        if single:
+            self.info_.update(runs[0].facts)
         mark_adapted(backbone, self._trained_tensors())
+
+    def _run_config(self, train_ds: Dataset, runs: list[HeadRun], backbone: Backbone) -> dict[str, Any]:
+        """What determines the result (checkpoint frequency does not): a resume must match it."""
+        params = {k: v for k, v in self.get_params().items() if k not in ("checkpoint_every", "keep_last")}
+        config = {"strategy": self.name, "params": params, "backbone": backbone.identity(),
+                  "data": train_ds.fingerprint(), "classes": self.classes_}
+        if self._joint is not None:
+            config.update(data={r.key: r.data.fingerprint() for r in runs},
+                          classes={r.key: r.unit.classes for r in runs}, tasks={r.key: r.unit.task for r in runs},
+                          task_weights={r.key: r.weight for r in runs})
+        return config
+
+    def _finish_heads(self, runs: list[HeadRun], val_ds: Dataset | None, backbone: Backbone,
+                      device: torch.device, ctx: TransferContext) -> None:
+        """After training: each task's decision rules (thresholds on the validation split) and the
+        head in its final form (regression: in the target's units), handed to its model."""
+        needs_val = val_ds is not None and any(r.unit.task == "multi-label" for r in runs)
+        outs = self._outputs(val_ds, backbone, runs, device) if needs_val else [None] * len(runs)
+        for r, out in zip(runs, outs):
+            label = f"{self.name} ({r.key})" if r.key else self.name
+            r.facts.update(r.unit.finish(r.head, out, r.y_val, ctx.notes, label))
+            r.member.head_, r.member.task_head_ = r.head.eval(), r.unit
+            r.member.thresholds_ = r.unit.thresholds
+
+    def fit_joint(self, datasets: dict[str, Dataset], ctx: TransferContext,
+                  task_weights: dict[str, float] | None = None) -> dict[str, "FineTune"]:
+        """Train one backbone with one head per task, through the one training loop.
+
+        Args:
+            datasets: ``{task name (label column): Dataset}``, all holding the same items in the
+                same order, each with its own labels and ``task``.
+            ctx: the context (backbone, seed, device, checkpoints) of the one fit.
+            task_weights: ``{task name: weight >= 0}`` of each task's loss in the sum (tasks not
+                named: 1); ``None``: this strategy's ``task_weights`` option, else 1 each.
+
+        The loss of a step is ``sum_t w_t * loss_t`` (regression losses on the standardised
+        target, so equal weights are comparable); one validation split of the items, stratified on
+        the first task, serves every task, and early stopping watches the weighted sum of the
+        validation losses.  ``class_weight`` applies to each task with classes (labels) it names.
+
+        Returns:
+            ``{task name: fitted model}``: objects of this class with these options, sharing the
+            trained backbone, each with its own head, ``task_``, ``classes_``, ``thresholds_`` and
+            ``info_`` (``info_["joint"]``: the tasks, their weights, each one's validation history).
+            Each one's :meth:`state_tensors` restores that task's model alone (the backbone's
+            trained tensors are in each).
+
+        Raises:
+            UserInputError: data sets that differ in their items, a task this strategy cannot learn,
+                weights naming unknown tasks, or a variant whose loss is not the task's own.
+        """
+        if type(self)._task_loss is not FineTune._task_loss:
+            raise UserInputError(f"{type(self).__name__} trains a loss of its own for one task; it cannot train "
+                                 "several tasks at once", hint="use finetune, gradual, lp-ft, l2sp or lora")
+        return fit_joint(self, datasets, ctx, task_weights)
+
+    def _share_fit(self, driver: "FineTune") -> None:
+        """Take the shared facts of a joint fit from the model that ran it (the trained backbone)."""
+        self.backbone_, self.trained_names_ = driver.backbone_, driver.trained_names_
+        self.lr_by_group_ = driver.lr_by_group_
 
     # ----- hooks: a variant overrides one, so that there is no second training loop ----------
     def _trainable_groups(self, groups: list[tuple[str, list[nn.Parameter]]]
@@ -266,17 +350,20 @@ class FineTune(Strategy):
     def _before_training(self, model: nn.ModuleDict, fit_ds: Dataset, val_ds: Dataset | None,
                          ctx: TransferContext) -> None:
         """Called once the run is assembled (``model["backbone"]`` with the chosen groups
-        trainable, the seeded ``model["head"]``) and before any checkpoint is loaded or any
-        step taken: initialise the head (``lp-ft``), snapshot the starting weights (``l2sp``)."""
+        trainable, the seeded ``model["head"]``: one ``Linear``, or a ``ModuleDict`` of one per
+        task in a joint fit; each task's head, labels and facts in ``self._runs``) and before any
+        checkpoint is loaded or any step taken: initialise the heads (``lp-ft``), snapshot the
+        starting weights (``l2sp``)."""
 
     def _extra_loss(self, model: nn.ModuleDict) -> torch.Tensor | None:
-        """A regularisation term added to each micro-batch's cross-entropy (``l2sp``); ``None``: none."""
+        """A regularisation term added to each micro-batch's task loss (``l2sp``); ``None``: none."""
         return None
 
     def _callbacks(self, model: nn.ModuleDict, groups: list[tuple[str, list[nn.Parameter]]], chosen: set[str],
                    evaluate: Callable[[], dict[str, float]] | None) -> list[Callback]:
-        """The run's callbacks: validation and early stopping where there is a validation split
-        (``gradual`` adds its unfreezing schedule around them)."""
+        """The run's callbacks: validation and early stopping (on the task's validation loss; the
+        weighted sum in a joint fit) where there is a validation split (``gradual`` adds its
+        unfreezing schedule around them)."""
         if evaluate is None:
             return []
         callbacks: list[Callback] = [Validation(evaluate)]
@@ -285,21 +372,30 @@ class FineTune(Strategy):
         return callbacks
 
     def _task_loss(self, logits: torch.Tensor, idx: np.ndarray, y: torch.Tensor) -> torch.Tensor:
-        """The loss of a batch: ``logits (B, C)`` of the fit items ``idx`` against their labels ``y (B,)``,
-        each class weighted by ``class_weight`` if set (distillation adds the teacher's soft labels here)."""
-        return F.cross_entropy(logits, y, weight=self._loss_weight_t)
+        """The loss of a batch of one task: ``logits (B, K)`` of the fit items ``idx`` against their
+        targets ``y`` (:mod:`._task_head`: cross-entropy with class weights, MSE on the standardised
+        target, BCE with per-label positive weights); distillation adds the teacher's soft labels here."""
+        if self._active_head is None:  # outside a fit (a variant's own tests): plain cross-entropy
+            return F.cross_entropy(logits, y)
+        return self._active_head.loss(logits, y)
 
-    def _split(self, data: Dataset, ctx: TransferContext) -> tuple[Dataset, Dataset | None]:
+    def _split(self, data: Dataset, ctx: TransferContext) -> tuple[list[int], list[int] | None]:
+        """Indices of the items trained on and of the validation items (``None``: no split),
+        stratified on ``data``'s labels (classes, target bins or rarest label)."""
         if not self.val_fraction:
-            return data, None
+            return list(range(len(data))), None
         from ..data.split import stratified_split
 
+        # the split of the items' positions: one split serves every task of a joint fit
+        positions = Dataset(modality=data.modality, inputs=list(range(len(data))), labels=data.labels,
+                            task=data.task)
         try:
-            return stratified_split(data, test_size=self.val_fraction, seed=ctx.seed)
+            fit, val = stratified_split(positions, test_size=self.val_fraction, seed=ctx.seed)
         except UserInputError:
             ctx.notes.append(f"{self.name}: too few training items for a {self.val_fraction:.0%} validation split; "
                              "trained on all of them for the whole budget, without early stopping.")
-            return data, None
+            return list(range(len(data))), None
+        return list(fit.inputs), list(val.inputs)
 
     def _chosen(self, groups: list[tuple[str, list[nn.Parameter]]]) -> set[str]:
         names = [n for n, _ in groups]
@@ -314,10 +410,10 @@ class FineTune(Strategy):
                f"the backbone's groups are: {', '.join(names)}")
         return set(self.unfreeze)
 
-    def _param_groups(self, groups, chosen: set[str], head: nn.Linear,
+    def _param_groups(self, groups, chosen: set[str], heads: list[nn.Linear],
                       scratch: float | None = None) -> tuple[list[dict], dict[str, float]]:
         """AdamW groups: per-layer rates decaying from the top (one rate ``scratch`` for every
-        group and the head when given: random weights); no decay on biases and norms.
+        group and the heads when given: random weights); no decay on biases and norms.
 
         Parameters of one dimension (biases, LayerNorm/BatchNorm scales) are excluded from
         weight decay: shrinking them towards zero is not a useful prior (timm/BERT practice).
@@ -333,59 +429,57 @@ class FineTune(Strategy):
                 if ps:
                     out.append({"params": ps, "lr": rate, "weight_decay": decay, "name": name})
         rates["head"] = head_lr = scratch if scratch is not None else self.head_lr
-        out.append({"params": [head.weight], "lr": head_lr, "weight_decay": self.weight_decay, "name": "head"})
-        out.append({"params": [head.bias], "lr": head_lr, "weight_decay": 0.0, "name": "head"})
+        for head in heads:
+            out.append({"params": [head.weight], "lr": head_lr, "weight_decay": self.weight_decay, "name": "head"})
+            out.append({"params": [head.bias], "lr": head_lr, "weight_decay": 0.0, "name": "head"})
         return out, rates
 
     # ----- prediction --------------------------------------------------------------------------
-    def _proba(self, data: Dataset, backbone: Backbone, head: nn.Linear, device: torch.device) -> np.ndarray:
-        """``(N, C)`` probabilities in eval mode, in batches of similar size (less padding)."""
-        module = backbone.module
-        was_training = module.training, head.training
-        module.eval()
-        head.eval()
-        order = sorted(range(len(data)), key=lambda i: -backbone.sort_key(data.inputs[i]))
-        out = np.zeros((len(data), head.out_features), dtype=np.float64)
-        step = max(self.batch_size, 32)
-        try:
-            with torch.no_grad():
-                for s in range(0, len(order), step):
-                    rows = order[s:s + step]
-                    batch = backbone.prepare([data.inputs[i] for i in rows]).to(device)
-                    logits = head(backbone.forward_features(batch)).float()
-                    out[rows] = torch.softmax(logits, dim=1).double().cpu().numpy()
-        finally:
-            module.train(was_training[0])
-            head.train(was_training[1])
-        return out
+    def _outputs(self, data: Dataset, backbone: Backbone, runs: list[HeadRun], device: torch.device
+                 ) -> list[np.ndarray]:
+        return head_outputs(data, backbone, runs, device, max(self.batch_size, 32))
 
     def _predict_proba(self, data: Dataset, ctx: TransferContext) -> np.ndarray:
+        return self._predict_outputs(data, ctx)
+
+    def _predict_outputs(self, data: Dataset, ctx: TransferContext) -> np.ndarray:
         device = torch.device(ctx.device)
         ctx.backbone.module.to(device)
-        return self._proba(data, ctx.backbone, self.head_.to(device), device)
+        run = HeadRun("", self, None, self.task_head_, head=self.head_.to(device))
+        return self._outputs(data, ctx.backbone, [run], device)[0]
 
     def torch_head(self) -> nn.Module:
+        """``Linear(D, K)``: classification logits, multi-label logits (the caller applies the
+        sigmoid), regression ``(N, 1)`` values already in the target's units."""
         self._check_fitted()
         return self.head_.eval()
 
     # ----- persistence -------------------------------------------------------------------------
     def state_tensors(self) -> dict[str, torch.Tensor]:
-        """``backbone.<name>`` for every trained tensor (weights, BatchNorm statistics), and the head."""
+        """``backbone.<name>`` for every trained tensor (weights, BatchNorm statistics), and the
+        head (``head.weight``, ``head.bias``, and the task's: ``probe.TASK_TENSORS``)."""
         self._check_fitted()
         return self._trained_tensors()
+
+    def _head_tensors(self) -> dict[str, torch.Tensor]:
+        out = {"head.weight": self.head_.weight.detach().cpu().clone(),
+               "head.bias": self.head_.bias.detach().cpu().clone()}
+        out.update(self.task_head_.extra_tensors())
+        return out
 
     def _trained_tensors(self) -> dict[str, torch.Tensor]:
         own = self.backbone_.module.state_dict()
         out = {f"backbone.{k}": own[k].detach().cpu().clone() for k in self.trained_names_}
-        out["head.weight"] = self.head_.weight.detach().cpu().clone()
-        out["head.bias"] = self.head_.bias.detach().cpu().clone()
+        out.update(self._head_tensors())
         return out
 
     def load_state(self, tensors: dict[str, torch.Tensor], classes: list[str], backbone: Backbone,
                    task: str = "classification") -> "FineTune":
-        """Apply saved fine-tuned tensors to the freshly loaded pre-trained ``backbone``."""
-        extra = sorted(k for k in tensors if not k.startswith("backbone.") and k not in ("head.weight", "head.bias"))
-        _check(not extra, f"unexpected tensors in a finetune state: {', '.join(extra[:5])}")
+        """Apply saved fine-tuned tensors of a model of ``task`` to the freshly loaded pre-trained ``backbone``."""
+        self.check_task(task)
+        allowed = head_tensor_names(task)
+        extra = sorted(k for k in tensors if not k.startswith("backbone.") and k not in allowed)
+        _check(not extra, f"unexpected tensors in a {self.name} state of a {task} model: {', '.join(extra[:5])}")
         _check("head.weight" in tensors and "head.bias" in tensors, "the finetune state has no head (head.weight)")
         module = backbone.module
         own = module.state_dict()
@@ -394,24 +488,12 @@ class FineTune(Strategy):
         _check(not bad, f"the saved fine-tuned weights do not fit backbone {backbone.name!r}: "
                f"{', '.join(bad[:5])}" + (f" and {len(bad) - 5} more" if len(bad) > 5 else ""),
                "load the run with the backbone (and options) it was trained with")
-        head = saved_head(tensors, classes, backbone)
+        head, unit = load_task_head(tensors, task, classes, backbone.num_features, self.name)
         with torch.no_grad():
             for k, v in sub.items():
                 own[k].copy_(v)
         module.eval()
-        self.head_, self.backbone_ = head, backbone
+        self.head_, self.task_head_, self.backbone_ = head, unit, backbone
         self.trained_names_ = sorted(sub)
         mark_adapted(backbone, tensors)
-        return self._restored(classes, task)
-
-
-def _scores(proba: np.ndarray, y: np.ndarray, weight: np.ndarray | None = None) -> dict[str, float]:
-    """Validation loss (mean cross-entropy; with ``weight (C,)``, weighted as the training loss, so
-    that early stopping watches the loss being minimised) and accuracy of ``(N, C)`` probabilities."""
-    p = np.clip(proba[np.arange(len(y)), y], 1e-12, 1.0)
-    if weight is None:
-        loss = float(-np.log(p).mean())
-    else:  # torch's weighted mean: sum(w_y * nll) / sum(w_y)
-        w = np.asarray(weight, dtype=np.float64)[y]
-        loss = float(-(w * np.log(p)).sum() / w.sum())
-    return {"loss": loss, "accuracy": float((proba.argmax(1) == y).mean())}
+        return self._restored(classes, task, unit.thresholds)

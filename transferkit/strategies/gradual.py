@@ -103,10 +103,11 @@ class GradualParams(FineTuneParams):
 class GradualUnfreezing(FineTune):
     """Gradual unfreezing (Howard & Ruder, ACL 2018) in the one training loop.
 
-    Data: labelled items of any modality. Shapes as :class:`FineTune`: items -> features
-    ``(B, D)`` -> head ``Linear(D, C)``. Epoch ``e`` (0-based) trains the head and the top
-    ``e`` of the groups chosen by ``unfreeze`` (all by default); reaching every group of a
-    backbone with ``G`` groups takes ``epochs >= G + 1`` (the fit notes say when it did not).
+    Data: labelled items of any modality, every task of :class:`FineTune`. Shapes as
+    :class:`FineTune`: items -> features ``(B, D)`` -> head ``Linear(D, K)``. Epoch ``e``
+    (0-based) trains the head and the top ``e`` of the groups chosen by ``unfreeze`` (all by
+    default); reaching every group of a backbone with ``G`` groups takes ``epochs >= G + 1``
+    (the fit notes say when it did not).
 
     Options: :class:`GradualParams` (those of :class:`FineTune`, with the paper's defaults).
     """

@@ -5,7 +5,7 @@ Networks", ICML 2018.  Weight decay pulls every weight towards 0, which for a pr
 backbone means towards forgetting; L2-SP pulls the backbone towards its pre-trained weights
 ``w0`` instead and keeps plain L2 for the new head::
 
-    loss = cross_entropy + alpha / 2 * ||w - w0||^2 + beta / 2 * ||w_head||^2
+    loss = task loss + alpha / 2 * ||w - w0||^2 + beta / 2 * ||w_head||^2
 
 The penalty replaces weight decay (``weight_decay`` defaults to 0 here).  ``w0`` is a copy kept
 beside the model, not in it: checkpoints hold only what training changes, and a resumed run
@@ -35,7 +35,8 @@ def l2sp_terms(anchors: Anchors, head: nn.Module) -> tuple[torch.Tensor, torch.T
     Args:
         anchors: ``(w, w0)`` pairs: a trainable backbone parameter and its starting value
             (same shape).
-        head: the new layer; all of its parameters (weight ``(C, D)`` and bias ``(C,)``) count.
+        head: the new layer (or a ``ModuleDict`` of one per task); all of its parameters (weight
+            ``(K, D)`` and bias ``(K,)``) count.
 
     Returns:
         ``||w - w0||^2`` summed over the anchors, and ``||w_head||^2``; scalars (float32 or wider).
@@ -75,9 +76,10 @@ class L2SPParams(FineTuneParams):
 class L2SPFineTune(FineTune):
     """Fine-tuning with the L2-SP penalty.
 
-    Data: labelled items of any modality. Shapes as :class:`FineTune`: items -> features
-    ``(B, D)`` -> head ``Linear(D, C)``. The penalty covers every trainable backbone parameter
-    (the groups chosen by ``unfreeze``; frozen ones cannot move) and the head.
+    Data: labelled items of any modality, every task of :class:`FineTune`. Shapes as
+    :class:`FineTune`: items -> features ``(B, D)`` -> head ``Linear(D, K)``. The penalty covers
+    every trainable backbone parameter (the groups chosen by ``unfreeze``; frozen ones cannot
+    move) and the head (every task's head in a joint fit).
 
     On the random-init control, ``w0`` is the random initialisation: the same recipe, whose
     prior then says nothing about the task; that is what the control measures.

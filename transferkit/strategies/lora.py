@@ -32,9 +32,10 @@ from ..backbones.base import Backbone
 from ..data.dataset import Dataset
 from ..errors import MissingDependencyError, UserInputError
 from ..training.loop import isolated_rng
+from ._task_head import head_tensor_names, load_task_head
 from ._tuning import mark_adapted
 from .base import STRATEGIES, TransferContext
-from .finetune import FineTune, FineTuneParams, _check, saved_head
+from .finetune import FineTune, FineTuneParams, _check
 from .params import param
 
 PREFIX = "lora."
@@ -158,8 +159,9 @@ class LoRAParams(FineTuneParams):
 class LoRA(FineTune):
     """LoRA adapters and a linear head, trained in the one loop; the backbone stays frozen.
 
-    Data: labelled items of any modality. Shapes: items -> features ``(B, D)`` of the adapted
-    backbone -> head ``Linear(D, C)``. Each adapted layer ``(out, in)`` trains ``r * (in + out)``
+    Data: labelled items of any modality, every task of :class:`FineTune` (in a joint fit the
+    adapters are shared, one head per task). Shapes: items -> features ``(B, D)`` of the adapted
+    backbone -> head ``Linear(D, K)``. Each adapted layer ``(out, in)`` trains ``r * (in + out)``
     parameters; ``fit_info()`` reports the trainable share of the backbone and the artifact
     size against the backbone's.
 
@@ -197,7 +199,7 @@ class LoRA(FineTune):
             del self._adapter_ids
         adapters = sum(p.numel() for p in adapter_parameters(module).values())
         base = sum(p.numel() for p in module.parameters()) - adapters
-        trainable = adapters + self.head_.weight.numel() + self.head_.bias.numel()
+        trainable = adapters + self.info_["head_params"]  # every task's head in a joint fit
         state_bytes = sum(t.numel() * t.element_size() for t in self._trained_tensors().values())
         self.info_.update(targets=list(self.targets_), adapter_params=adapters, trainable_params=trainable,
                           backbone_params=base, trainable_share=trainable / base, state_bytes=state_bytes,
@@ -223,17 +225,21 @@ class LoRA(FineTune):
 
     def _merge(self) -> None:
         if not self.merged_:
-            self.trained_names_ = merge_lora(self.backbone_.module)
-            self.merged_ = True
+            names = merge_lora(self.backbone_.module)
+            for model in self._peers or [self]:  # the models of a joint fit share the merged backbone
+                model.trained_names_, model.merged_ = names, True
             mark_adapted(self.backbone_, self._trained_tensors())
+
+    def _share_fit(self, driver: "FineTune") -> None:
+        super()._share_fit(driver)
+        self.targets_, self.merged_ = driver.targets_, driver.merged_
 
     # ----- persistence -------------------------------------------------------------------
     def _trained_tensors(self) -> dict[str, torch.Tensor]:
         if self.merged_:
             return super()._trained_tensors()
         out = {PREFIX + n: p.detach().cpu().clone() for n, p in adapter_parameters(self.backbone_.module).items()}
-        out["head.weight"] = self.head_.weight.detach().cpu().clone()
-        out["head.bias"] = self.head_.bias.detach().cpu().clone()
+        out.update(self._head_tensors())
         return out
 
     def load_state(self, tensors: dict[str, torch.Tensor], classes: list[str], backbone: Backbone,
@@ -249,7 +255,8 @@ class LoRA(FineTune):
             super().load_state(tensors, classes, backbone, task=task)
             self.merged_ = True
             return self
-        extra = sorted(k for k in tensors if not k.startswith(PREFIX) and k not in ("head.weight", "head.bias"))
+        self.check_task(task)
+        extra = sorted(k for k in tensors if not k.startswith(PREFIX) and k not in head_tensor_names(task))
         _check(not extra, f"unexpected tensors in a lora state: {', '.join(extra[:5])}")
         saved = {k[len(PREFIX):]: v for k, v in tensors.items() if k.startswith(PREFIX)}
         _check(bool(saved), "the lora state has no adapter tensors (lora.*)")
@@ -260,11 +267,11 @@ class LoRA(FineTune):
         _check(not bad, f"the saved adapters do not fit backbone {backbone.name!r} with r={self.r}, "
                f"targets {self.targets_}: {', '.join(bad[:5])}{more}",
                "load the run with the backbone and options it was trained with")
-        head = saved_head(tensors, classes, backbone)
+        head, unit = load_task_head(tensors, task, classes, backbone.num_features, self.name)
         with torch.no_grad():
             for k, v in saved.items():
                 own[k].copy_(v)
         backbone.module.eval()
-        self.head_, self.backbone_, self.trained_names_ = head, backbone, sorted(own)
+        self.head_, self.task_head_, self.backbone_, self.trained_names_ = head, unit, backbone, sorted(own)
         mark_adapted(backbone, tensors)
-        return self._restored(classes, task)
+        return self._restored(classes, task, unit.thresholds)

@@ -7,10 +7,11 @@ worse out of distribution.  Starting from a good head (the linear probe's) the g
 the backbone are small from the first step, so the features move less; a small learning rate
 for the whole network keeps it that way.
 
-Stage 1 is :func:`~transferkit.strategies.probe.fit_logistic` on features of the frozen
+Stage 1 is the task's linear probe (:func:`~transferkit.tasks.linear.fit_logistic`; for
+regression and multi-label :func:`~transferkit.tasks.linear.fit_linear`) on features of the frozen
 pre-trained backbone, through ``ctx.features`` (the on-disk cache serves them when the probe,
-a score or an earlier run already computed them).  Its scaler is folded into ``W (C, D)`` and
-``b (C,)`` acting on raw pooled features, which is exactly what the fine-tuning head sees.
+a score or an earlier run already computed them).  Its scaler is folded into ``W (K, D)`` and
+``b (K,)`` acting on raw pooled features, which is exactly what the fine-tuning head sees.
 Stage 2 is :class:`~transferkit.strategies.finetune.FineTune` from that head.
 """
 from __future__ import annotations
@@ -22,16 +23,27 @@ import torch
 from torch import nn
 
 from ..data.dataset import Dataset
+from ..tasks.linear import LinearFit, fit_linear, fit_logistic, linear_outputs
 from .base import STRATEGIES, TransferContext
 from .finetune import FineTune, FineTuneParams
 from .params import param
-from .probe import fit_logistic
 
 PROBE_MAX_ITER = 2000
 
 
 def _accuracy(X: np.ndarray, W: np.ndarray, b: np.ndarray, y: np.ndarray) -> float:
     return float(((X @ W.T + b).argmax(1) == y).mean())
+
+
+def _probe_facts(task: str, fit: LinearFit, X: np.ndarray, y: np.ndarray, Xv: np.ndarray | None,
+                 y_val: np.ndarray | None, unit) -> dict:
+    """What ``fit_info()["probe"]`` reports of a regression or multi-label probe: its choice of
+    regularisation and its validation metric on the fit and validation parts."""
+    facts = {k: fit.info[k] for k in ("alpha", "converged") if k in fit.info}
+    metric = unit.metric
+    facts[f"fit_{metric}"] = unit.scores(linear_outputs(task, X, fit), y)[metric]
+    facts[f"val_{metric}"] = None if Xv is None else unit.scores(linear_outputs(task, Xv, fit), y_val)[metric]
+    return facts
 
 
 @dataclass
@@ -55,9 +67,12 @@ class LinearProbeFineTune(FineTune):
     """LP-FT: fine-tuning whose head starts as the cross-validated linear probe.
 
     Data: labelled items of any modality. Shapes: cached features ``(N, D)`` -> probe
-    ``W (C, D)``, ``b (C,)``, copied into the head ``Linear(D, C)``; then as :class:`FineTune`.
-    The probe sees only the part of the training data that fine-tuning trains on; its accuracy
-    there and on the validation split, and its ``C``, are in ``fit_info()["probe"]``.
+    ``W (K, D)``, ``b (K,)``, copied into the head ``Linear(D, K)``; then as :class:`FineTune`.
+    The probe is the task's (:func:`~transferkit.tasks.linear.fit_linear`): logistic regression,
+    ridge (its weights put back on the standardised target the head trains on), or one logistic
+    regression per label; in a joint fit, one per task.  The probe sees only the part of the
+    training data that fine-tuning trains on; its regularisation and its score there and on the
+    validation split are in ``fit_info()["probe"]``.
 
     Options: :class:`LPFTParams`.
     """
@@ -70,24 +85,29 @@ class LinearProbeFineTune(FineTune):
 
     def _before_training(self, model: nn.ModuleDict, fit_ds: Dataset, val_ds: Dataset | None,
                          ctx: TransferContext) -> None:
-        """Stage 1: fit the probe on frozen features and make it the head (before any resume,
-        which then replaces the head with the checkpoint's: the probe is deterministic)."""
-        index = {c: i for i, c in enumerate(self.classes_)}
-        y = np.array([index[c] for c in fit_ds.labels])
+        """Stage 1: fit each task's probe on frozen features and make it that task's head (before
+        any resume, which then replaces the heads with the checkpoint's: the probe is deterministic)."""
         model["backbone"].eval()  # the cache holds eval-mode features; compute any missing ones the same way
         X = ctx.features(fit_ds).astype(np.float64)
-        W, b, info = fit_logistic(X, y, Cs=tuple(float(c) for c in self.probe_Cs), cv=self.probe_cv,
-                                  max_iter=PROBE_MAX_ITER, seed=ctx.seed, class_weight=self.loss_weight_)
-        head = model["head"]
-        with torch.no_grad():
-            head.weight.copy_(torch.as_tensor(W, dtype=head.weight.dtype))
-            head.bias.copy_(torch.as_tensor(b, dtype=head.bias.dtype))
-        self.probe_ = {"C": info["C"], "cv_folds": info.get("cv_folds", 0), "converged": info["converged"],
-                       "fit_accuracy": _accuracy(X, W, b, y), "val_accuracy": None}
-        if val_ds is not None:
-            Xv = ctx.features(val_ds).astype(np.float64)
-            self.probe_["val_accuracy"] = _accuracy(Xv, W, b, np.array([index[c] for c in val_ds.labels]))
-
-    def _fit(self, train_ds: Dataset, y: np.ndarray, ctx: TransferContext) -> None:
-        super()._fit(train_ds, y, ctx)
-        self.info_["probe"] = dict(self.probe_)
+        Xv = None if val_ds is None else ctx.features(val_ds).astype(np.float64)
+        for run in self._runs:
+            task, unit, y = run.unit.task, run.unit, run.y_fit
+            if task == "classification":
+                W, b, info = fit_logistic(X, y, Cs=tuple(float(c) for c in self.probe_Cs), cv=self.probe_cv,
+                                          max_iter=PROBE_MAX_ITER, seed=ctx.seed, class_weight=unit.weights)
+                facts = {"C": info["C"], "cv_folds": info.get("cv_folds", 0), "converged": info["converged"],
+                         "fit_accuracy": _accuracy(X, W, b, y),
+                         "val_accuracy": None if Xv is None else _accuracy(Xv, W, b, run.y_val)}
+            else:
+                options = {} if task == "regression" else {"Cs": tuple(float(c) for c in self.probe_Cs),
+                                                           "cv": self.probe_cv, "max_iter": PROBE_MAX_ITER}
+                fit = fit_linear(task, X, y, seed=ctx.seed, class_weight=unit.weights, **options)
+                facts = _probe_facts(task, fit, X, y, Xv, run.y_val, unit)
+                W, b = np.asarray(fit.W, np.float64), np.asarray(fit.b, np.float64)
+                if task == "regression":  # the head learns (y - mean) / scale: undo the ridge's units
+                    W, b = W / unit.scale, (b - unit.mean) / unit.scale
+            head = run.head
+            with torch.no_grad():
+                head.weight.copy_(torch.as_tensor(W, dtype=head.weight.dtype))
+                head.bias.copy_(torch.as_tensor(b, dtype=head.bias.dtype))
+            run.facts["probe"] = facts

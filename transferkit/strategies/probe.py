@@ -34,8 +34,10 @@ def linear_head(weight: np.ndarray, bias: np.ndarray) -> torch.nn.Linear:
     return head.eval()
 
 
-CLASS_WEIGHT_HELP = ("weight of each class in the loss (classification): null (every item once), balanced "
-                     "(n_items / (n_classes * class count)) or {\"class\": weight}; the controls get the same")
+CLASS_WEIGHT_HELP = ("weight of each class in the loss: null (every item once), balanced (classification: "
+                     "n_items / (n_classes * class count); multi-label: each label's positives weighted "
+                     "n_negative / n_positive, clipped to [1, 100]) or {\"class or label\": weight} (multi-label: "
+                     "the weight of that label's positives); refused for regression; the controls get the same")
 
 
 def check_class_weight(value: Any) -> str | None:
@@ -49,21 +51,27 @@ def check_class_weight(value: Any) -> str | None:
     return None
 
 
-def loss_weights(strategy: Strategy, y: np.ndarray, ctx: TransferContext) -> np.ndarray | None:
-    """``(C,)`` class weights of ``strategy``'s ``class_weight`` on its encoded training labels
-    ``y``; ``None`` when unset, or for a task without classes to weigh (regression: ignored, with a
-    note; multi-label: refused)."""
-    spec = getattr(strategy, "class_weight", None)
+def task_class_weights(strategy: str, spec: Any, task: str, y: np.ndarray, classes: list[str]) -> np.ndarray | None:
+    """The weights a ``class_weight`` option gives the loss of ``task``
+    (:func:`~transferkit.tasks.linear.class_weights`): ``(C,)`` per class (classification),
+    ``(L,)`` per label's positives (multi-label); ``None`` when unset.
+
+    Raises:
+        UserInputError: ``class_weight`` set for a regression task (it has no classes).
+    """
     if spec is None:
         return None
-    if strategy.task_ == "regression":
-        ctx.notes.append(f"{strategy.name}: class_weight applies to classes; a regression target has none, so it "
-                         "was ignored.")
-        return None
-    if strategy.task_ != "classification":
-        raise UserInputError(f"class_weight is for classification; {strategy.name} on a {strategy.task_} task "
-                             "does not weigh labels yet", hint="drop --param class_weight for this task")
-    return class_weights(spec, y, list(strategy.classes_))
+    if task == "regression":
+        raise UserInputError(f"class_weight weighs classes, and a regression target has none: {strategy} cannot "
+                             "apply it", hint="drop --class-weight / --param class_weight for a regression task")
+    return class_weights(spec, y, list(classes))
+
+
+def loss_weights(strategy: Strategy, y: np.ndarray, ctx: TransferContext) -> np.ndarray | None:
+    """:func:`task_class_weights` of ``strategy``'s ``class_weight`` on its encoded training
+    labels ``y`` (``(N,)`` classes or ``(N, L)`` label indicators): ``(C,)`` or ``(L,)``, or ``None``."""
+    return task_class_weights(strategy.name, getattr(strategy, "class_weight", None), strategy.task_, y,
+                              list(strategy.classes_))
 
 
 @dataclass
@@ -111,7 +119,7 @@ class LinearProbe(Strategy):
             self.head_bias_ = b.astype(np.float32)
             return
         options = {} if self.task_ == "regression" else {"Cs": self.Cs, "cv": self.cv, "max_iter": self.max_iter}
-        fit = fit_linear(self.task_, X, y, seed=ctx.seed, **options)
+        fit = fit_linear(self.task_, X, y, seed=ctx.seed, class_weight=weights, **options)
         self.info_ = dict(fit.info)
         self.head_weight_ = np.asarray(fit.W, dtype=np.float32)
         self.head_bias_ = np.asarray(fit.b, dtype=np.float32)

@@ -44,15 +44,17 @@ def best_f1_threshold(y: np.ndarray, p: np.ndarray) -> tuple[float, float]:
     return float(threshold), float(f1[best])
 
 
-def _oof_path(X, y: np.ndarray, Cs: list[float], folds: int, seed: int) -> np.ndarray:
-    """Out-of-fold probabilities ``(N, len(Cs))`` of one binary label, Cs ascending."""
+def _oof_path(X, y: np.ndarray, Cs: list[float], folds: int, seed: int,
+              weights: dict[int, float] | None = None) -> np.ndarray:
+    """Out-of-fold probabilities ``(N, len(Cs))`` of one binary label, Cs ascending (``weights``:
+    scikit-learn's ``class_weight`` of the label, ``{0: 1, 1: w}``)."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold
 
     oof = np.empty((len(y), len(Cs)))
     for train, val in StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed).split(np.zeros(len(y)), y):
         # Selection-grade tolerance, as in linear._cv_path; the refit on all items is at full tolerance.
-        clf = LogisticRegression(C=Cs[0], max_iter=300, tol=1e-3, warm_start=True)
+        clf = LogisticRegression(C=Cs[0], max_iter=300, tol=1e-3, warm_start=True, class_weight=weights)
         for j, C in enumerate(Cs):
             clf.set_params(C=C).fit(X[train], y[train])
             oof[val, j] = clf.predict_proba(X[val])[:, 1]
@@ -67,7 +69,8 @@ def _log_loss(y: np.ndarray, p: np.ndarray) -> np.ndarray:
 
 
 def fit_multilabel(X, Y: np.ndarray, *, Cs: tuple[float, ...], cv: int, max_iter: int, seed: int,
-                   scale: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+                   scale: bool = True, class_weight: np.ndarray | None = None
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
     """One logistic regression per label on (standardised) features.
 
     Args:
@@ -78,6 +81,8 @@ def fit_multilabel(X, Y: np.ndarray, *, Cs: tuple[float, ...], cv: int, max_iter
         max_iter: L-BFGS iterations of each refit.
         seed: seed of the folds.
         scale: standardise features first (the scaler is folded into ``W, b``).
+        class_weight: ``(L,)`` weight of each label's positive items (``linear.class_weights``),
+            in the cross-validation, the thresholds and the refit alike; ``None``: all 1.
 
     Returns:
         ``W (L, D)``, ``b (L,)`` logits over *unscaled* X, ``thresholds (L,)`` on the sigmoid
@@ -109,8 +114,11 @@ def fit_multilabel(X, Y: np.ndarray, *, Cs: tuple[float, ...], cv: int, max_iter
                 continue
             folds = min(cv, pos, n - pos)
             entry: dict[str, Any] = {"cv_folds": folds if folds >= 2 else 0}
+            weights = None if class_weight is None else {0: 1.0, 1: float(class_weight[j])}
+            if weights is not None:
+                entry["pos_weight"] = weights[1]
             if folds >= 2:
-                oof = _oof_path(Xs, y, grid, folds, seed)
+                oof = _oof_path(Xs, y, grid, folds, seed, weights)
                 loss = _log_loss(y, oof)
                 best = int(np.argmin(loss))
                 thresholds[j], oof_f1 = best_f1_threshold(y, oof[:, best])
@@ -119,7 +127,7 @@ def fit_multilabel(X, Y: np.ndarray, *, Cs: tuple[float, ...], cv: int, max_iter
                 entry.update(C=grid[len(grid) // 2],
                              note="too few positive or negative items for cross-validation; middle C and "
                                   "threshold 0.5 used")
-            clf = LogisticRegression(C=entry["C"], max_iter=max_iter).fit(Xs, y)
+            clf = LogisticRegression(C=entry["C"], max_iter=max_iter, class_weight=weights).fit(Xs, y)
             W[j], b[j] = clf.coef_[0], clf.intercept_[0]
             entry.update(threshold=float(thresholds[j]), n_iter=int(np.max(clf.n_iter_)),
                          converged=bool(np.max(clf.n_iter_) < max_iter))

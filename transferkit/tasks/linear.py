@@ -23,31 +23,47 @@ from ._scaling import scaled
 
 
 def class_weights(spec: Any, y: np.ndarray, classes: list[str]) -> np.ndarray | None:
-    """The per-class loss weights ``(C,)`` a ``class_weight`` option asks for, or ``None``.
+    """The per-class loss weights ``(C,)`` a ``class_weight`` option asks for (classification), or
+    the per-label positive weights ``(L,)`` (multi-label), or ``None``.
 
     Args:
-        spec: ``None`` (every item counts once), ``"balanced"`` (scikit-learn's
-            ``n_samples / (n_classes * count)``, so each class weighs as much in total) or
-            ``{class name: weight}`` (classes not named keep weight 1).
-        y: ``(N,)`` int labels in ``0..C-1`` (the training items).
-        classes: the ``C`` class names, in ``y``'s order.
+        spec: ``None`` (every item counts once), ``"balanced"`` or ``{name: weight}`` (names not
+            given keep weight 1).  Classification: ``balanced`` is scikit-learn's
+            ``n_samples / (n_classes * count)``, so each class weighs as much in total.
+            Multi-label: the weight of each label's *positive* items (the loss's ``pos_weight``,
+            the logistic regression's ``{0: 1, 1: w}``); ``balanced`` is ``n_negative / n_positive``
+            clipped to ``[1, 100]``.
+        y: ``(N,)`` int labels in ``0..C-1``, or ``(N, L)`` 0/1 label indicators (the training items).
+        classes: the ``C`` class names (the ``L`` label names), in ``y``'s order.
     """
     if spec is None:
         return None
+    y = np.asarray(y)
+    multilabel = y.ndim == 2
     n_classes = len(classes)
+    what = "label" if multilabel else "class"
     if spec == "balanced":
+        if multilabel:
+            pos = y.sum(axis=0).astype(np.float64)
+            # n_neg / n_pos makes a label's positives weigh as much as its negatives.  Clipped to
+            # [1, 100]: below 1 would push a label that most items carry towards "absent"
+            # (balancing is for rare positives, where recall suffers); above 100 the handful of
+            # positives of a very rare label would dominate the loss and its gradients.  A label
+            # without positives has no positive term to weigh: 1.
+            ratio = np.where(pos > 0, (len(y) - pos) / np.maximum(pos, 1), 1.0)
+            return np.clip(ratio, 1.0, 100.0)
         counts = np.bincount(np.asarray(y, dtype=np.int64), minlength=n_classes).astype(np.float64)
         # a class absent from training has no loss term to weigh; 1 keeps the array finite
         return np.where(counts > 0, len(y) / (n_classes * np.maximum(counts, 1)), 1.0)
     if not isinstance(spec, dict):
-        raise UserInputError(f"class_weight must be null, \"balanced\" or {{class: weight}}, got {spec!r}",
+        raise UserInputError(f"class_weight must be null, \"balanced\" or {{{what}: weight}}, got {spec!r}",
                              hint='--param class_weight=balanced, or --param class_weight=\'{"spam": 5}\'')
     known = [str(c) for c in classes]
     unknown = sorted(str(k) for k in spec if str(k) not in known)
     if unknown:
         raise UserInputError(f"class_weight names {', '.join(repr(u) for u in unknown)}, which "
-                             f"{'is not a class' if len(unknown) == 1 else 'are not classes'} of the training data",
-                             hint=f"the classes are: {', '.join(known)}")
+                             f"{'is not a ' + what if len(unknown) == 1 else 'are not ' + what + 's'} of the "
+                             "training data", hint=f"the {what}s are: {', '.join(known)}")
     out = np.ones(n_classes, dtype=np.float64)
     for k, v in spec.items():
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v) or v <= 0:
@@ -168,7 +184,8 @@ class LinearFit:
     target_scale: float | None = None
 
 
-def fit_linear(task_name: str, X, y: np.ndarray, *, seed: int, scale: bool = True, **task_options: Any) -> LinearFit:
+def fit_linear(task_name: str, X, y: np.ndarray, *, seed: int, scale: bool = True,
+               class_weight: np.ndarray | None = None, **task_options: Any) -> LinearFit:
     """The task's linear head on fixed features, regularisation chosen by cross-validation.
 
     Args:
@@ -177,6 +194,9 @@ def fit_linear(task_name: str, X, y: np.ndarray, *, seed: int, scale: bool = Tru
         y: the task's encoding (``Task.encode``): int ``(N,)``, float ``(N,)`` or 0/1 ``(N, L)``.
         seed: seed of the cross-validation folds.
         scale: standardise features first (the scaler is folded into ``W, b``).
+        class_weight: :func:`class_weights` of the task: ``(C,)`` per-class weights
+            (classification) or ``(L,)`` weights of each label's positive items (multi-label);
+            ``None``: unweighted.  Regression has no classes to weigh (``ValueError``).
         task_options: override :data:`DEFAULT_OPTIONS` of the task (``Cs``, ``cv``, ``max_iter``;
             ``alphas`` for regression).
 
@@ -194,12 +214,15 @@ def fit_linear(task_name: str, X, y: np.ndarray, *, seed: int, scale: bool = Tru
         raise ValueError(f"X has {X.shape[0]} rows but y has {len(y)} items")
     if task_name == "classification":
         W, b, info = fit_logistic(X, np.asarray(y, dtype=np.int64), Cs=tuple(opts["Cs"]), cv=opts["cv"],
-                                  max_iter=opts["max_iter"], seed=seed, scale=scale)
+                                  max_iter=opts["max_iter"], seed=seed, scale=scale, class_weight=class_weight)
         return LinearFit(W, b, info)
     if task_name == "regression":
+        if class_weight is not None:
+            raise ValueError("class_weight does not apply to regression: a target has no classes")
         return fit_ridge(X, np.asarray(y, dtype=np.float64), alphas=tuple(opts["alphas"]), scale=scale)
     W, b, thresholds, info = fit_multilabel(X, np.asarray(y, dtype=np.uint8), Cs=tuple(opts["Cs"]), cv=opts["cv"],
-                                            max_iter=opts["max_iter"], seed=seed, scale=scale)
+                                            max_iter=opts["max_iter"], seed=seed, scale=scale,
+                                            class_weight=class_weight)
     return LinearFit(W, b, info, thresholds=thresholds)
 
 
