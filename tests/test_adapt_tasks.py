@@ -160,18 +160,18 @@ def _write(path, texts, labels=None):
 def test_fit_with_a_target_reports_source_only_on_the_primary_metric(name, task, tiny_text_dir, tmp_path):
     """``fit --target-unlabelled`` for a regression / multi-label task: the run's metrics compare
     source-only with adapted on the task's primary metric, the report renders, the run reloads."""
-    texts, _ = toy_texts(15, seed=0)
-    t_texts, _ = toy_texts(10, seed=1)
+    texts, kinds = toy_texts(15, seed=0)
+    t_texts, t_kinds = toy_texts(10, seed=1)
     t_texts = [t.upper() + " !!" for t in t_texts]  # a shifted domain
 
-    def labels(ts):
+    def labels(ts, ks):
         if task == "regression":
             return [float(len(t.split())) for t in ts]
-        return [sorted({"long" if len(t) > 40 else "short", "excl" if "!" in t else "plain"}) for t in ts]
+        return [sorted({k, "long" if len(t.split()) > 6 else "short"}) for t, k in zip(ts, ks)]
 
-    src = _write(tmp_path / "src.jsonl", texts, labels(texts))
+    src = _write(tmp_path / "src.jsonl", texts, labels(texts, kinds))
     tgt = _write(tmp_path / "tgt.jsonl", t_texts)
-    test = _write(tmp_path / "test.jsonl", t_texts, labels(t_texts))
+    test = _write(tmp_path / "test.jsonl", t_texts, labels(t_texts, t_kinds))
     params = {} if name == "adabn" else {"steps": 40, "trade_off": 1.0}
     model = tk.fit(data=str(src), test=str(test), target_unlabelled=str(tgt), model=str(tiny_text_dir),
                    strategy=name, strategy_params=params, task=task, out=str(tmp_path / "run"), log=None)
