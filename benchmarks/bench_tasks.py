@@ -67,7 +67,7 @@ def _row(name: str, m: dict, keys: list[str]) -> list[str]:
 
 
 def _section(res: dict) -> str:
-    parts = [f"## Regression and multi-label on real images (`benchmarks/bench_{NAME}.py`)", "",
+    parts = [f"## Regression and multi-label on real data (`benchmarks/bench_{NAME}.py`)", "",
              C.machine_line(res["machine"]), "",
              "The efficientnet-lite0 linear probe (`tk.fit` defaults: last layer, 80/20 split stratified for the "
              f"task, seed 0) on {res['items']} real MNIST-5k items per task, against every control, on the test "
