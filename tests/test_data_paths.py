@@ -8,13 +8,14 @@ import json
 from pathlib import Path
 
 import pytest
-from data_fixtures import digit_arrays, sine, write_wav
 from PIL import Image
 
 import transferkit as tk
 from transferkit.cli import main
 from transferkit.data import ValidationReport, prepare_data, read_source
 from transferkit.errors import DataValidationError, UserInputError
+
+from data_fixtures import digit_arrays, sine, write_wav
 
 
 def _digits(folder: Path, n_per_class: int, classes=range(10)) -> list[tuple[str, int]]:
