@@ -181,6 +181,8 @@ def _fit(cfg: FitConfig, say, progress: bool | None, run: RunDir | None) -> Mult
     fit_s = time.perf_counter() - t
     notes.append(joint["note"])
 
+    from .serve.prediction_drift import prediction_reference  # here: `import transferkit` loads no serve module
+
     results: dict[str, dict[str, Any]] = {}
     for c in columns:
         model, sp, ccfg = models[c], splits[c], column_cfgs[c]
@@ -197,6 +199,9 @@ def _fit(cfg: FitConfig, say, progress: bool | None, run: RunDir | None) -> Mult
         model.metrics = _metrics(ccfg, sp, model.strategy, evidence, None, timings, column_notes)
         model.metrics["multi_task"] = {"column": c, "columns": columns, "joint": joint["joint"]}
         model.card = _card(ccfg, sp, model)
+        # what the served column model's predictions are compared with (the drift monitor)
+        model.card["prediction_reference"] = prediction_reference(tasks[c], outputs, model.strategy.classes_,
+                                                                  model.strategy.thresholds_, seed=cfg.seed)
         model.card["lineage"] = {"command": "fit", "multi_task": {"column": c, "columns": columns,
                                                                   "joint": joint["joint"]}}
         results[c] = model.metrics
