@@ -402,8 +402,9 @@ def _card(cfg: FitConfig, splits: Splits, model: TransferModel) -> dict[str, Any
                  "test_hash": test.fingerprint(), "n_train": splits.n_train, "n_test": len(test),
                  **({"target_unlabelled": cfg.target_unlabelled, "target_hash": target.fingerprint(),
                      "n_target": len(target)} if target is not None else {})},
-        **({"target": {"mean": model.strategy.target_mean_, "scale": model.strategy.target_scale_}}
-           if cfg.task == "regression" else {}),
+        # the training target's scale, read from the data (every strategy standardises its own way)
+        **({"target": {"mean": float(np.mean(train.labels)), "scale": float(np.std(train.labels))}}
+           if cfg.task == "regression" and train is not None else {}),
         "lineage": {"command": "fit"},
         "seed": cfg.seed, "versions": versions(), "timings": model.metrics["timings"],
     }
