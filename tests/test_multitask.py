@@ -154,5 +154,5 @@ def test_finetune_trains_one_backbone_for_every_column(tiny_text_dir, tmp_path):
 def test_a_strategy_that_trains_without_a_joint_fit_is_refused(tiny_text_dir, tmp_path):
     data = write_table(tmp_path / "mail.jsonl")
     with pytest.raises(UserInputError, match="cannot train several tasks at once|has no joint fit"):
-        tk.fit(data=str(data), label_column="label,topics", strategy="contrastive", model=str(tiny_text_dir),
-               log=None)
+        tk.fit(data=str(data), label_column="label,size", task={"size": "classification"}, strategy="contrastive",
+               model=str(tiny_text_dir), log=None)
