@@ -15,10 +15,10 @@ from transferkit.multitask import MultiTaskModel, column_runs, load_multitask, s
 from conftest import toy_texts
 
 
-def write_table(path, n_per_class: int = 15, bad: dict[int, dict] | None = None):
+def write_table(path, n_per_class: int = 15, bad: dict[int, dict] | None = None, seed: int = 0):
     """JSONL of toy mail: ``label`` (ham/spam), ``size`` (number of words: regression) and
     ``topics`` (a JSON list: multi-label); ``bad`` replaces fields of some rows."""
-    texts, labels = toy_texts(n_per_class)
+    texts, labels = toy_texts(n_per_class, seed)
     with open(path, "w") as f:
         for i, (t, y) in enumerate(zip(texts, labels)):
             words = t.split()
@@ -94,6 +94,15 @@ def test_bad_labels_of_every_column_are_listed_at_once(tiny_text_dir, tmp_path):
                model=str(tiny_text_dir), log=None)
     text = str(e.value)
     assert "mail.jsonl:3" in text and "mail.jsonl:6" in text
+
+
+def test_a_separate_test_table_serves_every_column(tiny_text_dir, tmp_path):
+    train = write_table(tmp_path / "train.jsonl", n_per_class=12)
+    test = write_table(tmp_path / "test.jsonl", n_per_class=5, seed=1)
+    model = tk.fit(data=str(train), test=str(test), label_column="label,size", task={"size": "regression"},
+                   model=str(tiny_text_dir), control=False, n_boot=200, log=None)
+    assert {c: (m.metrics["n_train"], m.metrics["n_test"]) for c, m in model.models.items()} == {
+        "label": (24, 10), "size": (24, 10)}
 
 
 def test_skip_bad_leaves_a_bad_row_out_of_every_column(tiny_text_dir, tmp_path):

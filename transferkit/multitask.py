@@ -58,6 +58,10 @@ def fit(config: FitConfig | None = None, *, train: Dataset | None = None, test: 
         log=_stderr, progress: bool | None = None, **overrides: Any):
     """The front door of ``transferkit.fit``: one label column -> :func:`transferkit.pipeline.fit`
     (a :class:`TransferModel`); several -> :func:`fit_multitask` (a :class:`MultiTaskModel`)."""
+    if isinstance(train, (str, os.PathLike)):  # a path given as train=/test= is the config's data/test
+        overrides["data"], train = train, None
+    if isinstance(test, (str, os.PathLike)):
+        overrides["test"], test = test, None
     merged = FitConfig.from_dict({**(config.to_dict() if config else {}),
                                   **{k: v for k, v in overrides.items() if k in FitConfig.__dataclass_fields__}})
     if len(merged.label_columns) == 1:
@@ -242,8 +246,7 @@ def read_columns(cfg: FitConfig, strategy_cls: type[Strategy], say
         except DataValidationError as e:
             failed.append(e.report)
     if failed:  # every column's problems at once, not one column per attempt
-        merged = ValidationReport(problems=[p for r in failed for p in r.problems], task="multi-task")
-        raise DataValidationError(merged)
+        raise DataValidationError(ValidationReport(problems=_distinct(r.problems for r in failed), task="multi-task"))
     tasks = {c: p.task for c, p in prepared.items()}
     for c in columns:
         with _about_column(c):
@@ -260,13 +263,26 @@ def read_columns(cfg: FitConfig, strategy_cls: type[Strategy], say
         trains = {c: ds.subset(train_idx) for c, ds in trains.items()}
         notes.append(f"No test set was given: one split of the items, {1 - cfg.test_size:.0%}/{cfg.test_size:.0%} "
                      f"(seed {cfg.seed}) stratified on the first label column {columns[0]!r}, serves every column.")
-    report = ValidationReport(problems=[p for c in columns for p in prepared[c].report.problems],
+    report = ValidationReport(problems=_distinct(prepared[c].report.problems for c in columns),
                               skipped=[dict(s, column=c) for c in columns for s in prepared[c].report.skipped],
                               counts={c: prepared[c].report.counts for c in columns}, task="multi-task")
     if report.skipped:
         say(f"skipped {len(report.skipped)} bad labels or items (listed in the run directory)")
     splits = {c: Splits(prepared[c], trains[c], tests[c], None, list(notes)) for c in columns}
     return splits, tasks, report, notes
+
+
+def _distinct(problem_lists) -> list:
+    """The problems of every column, each once: an item's own problem (an unreadable file, a copy
+    in both sets) is found by every column's read."""
+    seen, out = set(), []
+    for problems in problem_lists:
+        for p in problems:
+            key = (p.severity, p.kind, p.origin, p.message)
+            if key not in seen:
+                seen.add(key)
+                out.append(p)
+    return out
 
 
 @contextlib.contextmanager
