@@ -248,11 +248,14 @@ def read_columns(cfg: FitConfig, strategy_cls: type[Strategy], say
     if failed:  # every column's problems at once, not one column per attempt
         raise DataValidationError(ValidationReport(problems=_distinct(r.problems for r in failed), task="multi-task"))
     tasks = {c: p.task for c, p in prepared.items()}
+    lines: dict[str, list[str]] = {}  # each warning once, with the columns it concerns unless it is every one
     for c in columns:
         with _about_column(c):
             strategy_cls.check_task(tasks[c])
         for line in prepared[c].report.warning_lines():
-            say(f"warning [{c}]: {line}")
+            lines.setdefault(line, []).append(c)
+    for line, where in lines.items():
+        say(f"warning{'' if len(where) == len(columns) else ' [' + ', '.join(where) + ']'}: {line}")
     notes: list[str] = []
     trains = _aligned({c: p.train for c, p in prepared.items()}, "training", notes)
     tests = None if cfg.test is None else _aligned({c: p.test for c, p in prepared.items()}, "test", notes)
