@@ -77,7 +77,9 @@ def test_tfidf_ridge_on_sparse_features():
 
 def test_classification_baseline_is_unchanged():
     """The classification call (no task, as before tasks existed) gives exactly the logistic
-    regression it always gave."""
+    regression it always gave, on the feature set it reports (word n-grams, plus character n-grams
+    where the cross-validation prefers them: test_controls_text.py)."""
+    from scipy.sparse import hstack
     from sklearn.feature_extraction.text import TfidfVectorizer
 
     texts, labels = toy_texts(12)
@@ -85,11 +87,15 @@ def test_classification_baseline_is_unchanged():
     train = Dataset(modality="text", inputs=texts, labels=labels)
     test = Dataset(modality="text", inputs=texts2)
     y = np.array([0 if c == "ham" else 1 for c in labels])
-    proba, _ = tfidf_logreg(train, y, test, 0)
+    proba, info = tfidf_logreg(train, y, test, 0)
     vec = TfidfVectorizer(sublinear_tf=True, ngram_range=(1, 2), min_df=1, max_features=200_000, dtype=np.float32)
-    W, b, _ = fit_logistic(vec.fit_transform(texts), y, Cs=(1.0, 10.0, 100.0, 1000.0), cv=5, max_iter=3000, seed=0,
-                           scale=False)
-    np.testing.assert_array_equal(proba, softmax(np.asarray(vec.transform(texts2) @ W.T) + b))
+    chars = TfidfVectorizer(sublinear_tf=True, analyzer="char_wb", ngram_range=(2, 5), min_df=1,
+                            max_features=controls.CHAR_FEATURES, dtype=np.float32)
+    Xtr, Xte = vec.fit_transform(texts), vec.transform(texts2)
+    if info["features"] == controls.WORDS_CHARS:
+        Xtr, Xte = hstack([Xtr, chars.fit_transform(texts)], format="csr"), hstack([Xte, chars.transform(texts2)])
+    W, b, _ = fit_logistic(Xtr, y, Cs=(1.0, 10.0, 100.0, 1000.0), cv=5, max_iter=3000, seed=0, scale=False)
+    np.testing.assert_array_equal(proba, softmax(np.asarray(Xte @ W.T) + b))
 
 
 def test_the_mean_control_is_for_regression_only():

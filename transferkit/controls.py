@@ -57,43 +57,119 @@ def control_name(baseline: str, task: str) -> str:
     return BASELINES.entry(baseline).meta.get("names", {}).get(task, baseline)
 
 
-def _linear(task: str, Xtr, y: np.ndarray, Xte, seed: int, *, Cs: tuple[float, ...], scale: bool = True,
-            max_iter: int = 3000, class_weight: np.ndarray | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+def _head(task: str, Xtr, y: np.ndarray, seed: int, *, Cs: tuple[float, ...], scale: bool = True,
+          max_iter: int = 3000, class_weight: np.ndarray | None = None
+          ) -> tuple[Callable[[Any], np.ndarray], dict[str, Any]]:
     """The task's linear head on classical features ``Xtr (N, D)`` (dense, or sparse with
-    ``scale=False``), applied to ``Xte``: classification the logistic regression as before
-    tasks existed (``Cs`` by CV, each class weighted by ``class_weight (C,)`` if given),
-    regression ridge (its own alpha grid by CV), multi-label one logistic regression per label
-    (``Cs`` by CV) with thresholds in ``info["thresholds"]``."""
+    ``scale=False``): classification the logistic regression as before tasks existed (``Cs`` by
+    CV, each class weighted by ``class_weight (C,)`` if given), regression ridge (its own alpha
+    grid by CV), multi-label one logistic regression per label (``Cs`` by CV) with thresholds in
+    ``info["thresholds"]``.  Returns ``(outputs, info)``: ``outputs(X (M, D))`` gives the task's
+    outputs on other items."""
     if task == "classification":
         W, b, info = fit_logistic(Xtr, y, Cs=Cs, cv=5, max_iter=max_iter, seed=seed, scale=scale,
                                   class_weight=class_weight)
-        return softmax(np.asarray(Xte @ W.T) + b), info
+        return (lambda X: softmax(np.asarray(X @ W.T) + b)), info
     options: dict[str, Any] = {} if task == "regression" else {"Cs": Cs, "cv": 5, "max_iter": max_iter}
     fit = fit_linear(task, Xtr, y, seed=seed, scale=scale, **options)
     info = dict(fit.info)
     if fit.thresholds is not None:
         info["thresholds"] = np.asarray(fit.thresholds, dtype=np.float64)
-    return linear_outputs(task, Xte, fit), info
+    return (lambda X: linear_outputs(task, X, fit)), info
+
+
+def _linear(task: str, Xtr, y: np.ndarray, Xte, seed: int, **options: Any) -> tuple[np.ndarray, dict[str, Any]]:
+    """:func:`_head` fitted on ``Xtr (N, D)`` and applied to ``Xte (M, D)``: ``(outputs, info)``."""
+    outputs, info = _head(task, Xtr, y, seed, **options)
+    return outputs(Xte), info
+
+
+#: The two feature sets the text control chooses between, by cross-validation on its training items.
+WORDS = "word 1-2-grams"
+WORDS_CHARS = "word 1-2-grams + char 2-5-grams"
+#: Character n-grams are read from each text's first ``CHAR_PREFIX`` characters: the whole of a
+#: short text (a word, a name, a title, a post), where they matter most, while on long documents,
+#: whose words the word n-grams already cover in full, the cap bounds the cost (scikit-learn's
+#: character analyser is pure Python: ~40 s for the whole of 6,000 e-mails, ~10 s for 500
+#: characters of each, on a loaded 2-core machine).  At most ``CHAR_FEATURES`` n-grams, the most
+#: frequent.
+CHAR_PREFIX = 500
+CHAR_FEATURES = 50_000
+
+
+def _tfidf(texts: list[str], **options: Any):
+    """A fitted sublinear-tf ``TfidfVectorizer`` and its ``(N, V)`` sparse matrix of ``texts``.
+
+    A term must occur in two texts (from 50 texts on): one seen once says nothing about another
+    item.  Where no term occurs twice (single words, ids), every term is kept rather than fail."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    vec = TfidfVectorizer(sublinear_tf=True, min_df=2 if len(texts) >= 50 else 1, dtype=np.float32, **options)
+    try:
+        return vec, vec.fit_transform(texts)
+    except ValueError:
+        vec.set_params(min_df=1)
+        return vec, vec.fit_transform(texts)
+
+
+def _cv_score(task: str, info: dict[str, Any]) -> float | None:
+    """The best cross-validation score of a fitted head (higher is better), from its ``info``:
+    classification the mean validation log-likelihood, regression the leave-one-out R², multi-label
+    minus the per-label validation log-loss averaged over the labels; ``None`` where the head
+    had too few items to cross-validate."""
+    if task == "classification":
+        scores = info.get("cv_neg_log_loss")
+        return float(max(scores)) if scores else None
+    if task == "regression":
+        return float(info["cv_r2"])
+    losses = [min(e["cv_log_loss"]) for e in info["labels"] if "cv_log_loss" in e]
+    return -float(np.mean(losses)) if losses else None
+
+
+_CV_METRIC = {"classification": "mean validation log-likelihood (stratified 5-fold)",
+              "regression": "R² (leave-one-out)",
+              "multi-label": "minus the mean per-label validation log-loss (stratified 5-fold)"}
 
 
 @BASELINES.register("tfidf-logreg", modality="text", tasks=ALL_TASKS, names={"regression": "tfidf-ridge"},
-                    summary="TF-IDF of word 1-2-grams + logistic regression (ridge for regression), "
+                    summary="TF-IDF of word 1-2-grams, plus character 2-5-grams where cross-validation on the "
+                            "training items prefers them, + logistic regression (ridge for regression), "
                             "regularisation by cross-validation")
 def tfidf_logreg(train: Dataset, y: np.ndarray, test: Dataset, seed: int,
                  task: str = "classification", class_weight: np.ndarray | None = None) -> tuple[np.ndarray, dict]:
-    from sklearn.feature_extraction.text import TfidfVectorizer
+    """The text control, on whichever feature set scores better by cross-validation on ``train``.
 
-    vec = TfidfVectorizer(sublinear_tf=True, ngram_range=(1, 2), min_df=2 if len(train) >= 50 else 1,
-                          max_features=200_000, dtype=np.float32)
-    try:
-        Xtr = vec.fit_transform(train.inputs)
-    except ValueError:  # no term occurs twice (single words, ids): keep every term rather than fail
-        vec.set_params(min_df=1)
-        Xtr = vec.fit_transform(train.inputs)
-    out, info = _linear(task, Xtr, y, vec.transform(test.inputs), seed, Cs=(1.0, 10.0, 100.0, 1000.0), scale=False,
-                        class_weight=class_weight)
-    info["vocabulary"] = len(vec.vocabulary_)
-    return out, info
+    Word n-grams alone make a straw man of short texts: an unseen single word shares no term
+    with any training word, and the control predicts the mean (measured on the VADER lexicon:
+    RMSE 1.703, the mean's, against 1.36 with character n-grams).  Both candidate sets go through
+    the task's head with the same folds, and the better best-CV score wins (ties, or too few
+    items to cross-validate: words alone, the simpler set).  ``test`` is only transformed, never
+    consulted.  ``info["features"]`` names the set used, ``info["feature_selection"]`` holds
+    both scores."""
+    from scipy.sparse import hstack
+
+    texts = [str(x) for x in train.inputs]
+    words, Xw = _tfidf(texts, ngram_range=(1, 2), max_features=200_000)
+    chars, Xc = _tfidf([t[:CHAR_PREFIX] for t in texts], analyzer="char_wb", ngram_range=(2, 5),
+                       max_features=CHAR_FEATURES)
+    options = {"Cs": (1.0, 10.0, 100.0, 1000.0), "scale": False, "class_weight": class_weight}
+    heads = {WORDS: _head(task, Xw, y, seed, **options),
+             WORDS_CHARS: _head(task, hstack([Xw, Xc], format="csr"), y, seed, **options)}
+    scores = {name: _cv_score(task, info) for name, (_, info) in heads.items()}
+    better = scores[WORDS] is not None and scores[WORDS_CHARS] is not None and scores[WORDS_CHARS] > scores[WORDS]
+    chosen = WORDS_CHARS if better else WORDS
+    test_texts = [str(x) for x in test.inputs]
+    Xte = words.transform(test_texts)
+    if chosen == WORDS_CHARS:
+        Xte = hstack([Xte, chars.transform([t[:CHAR_PREFIX] for t in test_texts])], format="csr")
+    outputs, info = heads[chosen]
+    info = {**info, "features": chosen, "vocabulary": int(Xte.shape[1]),
+            "feature_selection": {"metric": _CV_METRIC[task], "scores": scores,
+                                  "rule": "the better best-CV score on the training items; ties and "
+                                          "scores missing (too few items): word n-grams alone",
+                                  "vocabulary": {"words": len(words.vocabulary_), "chars": len(chars.vocabulary_)},
+                                  "char_prefix": CHAR_PREFIX}}
+    return outputs(Xte), info
 
 
 def _pixels(ds: Dataset, side: int) -> np.ndarray:
