@@ -251,7 +251,9 @@ def test_cli_class_weight_reaches_the_probe_the_controls_and_the_report(tiny_tex
     metrics = json.loads((out / "metrics.json").read_text())
     weights = metrics["strategy"]["fit"]["class_weight"]  # [ham, spam] on the 80% training part
     assert weights[1] > 1 > weights[0]
-    assert "tfidf-logreg" in metrics["controls"] and len(seen) == 1 and list(seen[0]) == pytest.approx(weights)
+    # the control fits both of its candidate feature sets (words; words + characters), each weighted
+    assert "tfidf-logreg" in metrics["controls"] and len(seen) == 2
+    assert all(list(s) == pytest.approx(weights) for s in seen)
     counts = json.loads((out / "validation.json").read_text())["counts"]
     html = (out / "report.html").read_text()
     assert "Class distribution" in html and f"{counts['train']['classes']['spam']} (" in html
