@@ -138,7 +138,8 @@ class FitConfig:
         columns = self.label_columns
         if not columns or len(set(columns)) != len(columns):
             raise UserInputError(f"label_column must name one column or several distinct ones, got "
-                                 f"{self.label_column!r}", hint='e.g. --label-column label, or --label-column topic,stars')
+                                 f"{self.label_column!r}",
+                                 hint="e.g. --label-column label, or --label-column topic,stars")
         by_column = self.tasks_by_column()  # checks the task names
         if len(columns) == 1:  # "label=regression" for one column is plain "regression"
             object.__setattr__(self, "task", by_column[columns[0]])
