@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import numpy as np
 
-
 #: The smallest scale of a feature, as a share of the median feature scale (see fit_scaler).
 SCALE_FLOOR = 0.1
 
