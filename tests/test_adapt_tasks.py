@@ -173,8 +173,10 @@ def test_fit_with_a_target_reports_source_only_on_the_primary_metric(name, task,
     tgt = _write(tmp_path / "tgt.jsonl", t_texts)
     test = _write(tmp_path / "test.jsonl", t_texts, labels(t_texts, t_kinds))
     params = {} if name == "adabn" else {"steps": 40, "trade_off": 1.0}
-    model = tk.fit(data=str(src), test=str(test), target_unlabelled=str(tgt), model=str(tiny_text_dir),
-                   strategy=name, strategy_params=params, task=task, out=str(tmp_path / "run"), log=None)
+    cfg = tk.FitConfig.from_dict({"data": str(src), "test": str(test), "target_unlabelled": str(tgt),
+                                  "model": str(tiny_text_dir), "strategy": name, "strategy_params": params,
+                                  "task": task, "out": str(tmp_path / "run")})
+    model = tk.fit(cfg, log=None)
     d = model.metrics["domain"]
     key = "rmse" if task == "regression" else "micro_f1"
     assert d["adaptation_metric"] == key and key in d["source_only"]

@@ -221,7 +221,7 @@ def _domain(d: dict, metrics: dict) -> dict[str, Any] | None:
             "explanation": d.get("adaptation_explanation", ""), "source_only": _metrics(so),
             "adapted": _metrics(metrics["test"]), "strategy": (metrics.get("run") or {}).get("strategy"),
             "gain": d["adaptation_gain"], "gain_ci": d.get("adaptation_gain_ci"),
-            "per_class": _per_class_rows(so, list((so.get("per_class") or {}).keys()))}
+            "per_class": _per_class_rows(so, list((so.get("per_class") or {}).keys())), "metric": None}
         key = d.get("adaptation_metric")
         if key:  # regression, multi-label: the task's primary metric in its own units, not percentages
             test = metrics.get("test") or {}
