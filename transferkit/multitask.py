@@ -58,15 +58,12 @@ def fit(config: FitConfig | None = None, *, train: Dataset | None = None, test: 
         log=_stderr, progress: bool | None = None, **overrides: Any):
     """The front door of ``transferkit.fit``: one label column -> :func:`transferkit.pipeline.fit`
     (a :class:`TransferModel`); several -> :func:`fit_multitask` (a :class:`MultiTaskModel`)."""
-    if isinstance(train, (str, os.PathLike)):  # a path given as train=/test= is the config's data/test
-        overrides["data"], train = train, None
-    if isinstance(test, (str, os.PathLike)):
-        overrides["test"], test = test, None
-    merged = FitConfig.from_dict({**(config.to_dict() if config else {}),
+    paths = {k: v for k, v in (("data", train), ("test", test)) if isinstance(v, (str, os.PathLike))}
+    merged = FitConfig.from_dict({**(config.to_dict() if config else {}), **paths,
                                   **{k: v for k, v in overrides.items() if k in FitConfig.__dataclass_fields__}})
     if len(merged.label_columns) == 1:
         return fit_one(config, train=train, test=test, log=log, progress=progress, **overrides)
-    if train is not None or test is not None:
+    if (train is not None and "data" not in paths) or (test is not None and "test" not in paths):
         raise UserInputError("several label columns are read from a table: pass data= (and test=) as paths",
                              hint="an in-memory Dataset holds one task's labels; fit it once per column")
     return fit_multitask(merged, log=log, progress=progress)
