@@ -257,3 +257,28 @@ def test_cli_class_weight_reaches_the_probe_the_controls_and_the_report(tiny_tex
     counts = json.loads((out / "validation.json").read_text())["counts"]
     html = (out / "report.html").read_text()
     assert "Class distribution" in html and f"{counts['train']['classes']['spam']} (" in html
+
+
+def test_the_classical_control_of_a_multi_label_run_gets_the_label_weights(monkeypatch):
+    """``balanced`` on a multi-label run reaches the classical control as per-label positive
+    weights (an unweighted control next to a weighted transfer model would be a straw man)."""
+    import numpy as np
+
+    from transferkit import controls, evidence
+    from transferkit.data import Dataset
+
+    seen = {}
+
+    def fake_fit_linear(task, X, y, **kw):
+        seen["class_weight"] = kw.get("class_weight")
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(controls, "fit_linear", fake_fit_linear)
+    labels = [("a",)] * 18 + [("a", "b")] * 2
+    train = Dataset(modality="image", inputs=[np.full((8, 8), i, dtype=np.uint8) for i in range(20)], labels=labels,
+                    task="multi-label")
+    y = np.array([[1, 0]] * 18 + [[1, 1]] * 2)
+    with pytest.raises(RuntimeError, match="stop here"):
+        controls.pixels_logreg(train, y, train, 0, task="multi-label",
+                               class_weight=evidence.class_weights("balanced", y, ["a", "b"]))
+    assert seen["class_weight"].tolist() == [1.0, 9.0]

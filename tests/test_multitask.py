@@ -50,6 +50,8 @@ def test_probe_fits_a_head_per_column_with_controls_and_verdicts(probe_run):
         assert key in t["test"] and t["control"]["name"] and t["verdict"] in ("helped", "no-difference", "hurt")
         assert t["n_test"] == m["n_test"]  # one split of the items serves every column
     assert "mean" in m["tasks"]["size"]["controls"]  # the regression column's own controls
+    # the text control says which features it chose (by cross-validation on the training part)
+    assert m["tasks"]["label"]["controls"]["tfidf-logreg"]["features"].startswith("word 1-2-grams")
     report = (d / "run" / "report.html").read_text()
     for column in ("label", "size", "topics"):
         assert f'<a href="tasks/{column}/report.html">' in report

@@ -63,14 +63,15 @@ def _head(task: str, Xtr, y: np.ndarray, seed: int, *, Cs: tuple[float, ...], sc
     """The task's linear head on classical features ``Xtr (N, D)`` (dense, or sparse with
     ``scale=False``): classification the logistic regression as before tasks existed (``Cs`` by
     CV, each class weighted by ``class_weight (C,)`` if given), regression ridge (its own alpha
-    grid by CV), multi-label one logistic regression per label (``Cs`` by CV) with thresholds in
-    ``info["thresholds"]``.  Returns ``(outputs, info)``: ``outputs(X (M, D))`` gives the task's
-    outputs on other items."""
+    grid by CV), multi-label one logistic regression per label (``Cs`` by CV; each label's
+    positives weighted by ``class_weight (L,)`` if given) with thresholds in ``info["thresholds"]``.
+    Returns ``(outputs, info)``: ``outputs(X (M, D))`` gives the task's outputs on other items."""
     if task == "classification":
         W, b, info = fit_logistic(Xtr, y, Cs=Cs, cv=5, max_iter=max_iter, seed=seed, scale=scale,
                                   class_weight=class_weight)
         return (lambda X: softmax(np.asarray(X @ W.T) + b)), info
-    options: dict[str, Any] = {} if task == "regression" else {"Cs": Cs, "cv": 5, "max_iter": max_iter}
+    options: dict[str, Any] = {} if task == "regression" else {"Cs": Cs, "cv": 5, "max_iter": max_iter,
+                                                               "class_weight": class_weight}
     fit = fit_linear(task, Xtr, y, seed=seed, scale=scale, **options)
     info = dict(fit.info)
     if fit.thresholds is not None:

@@ -83,14 +83,15 @@ def run_controls(strategy: Strategy, backbone: Backbone, train: Dataset | None, 
     # the strategy's class_weight, for its classical control too: an unweighted control on
     # imbalanced classes would be a straw man (the random-init clone carries the option itself)
     spec = getattr(strategy, "class_weight", None)
-    weights = class_weights(spec, y, list(strategy.classes_)) if task == "classification" else None
+    weights = class_weights(spec, y, list(strategy.classes_)) if task != "regression" else None
     extra = {} if weights is None else {"class_weight": weights}
     for name in baselines_for(train.modality, task):
         shown = control_name(name, task)
         say("control: the training mean for every item …" if name == "mean"
             else f"control: classical baseline {shown} …")
         values, info = BASELINES.get(name)(train, y, test, cfg.seed, task=task, **extra)
-        out[shown] = Outputs(values, info.get("thresholds"))
+        about = {k: info[k] for k in ("features", "feature_selection") if k in info}
+        out[shown] = Outputs(values, info.get("thresholds"), about or None)
     return out
 
 

@@ -310,8 +310,8 @@ def controls_stage(cfg: FitConfig, splits: Splits, strategy: Strategy, backbone:
     classes = strategy.classes_
     v = task.verdict(y_test, Outputs(outputs, strategy.thresholds_), controls,
                      n_boot=max(cfg.n_boot, 2000), seed=cfg.seed)
-    return {"controls": {name: task.metrics(y_test, o.values, classes, thresholds=o.thresholds, n_boot=cfg.n_boot,
-                                            seed=cfg.seed)
+    return {"controls": {name: {**task.metrics(y_test, o.values, classes, thresholds=o.thresholds, n_boot=cfg.n_boot,
+                                               seed=cfg.seed), **(o.about or {})}
                          for name, o in controls.items()},
             "control": v["control"], "controls_gain": v["controls"], "transfer_gain": v["transfer_gain"],
             "transfer_gain_ci": v["transfer_gain_ci"], "verdict": v["verdict"],

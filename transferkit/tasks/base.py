@@ -31,10 +31,13 @@ class Outputs(NamedTuple):
         values: classification ``(N, C)`` probabilities; regression ``(N,)`` values in the
             target's units; multi-label ``(N, L)`` per-label probabilities.
         thresholds: multi-label ``(L,)`` decision thresholds (None: 0.5 for every label).
+        about: what the report says of how the model was made (a control's chosen features:
+            ``{"features": "word 1-2-grams + char 2-5-grams"}``); ``None``: nothing.
     """
 
     values: np.ndarray
     thresholds: np.ndarray | None = None
+    about: dict | None = None
 
 
 def get_task(name: str) -> "Task":
