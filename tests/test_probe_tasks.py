@@ -146,8 +146,12 @@ def test_fit_refuses_targets_with_nothing_to_learn():
         LinearProbe(**FAST).fit(one, ctx)
 
 
-def test_adabn_is_classification_only_although_it_is_a_probe():
-    """AdaBN subclasses the probe but its head is the classification one: it must not inherit
-    the probe's tasks."""
-    with pytest.raises(UserInputError, match="strategy 'adabn' handles classification; for regression use: "):
-        get_strategy("adabn").fit(digit_values(20), pixel_context())
+def test_adabn_weighs_the_labels_of_a_multi_label_task_as_the_probe_does():
+    """AdaBN fits the probe's head of the task; class_weight reaches it (per-label positives)."""
+    data = digit_pairs(60)
+    plain = get_strategy("adabn").fit(data, pixel_context())
+    weighted = get_strategy("adabn", {"class_weight": "balanced"}).fit(data, pixel_context())
+    assert plain.task_ == weighted.task_ == "multi-label"
+    assert not np.allclose(plain.head_weight_, weighted.head_weight_)
+
+

@@ -64,7 +64,7 @@ class AdaBNProbe(LinearProbe):
                                             class_weight=weights)
         else:  # the probe's head of the task, fitted on the source's own statistics
             options = {} if self.task_ == "regression" else {"Cs": self.Cs, "cv": self.cv, "max_iter": self.max_iter}
-            fit = fit_linear(self.task_, X, y, seed=ctx.seed, **options)
+            fit = fit_linear(self.task_, X, y, seed=ctx.seed, class_weight=weights, **options)
             W, b, self.info_ = np.asarray(fit.W, np.float64), np.asarray(fit.b, np.float64), dict(fit.info)
             if self.task_ == "multi-label":
                 self.thresholds_ = np.asarray(fit.thresholds, dtype=np.float32)
