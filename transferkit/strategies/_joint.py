@@ -17,6 +17,7 @@ from ..data.dataset import Dataset
 from ..errors import UserInputError
 from ..tasks import get_task
 from ._task_head import HeadRun, make_task_head
+from .base import task_classes
 from .probe import task_class_weights
 
 
@@ -70,31 +71,6 @@ def check_joint_data(datasets: dict[str, Any]) -> None:
             raise UserInputError(f"the data of task {k!r} does not hold the items of task {keys[0]!r} in the same "
                                  "order: a joint fit trains one backbone on the same items, each with one label per "
                                  "task", hint="build every task's Dataset from the same rows")
-
-
-def task_classes(key: str, data: Any) -> list[str]:
-    """The classes of ``data``'s task (labels for multi-label, ``[]`` for regression), checked as
-    :meth:`Strategy.fit` checks a single task's.
-
-    Raises:
-        UserInputError: fewer than two classes (labels), or a constant regression target.
-    """
-    where = f" (task {key!r})" if key else ""
-    if data.task == "classification":
-        classes = sorted(set(data.labels))
-        if len(classes) < 2:
-            raise UserInputError(f"need at least two classes to train a classifier{where}")
-    elif data.task == "multi-label":
-        classes = list(data.classes)
-        if len(classes) < 2:
-            raise UserInputError(f"multi-label training data{where} names only the label {classes}: every item has "
-                                 "it, so there is nothing to learn", hint="use data with at least two labels")
-    else:
-        classes = []
-        if len({float(v) for v in data.labels}) < 2:
-            raise UserInputError(f"the regression target{where} is the same for every training item: nothing to "
-                                 "learn", hint="check the label column")
-    return classes
 
 
 def joint_class_weight(spec: Any, task: str, classes: list[str], every_class: set[str]) -> Any:

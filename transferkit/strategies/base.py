@@ -174,20 +174,7 @@ class Strategy(ABC):
             raise UserInputError(f"strategy {self.name!r} needs labelled training data")
         task = train.task
         self.check_task(task)
-        if task == "classification":
-            classes = sorted(set(train.labels))
-            if len(classes) < 2:
-                raise UserInputError("need at least two classes to train a classifier")
-        elif task == "multi-label":
-            classes = list(train.classes)
-            if len(classes) < 2:
-                raise UserInputError(f"multi-label training data names only the label {classes}: every item has "
-                                     "it, so there is nothing to learn", hint="use data with at least two labels")
-        else:
-            classes = []
-            if len({float(v) for v in train.labels}) < 2:
-                raise UserInputError("the regression target is the same for every training item: nothing to learn",
-                                     hint="check the label column")
+        classes = task_classes("", train)
         self.task_, self.classes_, self.thresholds_ = task, classes, None
         y = get_task(task).encode(list(train.labels), classes)
         self._fit(train, y, ctx)
@@ -323,3 +310,28 @@ class Strategy(ABC):
             UserInputError: a strategy whose prediction is not a head on backbone features.
         """
         raise UserInputError(f"strategy {self.name!r} has no head on backbone features to explain or export")
+
+
+def task_classes(key: str, data: Dataset) -> list[str]:
+    """The classes of ``data``'s task (labels for multi-label, ``[]`` for regression), refusing data
+    with nothing to learn; ``key`` names the task in messages (a joint fit's label column).
+
+    Raises:
+        UserInputError: fewer than two classes (labels), or a constant regression target.
+    """
+    where = f" (task {key!r})" if key else ""
+    if data.task == "classification":
+        classes = sorted(set(data.labels))
+        if len(classes) < 2:
+            raise UserInputError(f"need at least two classes to train a classifier{where}")
+    elif data.task == "multi-label":
+        classes = list(data.classes)
+        if len(classes) < 2:
+            raise UserInputError(f"multi-label training data{where} names only the label {classes}: every item has "
+                                 "it, so there is nothing to learn", hint="use data with at least two labels")
+    else:
+        classes = []
+        if len({float(v) for v in data.labels}) < 2:
+            raise UserInputError(f"the regression target{where} is the same for every training item: nothing to "
+                                 "learn", hint="check the label column")
+    return classes
