@@ -105,3 +105,18 @@ def test_predict_backend_onnx_gives_torchs_predictions(task, tiny_text_dir, tmp_
         assert len(cols) == 3
         assert max(abs(float(x[k]) - float(y[k])) for x, y in zip(ra, rb) for k in cols) < 1e-4
     assert json.loads((out / "model_card.json").read_text())["export"]["task"] == task
+
+
+@pytest.mark.parametrize("strategy", ["finetune", "lora"])
+def test_a_fine_tuned_regression_run_exports_with_its_trained_backbone(strategy, tiny_text_dir, tmp_path):
+    """The fine-tuning family's regression head (scaling folded into it) and its trained backbone
+    (lora: merged) are what the graph computes: values in the target's units, as PyTorch gives."""
+    data = _counted_mail(tmp_path / "counts.csv")
+    out = tmp_path / strategy
+    model = _fit(data, tiny_text_dir, out, label_column="target", task="regression", strategy=strategy,
+                 strategy_params={"max_steps": 4, "batch_size": 8})
+    entry = export_onnx(out, log=lambda m: None)
+    assert entry["task"] == "regression" and entry["parity"]["max_abs_diff"] < 1e-4
+    texts = ["cash cash cash meeting", "agenda report notes", "cash"]
+    np.testing.assert_allclose(tk.load(out, backend="onnx").predict_outputs(texts), model.predict_outputs(texts),
+                               atol=1e-4)
