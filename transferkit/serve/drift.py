@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from ..scores.domain import mmd
-from .prediction_drift import PredictionDrift
+from .prediction_drift import PredictionDrift, ring_rows
 
 
 class DriftMonitor:
@@ -94,9 +94,7 @@ class DriftMonitor:
     def recent(self) -> np.ndarray:
         """The window's items ``(min(n, window), D)``, oldest first."""
         with self._lock:
-            n = min(self._n, self.window)
-            start = self._n % self.window if self._n >= self.window else 0
-            return np.roll(self._buf, -start, axis=0)[:n].copy()
+            return ring_rows(self._buf, self._n, self.window)
 
     def test_now(self) -> dict[str, Any]:
         """Run the tests on the current windows (the background thread calls this); returns the

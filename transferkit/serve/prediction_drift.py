@@ -61,6 +61,14 @@ def _decide_labels(out: np.ndarray, thresholds: np.ndarray | None) -> np.ndarray
     return out >= t
 
 
+def ring_rows(buf: np.ndarray, written: int, window: int) -> np.ndarray:
+    """The rows of a ring buffer ``buf (window, ...)`` after ``written`` rows in all, oldest
+    first: ``(min(written, window), ...)``, a copy."""
+    n = min(written, window)
+    start = written % window if written >= window else 0
+    return np.roll(buf, -start, axis=0)[:n].copy()
+
+
 class PredictionDrift:
     """A window of recent predictions and the task's test against the test-set predictions.
 
@@ -113,9 +121,7 @@ class PredictionDrift:
     def recent(self) -> np.ndarray:
         """The window's rows, oldest first: ``(k, 1)`` class indices or values, ``(k, L)`` 0/1."""
         with self._lock:
-            n = min(self._n, self.window)
-            start = self._n % self.window if self._n >= self.window else 0
-            return np.roll(self._buf, -start, axis=0)[:n].copy()
+            return ring_rows(self._buf, self._n, self.window)
 
     def test_now(self) -> dict[str, Any]:
         """Test the current window (needs ``min_items``); returns the state."""
