@@ -215,7 +215,7 @@ def _fit(cfg: FitConfig, say, progress: bool | None, run: RunDir | None) -> Mult
         "lineage": {"command": "fit"}, "seed": cfg.seed, "versions": versions()}
     out = MultiTaskModel(models, metrics, card)
     if run is not None:
-        out.card = distributed.on_main(lambda: _write(run, cfg, out, splits, report))
+        out.card = distributed.on_main(lambda: _write(run, cfg, out, splits, column_cfgs, report))
         out.run_dir = run.path
     for c in columns:
         m, task = models[c].metrics, get_task(tasks[c])
@@ -365,23 +365,18 @@ def _top_metrics(cfg: FitConfig, columns: list[str], tasks: dict[str, str], spli
 
 
 def _write(run: RunDir, cfg: FitConfig, out: MultiTaskModel, splits: dict[str, Splits],
-           report: ValidationReport) -> dict[str, Any]:
-    """Each column's complete run under ``tasks/``, then the whole run's files, its card last."""
+           column_cfgs: dict[str, FitConfig], report: ValidationReport) -> dict[str, Any]:
+    """Each column's complete run under ``tasks/`` (``column_cfgs[c].out``), then the whole run's
+    files, its card last."""
     run.begin()
     for c, model in out.models.items():
-        write_stage(RunDir(model_out(run, out.card, c)), cfg.replace(label_column=c, task=model.task,
-                                                                    out=str(model_out(run, out.card, c))),
-                    model, splits[c])
+        write_stage(RunDir(column_cfgs[c].out), column_cfgs[c], model, splits[c])
     run.write_config(cfg.to_dict())
     run.write_json("metrics.json", out.metrics)
     run.write_json("validation.json", report.to_dict())
     run.write_json("skipped.json", report.skipped)
     run.write_text("report.html", render_multitask_report(out.metrics, card=out.card))
     return run.write_card(out.card)
-
-
-def model_out(run: RunDir, card: dict[str, Any], column: str) -> Path:
-    return run.path / card["multi_task"][column]["dir"]
 
 
 # ----- a written multi-task run ---------------------------------------------------------------
