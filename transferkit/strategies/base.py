@@ -262,6 +262,14 @@ class Strategy(ABC):
         a copy of ``info_``, which a strategy fills while fitting."""
         return dict(getattr(self, "info_", {}))
 
+    def validation_items(self) -> np.ndarray | None:
+        """Indices ``(V,)`` into the training set given to :meth:`fit` of the items the fit held out
+        for validation (early stopping may have read them; no gradient step did), or ``None`` for a
+        fit that held nothing out.  The pipeline's model selection scores every candidate on
+        exactly these items when the strategy is too costly to cross-validate (fine-tuning)."""
+        idx = getattr(self, "validation_idx_", None)
+        return None if idx is None else np.asarray(idx, dtype=np.int64)
+
     # ----- optional abilities: declared here with their defaults, overridden where they apply ----
     # an optional hook with an empty default, not an abstract method
     def check_labels(self, data: Dataset) -> None:  # noqa: B027
