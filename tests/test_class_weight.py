@@ -230,7 +230,7 @@ def test_report_shows_the_class_distribution_of_each_split():
 def test_cli_class_weight_reaches_the_probe_the_controls_and_the_report(tiny_text_dir, tmp_path, monkeypatch):
     """``--class-weight balanced`` end to end: the run's config keeps it, the probe and the
     TF-IDF control are fitted with it, and the report shows the class distribution."""
-    from transferkit import controls
+    from transferkit import classical
     from transferkit.cli import main
 
     seen = []
@@ -239,7 +239,7 @@ def test_cli_class_weight_reaches_the_probe_the_controls_and_the_report(tiny_tex
         seen.append(kw.get("class_weight"))
         return fit_logistic(*args, **kw)
 
-    monkeypatch.setattr(controls, "fit_logistic", spy)
+    monkeypatch.setattr(classical, "fit_logistic", spy)
 
     train, _ = ham_and_spam(40, 8, 0)
     data = tmp_path / "mail.jsonl"
@@ -264,7 +264,7 @@ def test_the_classical_control_of_a_multi_label_run_gets_the_label_weights(monke
     weights (an unweighted control next to a weighted transfer model would be a straw man)."""
     import numpy as np
 
-    from transferkit import controls, evidence
+    from transferkit import classical, controls, evidence
     from transferkit.data import Dataset
 
     seen = {}
@@ -273,7 +273,7 @@ def test_the_classical_control_of_a_multi_label_run_gets_the_label_weights(monke
         seen["class_weight"] = kw.get("class_weight")
         raise RuntimeError("stop here")
 
-    monkeypatch.setattr(controls, "fit_linear", fake_fit_linear)
+    monkeypatch.setattr(classical, "fit_linear", fake_fit_linear)
     labels = [("a",)] * 18 + [("a", "b")] * 2
     train = Dataset(modality="image", inputs=[np.full((8, 8), i, dtype=np.uint8) for i in range(20)], labels=labels,
                     task="multi-label")

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from transferkit.controls import BASELINES, WORDS, WORDS_CHARS, tfidf_logreg
+from transferkit.classical import WORDS, WORDS_CHARS
+from transferkit.controls import BASELINES, tfidf_logreg
 from transferkit.data import Dataset
 from transferkit.tasks import get_task
 

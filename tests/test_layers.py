@@ -16,7 +16,7 @@ LAYERS: list[list[str]] = [
     ["errors", "_registry", "_files", "_memory", "_studies"],
     ["data", "scores", "alignment", "evaluation", "config", "tasks"],
     ["backbones"],
-    ["features", "onnx_runtime", "training"],
+    ["features", "onnx_runtime", "training", "classical"],
     ["strategies", "controls", "model", "evidence"],
     ["report"],
     ["runs", "ranking", "auto"],

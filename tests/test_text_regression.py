@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from transferkit.cli import main
-from transferkit.controls import BASELINES, WORDS, WORDS_CHARS
+from transferkit.classical import WORDS, WORDS_CHARS
+from transferkit.controls import BASELINES
 
 from task_data import word_sentiment
 
