@@ -18,6 +18,7 @@ teacher's own test split.
 """
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -25,9 +26,11 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from .backbones import get_backbone
 from .data.dataset import Dataset
+from .distill_set import build_set
 from .errors import UserInputError, shown
 from .evaluation import classification_metrics
 from .model import TransferModel
@@ -37,51 +40,134 @@ from .runs import RunDir, load, now_iso, recreate_splits, versions
 from .runs.loading import remember_user_backbone
 from .strategies.base import TransferContext
 from .strategies.finetune import FineTune
+from .training.loop import isolated_rng
+
+# Defaults, chosen by measurement (benchmarks/bench_distill.py: spam, minilm-l6 probe teacher).
+TEMPERATURE = 2.0
+ALPHA = 0.5
+LR = 5e-5
+STEPS = 300  # optimizer steps whatever the data size: a few epochs of a few hundred items trained too little
+TEXT_VIEWS = 2
+FEATURE_WEIGHT = 1.0
 
 
 class Distillation(FineTune):
     """Fine-tuning on a teacher's soft labels (see the module docstring).
 
     Args:
-        teacher_proba: ``(teacher items' content hash) -> (C,) probabilities``, in the class
-            order of the labels (sorted class names); every training item must have one.
+        teacher_proba: ``(item's content hash) -> (C,) probabilities``, in the class order of
+            the labels (sorted class names); every training item must have one.
         temperature: T >= 1 softens both distributions.
-        alpha: weight of the hard-label cross-entropy (0: soft labels only).
-        **params: :class:`FineTune` options (epochs, lr, batch_size, unfreeze...).
+        alpha: weight of the hard-label cross-entropy (0: soft labels only); it applies to the
+            labelled items only (each item's share of a batch's loss).
+        unlabelled: ``(content hash) -> content hash of the labelled item it was made from``
+            (a text view) or ``None`` (an unlabelled item); their labels are the teacher's
+            choice, never trained on, and views of validation items are not trained on either.
+        teacher_features: ``(content hash) -> (D_t,)`` teacher pooled features, for the
+            feature-matching term.
+        feature_weight: weight of ``1 - cos(P f_s, f_t)``, the cosine distance between the
+            student's pooled features ``f_s (D_s,)`` through a learned projection ``P`` (the
+            identity at start where ``D_s == D_t``) and the teacher's ``f_t``; 0: none.
+        **params: :class:`FineTune` options (epochs, max_steps, lr, batch_size, unfreeze...).
     """
 
     name = "finetune"  # the student is stored and reloaded as a fine-tuned run
     tasks = ("classification",)  # soft labels are class probabilities: its loss is classification's
 
     def __init__(self, *, teacher_proba: dict[str, np.ndarray], temperature: float = 2.0, alpha: float = 0.5,
+                 unlabelled: dict[str, str | None] | None = None,
+                 teacher_features: dict[str, np.ndarray] | None = None, feature_weight: float = 0.0,
                  **params: Any):
         super().__init__(**params)
         if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or temperature < 1:
-            raise UserInputError(f"temperature must be a number >= 1, got {temperature!r}")
+            raise UserInputError(f"temperature must be a number >= 1, got {temperature!r}",
+                                 hint="1 uses the teacher's probabilities as they are; 2 to 4 soften them")
         if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 <= alpha <= 1:
-            raise UserInputError(f"alpha must be in [0, 1], got {alpha!r}")
+            raise UserInputError(f"alpha must be in [0, 1], got {alpha!r}",
+                                 hint="0: the teacher's soft labels only; 1: the true labels only")
+        if isinstance(feature_weight, bool) or not isinstance(feature_weight, (int, float)) or feature_weight < 0:
+            raise UserInputError(f"feature weight must be a number >= 0, got {feature_weight!r}",
+                                 hint="0 turns feature matching off")
+        if feature_weight and teacher_features is None:
+            raise UserInputError("feature matching needs the teacher's features, and this teacher's prediction is "
+                                 "not a head on backbone features", hint="set the feature weight to 0")
         self.teacher_proba, self.temperature, self.alpha = teacher_proba, float(temperature), float(alpha)
+        self.unlabelled, self.teacher_features = unlabelled or {}, teacher_features
+        self.feature_weight = float(feature_weight)
+        self._soft = self._labelled = self._tfeat = self._proj = self._seen = None
+        self._hook = None
+
+    def _split(self, data: Dataset, ctx: TransferContext) -> tuple[list[int], list[int] | None]:
+        """The validation split of the labelled items, as without the others; then every
+        unlabelled item and every view of a training item (never one of a validation item)."""
+        hashes = data.content_hashes()
+        own = [i for i, h in enumerate(hashes) if h not in self.unlabelled]
+        if len(own) == len(data):
+            return super()._split(data, ctx)
+        fit, val = super()._split(data.subset(own), ctx)
+        if val is None:
+            return list(range(len(data))), None
+        val_hashes = {hashes[own[i]] for i in val}
+        rest = [i for i, h in enumerate(hashes) if h in self.unlabelled and self.unlabelled[h] not in val_hashes]
+        return [own[i] for i in fit] + rest, [own[i] for i in val]
 
     def _before_training(self, model, fit_ds: Dataset, val_ds: Dataset | None, ctx: TransferContext) -> None:
         super()._before_training(model, fit_ds, val_ds, ctx)
-        missing = [h for h in fit_ds.content_hashes() if h not in self.teacher_proba]
+        hashes = fit_ds.content_hashes()
+        missing = [h for h in hashes if h not in self.teacher_proba]
         if missing:
-            raise UserInputError(f"{len(missing)} training items have no teacher probabilities")
-        p = np.stack([self.teacher_proba[h] for h in fit_ds.content_hashes()]).astype(np.float64)
+            raise UserInputError(f"{len(missing)} training items have no teacher probabilities",
+                                 hint="give teacher_proba for every training item (distill computes them)")
+        p = np.stack([self.teacher_proba[h] for h in hashes]).astype(np.float64)
         soft = np.clip(p, 1e-12, 1.0) ** (1.0 / self.temperature)
         self._soft = torch.as_tensor(soft / soft.sum(1, keepdims=True), dtype=torch.float32)
+        self._labelled = torch.tensor([h not in self.unlabelled for h in hashes])
+        if not self.feature_weight:
+            return
+        self._tfeat = torch.as_tensor(np.stack([self.teacher_features[h] for h in hashes]), dtype=torch.float32)
+        d_s, d_t = ctx.backbone.num_features, self._tfeat.shape[1]
+        head = model["head"]
+        with isolated_rng(ctx.seed):
+            self._proj = nn.Linear(d_s, d_t).to(head.weight.device)
+        if d_s == d_t:  # the same width: start from "the student's features are the teacher's"
+            with torch.no_grad():
+                self._proj.weight.copy_(torch.eye(d_s))
+                self._proj.bias.zero_()
+        # The loss hook sees logits, not features: the head's input is kept as it goes in.
+        self._hook = head.register_forward_pre_hook(lambda _m, args: setattr(self, "_seen", args[0]))
+
+    def _param_groups(self, groups, chosen, heads, scratch=None):
+        out, rates = super()._param_groups(groups, chosen, heads, scratch)
+        if self._proj is not None:
+            out.append({"params": list(self._proj.parameters()), "lr": rates["head"], "weight_decay": 0.0,
+                        "name": "projection"})
+        return out, rates
 
     def _task_loss(self, logits: torch.Tensor, idx: np.ndarray, y: torch.Tensor) -> torch.Tensor:
         t = self.temperature
-        soft = self._soft[torch.as_tensor(idx)].to(logits.device)
-        kd = F.kl_div(F.log_softmax(logits / t, dim=1), soft, reduction="batchmean") * t * t
-        return self.alpha * super()._task_loss(logits, idx, y) + (1 - self.alpha) * kd
+        rows = torch.as_tensor(idx)
+        soft = self._soft[rows].to(logits.device)
+        loss = (1 - self.alpha) * F.kl_div(F.log_softmax(logits / t, dim=1), soft, reduction="batchmean") * t * t
+        labelled = None if self._labelled is None else self._labelled[rows]
+        if labelled is None or bool(labelled.all()):
+            loss = loss + self.alpha * super()._task_loss(logits, idx, y)
+        elif self.alpha and bool(labelled.any()):  # mean over the batch, 0 for the items without a label
+            m = labelled.to(logits.device)
+            ce = super()._task_loss(logits[m], idx[labelled.numpy()], y[m])
+            loss = loss + self.alpha * ce * m.float().mean()
+        if self._proj is not None and self._seen is not None:
+            f_t = self._tfeat[rows].to(logits.device)
+            cos = F.cosine_similarity(self._proj(self._seen.float()), f_t, dim=1)
+            loss = loss + self.feature_weight * (1 - cos).mean()
+        return loss
 
     def _fit(self, train_ds: Dataset, y: np.ndarray, ctx: TransferContext) -> None:
         try:
             super()._fit(train_ds, y, ctx)
         finally:
-            self._soft = None
+            if self._hook is not None:
+                self._hook.remove()
+            self._soft = self._labelled = self._tfeat = self._proj = self._seen = self._hook = None
 
 
 def default_student(teacher_backbone) -> str:
@@ -97,22 +183,41 @@ def _params(model) -> int:
     return sum(p.numel() for p in model.backbone.module.parameters())
 
 
-def _throughput(model, data: Dataset, repeats: int = 1) -> float:
+def _throughput(model, data: Dataset) -> float:
     """Items per second of ``model.predict_proba`` (no cache: the backbone runs)."""
     cache = model.feature_cache
     model.feature_cache = None
     try:
         t0 = time.perf_counter()
-        for _ in range(repeats):
-            model.predict_proba(data)
-        return repeats * len(data) / (time.perf_counter() - t0)
+        model.predict_proba(data)
+        return len(data) / (time.perf_counter() - t0)
     finally:
         model.feature_cache = cache
 
 
-def distill(run: str | Path, out: str | Path, *, student: str | None = None, temperature: float = 2.0,
-            alpha: float = 0.5, epochs: int = 3, lr: float = 5e-5, batch_size: int = 16, seed: int | None = None,
-            speed_items: int = 200, log=print, load_options: dict[str, Any] | None = None,
+def compare_speed(student, teacher, data: Dataset, repeats: int = 3) -> tuple[float, float]:
+    """``(student, teacher)`` items per second on the same items, measured in turns (student,
+    teacher, student, ...) and the best of ``repeats`` each: on a machine shared with other work,
+    a burst of load then slows both alike instead of whichever model ran during it."""
+    _throughput(student, data.subset(range(min(8, len(data)))))  # warm-up (first-call allocations)
+    _throughput(teacher, data.subset(range(min(8, len(data)))))
+    s, t = [], []
+    for _ in range(max(1, repeats)):
+        s.append(_throughput(student, data))
+        t.append(_throughput(teacher, data))
+    return max(s), max(t)
+
+
+def _check_count(name: str, value: Any, low: int, hint: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise UserInputError(f"{name} must be a whole number >= {low}, got {value!r}", hint=hint)
+
+
+def distill(run: str | Path, out: str | Path, *, student: str | None = None, temperature: float = TEMPERATURE,
+            alpha: float = ALPHA, steps: int | None = None, epochs: int | None = None, lr: float = LR,
+            batch_size: int = 16, seed: int | None = None, unlabelled: str | Path | None = None,
+            text_views: int | None = None, feature_weight: float = FEATURE_WEIGHT, speed_items: int = 200,
+            speed_repeats: int = 3, log=print, load_options: dict[str, Any] | None = None,
             **finetune: Any) -> dict[str, Any]:
     """Train a student on the teacher run's training split and compare the two on its test split.
 
@@ -121,22 +226,56 @@ def distill(run: str | Path, out: str | Path, *, student: str | None = None, tem
     report, and the drift reference its server monitors.
 
     Args:
+        steps: optimizer steps of training (default :data:`STEPS`; the number of epochs follows
+            from the number of items); ``epochs`` instead counts passes over the items.
+        unlabelled: a table or folder of items without labels: the student also learns the
+            teacher's soft labels on them (test items of the teacher's split are left out).
+        text_views: text teachers: views of each training item (random word windows, dropped
+            sentences) labelled by the teacher; default :data:`TEXT_VIEWS` for text, 0 otherwise.
+        feature_weight: weight of the feature-matching term (cosine distance between the
+            student's projected pooled features and the teacher's); 0: off.
+        speed_repeats: throughput is the best of this many turns of each model on ``speed_items``.
         load_options: passed to :func:`~transferkit.runs.load` for the teacher (``backbone``,
             ``trust_remote_code``, ``allow_pickle``).
+        **finetune: further :class:`FineTune` options (``val_fraction``, ``patience``, ...).
 
     Returns the comparison written to ``out/distillation.json``.
     """
     teacher_dir, student_dir = RunDir(run), RunDir(out)
     if student_dir.path.resolve() == teacher_dir.path.resolve():
         raise UserInputError("the student needs its own --out folder", hint="e.g. --out runs/spam-student")
+    if steps is not None and epochs is not None:
+        raise UserInputError("give the training length as --steps or as --epochs, not both",
+                             hint=f"steps (default {STEPS}) fit any data size; epochs count passes over the items")
+    if steps is not None:
+        _check_count("steps", steps, 1, f"e.g. --steps {STEPS}")
+    if epochs is not None:
+        _check_count("epochs", epochs, 1, "e.g. --epochs 10")
+    if text_views is not None:
+        _check_count("text views", text_views, 0, f"0 turns them off; {TEXT_VIEWS} is the default for text")
+    _check_count("speed items", speed_items, 1, "e.g. 200")
     with student_dir.lock():
         return _distill(teacher_dir, student_dir, student=student, temperature=temperature, alpha=alpha,
-                        epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, speed_items=speed_items, log=log,
-                        load_options=load_options or {}, finetune=finetune)
+                        steps=steps, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, unlabelled=unlabelled,
+                        text_views=text_views, feature_weight=feature_weight, speed_items=speed_items,
+                        speed_repeats=speed_repeats, log=log, load_options=load_options or {}, finetune=finetune)
 
 
-def _distill(teacher_dir: RunDir, out: RunDir, *, student, temperature, alpha, epochs, lr, batch_size, seed,
-             speed_items, log, load_options, finetune) -> dict[str, Any]:
+def _schedule(n_items: int, n_labelled: int, steps: int | None, epochs: int | None, batch_size: int,
+              finetune: dict[str, Any]) -> tuple[int, int | None]:
+    """``(epochs, max_steps)``: the passes that hold ``steps`` optimizer steps, and the cap at
+    ``steps`` (an epoch-based schedule: ``epochs``, no cap)."""
+    if epochs is not None:
+        return epochs, finetune.pop("max_steps", None)
+    steps = STEPS if steps is None else steps
+    held_out = int(round(finetune.get("val_fraction", 0.1) * n_labelled))
+    per_epoch = math.ceil(math.ceil(max(1, n_items - held_out) / batch_size) / finetune.get("grad_accum", 1))
+    return max(1, math.ceil(steps / per_epoch)), steps
+
+
+def _distill(teacher_dir: RunDir, out: RunDir, *, student, temperature, alpha, steps, epochs, lr, batch_size, seed,
+             unlabelled, text_views, feature_weight, speed_items, speed_repeats, log, load_options,
+             finetune) -> dict[str, Any]:
     run = teacher_dir.path
     teacher = load(run, **load_options)
     if teacher.task != "classification":
@@ -155,33 +294,45 @@ def _distill(teacher_dir: RunDir, out: RunDir, *, student, temperature, alpha, e
         try:
             opts["layer"] = int(layer)
         except ValueError:
-            raise UserInputError(f"student {name!r}: the part after @ must be a layer number") from None
+            raise UserInputError(f"student {name!r}: the part after @ must be a layer number",
+                                 hint="e.g. --student minilm-l6@3 (its first 3 blocks)") from None
     sbackbone = get_backbone(base, **opts)
     if sbackbone.modality != teacher.modality:
-        raise UserInputError(f"the student {name!r} takes {sbackbone.modality} data, the teacher {teacher.modality}")
+        raise UserInputError(f"the student {name!r} takes {sbackbone.modality} data, the teacher {teacher.modality}",
+                             hint=f"choose a {teacher.modality} backbone as --student")
     log(f"teacher: {teacher.card['backbone']['name']} + {teacher.card['strategy']['name']}; student: {name}")
-    log(f"teacher soft labels for {len(train_ds)} training items …")
-    p_train = teacher.predict_proba(train_ds)
-    soft = dict(zip(train_ds.content_hashes(), p_train))
-    strategy = Distillation(teacher_proba=soft, temperature=temperature, alpha=alpha, epochs=epochs, lr=lr,
-                            batch_size=batch_size, **finetune)
+    views = (TEXT_VIEWS if teacher.modality == "text" else 0) if text_views is None else text_views
+    dset = build_set(teacher, train_ds, test_ds, views=views, unlabelled=unlabelled, seed=seed, log=log)
+    hashes = dset.data.content_hashes()
+    features = None if dset.features is None else dict(zip(hashes, dset.features))
+    if feature_weight and features is None:
+        log("feature matching is off: this teacher's prediction is not a head on backbone features")
+        feature_weight = 0.0
+    n_epochs, max_steps = _schedule(len(dset.data), dset.n_labelled, steps, epochs, batch_size, finetune)
+    strategy = Distillation(teacher_proba=dict(zip(hashes, dset.proba)), temperature=temperature, alpha=alpha,
+                            unlabelled=dset.sources, teacher_features=features, feature_weight=feature_weight,
+                            epochs=n_epochs, max_steps=max_steps, lr=lr, batch_size=batch_size, **finetune)
     smodel = TransferModel(sbackbone, strategy, batch_size=cfg.batch_size)
     smodel.ctx.seed = seed
     t0 = time.perf_counter()
-    log(f"training the student ({epochs} epochs) …")
-    strategy.fit(train_ds, smodel.ctx)
+    log(f"training the student ({f'{max_steps} steps' if max_steps else f'{n_epochs} epochs'} on "
+        f"{len(dset.data)} items) …")
+    strategy.fit(dset.data, smodel.ctx)
     train_s = time.perf_counter() - t0
     if strategy.classes_ != teacher.classes:
-        raise UserInputError("the student's classes differ from the teacher's")
+        raise UserInputError("the student's classes differ from the teacher's",
+                             hint="the teacher's training split lacks a class: refit the teacher")
     y = np.array([teacher.classes.index(c) for c in test_ds.labels])
     p_teacher, p_student = teacher.predict_proba(test_ds), smodel.predict_proba(test_ds)
     m_teacher = classification_metrics(y, p_teacher, teacher.classes, n_boot=cfg.n_boot, seed=seed)
     m_student = classification_metrics(y, p_student, teacher.classes, n_boot=cfg.n_boot, seed=seed)
     speed_set = test_ds.subset(range(min(speed_items, len(test_ds))))
-    _throughput(smodel, speed_set.subset(range(min(8, len(speed_set)))))  # warm-up
-    sps, tps = _throughput(smodel, speed_set), _throughput(teacher, speed_set)
-    settings = {"student": name, "temperature": temperature, "alpha": alpha, "epochs": epochs, "lr": lr,
-                "batch_size": batch_size, "seed": seed, **finetune}
+    sps, tps = compare_speed(smodel, teacher, speed_set, speed_repeats)
+    fit_info = strategy.fit_info()
+    settings = {"student": name, "temperature": temperature, "alpha": alpha, "steps": max_steps, "epochs": n_epochs,
+                "steps_run": fit_info.get("steps"), "lr": lr, "batch_size": batch_size, "seed": seed,
+                "text_views": views, "unlabelled": None if unlabelled is None else str(unlabelled),
+                "feature_weight": feature_weight, **finetune}
     teacher_entry = {"run": str(run), "backbone": teacher.card["backbone"]["name"],
                      "strategy": teacher.card["strategy"]["name"], "parameters": _params(teacher),
                      "accuracy": m_teacher["accuracy"], "accuracy_ci": m_teacher["accuracy_ci"],
@@ -195,8 +346,9 @@ def _distill(teacher_dir: RunDir, out: RunDir, *, student, temperature, alpha, e
                     "weights_bytes": weights["bytes"], "train_s": train_s},
         "agreement": float((p_teacher.argmax(1) == p_student.argmax(1)).mean()),
         "speedup": sps / tps, "size_ratio": _params(smodel) / _params(teacher),
-        "settings": {k: settings[k] for k in ("temperature", "alpha", "epochs", "lr", "batch_size", "seed")},
-        "n_train": len(train_ds), "n_test": len(test_ds),
+        "settings": {k: v for k, v in settings.items() if k != "student"},
+        "n_train": len(train_ds), "n_test": len(test_ds), "distillation_items": dset.counts,
+        "speed": {"items": len(speed_set), "repeats": speed_repeats, "measure": "best of the turns, alternating"},
         "note": ("The teacher's weights file of a linear probe holds only its head (the backbone is the "
                  "published one), so weights_bytes compares artifacts, parameters compares models."),
     }
@@ -205,7 +357,7 @@ def _distill(teacher_dir: RunDir, out: RunDir, *, student, temperature, alpha, e
                        "backbone": name, "modality": teacher.modality, "seed": seed},
                "n_train": len(train_ds), "n_test": len(test_ds), "classes": strategy.classes_,
                "test": m_student, "controls": {"teacher": m_teacher},
-               "strategy": {"name": "finetune", "params": strategy.get_params(), "fit": strategy.fit_info()},
+               "strategy": {"name": "finetune", "params": strategy.get_params(), "fit": fit_info},
                "distillation": result,
                "notes": [f"Distilled from {shown(run)} ({teacher_entry['backbone']}, {teacher_entry['strategy']}) at "
                          f"temperature {temperature}, alpha {alpha}: the 'teacher' row is the teacher on the same "
