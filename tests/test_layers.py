@@ -20,7 +20,7 @@ LAYERS: list[list[str]] = [
     ["strategies", "controls", "model", "evidence"],
     ["report"],
     ["runs", "ranking", "auto"],
-    ["pipeline", "multitask", "predict", "export", "distill", "explain", "serve", "demo"],
+    ["pipeline", "multitask", "predict", "export", "distill", "distill_set", "explain", "serve", "demo"],
     ["cli", ""],  # "" is the package's own __init__
 ]
 

@@ -257,10 +257,17 @@ def build_parser() -> argparse.ArgumentParser:
     ds.add_argument("--student", help="NAME or NAME@K (the first K blocks; default: the teacher's backbone with "
                                       "half its blocks)")
     ds.add_argument("--out", required=True, help="the student's run directory")
-    ds.add_argument("--temperature", type=float, default=2.0, help="softens both distributions (default 2)")
-    ds.add_argument("--alpha", type=float, default=0.5, help="weight of the hard-label loss (default 0.5)")
-    ds.add_argument("--epochs", type=int, default=3)
-    ds.add_argument("--lr", type=float, default=5e-5)
+    ds.add_argument("--temperature", type=float, help="softens both distributions (default 2)")
+    ds.add_argument("--alpha", type=float, help="weight of the hard-label loss (default 0.5)")
+    ds.add_argument("--steps", type=int, help="optimizer steps of training (default 300, whatever the data size)")
+    ds.add_argument("--epochs", type=int, help="passes over the items instead of --steps")
+    ds.add_argument("--lr", type=float, help="learning rate of the student's top block (default 5e-5)")
+    ds.add_argument("--unlabelled", help="a table or folder of unlabelled items: the student also learns the "
+                                         "teacher's soft labels on them")
+    ds.add_argument("--text-views", type=int, help="text: teacher-labelled views of each training text (word "
+                                                   "windows, dropped sentences; default 2)")
+    ds.add_argument("--feature-weight", type=float, help="weight of matching the teacher's pooled features "
+                                                         "(default 1; 0: off)")
     ds.add_argument("--batch-size", type=int, default=16)
     ds.add_argument("--seed", type=int, help="default: the teacher run's")
     _add_load_options(ds)
@@ -487,9 +494,10 @@ def cmd_explain(a: argparse.Namespace) -> int:
 def cmd_distill(a: argparse.Namespace) -> int:
     from .distill import distill
 
-    distill(a.run, a.out, student=a.student, temperature=a.temperature, alpha=a.alpha, epochs=a.epochs, lr=a.lr,
-            batch_size=a.batch_size, seed=a.seed, log=lambda m: print(m, file=sys.stderr, flush=True),
-            load_options=_load_options(a))
+    given = {k: getattr(a, k) for k in ("temperature", "alpha", "steps", "epochs", "lr", "unlabelled", "text_views",
+                                        "feature_weight") if getattr(a, k) is not None}
+    distill(a.run, a.out, student=a.student, batch_size=a.batch_size, seed=a.seed,
+            log=lambda m: print(m, file=sys.stderr, flush=True), load_options=_load_options(a), **given)
     print(f"student written to {a.out}/ (comparison: {a.out}/distillation.json, report: {a.out}/report.html)")
     return 0
 
