@@ -137,12 +137,16 @@ def classification_metrics(
 
     Returns:
         ``{"n", "accuracy", "accuracy_ci", "macro_f1", "macro_f1_ci", "ece", "ece_ci",
-        "log_loss", "per_class", "confusion_matrix", "classes", "n_boot", "confidence"}``.
+        "log_loss", "per_class", "confusion_matrix", "classes", "n_boot", "confidence",
+        "majority_class", "majority_rate"}``.
         ``per_class[name]`` has ``precision``, ``recall``, ``f1``, ``support`` and
         ``precision_ci``, ``recall_ci``; every class appears, with support 0 if absent from
         ``y_true``.  Undefined ratios are 0 (sklearn's ``zero_division=0``), in the point
         estimate and in each replicate alike.  ``confusion_matrix`` is ``C x C`` ints, rows
-        true, columns predicted.  ECE is upward-biased on small test sets and its bootstrap
+        true, columns predicted.  ``majority_rate`` is the share of the most frequent class
+        among these items (``majority_class``, the first in ``classes`` on a tie): the accuracy
+        of the best constant answer here, which a classifier should beat (:func:`majority_note`).
+        ECE is upward-biased on small test sets and its bootstrap
         (which resamples, adding duplicates) even more so: its interval may lie above the point
         estimate; read it as "how large miscalibration could plausibly be".
     """
@@ -209,7 +213,19 @@ def classification_metrics(
         "confusion_matrix": cm.astype(int).tolist(),  # rows true, columns predicted
         "classes": [str(x) for x in classes],
         "n_boot": int(n_boot), "confidence": float(confidence),
+        "majority_class": str(classes[int(support.argmax())]), "majority_rate": float(support.max() / n),
     }
+
+
+def majority_note(test: dict, who: str | None = None) -> list[str]:
+    """``[note]`` when the accuracy of ``test`` (:func:`classification_metrics`) is below its
+    ``majority_rate`` (always answering the most frequent test class would have scored more), else
+    ``[]``; ``who`` names the model in the note.  Metrics without the keys (other tasks) give ``[]``."""
+    if "majority_rate" not in test or test["accuracy"] >= test["majority_rate"]:
+        return []
+    return [f"{who or 'the model'}: test accuracy {test['accuracy']:.3f} is below the majority-class rate "
+            f"{test['majority_rate']:.3f} (always answering {test['majority_class']!r} would score that on these "
+            "test items)"]
 
 
 def paired_gain(

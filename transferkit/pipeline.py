@@ -33,6 +33,7 @@ from .config import DEFAULT_MODELS, FitConfig
 from .data import PreparedData, few_shot_sample, prepare_data, stratified_split
 from .data.dataset import Dataset
 from .errors import UserInputError, shown
+from .evaluation import majority_note
 from .evidence import domain_adaptation_evidence, new_model, run_controls
 from .features import ExtractionStats, extract_features
 from .model import TransferModel
@@ -136,7 +137,8 @@ def _fit(cfg: FitConfig, train: Dataset | None, test: Dataset | None, say: Log, 
     timings["extract_s"] = sum(s.seconds for s in model.extraction_log)
 
     metrics, y_test = evaluate_stage(cfg, splits, strategy, outputs)
-    notes = splits.notes + _extraction_notes(model.backbone, model.extraction_log) + model.ctx.notes
+    notes = (splits.notes + _extraction_notes(model.backbone, model.extraction_log) + model.ctx.notes
+             + majority_note(metrics["test"], cfg.strategy))  # below a constant answer: said
     if splits.target is not None:
         t = time.perf_counter()
         metrics["domain"] = domain_adaptation_evidence(strategy, model, splits.train, splits.test, splits.target,
