@@ -155,7 +155,7 @@ class TfidfText(HandMade):
                 setattr(self, f"{part}_", None)
                 continue
             vec = cls._vectorizer(vocabulary=_unbytes(tensors[f"{part}.vocabulary"]), **options)
-            vec.idf_ = tensors[f"{part}.idf"].numpy().astype(np.float64)
+            vec.idf_ = tensors[f"{part}.idf"].numpy().astype(np.float32)  # as fitted (dtype float32)
             setattr(self, f"{part}_", vec)
         return self
 
@@ -321,10 +321,10 @@ CV_METRIC = {"classification": "mean validation log-likelihood (stratified k-fol
 
 
 def head_tensors(task: str, fit: LinearFit, prefix: str = "head.") -> dict[str, torch.Tensor]:
-    """A fitted head as tensors: weight, bias, and (multi-label) thresholds or (regression) the
-    target's mean and scale."""
-    out = {f"{prefix}weight": torch.from_numpy(np.asarray(fit.W, np.float32)),
-           f"{prefix}bias": torch.from_numpy(np.asarray(fit.b, np.float32))}
+    """A fitted head as tensors: weight, bias and (multi-label) thresholds, in float64 as fitted
+    (a reloaded model predicts exactly what the fitted one did)."""
+    out = {f"{prefix}weight": torch.from_numpy(np.asarray(fit.W, np.float64)),
+           f"{prefix}bias": torch.from_numpy(np.asarray(fit.b, np.float64))}
     if task == "multi-label":
         out[f"{prefix}thresholds"] = torch.from_numpy(np.asarray(fit.thresholds, np.float32))
     return out

@@ -11,8 +11,9 @@ Each baseline learns the task it is given on its classical features: classificat
 its ``names`` metadata, ``tfidf-ridge`` for instance), multi-label one logistic regression per
 label with per-label thresholds; all through the linear heads of :mod:`transferkit.tasks.linear`
 that the linear probe uses, on the hand-made features of :mod:`transferkit.classical` (whose
-``classical`` strategy is the same model, saved, for when it is the one delivered).  Regression also has the ``mean`` control, for any modality: the
-training mean for every item, the floor every regression model must beat.
+``classical`` strategy is the same model, saved, for when it is the one delivered).
+Regression also has the ``mean`` control, for any modality: the training mean for every item,
+the floor every regression model must beat.
 """
 from __future__ import annotations
 

@@ -2,7 +2,19 @@
 
 Importing a module registers its strategies; ``lora`` imports PEFT only when used.
 """
-from . import adabn, contrastive, feature_alignment, gradual, l2sp, lora, lpft, prototype, selftrain, zeroshot  # noqa: F401 (registration)
+from . import (  # noqa: F401 (registration)
+    adabn,
+    contrastive,
+    feature_alignment,
+    gradual,
+    handmade,
+    l2sp,
+    lora,
+    lpft,
+    prototype,
+    selftrain,
+    zeroshot,
+)
 from .base import STRATEGIES, Strategy, TransferContext
 from .finetune import FineTune
 from .probe import LinearProbe

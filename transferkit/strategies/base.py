@@ -94,6 +94,9 @@ class Strategy(ABC):
     #: The tasks (:data:`transferkit.tasks.TASKS` names) the strategy can learn; anything else is
     #: refused by :meth:`check_task` before a model loads.
     tasks: ClassVar[tuple[str, ...]] = ("classification",)
+    #: False where the prediction is not a head on the backbone's features alone (models on
+    #: hand-made features): :meth:`torch_head` then refuses, and with it explanations and export.
+    head_on_features: ClassVar[bool] = True
 
     def __init__(self, **params: Any) -> None:
         """Options by keyword (``LinearProbe(cv=3)``), checked and coerced by ``Params``."""
