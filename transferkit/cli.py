@@ -118,8 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--on", choices=["features", "backbone"],
                    help="domain adaptation: train an adapter on cached features (default, seconds) or the backbone")
     f.add_argument("--labels", dest="label_descriptions", metavar="DESCRIPTIONS",
-                   help='zero-shot: the labels to choose from, e.g. "spam: unsolicited advertising,ham: normal '
-                        'personal or work e-mail"')
+                   help='zero-shot: the labels to choose from, e.g. "spam: unsolicited advertising|a scam,ham: '
+                        'normal personal or work e-mail" ("|" between several descriptions of a label)')
     f.add_argument("--test-size", type=float, help="held-out share when there is no --test (default 0.2)")
     f.add_argument("--seed", type=int, help="random seed (default 0)")
     f.add_argument("--out", help="run directory to write")
