@@ -11,7 +11,13 @@ refinements that make it work on small data:
 - AdamW with decoupled weight decay, not applied to biases and norm scales (Loshchilov &
   Hutter, "Decoupled Weight Decay Regularization", ICLR 2019);
 - linear warm-up then cosine decay (SGDR), or one-cycle / slanted triangular;
-- early stopping on a validation split carved from the training data, keeping the best epoch.
+- a budget counted in optimizer steps with a floor (``min_steps``): ``epochs`` alone made the length
+  of a run depend on the data's size (3 epochs of 90 items at batch 16 are 18 steps, in which a
+  new head from random barely leaves chance: issue 17's LoRA at 0.282 on 100 digits);
+- early stopping on a validation split carved from the training data, keeping the best epoch,
+  only where that split is big enough to steer it (``val_min`` items and 3 per class); below
+  that, every item trains for the whole budget and the last weights are kept (the schedule has
+  annealed the rate to zero by then, so the last iterate is the settled one).
 
 Training runs in the one loop (:mod:`transferkit.training.loop`): checkpoints, exact resume,
 the non-finite guard, accumulation and clipping come from there.  Variants (``gradual``,
@@ -20,6 +26,7 @@ the non-finite guard, accumulation and clipping come from there.  Variants (``gr
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Literal
@@ -33,7 +40,7 @@ from .._studies import study
 from ..backbones.base import Backbone
 from ..data.dataset import Dataset
 from ..errors import UserInputError
-from ..training import EarlyStopping, Validation, make_scheduler, plan_steps, train, trainable_state
+from ..training import EarlyStopping, Validation, make_scheduler, plan_budget, train, trainable_state
 from ..training.augment import make_augment
 from ..training.batchnorm import keep_statistics, release_statistics
 from ..training.callbacks import Callback
@@ -47,7 +54,20 @@ from .base import STRATEGIES, Strategy, TransferContext
 from .params import Params, fraction_or_steps, param
 from .probe import CLASS_WEIGHT_HELP, check_class_weight, loss_weights
 
-__all__ = ["FineTune", "FineTuneParams", "_scores", "inner_layer_note"]
+__all__ = ["FineTune", "FineTuneParams", "_scores", "inner_layer_note", "MIN_STEPS", "MIN_VAL_ITEMS",
+           "MIN_VAL_PER_CLASS"]
+
+#: Default floor of a run, in optimizer steps (the ``min_steps`` option).
+MIN_STEPS = 200
+#: Fewest validation items worth early stopping on (the ``val_min`` option): on fewer, one item is
+#: more than 3 points of accuracy and the validation loss of an epoch is mostly noise, so "no
+#: better for ``patience`` epochs" stops runs that were still learning.
+MIN_VAL_ITEMS = 30
+#: Fewest validation items of every class (classification): a class seen once in validation
+#: decides early stopping on one item.
+MIN_VAL_PER_CLASS = 3
+#: Largest share of the training data held out to reach ``val_min`` (when ``val_fraction`` is smaller).
+MAX_VAL_SHARE = 0.2
 
 
 def inner_layer_note(strategy: str, layer: int) -> str:
@@ -75,7 +95,13 @@ def _is_int(x: Any) -> bool:
 class FineTuneParams(Params):
     """Options of ``finetune`` and of its variants (which re-declare the defaults they change)."""
 
-    epochs: int = param(3, "passes over the training part", ge=1)
+    epochs: int | None = param(None, "passes over the training part; null: 3 (gradual: 4), raised until the run "
+                                     "takes min_steps optimizer steps; a number: exactly that many", ge=1)
+    # A new head from random needs a couple of hundred Adam steps whatever the size of the data
+    # (3 epochs of 90 items are 18); MIN_STEPS says where the figure comes from.
+    min_steps: int = param(MIN_STEPS, "with epochs unset, the fewest optimizer steps of a run (epochs are raised to "
+                                      "reach it, and early stopping cannot end the run sooner); max_steps still caps",
+                           ge=0)
     lr: float = param(5e-5, "learning rate of the top unfrozen backbone group (transformers 1e-5..1e-4, "
                             "CNNs 1e-4..1e-3)", gt=0, lt=1)
     head_lr: float = param(1e-3, "learning rate of the new head (it starts from random, so it moves faster)",
@@ -91,7 +117,10 @@ class FineTuneParams(Params):
                                     "or constant", choices=SCHEDULES)
     head_dropout: float = param(0.1, "dropout on the pooled features before the head", ge=0, lt=1)
     val_fraction: float = param(0.1, "share of the training data held out (stratified) for validation and early "
-                                     "stopping; 0 trains on everything", ge=0, le=0.5)
+                                     "stopping, raised to reach val_min items (up to 20%); 0 trains on everything",
+                                ge=0, le=0.5)
+    val_min: int = param(MIN_VAL_ITEMS, "fewest validation items (and 3 per class) worth early stopping on; a "
+                                        "smaller data set trains on all its items for the whole budget", ge=1)
     patience: int | None = param(2, "epochs without a better validation loss before stopping (best epoch kept); "
                                     "null: no early stopping", ge=1)
     grad_accum: int = param(1, "micro-batches per optimizer step", ge=1)
@@ -150,6 +179,7 @@ class FineTune(Strategy):
     uses_features = False
     tasks = ("classification", "regression", "multi-label")
     new_head = True  # the head starts from random (``lp-ft``: from the probe)
+    base_epochs = 3  # the passes of a run whose ``epochs`` is unset, before ``min_steps`` raises them
     _active_head: TaskHead | None = None  # the single task's head during a fit (its loss)
     _joint: list[HeadRun] | None = None  # the tasks of a joint fit, while it runs (fit_joint)
     _runs: tuple[HeadRun, ...] | list[HeadRun] = ()  # every task's head during a fit (hooks such as lp-ft's read them)
@@ -170,7 +200,16 @@ class FineTune(Strategy):
         backbone, device = ctx.backbone, torch.device(ctx.device)
         module = backbone.module.to(device)
         fit_idx, val_idx = self._split(runs[0].data, ctx)
+        # (V,) positions in train_ds of the held-out items: model selection scores candidates on them
+        self.validation_idx_ = None if val_idx is None else np.asarray(val_idx, dtype=np.int64)
         fit_ds = train_ds.subset(fit_idx)
+        budget = plan_budget(len(fit_ds), batch_size=self.batch_size, grad_accum=self.grad_accum,
+                             epochs=self.epochs or self.base_epochs, min_steps=self._min_steps(),
+                             max_steps=self.max_steps)
+        if budget.reason == "min_steps":
+            ctx.notes.append(f"{self.name}: {budget.describe()} (min_steps={self.min_steps}; set epochs to run an "
+                             "exact number of passes).")
+
         val_ds = None if val_idx is None else train_ds.subset(val_idx)
         if self.new_head and backbone.layer is not None and backbone.init == "pretrained":
             ctx.notes.append(inner_layer_note(self.name, backbone.layer))
@@ -207,9 +246,7 @@ class FineTune(Strategy):
             scratch = self.scratch_lr if backbone.init != "pretrained" else None
             param_groups, self.lr_by_group_ = self._param_groups(groups, chosen, heads, scratch)
             optimizer = adamw(param_groups, lr=self.lr, weight_decay=self.weight_decay)
-            _, total = plan_steps(len(fit_ds), batch_size=self.batch_size, grad_accum=self.grad_accum,
-                                  epochs=self.epochs, max_steps=self.max_steps)
-            scheduler = make_scheduler(optimizer, self.schedule, total, warmup=self.warmup)
+            scheduler = make_scheduler(optimizer, self.schedule, budget.steps, warmup=self.warmup)
 
             def training_step(idx: np.ndarray) -> torch.Tensor:
                 batch = backbone.prepare([fit_ds.inputs[i] for i in idx]).to(device)
@@ -243,7 +280,7 @@ class FineTune(Strategy):
 
             callbacks = self._callbacks(model, groups, chosen, evaluate)
             ckpt_dir = getattr(ctx, "checkpoint_dir", None)
-            state = train(model, training_step, len(fit_ds), optimizer, scheduler=scheduler, epochs=self.epochs,
+            state = train(model, training_step, len(fit_ds), optimizer, scheduler=scheduler, epochs=budget.epochs,
                           max_steps=self.max_steps, batch_size=self.batch_size, grad_accum=self.grad_accum,
                           clip=self.clip, seed=ctx.seed, nonfinite=self.nonfinite, callbacks=callbacks,
                           checkpoint_dir=Path(ckpt_dir) if ckpt_dir else None,
@@ -265,6 +302,12 @@ class FineTune(Strategy):
         best = next((cb.best_epoch for cb in callbacks if isinstance(cb, EarlyStopping)), None)
         self.info_ = {"n_fit": len(fit_ds), "n_val": len(val_ds) if val_ds is not None else 0,
                       "steps": state.step, "total_steps": state.total_steps, "epochs_run": len(state.history),
+                      "budget": {"epochs_asked": budget.epochs_asked, "epochs": budget.epochs,
+                                 "steps_per_epoch": budget.steps_per_epoch, "steps_planned": budget.steps,
+                                 "min_steps": self._min_steps(), "max_steps": self.max_steps, "reason": budget.reason,
+                                 "validation": ("early stopping" if self.patience else "monitored")
+                                 if val_ds is not None else "none: too few items (see the notes)"
+                                 if self.val_fraction else "none (val_fraction=0)"},
                       "best_epoch": best, "stopped_early": bool(state.should_stop), "skipped": state.skipped,
                       "resumed_from": state.resumed_from, "history": state.history,
                       "trained_groups": [n for n, _ in groups if n in chosen],
@@ -277,6 +320,10 @@ class FineTune(Strategy):
         if single:
             self.info_.update(runs[0].facts)
         mark_adapted(backbone, self._trained_tensors())
+
+    def _min_steps(self) -> int:
+        """The floor in force: ``min_steps`` when ``epochs`` is unset; an explicit epochs count runs as given."""
+        return self.min_steps if self.epochs is None else 0
 
     def _run_config(self, train_ds: Dataset, runs: list[HeadRun], backbone: Backbone) -> dict[str, Any]:
         """What determines the result (checkpoint frequency does not): a resume must match it."""
@@ -337,6 +384,7 @@ class FineTune(Strategy):
         """Take the shared facts of a joint fit from the model that ran it (the trained backbone)."""
         self.backbone_, self.trained_names_ = driver.backbone_, driver.trained_names_
         self.lr_by_group_ = driver.lr_by_group_
+        self.validation_idx_ = driver.validation_idx_
 
     # ----- hooks: a variant overrides one, so that there is no second training loop ----------
     def _trainable_groups(self, groups: list[tuple[str, list[nn.Parameter]]]
@@ -368,7 +416,8 @@ class FineTune(Strategy):
             return []
         callbacks: list[Callback] = [Validation(evaluate)]
         if self.patience:
-            callbacks.append(EarlyStopping(model, monitor="val_loss", patience=self.patience))
+            callbacks.append(EarlyStopping(model, monitor="val_loss", patience=self.patience,
+                                           min_steps=self._min_steps()))
         return callbacks
 
     def _task_loss(self, logits: torch.Tensor, idx: np.ndarray, y: torch.Tensor) -> torch.Tensor:
@@ -381,21 +430,55 @@ class FineTune(Strategy):
 
     def _split(self, data: Dataset, ctx: TransferContext) -> tuple[list[int], list[int] | None]:
         """Indices of the items trained on and of the validation items (``None``: no split),
-        stratified on ``data``'s labels (classes, target bins or rarest label)."""
-        if not self.val_fraction:
-            return list(range(len(data))), None
-        from ..data.split import stratified_split
+        stratified on ``data``'s labels (classes, target bins or rarest label); the run notes
+        say why there is none where ``val_fraction`` asked for one (:meth:`_validation_split`)."""
+        fit, val, why = self._validation_split(data, ctx.seed)
+        if why:
+            ctx.notes.append(f"{self.name}: {why}; trained on all {len(data)} items for the whole budget without early "
+                             "stopping, keeping the last weights.")
+        return fit, val
 
-        # the split of the items' positions: one split serves every task of a joint fit
-        positions = Dataset(modality=data.modality, inputs=list(range(len(data))), labels=data.labels,
-                            task=data.task)
+    def _validation_split(self, data: Dataset, seed: int) -> tuple[list[int], list[int] | None, str | None]:
+        """:meth:`_split`'s indices, and why there is no split where ``val_fraction`` asked for one
+        (``None`` otherwise).
+
+        The split holds ``val_fraction`` of the items, raised to ``val_min`` (classification: and
+        3 per class) where that stays within 20% of the data; a data set too small for that trains
+        on every item: a split of 10 items, one per class, decides early stopping on noise and
+        takes a tenth of a few-shot set away from training.
+        """
+        everything = list(range(len(data)))
+        if not self.val_fraction:
+            return everything, None, None
+        from ..data.split import split_indices
+
+        n = len(data)
+        classes = sorted(set(data.labels)) if data.task == "classification" else []
+        per_class = MIN_VAL_PER_CLASS if classes else 0
+        need = max(self.val_min, per_class * len(classes))
+        asked = math.ceil(self.val_fraction * n)
+        cap = math.floor(max(self.val_fraction, MAX_VAL_SHARE) * n)
+        rule = f"{need} items" + (f", {per_class} per class" if per_class else "")
+        if max(asked, need) > cap:
+            return everything, None, (f"{n} training items are too few for a validation split worth early stopping "
+                                      f"on (at least {rule}, within {max(self.val_fraction, MAX_VAL_SHARE):.0%} of "
+                                      "the data; option val_min)")
+        # the split of the items' positions: one split serves every task of a joint fit; the fraction
+        # itself where it is big enough (the split runs have always had), else the count needed
+        positions = Dataset(modality=data.modality, inputs=everything, labels=data.labels, task=data.task)
         try:
-            fit, val = stratified_split(positions, test_size=self.val_fraction, seed=ctx.seed)
+            fit, val = split_indices(positions, self.val_fraction if asked >= need else need, seed)
         except UserInputError:
-            ctx.notes.append(f"{self.name}: too few training items for a {self.val_fraction:.0%} validation split; "
-                             "trained on all of them for the whole budget, without early stopping.")
-            return list(range(len(data))), None
-        return list(fit.inputs), list(val.inputs)
+            return everything, None, f"no stratified validation split of {need} items could be drawn"
+        if per_class:
+            counts = {c: 0 for c in classes}
+            for i in val:
+                counts[data.labels[i]] += 1
+            rare = sorted(c for c, k in counts.items() if k < per_class)
+            if rare:
+                return everything, None, (f"a validation split would hold fewer than {per_class} items of class(es) "
+                                          f"{', '.join(map(str, rare[:5]))}")
+        return fit, val, None
 
     def _chosen(self, groups: list[tuple[str, list[nn.Parameter]]]) -> set[str]:
         names = [n for n, _ in groups]

@@ -90,8 +90,9 @@ class ExposeAll(Callback):
 class GradualParams(FineTuneParams):
     """:class:`FineTuneParams` with the paper's schedule, factor and an epoch per group."""
 
-    epochs: int = param(4, "passes over the training data; one more layer group unfreezes at each "
-                           "(epochs >= groups + 1 reaches all)", ge=1)
+    epochs: int | None = param(None, "passes over the training data; one more layer group unfreezes at each "
+                                     "(epochs >= groups + 1 reaches all); null: 4, raised until the run takes "
+                                     "min_steps optimizer steps", ge=1)
     schedule: str = param("slanted", "learning-rate schedule over the whole run; slanted is the paper's "
                                      "(warmup is its cut_frac)", choices=SCHEDULES)
     layer_decay: float = param(1 / 2.6, "rate factor per group from the top; the paper's 1/2.6", gt=0, le=1)
@@ -116,6 +117,7 @@ class GradualUnfreezing(FineTune):
     description = ("ULMFiT gradual unfreezing: the head first, one more layer group per epoch from the top; "
                    "slanted triangular rates (Howard & Ruder, ACL 2018)")
     Params = GradualParams
+    base_epochs = 4
 
     def _callbacks(self, model: nn.ModuleDict, groups: Groups, chosen: set[str],
                    evaluate: Callable[[], dict[str, float]] | None) -> list[Callback]:

@@ -5,9 +5,9 @@ Strategies that train weights (fine-tuning, adapters, domain adaptation...) supp
 """
 from .callbacks import Callback, EarlyStopping, Validation, trainable_state
 from .checkpoint import Checkpoint, load_latest, save_checkpoint
-from .loop import NonFiniteLossError, TrainState, epoch_batches, plan_steps, set_train_mode, train
+from .loop import Budget, NonFiniteLossError, TrainState, epoch_batches, plan_budget, plan_steps, set_train_mode, train
 from .schedules import SCHEDULES, make_scheduler, schedule_fn
 
-__all__ = ["train", "TrainState", "NonFiniteLossError", "plan_steps", "epoch_batches", "set_train_mode",
-           "Callback", "Validation", "EarlyStopping", "trainable_state", "Checkpoint", "save_checkpoint",
-           "load_latest", "make_scheduler", "schedule_fn", "SCHEDULES"]
+__all__ = ["train", "TrainState", "NonFiniteLossError", "plan_steps", "plan_budget", "Budget", "epoch_batches",
+           "set_train_mode", "Callback", "Validation", "EarlyStopping", "trainable_state", "Checkpoint",
+           "save_checkpoint", "load_latest", "make_scheduler", "schedule_fn", "SCHEDULES"]

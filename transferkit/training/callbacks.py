@@ -78,14 +78,18 @@ class EarlyStopping(Callback):
         patience: epochs without improvement before stopping.
         min_delta: smallest change that counts as an improvement.
         restore_best: load the best epoch's weights when training ends.
+        min_steps: never stop before this many optimizer steps (the run's floor: with epochs
+            of a few steps each, ``patience`` epochs would otherwise end a run within a few
+            dozen steps on the noise of the validation loss); the best epoch is still restored.
     """
 
     def __init__(self, model: nn.Module, *, monitor: str = "val_loss", mode: str = "min", patience: int = 2,
-                 min_delta: float = 0.0, restore_best: bool = True):
+                 min_delta: float = 0.0, restore_best: bool = True, min_steps: int = 0):
         if mode not in ("min", "max"):
             raise ValueError(f"mode must be 'min' or 'max', not {mode!r}")
         self.model, self.monitor, self.mode = model, monitor, mode
         self.patience, self.min_delta, self.restore_best = patience, min_delta, restore_best
+        self.min_steps = min_steps
         self.best: float | None = None
         self.best_epoch: int | None = None
         self.wait = 0
@@ -108,7 +112,7 @@ class EarlyStopping(Callback):
                 self.best_weights = {k: v.detach().clone() for k, v in trainable_state(self.model).items()}
         else:
             self.wait += 1
-            if self.wait >= self.patience:
+            if self.wait >= self.patience and state.step >= self.min_steps:
                 state.should_stop = True
         logs["best_epoch"] = self.best_epoch
 

@@ -91,6 +91,57 @@ def plan_steps(n_items: int, *, batch_size: int, grad_accum: int = 1, epochs: in
     return per_epoch, min(total, max_steps) if max_steps else total
 
 
+@dataclass(frozen=True)
+class Budget:
+    """A run's length in optimizer steps, and why (:func:`plan_budget`).
+
+    Attributes:
+        epochs: passes over the data the run may take (after raising for ``min_steps``).
+        steps: optimizer steps planned: what the schedule spans.
+        steps_per_epoch: optimizer steps of one pass.
+        epochs_asked: the ``epochs`` option as given.
+        reason: ``"epochs"`` (the epochs decided), ``"min_steps"`` (epochs raised to reach it) or
+            ``"max_steps"`` (the cap ended it).
+    """
+
+    epochs: int
+    steps: int
+    steps_per_epoch: int
+    epochs_asked: int
+    reason: str
+
+    def describe(self) -> str:
+        """One line for run notes: what was planned and why."""
+        if self.reason == "min_steps":
+            return (f"{self.epochs_asked} epoch(s) would be only {self.epochs_asked * self.steps_per_epoch} optimizer "
+                    f"steps of {self.steps_per_epoch} per epoch; raised to {self.epochs} epochs ({self.steps} steps) "
+                    "to reach min_steps")
+        if self.reason == "max_steps":
+            return f"{self.steps} optimizer steps (max_steps), {self.steps_per_epoch} per epoch"
+        return f"{self.epochs} epochs of {self.steps_per_epoch} optimizer steps ({self.steps} steps)"
+
+
+def plan_budget(n_items: int, *, batch_size: int, grad_accum: int = 1, epochs: int = 1, min_steps: int = 0,
+                max_steps: int | None = None) -> Budget:
+    """The run's budget: ``epochs`` passes, raised until the run takes at least ``min_steps``
+    optimizer steps (whole epochs, so it may pass ``min_steps`` by less than one epoch), then
+    capped at ``max_steps``.
+
+    A budget counted in epochs alone depends on the data's size: 3 epochs of 90 items at batch 16
+    are 18 steps, too few for a new head to learn anything, while 3 epochs of 100,000 items are
+    thousands.  ``min_steps`` gives small data sets a floor counted in the unit that matters.
+    """
+    per_epoch, _ = plan_steps(n_items, batch_size=batch_size, grad_accum=grad_accum, epochs=1)
+    run_epochs, reason = epochs, "epochs"
+    if min_steps and per_epoch * epochs < min_steps:
+        run_epochs, reason = math.ceil(min_steps / per_epoch), "min_steps"
+    _, total = plan_steps(n_items, batch_size=batch_size, grad_accum=grad_accum, epochs=run_epochs,
+                          max_steps=max_steps)
+    if max_steps and total < per_epoch * run_epochs:
+        reason = "max_steps"
+    return Budget(epochs=run_epochs, steps=total, steps_per_epoch=per_epoch, epochs_asked=epochs, reason=reason)
+
+
 # ----- modes, precision, RNG ------------------------------------------------------------------
 def set_train_mode(model: nn.Module) -> None:
     """``model.train()``, except BatchNorm layers whose parameters are all frozen, or whose
