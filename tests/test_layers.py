@@ -17,7 +17,7 @@ LAYERS: list[list[str]] = [
     ["data", "scores", "alignment", "evaluation", "config", "tasks"],
     ["backbones"],
     ["features", "onnx_runtime", "training", "classical"],
-    ["strategies", "controls", "model", "evidence"],
+    ["strategies", "controls", "model", "evidence", "selection"],
     ["report"],
     ["runs", "ranking", "auto"],
     ["pipeline", "multitask", "predict", "export", "distill", "distill_set", "explain", "serve", "demo"],

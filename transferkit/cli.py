@@ -125,6 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--out", help="run directory to write")
     f.add_argument("--skip-bad", action="store_true", default=None, help="leave out bad items and record them")
     f.add_argument("--no-control", action="store_true", help="skip the no-transfer controls and the verdict")
+    f.add_argument("--no-select", action="store_true",
+                   help="deliver the transfer model itself, without choosing among it, the linear probe, the hybrid "
+                        "and the classical model on the training data")
     f.add_argument("--batch-size", type=int, help="items per forward pass (default 32)")
     f.add_argument("--backend", choices=["torch", "onnx"],
                    help="feature extraction runtime (default torch; onnx: ONNX Runtime on CPU, needs "
@@ -320,6 +323,8 @@ def cmd_fit(a: argparse.Namespace) -> int:
             over[key] = getattr(a, flag)
     if a.no_control:
         over["control"] = False
+    if a.no_select:
+        over["select"] = False
     if a.no_cache:
         over["cache"] = False
     if over.get("strategy", cfg.strategy) != cfg.strategy:

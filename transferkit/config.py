@@ -59,6 +59,10 @@ class FitConfig:
         out: the run directory (``None``: nothing is written).
         skip_bad: leave out bad items (recorded in the run) instead of stopping.
         control: train the no-transfer controls and give a verdict.
+        select: deliver the best model that selection on the training data finds among the
+            transfer model, the linear probe, the hybrid and the classical model
+            (:mod:`transferkit.selection`); ``False`` delivers the transfer model itself.  The
+            verdict always judges the transfer model.
         batch_size: items per forward pass during feature extraction.
         backend: runtime of feature extraction: ``torch``, or ``onnx`` (ONNX Runtime on CPU, the
             backbone's feature graph exported once per cache key and checked against PyTorch;
@@ -93,6 +97,7 @@ class FitConfig:
     out: str | None = None
     skip_bad: bool = False
     control: bool = True
+    select: bool = True
     batch_size: int = 32
     backend: str = "torch"
     cache: bool = True

@@ -26,6 +26,9 @@ class TransferModel:
         card: the model card (lineage) as a dict.
         metrics: the fit's metrics (``None`` for a loaded model without metrics.json).
         run_dir: where the run lives, if it was written.
+        transfer: where model selection delivered another model than the transfer model (the
+            probe, the hybrid or the classical model), the transfer model itself, which the
+            verdict judges; ``None`` when this model is the transfer model.
     """
 
     def __init__(self, backbone: Backbone, strategy: Strategy, *, card: dict[str, Any] | None = None,
@@ -40,6 +43,7 @@ class TransferModel:
         self.backend = backend  # feature extraction: torch, or onnx (ONNX Runtime on CPU)
         self.extraction_log: list[ExtractionStats] = []
         self.onnx = None  # an OnnxRunner when loaded with backend="onnx"
+        self.transfer: TransferModel | None = None
         #: the on-disk feature cache (``None``: features are computed every time)
         self.feature_cache = FeatureCache() if cache else None
         self.ctx = TransferContext(backbone=backbone, features=self._features, seed=self.card.get("seed", 0),

@@ -38,8 +38,9 @@ from .evidence import domain_adaptation_evidence, new_model, run_controls
 from .features import ExtractionStats, extract_features
 from .model import TransferModel
 from .report import render_report
-from .runs import REFERENCE_MAX_ROWS, RunDir, now_iso, versions
+from .runs import DELIVERED_WEIGHTS, REFERENCE_MAX_ROWS, RunDir, now_iso, versions
 from .runs.loading import remember_user_backbone
+from .selection import delivered_metrics, select_model
 from .strategies import STRATEGIES
 from .strategies.base import Strategy
 from .tasks import Outputs, get_task
@@ -144,24 +145,34 @@ def _fit(cfg: FitConfig, train: Dataset | None, test: Dataset | None, say: Log, 
         metrics["domain"] = domain_adaptation_evidence(strategy, model, splits.train, splits.test, splits.target,
                                                        y_test, cfg, say)
         timings["domain_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    selection = select_model(strategy, model, splits.train, cfg, say)
+    delivered = model if selection.model is None else selection.model
+    d_out = Outputs(outputs, strategy.thresholds_) if delivered is model else Outputs(
+        delivered.strategy.predict_outputs(splits.test, delivered.ctx), delivered.strategy.thresholds_)
+    metrics["delivered"] = delivered_metrics(cfg, selection, metrics["test"], d_out, y_test, delivered)
+    timings["select_s"] = time.perf_counter() - t
     if cfg.control:
         t = time.perf_counter()
         metrics.update(controls_stage(cfg, splits, strategy, model.backbone, outputs, y_test, say, progress,
-                                      run))
+                                      run, delivered=None if delivered is model else d_out))
         timings["controls_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - t_start
 
     model.metrics = _metrics(cfg, splits, strategy, metrics, auto, timings, notes)
-    model.card = _card(cfg, splits, model)
+    model.card = _card(cfg, splits, model, delivered)
     from .serve.prediction_drift import prediction_reference  # here: `import transferkit` loads no serve module
 
-    # what the served model's predictions are compared with (the drift monitor)
-    model.card["prediction_reference"] = prediction_reference(cfg.task, outputs, strategy.classes_,
-                                                              strategy.thresholds_, seed=cfg.seed)
+    # what the served model's predictions are compared with (the drift monitor): the delivered one's
+    model.card["prediction_reference"] = prediction_reference(cfg.task, d_out.values, strategy.classes_,
+                                                              d_out.thresholds, seed=cfg.seed)
+    if delivered is not model:
+        delivered.metrics, delivered.card, delivered.transfer = model.metrics, model.card, model
     if run is not None:
         # process 0 writes; the others wait and get the card as written (or its error)
-        model.card = distributed.on_main(lambda: write_stage(run, cfg, model, splits))
+        model.card = distributed.on_main(lambda: write_stage(run, cfg, model, splits, delivered))
         model.run_dir = run.path
+        delivered.card, delivered.run_dir = model.card, run.path
     m = model.metrics
     task = get_task(cfg.task)
     key = task.primary
@@ -169,7 +180,10 @@ def _fit(cfg: FitConfig, train: Dataset | None, test: Dataset | None, say: Log, 
     say(f"test {task.primary_label} {m['test'][key]:.3f}" + (
         f"; best control {m['control']['name']} {m['control'][key]:.3f}; verdict: {verdict}"
         if verdict else ""))
-    return model
+    if delivered is not model:
+        d = m["delivered"]
+        say(f"delivered: {d['name']} (test {task.primary_label} {d['test'][key]:.3f}), chosen by {d['chosen_by']}")
+    return delivered
 
 
 # ----- stages -------------------------------------------------------------------------------
@@ -303,16 +317,24 @@ def evaluate_stage(cfg: FitConfig, splits: Splits, strategy: Strategy,
 
 
 def controls_stage(cfg: FitConfig, splits: Splits, strategy: Strategy, backbone: Backbone, outputs: np.ndarray,
-                   y_test: np.ndarray, say: Log, progress: bool | None, run: RunDir | None) -> dict[str, Any]:
+                   y_test: np.ndarray, say: Log, progress: bool | None, run: RunDir | None,
+                   delivered: Outputs | None = None) -> dict[str, Any]:
     """The controls' metrics, the gain over the best one on the task's primary metric, and the
-    verdict."""
+    verdict of the transfer model; with ``delivered`` (the test outputs of a delivered model
+    other than the transfer model), ``delivered_vs_controls``: the same comparison for it."""
     controls = run_controls(strategy, backbone, splits.train, splits.test, cfg, say, progress, target=splits.target,
                             checkpoints=run.checkpoint_dir("random-init") if run is not None else None)
     task = get_task(cfg.task)
     classes = strategy.classes_
     v = task.verdict(y_test, Outputs(outputs, strategy.thresholds_), controls,
                      n_boot=max(cfg.n_boot, 2000), seed=cfg.seed)
-    return {"controls": {name: {**task.metrics(y_test, o.values, classes, thresholds=o.thresholds, n_boot=cfg.n_boot,
+    extra = {}
+    if delivered is not None:
+        dv = task.verdict(y_test, delivered, controls, n_boot=max(cfg.n_boot, 2000), seed=cfg.seed)
+        extra["delivered_vs_controls"] = {"gain": dv["transfer_gain"], "gain_ci": dv["transfer_gain_ci"],
+                                          "verdict": dv["verdict"], "control": dv["control"]["name"]}
+    return {**extra,
+            "controls": {name: {**task.metrics(y_test, o.values, classes, thresholds=o.thresholds, n_boot=cfg.n_boot,
                                                seed=cfg.seed), **(o.about or {})}
                          for name, o in controls.items()},
             "control": v["control"], "controls_gain": v["controls"], "transfer_gain": v["transfer_gain"],
@@ -320,7 +342,8 @@ def controls_stage(cfg: FitConfig, splits: Splits, strategy: Strategy, backbone:
             "verdict_explanation": v["explanation"], "verdict_metric": v["metric"]}
 
 
-def write_stage(run: RunDir, cfg: FitConfig, model: TransferModel, splits: Splits) -> dict:
+def write_stage(run: RunDir, cfg: FitConfig, model: TransferModel, splits: Splits,
+                delivered: TransferModel | None = None) -> dict:
     """Write the run directory through its :class:`RunDir`: config, metrics, weights, drift
     reference, validation, skipped items, report, and last the model card (which makes it a
     run); then drop the checkpoints (all but ``keep_checkpoints`` per model), which only a killed
@@ -328,11 +351,16 @@ def write_stage(run: RunDir, cfg: FitConfig, model: TransferModel, splits: Split
     card = dict(model.card)
     run.begin()
     reference = splits.train if splits.train is not None else splits.test  # zero-shot on a test set alone
-    card["drift_reference"] = run.write_reference(reference_features(model, reference, cfg.seed))
+    served = delivered if delivered is not None else model
+    card["drift_reference"] = run.write_reference(reference_features(served, reference, cfg.seed))
     run.write_config(cfg.to_dict())
     run.write_json("metrics.json", model.metrics)
     card["weights"] = run.write_weights(model.strategy.state_tensors(), strategy=model.strategy.name,
                                         classes=model.strategy.classes_)
+    if served is not model:  # the delivered model, beside the transfer model the verdict judges
+        card["delivered"] = {**card["delivered"], "weights": run.write_weights(
+            served.strategy.state_tensors(), strategy=served.strategy.name, classes=served.strategy.classes_,
+            file=DELIVERED_WEIGHTS)}
     report = splits.prepared.report
     run.write_json("validation.json", report.to_dict())
     run.write_json("skipped.json", report.skipped)
@@ -387,11 +415,16 @@ def _metrics(cfg: FitConfig, splits: Splits, strategy: Strategy, evidence: dict[
     }
 
 
-def _card(cfg: FitConfig, splits: Splits, model: TransferModel) -> dict[str, Any]:
-    """The model card: lineage of what was trained (the run directory adds its files' hashes)."""
+def _card(cfg: FitConfig, splits: Splits, model: TransferModel, delivered: TransferModel) -> dict[str, Any]:
+    """The model card: lineage of what was trained (the run directory adds its files' hashes).
+    ``strategy`` is the transfer model's; ``delivered`` (only where selection chose another
+    model) names the strategy that ``tk.load``, ``predict`` and ``serve`` use."""
     train, test, target = splits.train, splits.test, splits.target
     classes = model.strategy.classes_
     return {
+        **({"delivered": {"name": model.metrics["delivered"]["name"],
+                          "strategy": {"name": delivered.strategy.name, "params": delivered.strategy.get_params()}}}
+           if delivered is not model else {}),
         "created": model.metrics["run"]["created"],
         "backbone": {"name": cfg.model, "options": cfg.backbone_options, "identity": model.backbone.identity()},
         "strategy": {"name": cfg.strategy, "params": model.strategy.get_params()},

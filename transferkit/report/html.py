@@ -296,7 +296,7 @@ def render_report(metrics: dict, *, card: dict | None = None, skipped: list[dict
     timings = metrics.get("timings") or {}
     context = {
         "title": f"transferkit report: {run_name}" if run_name else "transferkit report",
-        "verdict": _verdict(metrics), "level": level, "gains": bool(gains),
+        "verdict": _verdict(metrics), "level": level, "gains": bool(gains), "delivered": _delivered(metrics),
         "explanations": _explanations(explanations or []),
         "domain": _domain(metrics.get("domain") or {}, metrics),
         "auto": _auto(metrics.get("auto")),
@@ -324,6 +324,27 @@ def render_report(metrics: dict, *, card: dict | None = None, skipped: list[dict
             context["verdict"].update(view.pop("verdict_line"))
         context.update(view, facts=_facts(metrics, view.pop("facts")), per_class=[])
     return template_env().get_template("report.html").render(context)
+
+
+def _delivered(m: dict) -> dict[str, Any] | None:
+    """The delivered model's view: chosen candidate, its test metrics and comparison with the
+    best control, and every candidate's score on the training data (``None``: an older run)."""
+    from .text import headline
+
+    d = m.get("delivered")
+    if not isinstance(d, dict) or "chosen_by" not in d:
+        return None
+    candidates = d.get("candidates") or []
+    is_transfer = not candidates or any(c.get("chosen") and c.get("transfer") for c in candidates)
+    v = m.get("delivered_vs_controls")
+    return {"is_transfer": is_transfer, "name": d.get("name"), "chosen_by": d["chosen_by"],
+            "metric": d.get("metric") or "score", "test": headline(d["test"]) if "test" in d else "",
+            "transfer": headline(m["test"]),
+            "versus": {"control": v["control"], "verdict": v["verdict"], "gain": f"{v['gain']:+.3f}",
+                       "ci": f"[{v['gain_ci'][0]:+.3f}, {v['gain_ci'][1]:+.3f}]"} if v else None,
+            "candidates": [{"name": c["name"], "transfer": c.get("transfer"), "chosen": c.get("chosen"),
+                            "score": "—" if c.get("score") is None else f"{c['score']:.4f}"}
+                           for c in candidates] if len(candidates) > 1 else []}
 
 
 def write_report(path: str | os.PathLike, metrics: dict, **kw: Any) -> Path:

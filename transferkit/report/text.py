@@ -42,6 +42,7 @@ def summary_lines(metrics: dict, run_dir: Path | None = None) -> list[str]:
                   f"{c['accuracy_ci'][1]:.3f}]")
     if "verdict" in metrics:
         out.append(f"verdict: {metrics['verdict'].upper()} — {metrics['verdict_explanation']}")
+    out += delivered_lines(metrics)
     domain = metrics.get("domain") or {}
     if "source_only" in domain:
         so = domain["source_only"]
@@ -58,4 +59,23 @@ def summary_lines(metrics: dict, run_dir: Path | None = None) -> list[str]:
         out.append(f"note: {n}")
     if run_dir:
         out.append(f"run written to {run_dir}/ (report: {run_dir / 'report.html'})")
+    return out
+
+
+def delivered_lines(metrics: dict) -> list[str]:
+    """The delivered model, where selection chose another one than the transfer model: its test
+    metrics, its comparison with the best control, and how it was chosen (the candidates' scores
+    on the training data)."""
+    d = metrics.get("delivered") or {}
+    if not d or any(c.get("chosen") and c.get("transfer") for c in d.get("candidates", [])) or "test" not in d:
+        return [f"delivered: the transfer model ({d['chosen_by']})"] if d.get("chosen_by") else []
+    out = [f"delivered: {d['name']}: {headline(d['test'])}"]
+    v = metrics.get("delivered_vs_controls")
+    if v:
+        lo, hi = v["gain_ci"]
+        out.append(f"delivered vs best control ({v['control']}): {v['verdict'].upper()}, gain {v['gain']:+.3f} "
+                   f"[{lo:+.3f}, {hi:+.3f}]")
+    scores = ", ".join(f"{c['name']}{' (transfer)' if c.get('transfer') else ''} "
+                       f"{'—' if c['score'] is None else format(c['score'], '.4f')}" for c in d["candidates"])
+    out.append(f"chosen by {d['chosen_by']}: {scores}")
     return out

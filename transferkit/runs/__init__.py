@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from .loading import load
-from .rundir import FORMAT, REFERENCE_MAX_ROWS, RunDir, now_iso, versions
+from .rundir import DELIVERED_WEIGHTS, FORMAT, REFERENCE_MAX_ROWS, RunDir, now_iso, versions
 from .splits import recreate_splits
 
-__all__ = ["FORMAT", "REFERENCE_MAX_ROWS", "RunDir", "load", "now_iso", "recreate_splits", "versions"]
+__all__ = ["DELIVERED_WEIGHTS", "FORMAT", "REFERENCE_MAX_ROWS", "RunDir", "load", "now_iso", "recreate_splits",
+           "versions"]

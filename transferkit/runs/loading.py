@@ -28,11 +28,14 @@ CARD_OPTIONS = ("layer", "pooling", "max_length", "max_chunks", "image_size", "m
 
 def load(run_dir: str | os.PathLike, *, check_weights: bool = True, cache: bool = True,
          progress: bool | None = None, backend: str = "torch", backbone: str | None = None,
-         allow_pickle: bool = False, trust_remote_code: bool = False) -> TransferModel:
+         allow_pickle: bool = False, trust_remote_code: bool = False, which: str = "delivered") -> TransferModel:
     """Load a run directory for prediction: no training data, no network needed.
 
     Args:
         run_dir: a directory written by ``fit(..., out=...)``.
+        which: ``delivered``, the model that selection on the training data chose (the transfer
+            model itself where it was the best, or where the run made no selection); ``transfer``,
+            the transfer model that the run's verdict judges.
         check_weights: refuse a backbone whose weights differ from the ones trained with.
         backend: ``torch``; ``onnx`` or ``onnx-int8``: predict through the graph written by
             ``transferkit export`` with ONNX Runtime (same preprocessing).
@@ -44,6 +47,8 @@ def load(run_dir: str | os.PathLike, *, check_weights: bool = True, cache: bool 
     """
     if backend not in ("torch", "onnx", "onnx-int8"):
         raise UserInputError(f"backend must be torch, onnx or onnx-int8, got {backend!r}")
+    if which not in ("delivered", "transfer"):
+        raise UserInputError(f"which must be delivered or transfer, got {which!r}")
     rd = RunDir(run_dir)
     card = rd.card()
     if isinstance(card.get("multi_task"), dict):  # one model per label column, each a run of its own
@@ -67,15 +72,25 @@ def load(run_dir: str | os.PathLike, *, check_weights: bool = True, cache: bool 
     bb = _load_backbone(name, options, trust_remote_code)
     if check_weights:
         _check_backbone_weights(bb, b.get("identity") or {}, name)
+    delivered = card.get("delivered") if which == "delivered" else None
+    if delivered is not None and not isinstance(delivered, dict):
+        raise UserInputError(f"{shown(rd.file('model_card.json'))}: its delivered entry is not an object",
+                             hint="re-run the fit that wrote it")
+    spec = (delivered or card).get("strategy") or {}
     try:
-        strategy_cls = STRATEGIES.get((card.get("strategy") or {}).get("name"))
+        strategy_cls = STRATEGIES.get(spec.get("name"))
     except UserInputError as e:
         raise UserInputError(f"{shown(rd.path)}: {e.message}", hint="was it written by a newer transferkit?") from None
-    strategy = strategy_cls.from_params((card.get("strategy") or {}).get("params") or {})
-    tensors = rd.read_weights(card)
+    strategy = strategy_cls.from_params(spec.get("params") or {})
+    tensors = rd.read_weights(card, None if delivered is None else delivered.get("weights") or {})
     strategy.load_state(tensors, card["classes"], bb, task=card.get("task") or "classification")
     model = TransferModel(bb, strategy, card=card, metrics=rd.metrics(), run_dir=rd.path, cache=cache,
                           progress=progress)
+    if backend != "torch" and not strategy_cls.head_on_features:
+        raise UserInputError(f"the delivered model of {shown(rd.path)} is {spec.get('name')}, which has no exported "
+                             "graph (its features are hand-made, outside the network)",
+                             hint="predict with the torch backend, or load the transfer model: which='transfer' "
+                                  "(--which transfer)")
     if backend != "torch":
         from ..onnx_runtime import attach_onnx
 

@@ -38,6 +38,9 @@ CARD = "model_card.json"
 CONFIG = "config.json"
 METRICS = "metrics.json"
 WEIGHTS = "strategy.safetensors"
+#: The delivered model's weights, where model selection chose another model than the transfer
+#: model (whose weights stay in ``WEIGHTS``).
+DELIVERED_WEIGHTS = "delivered.safetensors"
 VALIDATION = "validation.json"
 SKIPPED = "skipped.json"
 REPORT = "report.html"
@@ -127,8 +130,10 @@ class RunDir:
         return self.write_json(CONFIG, {"transferkit_version": versions().get("transferkit"), "command": command,
                                         "config": config})
 
-    def write_weights(self, tensors: dict[str, Any], *, strategy: str, classes: list[str]) -> dict[str, Any]:
-        """``strategy.safetensors``; returns the card's ``weights`` entry.
+    def write_weights(self, tensors: dict[str, Any], *, strategy: str, classes: list[str],
+                      file: str = WEIGHTS) -> dict[str, Any]:
+        """``strategy.safetensors`` (or ``file``: the delivered model's); returns the card's
+        ``weights`` entry.
 
         The file carries its own strategy and classes, so a card whose classes do not match the
         weights is caught at load time; its bytes are the same for the same tensors (one metadata
@@ -140,8 +145,8 @@ class RunDir:
         meta = {"transferkit": json.dumps({"format": FORMAT, "strategy": strategy, "classes": list(classes)},
                                           sort_keys=True)}
         blob = save(tensors, metadata=meta)
-        self._write(WEIGHTS, blob)
-        return {"file": WEIGHTS, "sha256": hashlib.sha256(blob).hexdigest(), "bytes": len(blob),
+        self._write(file, blob)
+        return {"file": file, "sha256": hashlib.sha256(blob).hexdigest(), "bytes": len(blob),
                 "tensors": {k: list(v.shape) for k, v in sorted(tensors.items())}}
 
     def write_reference(self, feats: np.ndarray) -> dict[str, Any]:
@@ -201,9 +206,10 @@ class RunDir:
     def metrics(self) -> dict[str, Any] | None:
         return self.read_json(METRICS, None)
 
-    def read_weights(self, card: dict[str, Any]) -> dict[str, Any]:
+    def read_weights(self, card: dict[str, Any], entry: dict[str, Any] | None = None) -> dict[str, Any]:
         """The strategy's tensors, checked against the card: file hash, tensor names and shapes,
-        and the classes the file was written with.
+        and the classes the file was written with.  ``entry``: another weights entry of the card
+        than ``weights`` (``delivered.weights``); its file is one of the run's two weight files.
 
         Raises:
             UserInputError: the file is missing, damaged or differs from the card.
@@ -211,14 +217,18 @@ class RunDir:
         from safetensors import SafetensorError
         from safetensors.torch import load
 
-        path = self.path / WEIGHTS
-        entry = card.get("weights") or {}
+        entry = (card.get("weights") or {}) if entry is None else entry
+        name = entry.get("file", WEIGHTS)
+        if name not in (WEIGHTS, DELIVERED_WEIGHTS):  # a card names one of the run's own files, nothing else
+            raise UserInputError(f"{shown(self.path / CARD)} names the weights file {name!r}, which is not one of "
+                                 f"a run's ({WEIGHTS}, {DELIVERED_WEIGHTS})", hint="re-run the fit that wrote it")
+        path = self.path / name
         try:
             blob = path.read_bytes()
         except OSError as e:
             raise UserInputError(f"cannot read {shown(path)}: {e.strerror or e}") from None
         if not entry.get("sha256"):
-            raise UserInputError(f"{shown(self.path / CARD)} names no hash for {WEIGHTS}, so its weights cannot be "
+            raise UserInputError(f"{shown(self.path / CARD)} names no hash for {name}, so its weights cannot be "
                                  "checked", hint="re-run the fit that wrote it")
         if hashlib.sha256(blob).hexdigest() != entry["sha256"]:
             raise UserInputError(f"{shown(path)} differs from the one the model card lists (sha256 mismatch)",
@@ -237,7 +247,7 @@ class RunDir:
         written = meta.get("classes")
         if written is not None and list(written) != list(card.get("classes") or []):
             raise UserInputError(f"the model card's classes {card.get('classes')} differ from the ones "
-                                 f"{WEIGHTS} was trained with {written}",
+                                 f"{name} was trained with {written}",
                                  hint="the run directory was modified; re-run the fit")
         return tensors
 
