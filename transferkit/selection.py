@@ -239,8 +239,9 @@ def _by_holdout(transfer: Candidate, names: list[str], params: dict[str, Any], t
         why = ("no selection: too few held-out items to score candidates on (at least "
                f"{MIN_HELDOUT}, two of every class)")
         if transfer.strategy.tunes_backbone and transfer.strategy.validation_items() is None:
-            why = (f"no selection: {transfer.strategy.name} held out no validation items (val_fraction 0), and a "
-                   "second fine-tuning only to score it would double the cost")
+            why = (f"no selection: {transfer.strategy.name} held out no validation items (too few training items "
+                   "for a validation split, or val_fraction 0), and a second fine-tuning only to score it would "
+                   "double the cost")
         return Selection(transfer, [transfer], reason=why)
     fit_idx, val_idx, refit = split
     fit_ds, val_ds = train.subset(fit_idx.tolist()), train.subset(val_idx.tolist())
