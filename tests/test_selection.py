@@ -9,7 +9,9 @@ import pytest
 
 import transferkit as tk
 from transferkit.data import Dataset
+from transferkit.errors import UserInputError
 from transferkit.pipeline import fit
+from transferkit.runs.loading import with_head
 from transferkit.selection import holdout_score
 
 from conftest import toy_texts
@@ -57,6 +59,10 @@ def test_the_best_scored_candidate_is_delivered_and_loaded(probe_run):
     # the report says what was delivered and why
     html = (out / "report.html").read_text()
     assert 'id="delivered"' in html and d["name"] in html
+    # explanations and export need a head on the backbone's features: the transfer model's, here
+    assert d["name"] in ("hybrid", "classical") and with_head(out) == "transfer"
+    with pytest.raises(UserInputError, match="no head on backbone features"):
+        loaded.strategy.torch_head()
 
 
 def test_no_select_delivers_the_transfer_model(tiny_text_dir, tmp_path):

@@ -65,10 +65,13 @@ def _add_load_options(p: argparse.ArgumentParser) -> None:
                    "(only for code you trust)")
     g.add_argument("--allow-pickle", action="store_true", help="allow pickled (.bin) backbone weights "
                    "(only for models you trust)")
+    g.add_argument("--which", choices=("delivered", "transfer"), help="the run's delivered model (the default: "
+                   "what selection on the training data chose) or its transfer model (the one the verdict judges)")
 
 
 def _load_options(a: argparse.Namespace) -> dict[str, Any]:
-    return {"backbone": a.backbone, "trust_remote_code": a.trust_remote_code, "allow_pickle": a.allow_pickle}
+    return {"backbone": a.backbone, "trust_remote_code": a.trust_remote_code, "allow_pickle": a.allow_pickle,
+            **({"which": a.which} if a.which else {})}
 
 
 def _backbone_options(a: argparse.Namespace) -> dict[str, Any]:

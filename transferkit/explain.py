@@ -37,6 +37,7 @@ from ._files import atomic_write_bytes, json_bytes
 from .errors import MissingDependencyError, UserInputError
 from .report import render_report
 from .runs import RunDir, load
+from .runs.loading import with_head
 from .tasks import get_task
 
 METHODS = ("auto", "gradcam", "integrated-gradients")
@@ -346,7 +347,9 @@ def explain(run: str | Path, inputs: Sequence[Any], *, out: str | Path | None = 
                              hint="give one: --label for a multi-label run, --target for a class")
     target = label if label is not None else target
     rd = RunDir(run)
-    model = load(rd.path, **(load_options or {}))
+    # the delivered model, unless it reads hand-made features (not a head on the network's): then the transfer model
+    load_options = dict(load_options or {})
+    model = load(rd.path, which=load_options.pop("which", None) or with_head(rd.path), **load_options)
     modality = model.modality
     out_dir = Path(out) if out else rd.file("explanations")
 

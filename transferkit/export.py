@@ -38,6 +38,7 @@ from .data.dataset import Dataset
 from .errors import UserInputError
 from .onnx_runtime import OPSET, OnnxRunner, eager_attention, graph_inputs, ort_module
 from .runs import RunDir, load, recreate_splits
+from .runs.loading import with_head
 from .tasks import get_task
 
 ONNX_FILE, INT8_FILE = "model.onnx", "model.int8.onnx"
@@ -145,7 +146,14 @@ def export_onnx(run: str | Path, *, quantize: str | None = None, check_items: in
 def _export(rd: RunDir, quantize: str | None, check_items: int, tolerance: float, log,
             load_options: dict[str, Any]) -> dict[str, Any]:
     run = rd.path
-    model = load(run, cache=False, **load_options)
+    # the delivered model, unless it reads hand-made features (no graph of those): then the transfer model
+    load_options = dict(load_options)
+    asked = load_options.pop("which", None)
+    which = asked or with_head(run)
+    if asked is None and which != "delivered":
+        log("the delivered model reads hand-made features, which have no ONNX graph: exporting the transfer model "
+            "(load it with which='transfer')")
+    model = load(run, cache=False, which=which, **load_options)
     output, described = OUTPUTS[model.task]
     graph, axes = _graph(model)
     names = [k for k in axes if k != output]
@@ -171,7 +179,8 @@ def _export(rd: RunDir, quantize: str | None, check_items: int, tolerance: float
         raise UserInputError(f"the ONNX graph differs from PyTorch by {diff:.3g} (tolerance {tolerance * scale:g}) "
                              f"on {len(check)} items; nothing was exported", hint="please report this model")
     entry: dict[str, Any] = {
-        "format": "onnx", "file": ONNX_FILE, "bytes": path.stat().st_size, "opset": OPSET, "seconds": round(seconds, 2),
+        "model": which, "format": "onnx", "file": ONNX_FILE, "bytes": path.stat().st_size, "opset": OPSET,
+        "seconds": round(seconds, 2),
         "task": model.task, "inputs": names, "output": described,
         "parity": {"max_abs_diff": diff, "items": len(check), "on": "test split" if test is not None else
                    f"synthetic items ({why})", "tolerance": tolerance},

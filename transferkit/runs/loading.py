@@ -94,8 +94,26 @@ def load(run_dir: str | os.PathLike, *, check_weights: bool = True, cache: bool 
     if backend != "torch":
         from ..onnx_runtime import attach_onnx
 
+        exported = (card.get("export") or {}).get("model") or "delivered"
+        if card.get("delivered") and card.get("export") and exported != which:
+            raise UserInputError(f"the ONNX graph of {shown(rd.path)} is the {exported} model's, not the {which} one's",
+                                 hint=f"load it with which='{exported}' (--which {exported})")
+
         attach_onnx(model, rd.path, int8=backend == "onnx-int8")
     return model
+
+
+def with_head(run_dir: str | os.PathLike) -> str:
+    """Which model of a run is a head on backbone features, for explanations and export:
+    ``delivered`` unless the delivered model reads hand-made features (``hybrid``,
+    ``classical``), then ``transfer``."""
+    name = ((RunDir(run_dir).card().get("delivered") or {}).get("strategy") or {}).get("name")
+    if name is None:
+        return "delivered"
+    try:
+        return "delivered" if STRATEGIES.get(name).head_on_features else "transfer"
+    except UserInputError:
+        return "delivered"  # load() names the unknown strategy
 
 
 def _inside(path: Path, root: Path) -> bool:
