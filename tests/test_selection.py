@@ -96,6 +96,20 @@ def test_fine_tuning_is_scored_on_its_own_validation_items(tiny_text_dir):
     assert "the fine-tuning's own validation split" in d["chosen_by"]
 
 
+def test_a_small_fine_tuning_without_validation_items_is_scored_by_a_second_run(tiny_text_dir):
+    """Too few items for a validation split: a clone fine-tuned from the pre-trained weights on four
+    fifths scores it, so a fine-tuning that ends below the probe is not delivered unseen."""
+    model = fit(train=_toy(25), test=_toy(10, seed=1), model=str(tiny_text_dir), strategy="finetune", n_boot=200,
+                control=False, strategy_params={"max_steps": 3, "min_steps": 1}, log=None)
+    transfer = model if model.transfer is None else model.transfer
+    d = model.metrics["delivered"]
+    assert transfer.strategy.validation_items() is None
+    assert d["protocol"] == "holdout" and d["n_items"] == 10 and "fine-tuned again" in d["chosen_by"]
+    assert all(c["score"] is not None for c in d["candidates"])
+    if model.transfer is not None:  # another model won: the run says so
+        assert any("is the model delivered" in n for n in model.metrics["notes"])
+
+
 def test_strategies_that_learn_no_label_or_adapt_to_a_target_are_not_second_guessed(tiny_text_dir, tmp_path):
     target = tmp_path / "target.jsonl"
     target.write_text("".join(json.dumps({"text": t}) + "\n" for t in _toy(10, seed=3).inputs))

@@ -151,6 +151,7 @@ def _fit(cfg: FitConfig, train: Dataset | None, test: Dataset | None, say: Log, 
     d_out = Outputs(outputs, strategy.thresholds_) if delivered is model else Outputs(
         delivered.strategy.predict_outputs(splits.test, delivered.ctx), delivered.strategy.thresholds_)
     metrics["delivered"] = delivered_metrics(cfg, selection, metrics["test"], d_out, y_test, delivered)
+    notes += selection.notes()
     timings["select_s"] = time.perf_counter() - t
     if cfg.control:
         t = time.perf_counter()
