@@ -27,8 +27,9 @@ from transferkit.tasks._multilabel import best_f1_threshold
 from task_data import digit_values, split
 
 FAMILY = ["finetune", "gradual", "lp-ft", "l2sp", "lora"]
-#: a short budget at rates that move the tiny random model (its features are random)
-FAST = {"epochs": 2, "batch_size": 8, "max_steps": 8, "lr": 1e-3, "head_lr": 1e-2}
+#: a short budget at rates that move the tiny random model (its features are random); val_min 4: these
+#: few dozen items keep a validation split (the default 30 would train on all of them), as the tests need
+FAST = {"epochs": 2, "batch_size": 8, "max_steps": 8, "lr": 1e-3, "head_lr": 1e-2, "val_min": 4}
 TOPICS = {"work": ["meeting", "agenda", "report", "budget"], "money": ["cash", "prize", "offer", "lottery"],
           "sport": ["match", "goal", "league", "coach"]}
 
@@ -230,7 +231,7 @@ def test_a_task_of_weight_zero_leaves_the_other_as_its_single_task_fit(tiny_text
     """``{money: 1, share: 0}``: the same split, head initialisation, dropout draws and loss as a
     fit of ``money`` alone, so the same model (and the zero-weight head gets no gradient)."""
     data = joint_data()
-    params = {**FAST, "weight_decay": 0.0}
+    params = {**FAST, "weight_decay": 0.0, "val_fraction": 0.25}  # 12 items: 3 of each class in validation
     joint = FineTune(**params)
     ctx = TransferModel(get_backbone(str(tiny_text_dir)), joint).ctx
     models = joint.fit_joint(data, ctx, task_weights={"money": 1, "share": 0})

@@ -53,7 +53,7 @@ def test_gradual_early_stopping_restores_groups_unfrozen_after_the_best_epoch(ti
     # must come back to its weights at that epoch (pre-trained, for groups not yet unfrozen).
     backbone = get_backbone(str(tiny_text_dir))
     before = {k: v.clone() for k, v in backbone.module.state_dict().items()}
-    s = GradualUnfreezing(epochs=4, batch_size=8, val_fraction=0.25, patience=1, lr=5e-2)
+    s = GradualUnfreezing(epochs=4, batch_size=8, val_fraction=0.25, val_min=4, patience=1, lr=5e-2)
     s.fit(text_sets()[0], TransferModel(backbone, s).ctx)
     best = s.fit_info()["best_epoch"]
     assert best < s.fit_info()["epochs_run"] - 1  # (a high rate makes epoch 0 the best: the case that matters)

@@ -28,7 +28,7 @@ def test_lpft_head_starts_as_the_linear_probe_and_records_it(tiny_text_dir, monk
     info = s.fit_info()["probe"]
     assert info["C"] == probe.fit_info()["C"] and 0.5 < info["fit_accuracy"] <= 1.0
     assert info["val_accuracy"] is None  # no validation split here
-    with_val = LinearProbeFineTune(epochs=1, batch_size=8, val_fraction=0.25)
+    with_val = LinearProbeFineTune(epochs=1, batch_size=8, val_fraction=0.25, val_min=4)  # a split of 24 items
     fitted(with_val, tiny_text_dir)
     assert 0 <= with_val.fit_info()["probe"]["val_accuracy"] <= 1
 

@@ -457,12 +457,11 @@ class FineTune(Strategy):
         per_class = MIN_VAL_PER_CLASS if classes else 0
         need = max(self.val_min, per_class * len(classes))
         asked = math.ceil(self.val_fraction * n)
-        cap = math.floor(max(self.val_fraction, MAX_VAL_SHARE) * n)
-        rule = f"{need} items" + (f", {per_class} per class" if per_class else "")
-        if max(asked, need) > cap:
+        share = max(self.val_fraction, MAX_VAL_SHARE)
+        if need > max(asked, math.floor(share * n)):
+            rule = f"{need} items" + (f", {per_class} per class" if per_class else "")
             return everything, None, (f"{n} training items are too few for a validation split worth early stopping "
-                                      f"on (at least {rule}, within {max(self.val_fraction, MAX_VAL_SHARE):.0%} of "
-                                      "the data; option val_min)")
+                                      f"on (at least {rule}, within {share:.0%} of the data; option val_min)")
         # the split of the items' positions: one split serves every task of a joint fit; the fraction
         # itself where it is big enough (the split runs have always had), else the count needed
         positions = Dataset(modality=data.modality, inputs=everything, labels=data.labels, task=data.task)
