@@ -62,6 +62,10 @@ def run_demo(out: str | Path = "runs/demo", *, only: str | None = None, progress
 def _summary(say, model) -> None:
     m = model.metrics
     say(f"-> verdict: {m['verdict'].upper()}: {m['verdict_explanation']}")
+    d = m.get("delivered") or {}
+    if model.transfer is not None:  # selection chose another model than the transfer model
+        say(f"-> delivered: {d['name']} (test accuracy {d['test']['accuracy']:.3f}), chosen on the training data by "
+            f"{d['chosen_by']}")
     say(f"-> report: {model.run_dir / 'report.html'}")
 
 
