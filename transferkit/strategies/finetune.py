@@ -57,7 +57,11 @@ from .probe import CLASS_WEIGHT_HELP, check_class_weight, loss_weights
 __all__ = ["FineTune", "FineTuneParams", "_scores", "inner_layer_note", "MIN_STEPS", "MIN_VAL_ITEMS",
            "MIN_VAL_PER_CLASS"]
 
-#: Default floor of a run, in optimizer steps (the ``min_steps`` option).
+#: Default floor of a run, in optimizer steps (the ``min_steps`` option).  Measured on 100 MNIST-5k
+#: digits inverted to dark ink on white (32x32 RGB, 10 per class), efficientnet-lite0 at 96 px, 300
+#: test digits, seed 0, LoRA defaults: 18 steps (the old 3 epochs) 0.663, 70 steps 0.857, 140 steps
+#: 0.877, 203 steps 0.897 (the linear probe 0.743): still rising at 200, which costs a few minutes on
+#: a CPU for a few-shot set and is under 3 epochs of any set of more than ~1,000 items.
 MIN_STEPS = 200
 #: Fewest validation items worth early stopping on (the ``val_min`` option): on fewer, one item is
 #: more than 3 points of accuracy and the validation loss of an epoch is mostly noise, so "no
