@@ -196,6 +196,10 @@ def _fit(cfg: FitConfig, say, progress: bool | None, run: RunDir | None) -> Mult
             evidence.update(controls_stage(ccfg, sp, model.strategy, backbone, outputs, y_test, say, progress,
                                            RunDir(ccfg.out) if ccfg.out else None))
             timings["controls_s"] = time.perf_counter() - t
+        # one backbone serves every column: no column's model is swapped for another (selection)
+        evidence["delivered"] = {"name": model.strategy.name, "strategy": model.strategy.name, "protocol": "none",
+                                 "chosen_by": "no selection: a multi-task fit delivers the model it trained for "
+                                              "each column on the shared backbone", "test": evidence["test"]}
         column_notes = sp.notes + model.ctx.notes + [joint["note"]]
         model.metrics = _metrics(ccfg, sp, model.strategy, evidence, None, timings, column_notes)
         model.metrics["multi_task"] = {"column": c, "columns": columns, "joint": joint["joint"]}

@@ -416,7 +416,8 @@ def _metrics(cfg: FitConfig, splits: Splits, strategy: Strategy, evidence: dict[
     }
 
 
-def _card(cfg: FitConfig, splits: Splits, model: TransferModel, delivered: TransferModel) -> dict[str, Any]:
+def _card(cfg: FitConfig, splits: Splits, model: TransferModel,
+          delivered: TransferModel | None = None) -> dict[str, Any]:
     """The model card: lineage of what was trained (the run directory adds its files' hashes).
     ``strategy`` is the transfer model's; ``delivered`` (only where selection chose another
     model) names the strategy that ``tk.load``, ``predict`` and ``serve`` use."""
@@ -425,7 +426,7 @@ def _card(cfg: FitConfig, splits: Splits, model: TransferModel, delivered: Trans
     return {
         **({"delivered": {"name": model.metrics["delivered"]["name"],
                           "strategy": {"name": delivered.strategy.name, "params": delivered.strategy.get_params()}}}
-           if delivered is not model else {}),
+           if delivered is not None and delivered is not model else {}),
         "created": model.metrics["run"]["created"],
         "backbone": {"name": cfg.model, "options": cfg.backbone_options, "identity": model.backbone.identity()},
         "strategy": {"name": cfg.strategy, "params": model.strategy.get_params()},
