@@ -70,7 +70,8 @@ def test_strategy_rule_follows_the_smallest_class(monkeypatch):
 
 def test_auto_fine_tunes_with_lora_from_the_threshold(tiny_text_dir):
     pytest.importorskip("peft")
-    model = tk.fit(train=_toy(15), model="auto", candidates=[str(tiny_text_dir)], control=False, log=None,
+    # @last: the last layer only (a name without a layer would also rank an inner one, which keeps the probe)
+    model = tk.fit(train=_toy(15), model="auto", candidates=[f"{tiny_text_dir}@last"], control=False, log=None,
                    strategy_params={"epochs": 1, "val_fraction": 0})
     m = model.metrics
     assert m["run"]["strategy"] == "lora" and m["auto"]["strategy_chosen"]

@@ -45,7 +45,8 @@ from ._studies import study
 from .data.dataset import Dataset
 from .errors import UserInputError
 
-__all__ = ["AutoChoice", "choose", "default_candidates", "choose_strategy", "FINETUNE_FROM_PER_CLASS", "AUTO_SCORES"]
+__all__ = ["AutoChoice", "choose", "default_candidates", "choose_strategy", "with_inner_layers", "inner_layer",
+           "last_layer", "FINETUNE_FROM_PER_CLASS", "AUTO_SCORES", "INNER_LAYER_AT"]
 
 #: The scores that order the candidates: the first decides, the next breaks ties (module doc).
 AUTO_SCORES = ("knn", "logme")
@@ -57,12 +58,19 @@ FALLBACK_STRATEGY = "finetune"  # without PEFT
 #: Ranking scores at most this many training items (stratified): the scores settle well before.
 RANK_MAX_ITEMS = 2000
 
-# Per modality: the zoo candidates tried when the user names none.  EfficientNet's layer 6 is
-# among them because on small, low-resolution images (digits) it beats the last layer by a
-# wide margin (BENCHMARKS.md, probe section); text keeps MiniLM's last and a middle layer.
+#: The inner layer ranked beside the last one of every candidate named without a layer, as a
+#: share of the depth: layer ``N * 3 // 4`` of a model whose last layer is ``N`` (0 = embeddings
+#: or stem).  In the transferability study of BENCHMARKS.md that is where the best inner layer was
+#: for both families measured: EfficientNet-Lite's layer 6 of 8 (ahead of layer 4 and of the last
+#: layer on MNIST-5k and digits, 80/20 and 10 per class) and MiniLM's layer 4 of 6 (ahead of 1, 2
+#: and the last at 8 per class on spam, within 0.2 points of layer 1 at 80/20).
+INNER_LAYER_AT = (3, 4)
+
+# Per modality: the zoo models tried when the user names none, each ranked at its last layer and
+# at its inner layer (INNER_LAYER_AT: minilm-l6@4, efficientnet-lite0@6, efficientnet-lite1@6).
 _DEFAULTS = {
-    "text": ["minilm-l6", "minilm-l6@4"],
-    "image": ["efficientnet-lite0", "efficientnet-lite0@6", "efficientnet-lite1"],
+    "text": ["minilm-l6"],
+    "image": ["efficientnet-lite0", "efficientnet-lite1"],
 }
 
 
@@ -79,6 +87,8 @@ class AutoChoice:
         reasons: plain sentences for the report.
         seconds: the whole ranking.
         task: the training data's task (which form of the kNN score ranked the candidates).
+        layers_added: the inner-layer candidates ranked beside candidates named without a layer
+            (:func:`with_inner_layers`).
     """
 
     model: str
@@ -90,6 +100,7 @@ class AutoChoice:
     reasons: list[str] = field(default_factory=list)
     seconds: float = 0.0
     task: str = "classification"
+    layers_added: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -106,6 +117,128 @@ def default_candidates(modality: str) -> list[str]:
                              hint="name candidates with --models a,b,c (model directories or hub ids), "
                                   "or install the zoo: pip install 'transferkit[zoo]'")
     return cands
+
+
+def last_layer(model: str, backbone_options: dict[str, Any] | None = None) -> int | None:
+    """The index of ``model``'s last layer as ``NAME@L`` counts (0 = embeddings or stem), or
+    ``None`` where its layers cannot be told.
+
+    Transformers: ``num_hidden_layers`` of the config (hidden states 0..N; no weights loaded).
+    Others: their layer groups (EfficientNet-Lite: stem, 7 stages, head convolution = 0..8), else
+    the model's largest block list.
+    """
+    from .backbones import get_backbone
+    from .backbones.hf import block_list
+
+    bb = get_backbone(model, **(backbone_options or {}))
+    n = getattr(getattr(bb, "config", None), "num_hidden_layers", None)
+    if isinstance(n, int) and not isinstance(n, bool) and n > 0:
+        return n
+    stages = getattr(bb.module, "stages", None)
+    if callable(stages):
+        return len(stages()) - 1
+    _name, blocks = block_list(bb.module)
+    return len(blocks) if blocks is not None else None
+
+
+def inner_layer(last: int | None) -> int | None:
+    """The inner layer ranked beside a last layer ``last`` (:data:`INNER_LAYER_AT` of the depth);
+    ``None`` when there is none between the embeddings/stem (0) and the last layer."""
+    if last is None:
+        return None
+    k = last * INNER_LAYER_AT[0] // INNER_LAYER_AT[1]
+    return k if 1 <= k < last else None
+
+
+@dataclass
+class InnerLayers:
+    """Candidates with their inner layers added (:func:`with_inner_layers`).
+
+    Attributes:
+        candidates: the given candidates in their order, each followed by its added inner layer.
+        added: the added candidates (``"NAME@L"``).
+        depth: model -> index of its last layer (``None``: not told), for the models named
+            without a layer.
+        single: candidates named without a layer that got no inner layer (no layers to tell, or
+            too shallow).
+    """
+
+    candidates: list[Any]
+    added: list[str] = field(default_factory=list)
+    depth: dict[str, int | None] = field(default_factory=dict)
+    single: list[str] = field(default_factory=list)
+
+
+def with_inner_layers(candidates: list[Any], backbone_options: dict[str, Any] | None = None) -> InnerLayers:
+    """Add, after every candidate named without a layer (``NAME``, not ``NAME@L`` or ``NAME@last``),
+    the same model at its :func:`inner_layer`, unless that layer is already a candidate.  A
+    candidate that names its layer is kept exactly as given and gets nothing added.
+
+    The inner layer is a separate feature extraction: the ranking makes one forward pass per
+    candidate and layer (an inner layer runs only the blocks below it).
+    """
+    from .ranking import names_layer, parse_candidate
+
+    parsed = [parse_candidate(c) for c in candidates]
+    out = InnerLayers(candidates=[])
+    for c, p in zip(candidates, parsed):
+        if not names_layer(c) and p.model not in out.depth:
+            out.depth[p.model] = last_layer(p.model, backbone_options)
+
+    def where(model: str, layer: int | None) -> tuple[str, int | None]:
+        n = out.depth.get(model)
+        if n is not None and layer is not None:
+            layer = n + 1 + layer if layer < 0 else layer  # -1 is the last layer
+            layer = None if layer == n else layer
+        return model, layer
+
+    present = {where(p.model, p.layer) for p in parsed}
+    for c, p in zip(candidates, parsed):
+        out.candidates.append(c)
+        if names_layer(c):
+            continue
+        k = inner_layer(out.depth[p.model])
+        if k is None:
+            out.single.append(p.label)
+            continue
+        if (p.model, k) in present:
+            continue
+        present.add((p.model, k))
+        if isinstance(c, dict):
+            extra = {**c, "layer": k, **({"label": f"{c['label']}@{k}"} if c.get("label") else {})}
+        else:
+            extra = f"{str(c).strip()}@{k}"
+        out.candidates.append(extra)
+        out.added.append(parse_candidate(extra).label)
+    return out
+
+
+def _layers_reason(layers: InnerLayers, best_label: str) -> str:
+    """Which layers were ranked and why (the study's picks read from ``studies.json``)."""
+    from .ranking import parse_candidate
+
+    num, den = INNER_LAYER_AT
+    picks = list(dict.fromkeys(v["auto"]["candidate"] for v in study("auto_pick")["variants"]))
+    parts = []
+    if layers.added:
+        added = ", ".join(f"{c} (last layer {layers.depth[parse_candidate(c).model]})" for c in layers.added)
+        parts.append(f"Layers: every candidate named without a layer was ranked at its last layer and at the layer "
+                     f"{num}/{den} of the way up, rounded down (0 = embeddings or stem): added {added}; the "
+                     f"transferability study of BENCHMARKS.md found the best inner layers at that depth (its kNN "
+                     f"picks: {', '.join(picks)}).")
+    if layers.single:
+        parts.append(f"Ranked at the last layer only (no inner layer between the first and the last could be "
+                     f"told): {', '.join(layers.single)}.")
+    if not parts:
+        parts.append("Layers: every candidate named its layer and was ranked at it as given.")
+    return " ".join(parts) + f" Chosen: {best_label}."
+
+
+def _layer_words(layer: int | None, last: int | None) -> str:
+    """``"layer 6 of 0-8"``, ``"the last layer, 8 of 0-8"`` (without ``last``: as far as known)."""
+    if layer is None:
+        return "the last layer" + ("" if last is None else f", {last} of 0-{last}")
+    return f"layer {layer}" + ("" if last is None else f" of 0-{last}")
 
 
 def _points(x: float) -> str:
@@ -238,7 +371,10 @@ def choose(train: Dataset, candidates: list[str] | None, *, strategy: str | None
         raise UserInputError("--layer cannot be combined with --model auto",
                              hint="give layers as candidates instead, e.g. "
                                   "--models efficientnet-lite0@6,efficientnet-lite0")
-    log(f"auto: ranking {len(cands)} candidates on the training split: {', '.join(cands)}")
+    layers = with_inner_layers(cands, backbone_options)
+    cands = layers.candidates
+    log(f"auto: ranking {len(cands)} candidates on the training split: {', '.join(map(str, cands))}"
+        + (f" (inner layers added: {', '.join(layers.added)})" if layers.added else ""))
     result = rank(train, cands, scores=AUTO_SCORES, max_items=RANK_MAX_ITEMS, seed=seed,
                   batch_size=batch_size, backbone_options=backbone_options, cache=cache, progress=progress,
                   log=None, backend=backend)
@@ -247,7 +383,8 @@ def choose(train: Dataset, candidates: list[str] | None, *, strategy: str | None
     best = result.best
     ranking = [{"candidate": r.candidate, "model": r.model, "layer": r.layer, "scores": r.scores,
                 "seconds": r.seconds} for r in result.rows]
-    reasons = [_model_reason(result)]
+    last = layers.depth.get(best.model)
+    reasons = [_model_reason(result, last), _layers_reason(layers, f"{best.model}, {_layer_words(best.layer, last)}")]
     user_strategy = strategy not in (None, "auto")
     if user_strategy:
         name = strategy
@@ -257,7 +394,7 @@ def choose(train: Dataset, candidates: list[str] | None, *, strategy: str | None
         reasons.append(why)
     return AutoChoice(model=best.model, layer=best.layer, strategy=name, strategy_chosen=not user_strategy,
                       score=AUTO_SCORES[0], ranking=ranking, reasons=reasons, seconds=round(time.perf_counter() - t, 3),
-                      task=result.task)
+                      task=result.task, layers_added=list(layers.added))
 
 
 # Per task: what the kNN score is called, how its value is shown, and what it does to an item.
@@ -270,13 +407,16 @@ _KNN_WORDS = {
 }
 
 
-def _model_reason(result) -> str:
+def _model_reason(result, last: int | None = None) -> str:
+    """The chosen candidate, its layer (``last``: the index of its model's last layer, where known)
+    and its scores against the next one."""
     rows = result.rows
     best = rows[0]
     task = getattr(result, "task", "classification")
     name, fmt, how = _KNN_WORDS[task]
     knn, logme = best.scores.get("knn"), best.scores.get("logme")
-    line = (f"{best.candidate}: the highest leave-one-out {name} of {len(rows)} candidates on "
+    line = (f"{best.candidate} ({_layer_words(best.layer, last)}): the highest leave-one-out {name} of {len(rows)} "
+            "candidates on "
             f"{result.data['n_items']} training items ({fmt.format(knn)}")
     if len(rows) > 1:
         nxt = rows[1]

@@ -46,7 +46,8 @@ from .report.rank import write_rank
 from .scores import SCORES, domain_shift, score_about, score_for_task, score_title
 from .tasks import get_task
 
-__all__ = ["rank", "RankResult", "RankRow", "Candidate", "parse_candidate", "order_key", "DEFAULT_SCORES"]
+__all__ = ["rank", "RankResult", "RankRow", "Candidate", "parse_candidate", "names_layer", "order_key",
+           "DEFAULT_SCORES"]
 
 Log = Callable[[str], None]
 #: kNN first: it orders the table (ties broken by LogME, then the rest).  In BENCHMARKS.md
@@ -113,6 +114,19 @@ def parse_candidate(c: str | dict | Candidate) -> Candidate:
         raise UserInputError(f"bad candidate {c!r}", "write NAME, NAME@LAYER or random:NAME[@LAYER], "
                              "e.g. efficientnet-lite0@6")
     return Candidate(m.group("model"), parse_layer(m.group("layer")), random)
+
+
+def names_layer(c: str | dict | Candidate) -> bool:
+    """Whether a candidate names its layer itself: ``NAME@L`` or ``NAME@last`` (a string), a
+    ``layer`` key (a dict), a layer set (a :class:`Candidate`: its last layer cannot be told from
+    "not given", so only a set layer counts)."""
+    if isinstance(c, Candidate):
+        return c.layer is not None
+    if isinstance(c, dict):
+        return "layer" in c
+    text = str(c).strip()
+    m = _SPEC.match(text[len("random:"):] if text.startswith("random:") else text)
+    return bool(m and m.group("layer") is not None)
 
 
 # ----------------------------------------------------------------------------- results
