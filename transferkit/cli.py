@@ -109,8 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--modality", choices=["text", "image", "audio"], help="default: inferred from the data")
     f.add_argument("--model", help="zoo name (see `transferkit models`), model directory or hub id; 'auto': rank "
                                    "the candidates on the training data and take the best")
-    f.add_argument("--models", help="with --model auto: candidates NAME[@LAYER], comma-separated "
-                                    "(default: the installed zoo models of the data's modality)")
+    f.add_argument("--models", help="with --model auto: candidates NAME[@LAYER], comma-separated; a NAME "
+                                    "without @ is ranked at its last layer and at 3/4 of its depth, NAME@last "
+                                    "at its last only (default: the installed zoo models of the data's modality)")
     f.add_argument("--strategy", help="adaptation strategy (default: linear-probe; with --model auto: chosen too)")
     f.add_argument("--param", action="append", metavar="KEY=VALUE", help="a strategy hyper-parameter (JSON value)")
     f.add_argument("--class-weight", metavar="balanced|JSON", help="= --param class_weight=... (imbalanced classes)")
