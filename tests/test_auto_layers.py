@@ -64,6 +64,10 @@ def test_a_candidate_without_a_layer_is_ranked_at_two_layers(tiny_text_dir, tmp_
 
 def test_an_explicit_layer_is_kept_as_given(tiny_text_dir, monkeypatch):
     from transferkit import auto
+    from transferkit.ranking import names_layer
+
+    assert all(names_layer(c) for c in ("m@3", "m@LAST", "random:m@-1", " m@0 ", {"model": "m", "layer": None}))
+    assert not any(names_layer(c) for c in ("m", "random:m", "models/x@v2", {"model": "m"}))
 
     d = str(tiny_text_dir)
     for given in ([f"{d}@0"], [f"{d}@last"], [f"{d}@1", f"{d}@0"], [{"model": d, "layer": None}]):

@@ -7,6 +7,12 @@ and inner layers, MiniLM at four depths; accuracy of a linear probe per task) th
 best candidate or close to it in every task variant, while LogME's own pick lost far more on
 digits (it preferred last layers to layer 6).
 
+Every candidate named without a layer (the defaults included) is ranked twice: at its last layer
+and at its inner layer, :data:`INNER_LAYER_AT` of its depth (:func:`with_inner_layers`); a candidate
+named with its layer (``NAME@L``, ``NAME@last``) is ranked exactly as given.  Each layer is a feature
+extraction of its own (the ranking makes one forward pass per candidate; an inner layer runs only the
+blocks below it), so this costs one more extraction per candidate named without a layer.
+
 The choice is made on the training split only (after any few-shot sampling), never on the test
 set, so the test accuracy that follows is still an honest estimate.  The chosen candidate's
 features are then already in the cache: a linear probe after ranking costs almost nothing more.
