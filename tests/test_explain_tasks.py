@@ -16,7 +16,7 @@ from transferkit.backbones import get_backbone
 from transferkit.cli import main
 from transferkit.data import Dataset
 from transferkit.errors import UserInputError
-from transferkit.explain import explain, explain_image, explain_text
+from transferkit.explain import explain, explain_image, explain_text, explainable
 from transferkit.model import TransferModel
 from transferkit.strategies import get_strategy
 
@@ -62,7 +62,9 @@ def test_regression_attributions_add_up_to_the_value_in_target_units(regression_
 
 
 def test_multilabel_explains_the_top_predicted_label_or_the_one_asked_for(multilabel_run):
-    model = tk.load(multilabel_run)
+    # what is explained: the run's model with a head on the network's features (the transfer model
+    # where selection delivered one on hand-made features), whose predictions are compared here
+    model = explainable(tk.load(multilabel_run))
     assert model.classes == ["ham", "long", "spam"]
     probs = model.predict_outputs([TEXT])[0]
     predicted = list(model.predict([TEXT])[0])

@@ -35,7 +35,7 @@ def test_text_export_matches_pytorch_including_long_texts(strategy, params, tiny
     if strategy == "lora":
         pytest.importorskip("peft")
     out = tmp_path / "run"
-    model = tk.fit(data=str(toy_csv), model=str(tiny_text_dir), strategy=strategy, strategy_params=params,
+    model = tk.fit(data=str(toy_csv), model=str(tiny_text_dir), strategy=strategy, strategy_params=params, select=False,
                    backbone_options={"max_length": 16}, out=str(out), control=False, log=None)
     assert main(["export", str(out), "--quantize", "int8"]) == 0
     card = json.loads((out / "model_card.json").read_text())
@@ -58,13 +58,24 @@ def test_text_export_matches_pytorch_including_long_texts(strategy, params, tiny
 
 def test_predict_backend_onnx_on_the_command_line(tiny_text_dir, toy_csv, tmp_path, capsys):
     out = tmp_path / "run"
-    tk.fit(data=str(toy_csv), model=str(tiny_text_dir), out=str(out), control=False, log=None)
-    assert main(["predict", str(out), str(toy_csv), "--backend", "onnx"]) == 2
+    model = tk.fit(data=str(toy_csv), model=str(tiny_text_dir), out=str(out), control=False, log=None)
+    # on a tiny random model the hand-made features win the selection: the delivered model has no
+    # graph, the transfer model (the probe) is the one exported, and --which transfer runs it
+    handmade = model.transfer is not None and model.strategy.name in ("hybrid", "classical")
+    which = ["--which", "transfer"] if handmade else []
+    assert main(["predict", str(out), str(toy_csv), "--backend", "onnx", *which]) == 2
     assert "transferkit export" in capsys.readouterr().err  # not exported yet: says how
+    if handmade:
+        assert main(["predict", str(out), str(toy_csv), "--backend", "onnx"]) == 2
+        assert "--which transfer" in capsys.readouterr().err  # the delivered model has no graph: says which has
     assert main(["export", str(out)]) == 0
-    capsys.readouterr()
-    assert main(["predict", str(out), str(toy_csv), "--out", str(tmp_path / "a.csv")]) == 0
-    assert main(["predict", str(out), str(toy_csv), "--backend", "onnx", "--out", str(tmp_path / "b.csv")]) == 0
+    said = capsys.readouterr()
+    assert ("exporting the transfer model" in said.err) == handmade and ("--which transfer" in said.out) == handmade
+    assert json.loads((out / "model_card.json").read_text())["export"]["model"] == ("transfer" if handmade
+                                                                                     else "delivered")
+    assert main(["predict", str(out), str(toy_csv), "--out", str(tmp_path / "a.csv"), *which]) == 0
+    assert main(["predict", str(out), str(toy_csv), "--backend", "onnx", "--out", str(tmp_path / "b.csv"),
+                 *which]) == 0
     a = list(csv.DictReader(open(tmp_path / "a.csv")))
     b = list(csv.DictReader(open(tmp_path / "b.csv")))
     assert [r["prediction"] for r in a] == [r["prediction"] for r in b]
@@ -76,7 +87,7 @@ def test_image_export_with_dynamic_batch(tiny_image_dir, tmp_path):
     imgs = rng.randint(0, 255, (12, 32, 32, 3), dtype=np.uint8)
     out = tmp_path / "img"
     model = tk.fit(train=from_arrays(imgs, ["a", "b"] * 6, modality="image"), model=str(tiny_image_dir),
-                   out=str(out), control=False, log=None)
+                   out=str(out), control=False, log=None, select=False)
     from transferkit.export import export_onnx
 
     entry = export_onnx(out, log=lambda m: None)

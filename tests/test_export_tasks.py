@@ -25,7 +25,7 @@ LONG = "goal team cash bank soup " * 80  # several windows of 16 tokens
 
 def _fit(data, tiny_text_dir, out, **options):
     return tk.fit(data=str(data), model=str(tiny_text_dir), out=str(out), control=False, log=None,
-                  backbone_options={"max_length": 16}, **options)
+                  backbone_options={"max_length": 16}, select=False, **options)  # the transfer model's graph
 
 
 def test_regression_export_gives_values_in_the_targets_units(tiny_text_dir, tmp_path):
@@ -71,7 +71,7 @@ def test_multi_label_export_gives_per_label_probabilities(tiny_text_dir, tmp_pat
 def test_multi_label_image_export_on_real_digit_pairs(tiny_image_dir, tmp_path):
     train = digit_pairs(60, seed=0)
     out = tmp_path / "pairs"
-    model = tk.fit(train=train, model=str(tiny_image_dir), out=str(out), control=False, log=None)
+    model = tk.fit(train=train, model=str(tiny_image_dir), out=str(out), control=False, log=None, select=False)
     entry = export_onnx(out, log=lambda m: None)
     assert entry["parity"]["on"].startswith("synthetic items")  # in-memory data: no split to rebuild
     onnx = tk.load(out, backend="onnx")

@@ -517,7 +517,8 @@ def cmd_export(a: argparse.Namespace) -> int:
     entry = export_onnx(a.run, quantize=a.quantize, tolerance=a.tolerance,
                         log=lambda m: print(m, file=sys.stderr, flush=True), load_options=_load_options(a))
     print(f"{Path(a.run) / entry['file']}: parity with PyTorch {entry['parity']['max_abs_diff']:.2g} "
-          f"(recorded in {Path(a.run) / 'model_card.json'}); predict with --backend onnx")
+          f"(recorded in {Path(a.run) / 'model_card.json'}); predict with --backend onnx"
+          + (" --which transfer" if entry.get("model") == "transfer" else ""))
     return 0
 
 

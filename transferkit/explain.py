@@ -96,6 +96,23 @@ def _captum():
     return attr
 
 
+def explainable(model):
+    """``model``, or where it reads hand-made features (a delivered ``hybrid`` or ``classical``
+    model, with no head on the network's features to differentiate through) the transfer model
+    of its run: the one the verdict judges.
+
+    Raises:
+        UserInputError: no transfer model to fall back on (an in-memory model of those strategies)."""
+    if model.strategy.head_on_features:
+        return model
+    if getattr(model, "transfer", None) is not None:
+        return model.transfer
+    if model.run_dir is not None:
+        return load(model.run_dir, which="transfer")
+    raise UserInputError(f"a {model.strategy.name} model reads hand-made features, which have no gradient to explain",
+                         hint="explain the transfer model of its run: tk.load(run, which='transfer')")
+
+
 def _forward(model):
     """``batch -> (N, K)`` outputs through the backbone and the strategy's torch head, in what is
     explained: class probabilities (softmax), label probabilities (sigmoid), or the regression
@@ -166,8 +183,10 @@ def cam_layer(backbone) -> torch.nn.Module | None:
 def explain_image(model, item: Any, *, target: str | None = None, method: str = "auto",
                   steps: int = 32) -> Explanation:
     """Heat map of ``item`` (a path or an ``(H, W[, C])`` uint8 array) for ``target`` (a class, a
-    label, or ``None``: see the module doc)."""
+    label, or ``None``: see the module doc); a model on hand-made features explains its run's
+    transfer model (:func:`explainable`)."""
     attr = _captum()
+    model = explainable(model)
     backbone = model.backbone
     backbone.module.eval()
     batch = backbone.prepare([item])
@@ -231,10 +250,12 @@ def overlay_png(item: Any, heat: np.ndarray, alpha: float = 0.45) -> bytes:
 # ----- text --------------------------------------------------------------------------------------
 def explain_text(model, text: str, *, target: str | None = None, steps: int = 32) -> Explanation:
     """Integrated-gradients score of each word of ``text``'s first window, for ``target`` (a class,
-    a label, or ``None``: see the module doc); regression scores are in the target's units."""
+    a label, or ``None``: see the module doc); regression scores are in the target's units.  A
+    model on hand-made features explains its run's transfer model (:func:`explainable`)."""
     attr = _captum()
     from .backbones.base import Batch
 
+    model = explainable(model)
     backbone = model.backbone
     module = backbone.module
     module.eval()
