@@ -67,7 +67,8 @@ def delivered_lines(metrics: dict) -> list[str]:
     metrics, its comparison with the best control, and how it was chosen (the candidates' scores
     on the training data)."""
     d = metrics.get("delivered") or {}
-    if not d or any(c.get("chosen") and c.get("transfer") for c in d.get("candidates", [])) or "test" not in d:
+    candidates = d.get("candidates") or []
+    if not candidates or any(c.get("chosen") and c.get("transfer") for c in candidates) or "test" not in d:
         return [f"delivered: the transfer model ({d['chosen_by']})"] if d.get("chosen_by") else []
     out = [f"delivered: {d['name']}: {headline(d['test'])}"]
     v = metrics.get("delivered_vs_controls")
@@ -76,6 +77,6 @@ def delivered_lines(metrics: dict) -> list[str]:
         out.append(f"delivered vs best control ({v['control']}): {v['verdict'].upper()}, gain {v['gain']:+.3f} "
                    f"[{lo:+.3f}, {hi:+.3f}]")
     scores = ", ".join(f"{c['name']}{' (transfer)' if c.get('transfer') else ''} "
-                       f"{'—' if c['score'] is None else format(c['score'], '.4f')}" for c in d["candidates"])
+                       f"{'—' if c['score'] is None else format(c['score'], '.4f')}" for c in candidates)
     out.append(f"chosen by {d['chosen_by']}: {scores}")
     return out
