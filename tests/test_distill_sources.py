@@ -14,7 +14,7 @@ import transferkit as tk
 from transferkit.cli import main
 from transferkit.data.dataset import Dataset
 from transferkit.distill import Distillation, distill
-from transferkit.distill_set import text_views
+from transferkit.distill_set import build_set, text_views
 from transferkit.errors import UserInputError
 from transferkit.strategies.base import TransferContext
 
@@ -132,6 +132,21 @@ def test_bad_distillation_options_are_refused_with_a_hint(teacher_run, tmp_path,
     assert main(["distill", str(run), "--out", out, "--unlabelled", str(tmp_path / "nope.csv")]) == 2
     err = capsys.readouterr().err
     assert "nope.csv" in err and "does not exist" in err
+    images = Dataset(modality="image", inputs=[np.zeros((8, 8), np.uint8)] * 2, labels=["a", "b"])
+    with pytest.raises(UserInputError, match="text views") as e:  # refused before the teacher runs
+        build_set(None, images, images, views=1)
+    assert "augments images" in e.value.hint
     empty = _write(tmp_path / "empty.csv", [], ("text",))
     assert main(["distill", str(run), "--out", out, "--unlabelled", str(empty)]) == 2
     assert "empty.csv" in capsys.readouterr().err
+
+
+def test_the_budget_is_in_steps_with_a_floor_and_enough_epochs_to_hold_them():
+    from transferkit.distill import STEPS, _schedule
+
+    epochs, steps = _schedule(960, 320, None, None, 16, {})  # 320 labelled + 640 views
+    assert steps == STEPS and epochs * ((960 - 64) // 16) >= STEPS  # even with 20% held out
+    epochs, steps = _schedule(1000, 1000, None, None, 16, {})  # 3 passes over 1000 items are more
+    assert steps == 3 * 63 and epochs >= 3
+    assert _schedule(100, 100, 7, None, 16, {}) == (2, 7)
+    assert _schedule(100, 100, None, 4, 16, {"max_steps": 9}) == (4, 9)  # epochs as asked

@@ -266,7 +266,8 @@ def build_parser() -> argparse.ArgumentParser:
     ds.add_argument("--out", required=True, help="the student's run directory")
     ds.add_argument("--temperature", type=float, help="softens both distributions (default 2)")
     ds.add_argument("--alpha", type=float, help="weight of the hard-label loss (default 0.5)")
-    ds.add_argument("--steps", type=int, help="optimizer steps of training (default 300, whatever the data size)")
+    ds.add_argument("--steps", type=int, help="optimizer steps of training (default 120, or 3 passes over the "
+                                                 "labelled items where that is more)")
     ds.add_argument("--epochs", type=int, help="passes over the items instead of --steps")
     ds.add_argument("--lr", type=float, help="learning rate of the student's top block (default 5e-5)")
     ds.add_argument("--unlabelled", help="a table or folder of unlabelled items: the student also learns the "
@@ -274,7 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     ds.add_argument("--text-views", type=int, help="text: teacher-labelled views of each training text (word "
                                                    "windows, dropped sentences; default 2)")
     ds.add_argument("--feature-weight", type=float, help="weight of matching the teacher's pooled features "
-                                                         "(default 1; 0: off)")
+                                                         "(default 0: off; try 1)")
     ds.add_argument("--batch-size", type=int, default=16)
     ds.add_argument("--seed", type=int, help="default: the teacher run's")
     _add_load_options(ds)
