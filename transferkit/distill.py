@@ -268,6 +268,9 @@ def distill(run: str | Path, out: str | Path, *, student: str | None = None, tem
         _check_count("steps", steps, 1, f"e.g. --steps {STEPS}")
     if epochs is not None:
         _check_count("epochs", epochs, 1, "e.g. --epochs 10")
+    if isinstance(feature_weight, bool) or not isinstance(feature_weight, (int, float)) or feature_weight < 0:
+        raise UserInputError(f"feature weight must be a number >= 0, got {feature_weight!r}",
+                             hint="0 turns feature matching off; 1 weighs it like the soft-label loss")
     if text_views is not None:
         _check_count("text views", text_views, 0, f"0 turns them off; {TEXT_VIEWS} is the default for text")
     _check_count("speed items", speed_items, 1, "e.g. 200")
@@ -298,7 +301,10 @@ def _distill(teacher_dir: RunDir, out: RunDir, *, student, temperature, alpha, s
              unlabelled, text_views, feature_weight, speed_items, speed_repeats, log, load_options,
              finetune) -> dict[str, Any]:
     run = teacher_dir.path
-    teacher = load(run, **load_options)
+    # The run's transfer model (its backbone and head), whichever model selection delivered: the
+    # student is made of the teacher's backbone's blocks, and a delivered hand-made-features model
+    # is already fast.
+    teacher = load(run, which="transfer", **load_options)
     if teacher.task != "classification":
         raise UserInputError(f"the run {shown(run)} is a {teacher.task} model; distillation trains a student on "
                              "a classifier's class probabilities", hint="distil a classification run")
