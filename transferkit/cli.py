@@ -262,7 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
     ds = sub.add_parser("distill", help="train a smaller, faster student on a run's soft labels")
     ds.add_argument("run", help="the teacher's run directory (fitted from files)")
     ds.add_argument("--student", help="NAME or NAME@K (the first K blocks; default: the teacher's backbone with "
-                                      "half its blocks)")
+                                      "a third of its blocks for text, half otherwise)")
     ds.add_argument("--out", required=True, help="the student's run directory")
     ds.add_argument("--temperature", type=float, help="softens both distributions (default 2)")
     ds.add_argument("--alpha", type=float, help="weight of the hard-label loss (default 0.5)")
@@ -273,7 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     ds.add_argument("--unlabelled", help="a table or folder of unlabelled items: the student also learns the "
                                          "teacher's soft labels on them")
     ds.add_argument("--text-views", type=int, help="text: teacher-labelled views of each training text (word "
-                                                   "windows, dropped sentences; default 2)")
+                                                   "windows, dropped sentences; default 0)")
     ds.add_argument("--feature-weight", type=float, help="weight of matching the teacher's pooled features "
                                                          "(default 0: off; try 1)")
     ds.add_argument("--batch-size", type=int, default=16)
