@@ -192,8 +192,8 @@ def default_student(teacher_backbone) -> str:
 
     A text transformer's blocks cost alike, on top of a fixed cost (tokenising, embeddings,
     pooling): half of minilm-l6's blocks ran 1.8-1.9x the teacher's speed on spam, short of the
-    2x that makes a student worth it, a third 2.5x, 3.8 points above the probe teacher
-    (benchmarks/bench_distill.py).  Image backbones keep half: their first stages cost the most,
+    2x that makes a student worth it; a third (minilm-l6@2) 2.3-2.5x, 2.5-3.8 points above the
+    probe teacher (benchmarks/bench_distill.py).  Image backbones keep half: their first stages cost the most,
     and no third was measured."""
     n = len(teacher_backbone.layer_groups()) - 2  # minus embeddings/stem and head
     base = teacher_backbone.name
