@@ -102,7 +102,7 @@ def main() -> None:
     ap.add_argument("--image-size", type=int, default=96)
     ap.add_argument("--only", help="spam or mnist-5k")
     ap.add_argument("--out", default="/tmp/bench_l2sp.json")
-    a = ap.parse_args()
+    a = C.parse_args(ap)
     results = []
     for seed in range(a.seeds):
         for task, (train, test, model, opts) in tasks({"spam": 8, "mnist": 10}, a.test, seed).items():
