@@ -415,6 +415,16 @@ def decorate(name: str, body: str) -> str:
     return "\n".join([anchor, provenance(name), "", *lines])
 
 
+def publish(name: str, res: dict[str, Any], text: str, no_write: bool) -> None:
+    """Save ``res`` as ``results/NAME.json`` and put ``text`` in BENCHMARKS.md's section, or with
+    ``no_write`` only print the section (a trial run)."""
+    if no_write:
+        print(text)
+        return
+    save_result(name, res)
+    update_section(name, text)
+
+
 def update_section(name: str, body: str | None = None) -> None:
     """Replace (or add) the section ``name`` of BENCHMARKS.md, then rebuild the summary and every
     section's anchor and provenance line from ``results/``.  ``body=None`` keeps the section's text."""

@@ -125,11 +125,7 @@ def main() -> None:
         "met": None, "anchor": NAME}]
     print(json.dumps({c: {k: r[k] for k in ("gain", "gain_ci", "sharing")} for c, r in res["columns"].items()},
                      indent=1))
-    if a.no_write:
-        print(_section(res))
-        return
-    C.save_result(NAME, res)
-    C.update_section(NAME, _section(res))
+    C.publish(NAME, res, _section(res), a.no_write)
 
 
 def _section(res: dict) -> str:

@@ -298,11 +298,7 @@ def main() -> None:
     res["summary"] = summary(res)
     print(json.dumps([{k: r[k] for k in ("task", "accuracy_goal_met", "time_goal_met")} for r in res["rows"]],
                      indent=1))
-    if a.no_write:
-        print(section(res))
-        return
-    C.save_result(NAME, res)
-    C.update_section(NAME, section(res))
+    C.publish(NAME, res, section(res), a.no_write)
 
 
 if __name__ == "__main__":
