@@ -24,6 +24,7 @@ label was read), or when there are too few items to score anything.
 """
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -153,8 +154,6 @@ def select_model(strategy: Strategy, model: TransferModel, train: Dataset | None
     """The model to deliver among the fitted transfer ``strategy`` (of ``model``) and the cheap
     candidates, chosen on ``train`` alone (see the module's docstring).  The returned
     :class:`Selection`'s chosen candidate is fitted on all of ``train``."""
-    import time
-
     t = time.perf_counter()
     transfer = Candidate(cfg.strategy, strategy, model.ctx, transfer=True)
     why = "no selection: select is off (the transfer model is delivered)" if not cfg.select else _why_not(strategy,
@@ -183,11 +182,8 @@ def select_model(strategy: Strategy, model: TransferModel, train: Dataset | None
 
 def _shared_params(strategy: Strategy) -> dict[str, Any]:
     """Options the candidates take from the transfer strategy: the same folds and class weights."""
-    out = {}
-    for k in ("cv", "class_weight"):
-        if hasattr(strategy, k):
-            out[k] = getattr(strategy, k)
-    return out
+    params = strategy.get_params()
+    return {k: params[k] for k in ("cv", "class_weight") if k in params}
 
 
 def _candidate(name: str, params: dict[str, Any]) -> Strategy:
@@ -199,6 +195,8 @@ def _candidate(name: str, params: dict[str, Any]) -> Strategy:
 def _pick(candidates: list[Candidate]) -> Candidate:
     """The best-scored candidate; on equal scores the earlier one (the transfer model first)."""
     scored = [c for c in candidates if c.score is not None and np.isfinite(c.score)]
+    if not scored:
+        return candidates[0]
     best = scored[0]
     for c in scored[1:]:
         if c.score > best.score + 1e-12:
