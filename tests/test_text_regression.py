@@ -9,8 +9,8 @@ import json
 import numpy as np
 import pytest
 
-from transferkit.cli import main
 from transferkit.classical import WORDS, WORDS_CHARS
+from transferkit.cli import main
 from transferkit.controls import BASELINES
 
 from task_data import word_sentiment
