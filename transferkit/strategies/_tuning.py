@@ -46,8 +46,16 @@ def used_layer_groups(backbone: Backbone, items: list[Any],
     return [(n, ps) for n, ps in groups if ps], sum(1 for p in params if id(p) not in used)
 
 
-def recalibrate_batchnorm(backbone: Backbone, data: Dataset, batch_size: int, device: torch.device) -> int:
-    """Re-estimate the running statistics of the trained BatchNorm layers on the training data.
+def batchnorm_layers(module: nn.Module) -> list[tuple[str, nn.Module]]:
+    """``[(name, layer)]``: the BatchNorm layers of ``module`` that keep running statistics."""
+    return [(n, m) for n, m in module.named_modules()
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+
+
+def recalibrate_batchnorm(backbone: Backbone, data: Dataset, batch_size: int, device: torch.device,
+                          every_layer: bool = False) -> int:
+    """Re-estimate the running statistics of the trained BatchNorm layers on the training data
+    (``every_layer``: of every BatchNorm layer, trained or frozen: AdaBN on the target's items).
 
     With a short budget, running averages (TF-style momentum 0.01 in EfficientNet) lag far
     behind the weights they normalise, most of all from a random initialisation (the control):
@@ -59,10 +67,9 @@ def recalibrate_batchnorm(backbone: Backbone, data: Dataset, batch_size: int, de
         How many BatchNorm layers were re-estimated (0 for models without any).
     """
     module = backbone.module
-    layers = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
-              and m.track_running_stats and not statistics_frozen(m)
-              and (not list(m.parameters(recurse=False))
-                                             or any(p.requires_grad for p in m.parameters(recurse=False)))]
+    layers = [m for _, m in batchnorm_layers(module) if not statistics_frozen(m)
+              and (every_layer or not list(m.parameters(recurse=False))
+                   or any(p.requires_grad for p in m.parameters(recurse=False)))]
     if not layers:
         return 0
     momenta = {m: m.momentum for m in layers}

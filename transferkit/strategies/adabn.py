@@ -25,12 +25,18 @@ with its class mix, and standardising that away removes signal.  SpamAssassin 20
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
+import torch
 
 from ..data.dataset import Dataset
+from ..errors import UserInputError
 from ..tasks.linear import fit_linear
+from ._tuning import batchnorm_layers, mark_adapted, recalibrate_batchnorm
 from .base import STRATEGIES, TransferContext
-from .probe import LinearProbe, fit_logistic, loss_weights
+from .params import param
+from .probe import LinearProbe, ProbeParams, fit_logistic, loss_weights
 
 
 def robust_stats(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -42,45 +48,79 @@ def robust_stats(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mean, np.maximum(std, 1e-3 * med if med > 0 else 1.0)
 
 
+@dataclass
+class AdaBNParams(ProbeParams):
+    """Options of ``adabn``: the probe's, and where the target's statistics are taken."""
+
+    on: str = param("features", "features: the probe reads cached features standardised with the target's "
+                                "statistics (seconds); backbone: every BatchNorm layer's statistics are re-estimated "
+                                "on the target items inside the backbone (AdaBN as in the paper; one forward pass "
+                                "over source and target, BatchNorm backbones only)", choices=("features", "backbone"))
+    source_statistics: bool = param(True, "with on=backbone: fit the head on features whose BatchNorm statistics "
+                                          "were re-estimated on the source training items (the paper's source "
+                                          "model); false: on the pre-trained statistics")
+    batch_size: int = param(64, "with on=backbone: items per forward pass while re-estimating", ge=1)
+
+
 @STRATEGIES.register("adabn", needs="features", target=True)
 class AdaBNProbe(LinearProbe):
-    """:class:`LinearProbe` whose head reads target features standardised with the target's statistics.
+    """:class:`LinearProbe` for the target domain through the target's statistics: of the cached
+    features (``on="features"``) or of every BatchNorm layer inside the backbone (``on="backbone"``).
 
     Data: labelled source items, unlabelled target items in ``ctx.target`` (without them it is
-    the plain linear probe, and says so).  Options: those of :class:`LinearProbe`.
+    the plain linear probe, and says so).  Shapes: features ``(N, D)`` -> head ``(K, D)``; with
+    ``on="backbone"`` the run also holds every BatchNorm layer's re-estimated buffers
+    (``backbone.<layer>.running_mean``/``running_var`` ``(C,)``, ``num_batches_tracked``).
+    Options: :class:`AdaBNParams`.
     """
 
     name = "adabn"
-    description = ("linear probe applied through the target's own feature statistics (AdaBN on features); "
-                   "needs --target-unlabelled")
+    description = ("linear probe applied through the target's own statistics: of the cached features (AdaBN on "
+                   "features) or, with on=backbone, of every BatchNorm layer (AdaBN); needs --target-unlabelled")
+    Params = AdaBNParams
     needs_target = True
     tasks = ("classification", "regression", "multi-label")
 
-    def _fit(self, train: Dataset, y: np.ndarray, ctx: TransferContext) -> None:
-        X = ctx.features(train)
+    @property
+    def tunes_backbone(self) -> bool:
+        return self.on == "backbone"
+
+    def _fit_head(self, X: np.ndarray, y: np.ndarray, ctx: TransferContext) -> tuple[np.ndarray, np.ndarray]:
+        """The probe's head of the task on features ``X (N, D)``: ``W (K, D)``, ``b (K,)`` (float64)."""
         weights = loss_weights(self, y, ctx)
         if self.task_ == "classification":
             W, b, self.info_ = fit_logistic(X, y, Cs=self.Cs, cv=self.cv, max_iter=self.max_iter, seed=ctx.seed,
                                             class_weight=weights)
-        else:  # the probe's head of the task, fitted on the source's own statistics
-            options = {} if self.task_ == "regression" else {"Cs": self.Cs, "cv": self.cv, "max_iter": self.max_iter}
-            fit = fit_linear(self.task_, X, y, seed=ctx.seed, class_weight=weights, **options)
-            W, b, self.info_ = np.asarray(fit.W, np.float64), np.asarray(fit.b, np.float64), dict(fit.info)
-            if self.task_ == "multi-label":
-                self.thresholds_ = np.asarray(fit.thresholds, dtype=np.float32)
-            else:
-                self.target_mean_, self.target_scale_ = float(fit.target_mean), float(fit.target_scale)
-        target = getattr(ctx, "target", None)
-        if target is None or not len(target):
-            ctx.notes.append("adabn: no unlabelled target data was given, so this is the plain linear probe.")
-            self.info_["target_statistics"] = False
+            return W, b
+        options = {} if self.task_ == "regression" else {"Cs": self.Cs, "cv": self.cv, "max_iter": self.max_iter}
+        fit = fit_linear(self.task_, X, y, seed=ctx.seed, class_weight=weights, **options)
+        self.info_ = dict(fit.info)
+        if self.task_ == "multi-label":
+            self.thresholds_ = np.asarray(fit.thresholds, dtype=np.float32)
         else:
+            self.target_mean_, self.target_scale_ = float(fit.target_mean), float(fit.target_scale)
+        return np.asarray(fit.W, np.float64), np.asarray(fit.b, np.float64)
+
+    def _fit(self, train: Dataset, y: np.ndarray, ctx: TransferContext) -> None:
+        self.backbone_ = None
+        target = getattr(ctx, "target", None)
+        if self.on == "backbone":
+            self._check_batchnorm(ctx)
+        if target is None or not len(target):
+            W, b = self._fit_head(ctx.features(train), y, ctx)
+            ctx.notes.append("adabn: no unlabelled target data was given, so this is the plain linear probe.")
+            self.info_.update(on=self.on, target_statistics=False)
+        elif self.on == "backbone":
+            W, b = self._fit_in_backbone(train, y, target, ctx)
+        else:
+            X = ctx.features(train)
+            W, b = self._fit_head(X, y, ctx)
             ms, ss = robust_stats(X)
             mt, st = robust_stats(ctx.features(target))
             ratio = ss / st
             b = b + W @ (ms - mt * ratio)
             W = W * ratio
-            self.info_.update(target_statistics=True, n_target=len(target),
+            self.info_.update(on="features", target_statistics=True, n_target=len(target),
                               scale_ratio_median=float(np.median(ratio)))
             ctx.notes.append(f"adabn: target features are standardised with the statistics of the {len(target)} "
                              "unlabelled target items before the probe reads them (the model is for the target "
@@ -88,6 +128,76 @@ class AdaBNProbe(LinearProbe):
         self.head_weight_ = W.astype(np.float32)
         self.head_bias_ = b.astype(np.float32)
 
+    def _check_batchnorm(self, ctx: TransferContext) -> None:
+        if not batchnorm_layers(ctx.backbone.module):
+            raise UserInputError(
+                f"adabn with on=backbone re-estimates BatchNorm statistics, and {ctx.backbone.name!r} has no "
+                "BatchNorm layer: its LayerNorm normalises each item by its own statistics, so there are no "
+                "population statistics to re-estimate on the target",
+                hint="use --param on=features (AdaBN on the cached features), or another domain-adaptation "
+                     "strategy (dann, mmd, coral, self-training)")
+
+    def _fit_in_backbone(self, train: Dataset, y: np.ndarray, target: Dataset,
+                         ctx: TransferContext) -> tuple[np.ndarray, np.ndarray]:
+        """AdaBN (Li et al. 2016): the head on source features, every BatchNorm layer's running
+        statistics then replaced by those of the target items (a cumulative average over one
+        no-gradient pass, BatchNorm alone in train mode).  The backbone is changed in place and
+        gets an identity of its own at each step, so cached features never mix the statistics."""
+        backbone, device = ctx.backbone, torch.device(ctx.device)
+        backbone.module.to(device)
+        self.backbone_ = backbone
+        self.bn_names_ = sorted(f"{n}.{b}" for n, m in batchnorm_layers(backbone.module)
+                                for b, _ in m.named_buffers(recurse=False))
+        if self.source_statistics:
+            recalibrate_batchnorm(backbone, train, self.batch_size, device, every_layer=True)
+            mark_adapted(backbone, self._backbone_tensors())
+        W, b = self._fit_head(ctx.features(train), y, ctx)
+        n = recalibrate_batchnorm(backbone, target, self.batch_size, device, every_layer=True)
+        mark_adapted(backbone, self._backbone_tensors())
+        self.info_.update(on="backbone", target_statistics=True, n_target=len(target), batchnorm_layers=n,
+                          source_statistics=self.source_statistics)
+        ctx.notes.append(f"adabn: every BatchNorm layer's statistics ({n} layers) were re-estimated on the "
+                         f"{len(target)} unlabelled target items; the head was fitted on "
+                         + ("statistics re-estimated on the source items" if self.source_statistics
+                            else "the pre-trained statistics") + " (the model is for the target domain).")
+        return W, b
+
+    def _backbone_tensors(self) -> dict[str, torch.Tensor]:
+        own = self.backbone_.module.state_dict()
+        return {f"backbone.{k}": own[k].detach().cpu().clone() for k in self.bn_names_}
+
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        out = super().state_tensors()
+        if getattr(self, "backbone_", None) is not None:
+            out.update(self._backbone_tensors())
+        return out
+
+    def load_state(self, tensors: dict[str, torch.Tensor], classes: list[str], backbone=None,
+                   task: str = "classification") -> "AdaBNProbe":
+        """Restore the head and, with ``on="backbone"``, put the saved BatchNorm buffers into the
+        freshly loaded pre-trained ``backbone``."""
+        tuned = {k[len("backbone."):]: v for k, v in tensors.items() if k.startswith("backbone.")}
+        self.backbone_ = None
+        if tuned:
+            if backbone is None:
+                raise UserInputError("the saved adabn run holds BatchNorm statistics and needs its backbone to "
+                                     "put them in", hint="load the run with transferkit.load(RUN)")
+            own = backbone.module.state_dict()
+            bad = [k for k, v in tuned.items() if k not in own or own[k].shape != v.shape]
+            if bad:
+                raise UserInputError(f"the saved adabn BatchNorm statistics do not fit {backbone.name!r}: "
+                                     f"{', '.join(bad[:5])}", hint="the weights belong to another backbone: fit again")
+            with torch.no_grad():
+                for k, v in tuned.items():
+                    own[k].copy_(v)
+            backbone.module.eval()
+            self.backbone_, self.bn_names_ = backbone, sorted(tuned)
+            mark_adapted(backbone, self._backbone_tensors())
+        head = {k: v for k, v in tensors.items() if not k.startswith("backbone.")}
+        return super().load_state(head, classes, backbone, task)
+
     def source_only(self) -> LinearProbe:
-        """The same probe with the source's statistics for every item: the comparison it reports."""
-        return LinearProbe(**self.get_params())
+        """The plain probe on the pre-trained backbone (statistics as pre-trained, for every item):
+        the comparison it reports."""
+        names = ProbeParams.names()
+        return LinearProbe(**{k: v for k, v in self.get_params().items() if k in names})
