@@ -18,6 +18,15 @@ ridge for regression, one logistic regression per label for multi-label, each la
 threshold chosen on out-of-fold predictions of the labelled source items), and the fold of the
 target's statistics is the same for any linear head.
 
+``on="backbone"`` is AdaBN as in the paper: the head is fitted on source features with every
+BatchNorm layer's statistics re-estimated on the source items, then every layer takes the
+statistics of the unlabelled target items (one no-gradient pass); the run saves those buffers.
+Measured (2026-11, EfficientNet-Lite0, 600 MNIST-5k source items -> 600 unlabelled inverted
+MNIST items, 500 inverted test items, shared 2-core CPU): source-only probe 0.888 (19 s), adabn on
+features 0.902 (22 s), adabn in the backbone 0.644 (63 s), and 0.166 with the head on the
+pre-trained statistics (``source_statistics=false``).  It hurt on this shift, so
+``on="features"`` stays the default; the report's source-only comparison shows which way it went.
+
 It assumes the classes come in similar proportions in both domains: the target's mean moves
 with its class mix, and standardising that away removes signal.  SpamAssassin 2002 -> 2003
 (17% -> 50% spam, minilm-l6) is such a case: the plain probe reached 0.938 on 2003 and
