@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from test_finetune import image_set
 
 import transferkit as tk
 from transferkit.backbones import get_backbone
@@ -17,16 +18,12 @@ from transferkit.strategies._tuning import batchnorm_layers
 
 
 def images(n_per_class: int, seed: int, invert: bool = False) -> Dataset:
-    """Two colour classes of 32x32 noise images; ``invert``: the shifted domain (255 - pixel)."""
-    rng = np.random.RandomState(seed)
-    items, labels = [], []
-    for label, channel in (("blue", 2), ("red", 0)):
-        for _ in range(n_per_class):
-            img = rng.randint(0, 100, (32, 32, 3)).astype(np.uint8)
-            img[..., channel] += 120
-            items.append(255 - img if invert else img)
-            labels.append(label)
-    return Dataset(modality="image", inputs=items, labels=labels)
+    """Two colour classes of 32x32 noise images (test_finetune's); ``invert``: the shifted
+    domain (255 - pixel)."""
+    ds = image_set(n_per_class, seed)
+    if not invert:
+        return ds
+    return Dataset(modality="image", inputs=[255 - x for x in ds.inputs], labels=ds.labels)
 
 
 def tiny_cnn() -> EfficientNetLiteBackbone:
