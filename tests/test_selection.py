@@ -65,6 +65,24 @@ def test_the_best_scored_candidate_is_delivered_and_loaded(probe_run):
         loaded.strategy.torch_head()
 
 
+def test_the_classical_control_is_the_classical_candidate_read_not_refitted(probe_run, monkeypatch):
+    """The control's outputs equal those of the classical baseline fitted afresh on the same split."""
+    from transferkit import controls
+    from transferkit.tasks import get_task
+
+    model, out = probe_run
+    m = json.loads((out / "metrics.json").read_text())
+    train, test = _toy(), _toy(10, seed=1)
+    classes = sorted(set(train.labels))
+    y = get_task("classification").encode(list(train.labels), classes)
+    values, info = controls.tfidf_logreg(train, y, test, 0)
+    fresh = get_task("classification").metrics(get_task("classification").encode(list(test.labels), classes),
+                                              values, classes, n_boot=200, seed=0)
+    read = m["controls"]["tfidf-logreg"]
+    assert read["accuracy"] == fresh["accuracy"] and read["log_loss"] == pytest.approx(fresh["log_loss"], abs=1e-12)
+    assert read["features"] == info["features"]
+
+
 def test_no_select_delivers_the_transfer_model(tiny_text_dir, tmp_path):
     out = tmp_path / "run"
     model = fit(train=_toy(), test=_toy(10, seed=1), model=str(tiny_text_dir), out=str(out), n_boot=200,

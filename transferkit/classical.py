@@ -34,6 +34,8 @@ from .tasks.linear import LinearFit, fit_linear, fit_logistic, linear_outputs
 #: characters of each, on a loaded 2-core machine).  At most ``CHAR_FEATURES`` n-grams, the most
 #: frequent.
 CHAR_PREFIX = 500
+#: Folds of the heads' cross-validation, the classical control's and the ``classical`` strategy's default.
+CV_FOLDS = 5
 CHAR_FEATURES = 50_000
 WORD_FEATURES = 200_000
 
@@ -373,7 +375,7 @@ WORDS = "word 1-2-grams"
 WORDS_CHARS = "word 1-2-grams + char 2-5-grams"
 
 
-def fit_handmade_model(task: str, train: Dataset, y: np.ndarray, seed: int, *, cv: int = 5,
+def fit_handmade_model(task: str, train: Dataset, y: np.ndarray, seed: int, *, cv: int = CV_FOLDS,
                        class_weight: np.ndarray | None = None) -> HandMadeModel:
     """The classical model of ``train``'s modality learning ``task`` from ``y`` (the task's encoding).
 

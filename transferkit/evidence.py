@@ -14,13 +14,14 @@ import numpy as np
 
 from .backbones import get_backbone
 from .backbones.base import Backbone
+from .classical import CV_FOLDS
 from .config import FitConfig
 from .controls import BASELINES, baselines_for, control_name
 from .data.dataset import Dataset
 from .evaluation import classification_metrics, transfer_verdict
 from .model import TransferModel
 from .scores.domain import domain_shift
-from .strategies.base import Strategy
+from .strategies.base import Strategy, TransferContext
 from .tasks import Outputs, get_task
 from .tasks.linear import class_weights
 from .training import distributed
@@ -51,12 +52,17 @@ def aligned(fitted: Strategy, proba: np.ndarray, classes: list[str]) -> np.ndarr
 
 def run_controls(strategy: Strategy, backbone: Backbone, train: Dataset | None, test: Dataset, cfg: FitConfig,
                  say: Log, progress: bool | None, target: Dataset | None = None,
-                 checkpoints: str | Path | None = None) -> dict[str, Outputs]:
+                 checkpoints: str | Path | None = None,
+                 classical: tuple[Strategy, TransferContext] | None = None) -> dict[str, Outputs]:
     """Test-set outputs of the controls of the fitted ``strategy``'s task, each trained on the
     same split: (a) ``random-init``, the same strategy on a randomly initialised copy of the
     backbone (adapting to the same unlabelled ``target``, if any); (b) the modality's classical
     baseline learning the task (``tfidf-logreg``, ``pixels-ridge``...); (c) for regression,
     ``mean``, the training mean for every item.  No (b) or (c) without training labels.
+
+    ``classical``: a ``classical`` strategy (and its context) that model selection already fitted
+    on these training items; where its options are the control's (the same folds, the same class
+    weights), it is (b)'s very model, and its outputs are read instead of fitting it again.
 
     Returns:
         ``{name: Outputs(values, thresholds)}``: ``values`` in the shapes of
@@ -85,13 +91,22 @@ def run_controls(strategy: Strategy, backbone: Backbone, train: Dataset | None, 
     spec = getattr(strategy, "class_weight", None)
     weights = class_weights(spec, y, list(strategy.classes_)) if task != "regression" else None
     extra = {} if weights is None else {"class_weight": weights}
+    fitted = classical[0] if classical is not None else None
+    same = fitted is not None and fitted.get_params() == {"cv": CV_FOLDS, "class_weight": spec}
     for name in baselines_for(train.modality, task):
         shown = control_name(name, task)
-        say("control: the training mean for every item …" if name == "mean"
-            else f"control: classical baseline {shown} …")
-        values, info = BASELINES.get(name)(train, y, test, cfg.seed, task=task, **extra)
+        own = BASELINES.entry(name).meta["modality"] == train.modality
+        if own and same:  # the selection's classical candidate is this control's model, fitted
+            info = fitted.fit_info()
+            thresholds = None if fitted.head_.thresholds is None else np.asarray(fitted.head_.thresholds, np.float64)
+            values = fitted.predict_outputs(test, classical[1])
+        else:
+            say("control: the training mean for every item …" if name == "mean"
+                else f"control: classical baseline {shown} …")
+            values, info = BASELINES.get(name)(train, y, test, cfg.seed, task=task, **extra)
+            thresholds = info.get("thresholds")
         about = {k: info[k] for k in ("features", "feature_selection") if k in info}
-        out[shown] = Outputs(values, info.get("thresholds"), about or None)
+        out[shown] = Outputs(values, thresholds, about or None)
     return out
 
 

@@ -156,7 +156,8 @@ def _fit(cfg: FitConfig, train: Dataset | None, test: Dataset | None, say: Log, 
     if cfg.control:
         t = time.perf_counter()
         metrics.update(controls_stage(cfg, splits, strategy, model.backbone, outputs, y_test, say, progress,
-                                      run, delivered=None if delivered is model else d_out))
+                                      run, delivered=None if delivered is model else d_out,
+                                      classical=selection.fitted_on_all("classical")))
         timings["controls_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - t_start
 
@@ -319,12 +320,15 @@ def evaluate_stage(cfg: FitConfig, splits: Splits, strategy: Strategy,
 
 def controls_stage(cfg: FitConfig, splits: Splits, strategy: Strategy, backbone: Backbone, outputs: np.ndarray,
                    y_test: np.ndarray, say: Log, progress: bool | None, run: RunDir | None,
-                   delivered: Outputs | None = None) -> dict[str, Any]:
+                   delivered: Outputs | None = None, classical: tuple | None = None) -> dict[str, Any]:
     """The controls' metrics, the gain over the best one on the task's primary metric, and the
     verdict of the transfer model; with ``delivered`` (the test outputs of a delivered model
-    other than the transfer model), ``delivered_vs_controls``: the same comparison for it."""
+    other than the transfer model), ``delivered_vs_controls``: the same comparison for it.
+    ``classical``: the selection's classical candidate fitted on all the training items
+    (:func:`~transferkit.evidence.run_controls` reads it instead of refitting the same model)."""
     controls = run_controls(strategy, backbone, splits.train, splits.test, cfg, say, progress, target=splits.target,
-                            checkpoints=run.checkpoint_dir("random-init") if run is not None else None)
+                            checkpoints=run.checkpoint_dir("random-init") if run is not None else None,
+                            classical=classical)
     task = get_task(cfg.task)
     classes = strategy.classes_
     v = task.verdict(y_test, Outputs(outputs, strategy.thresholds_), controls,

@@ -78,6 +78,8 @@ class Candidate:
     ctx: TransferContext
     score: float | None = None
     transfer: bool = False
+    #: fitted on all the training items (not only on the part outside the held-out items)
+    on_all: bool = False
 
     def to_dict(self, chosen: str) -> dict[str, Any]:
         return {"name": self.name, "strategy": self.strategy.name, "transfer": self.transfer,
@@ -101,6 +103,12 @@ class Selection:
     @property
     def is_transfer(self) -> bool:
         return self.chosen.transfer
+
+    def fitted_on_all(self, name: str) -> tuple[Strategy, TransferContext] | None:
+        """The candidate ``name`` (a cheap one) as fitted on all the training items, with its
+        context, or ``None`` (not a candidate, or fitted on part of them)."""
+        c = next((c for c in self.candidates if c.name == name and not c.transfer and c.on_all), None)
+        return None if c is None else (c.strategy, c.ctx)
 
     def notes(self) -> list[str]:
         """The run's note when another model than the transfer model is delivered."""
@@ -211,7 +219,7 @@ def _by_cv(transfer: Candidate, names: list[str], params: dict[str, Any], train:
     for name in names:
         say(f"selection: fitting the {name} candidate on the training items …")
         s = _candidate(name, params).fit(train, ctx)
-        candidates.append(Candidate(name, s, ctx, cv_score(task, s.fit_info())))
+        candidates.append(Candidate(name, s, ctx, cv_score(task, s.fit_info()), on_all=True))
     chosen = _pick(candidates)
     folds = (transfer.strategy.fit_info() or {}).get("cv_folds")
     how = "leave-one-out" if task == "regression" else f"{folds}-fold" if folds else "k-fold"
@@ -288,7 +296,7 @@ def _by_holdout(transfer: Candidate, names: list[str], params: dict[str, Any], t
     chosen = _pick(candidates)
     if not chosen.transfer:
         say(f"selection: {chosen.name} chosen; refitting it on all {len(train)} training items …")
-        chosen.strategy = _candidate(chosen.name, params).fit(train, ctx)
+        chosen.strategy, chosen.on_all = _candidate(chosen.name, params).fit(train, ctx), True
     own = "the fine-tuning's own validation split" if not refit else f"a stratified fifth (seed {cfg.seed})" + (
         f"; {transfer.strategy.name} fine-tuned again from the pre-trained weights on the rest to score it"
         if transfer.strategy.tunes_backbone else "")

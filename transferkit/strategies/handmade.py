@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from ..classical import (
+    CV_FOLDS,
     HandMade,
     TfidfText,
     fit_handmade_model,
@@ -40,7 +41,7 @@ TASKS = ("classification", "regression", "multi-label")
 
 @dataclass
 class ClassicalParams(Params):
-    cv: int = param(5, "folds of stratified cross-validation (fewer when a class is smaller)", ge=2)
+    cv: int = param(CV_FOLDS, "folds of stratified cross-validation (fewer when a class is smaller)", ge=2)
     class_weight: Literal["balanced"] | dict | None = param(None, CLASS_WEIGHT_HELP, check=check_class_weight)
 
 
