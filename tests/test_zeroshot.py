@@ -15,9 +15,10 @@ from transferkit.data import Dataset
 from transferkit.errors import UserInputError
 from transferkit.evaluation import classification_metrics, majority_note
 from transferkit.strategies import get_strategy
-from transferkit.strategies._zeroshot_calibration import contextual_bias, em_prior, prior_bias, softmax
+from transferkit.strategies._zeroshot_calibration import contextual_bias, em_prior, prior_bias
 from transferkit.strategies.base import TransferContext
 from transferkit.strategies.zeroshot import ZeroShot, parse_label_descriptions
+from transferkit.tasks.linear import softmax
 
 from conftest import toy_texts
 

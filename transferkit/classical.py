@@ -297,11 +297,6 @@ def fit_head(task: str, X, y: np.ndarray, seed: int, *, Cs: tuple[float, ...], c
     return fit_linear(task, X, y, seed=seed, scale=scale, Cs=Cs, cv=cv, max_iter=max_iter, class_weight=class_weight)
 
 
-def head_outputs(task: str, X, fit: LinearFit) -> np.ndarray:
-    """The task's outputs of ``fit`` on ``X (N, D)``."""
-    return linear_outputs(task, X, fit)
-
-
 def cv_score(task: str, info: dict[str, Any]) -> float | None:
     """The best cross-validation score of a fitted head (higher is better), from its ``info``:
     classification the mean validation log-likelihood, regression the leave-one-out R², multi-label
@@ -367,7 +362,7 @@ class HandMadeModel:
 
     def outputs(self, data: Dataset) -> np.ndarray:
         """The task's outputs on ``data`` (:meth:`Strategy.predict_outputs` shapes)."""
-        return head_outputs(self.task, self.featurizer.transform(data), self.head)
+        return linear_outputs(self.task, self.featurizer.transform(data), self.head)
 
 
 #: The two feature sets the text model chooses between, by cross-validation on its training items.

@@ -17,17 +17,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..tasks.linear import softmax
+
 #: Stop EM when no prior moves by more than this between two iterations.
 EM_TOL = 1e-8
 EM_MAX_ITER = 500
-
-
-def softmax(z: np.ndarray) -> np.ndarray:
-    """Row-wise softmax of ``(N, C)`` logits, float64."""
-    z = np.asarray(z, dtype=np.float64)
-    z = z - z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
 
 
 def contextual_bias(content_free_logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -37,7 +31,7 @@ def contextual_bias(content_free_logits: np.ndarray) -> tuple[np.ndarray, np.nda
     (a constant shift changes no probability), so ``softmax(logits + bias)`` of the mean
     content-free input is uniform.
     """
-    p_cf = softmax(content_free_logits).mean(axis=0)
+    p_cf = softmax(np.asarray(content_free_logits, dtype=np.float64)).mean(axis=0)
     bias = -np.log(np.maximum(p_cf, 1e-300))
     return bias - bias.mean(), p_cf
 
@@ -49,7 +43,7 @@ def em_prior(logits: np.ndarray) -> tuple[np.ndarray, int]:
     step reweights them by ``pi_c * C`` and sets ``pi`` to their mean, until ``pi`` moves by less
     than :data:`EM_TOL`.  A prior never reaches exactly 0 (floored at 1e-12).
     """
-    p = softmax(logits)
+    p = softmax(np.asarray(logits, dtype=np.float64))
     n_classes = p.shape[1]
     pi = np.full(n_classes, 1.0 / n_classes)
     for it in range(1, EM_MAX_ITER + 1):

@@ -24,7 +24,6 @@ from ..classical import (
     fit_head,
     handmade_for,
     head_from_tensors,
-    head_outputs,
     head_tensors,
     load_handmade,
     save_handmade,
@@ -32,6 +31,7 @@ from ..classical import (
 from ..data.dataset import Dataset
 from ..errors import UserInputError
 from ..tasks._scaling import fit_scaler
+from ..tasks.linear import linear_outputs
 from .base import STRATEGIES, Strategy, TransferContext
 from .params import Params, param
 from .probe import CLASS_WEIGHT_HELP, check_class_weight, loss_weights
@@ -72,10 +72,10 @@ class Classical(Strategy):
             self.thresholds_ = np.asarray(model.head.thresholds, dtype=np.float32)
 
     def _predict_proba(self, data: Dataset, ctx: TransferContext) -> np.ndarray:
-        return head_outputs("classification", self.featurizer_.transform(data), self.head_)
+        return linear_outputs("classification", self.featurizer_.transform(data), self.head_)
 
     def _predict_outputs(self, data: Dataset, ctx: TransferContext) -> np.ndarray:
-        return head_outputs(self.task_, self.featurizer_.transform(data), self.head_)
+        return linear_outputs(self.task_, self.featurizer_.transform(data), self.head_)
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
         self._check_fitted()
@@ -153,10 +153,10 @@ class Hybrid(Strategy):
             self.thresholds_ = np.asarray(self.head_.thresholds, dtype=np.float32)
 
     def _predict_proba(self, data: Dataset, ctx: TransferContext) -> np.ndarray:
-        return head_outputs("classification", self._blocks(data, ctx), self.head_)
+        return linear_outputs("classification", self._blocks(data, ctx), self.head_)
 
     def _predict_outputs(self, data: Dataset, ctx: TransferContext) -> np.ndarray:
-        return head_outputs(self.task_, self._blocks(data, ctx), self.head_)
+        return linear_outputs(self.task_, self._blocks(data, ctx), self.head_)
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
         self._check_fitted()

@@ -27,7 +27,8 @@ import torch
 
 from ..data.dataset import Dataset
 from ..errors import UserInputError
-from ._zeroshot_calibration import contextual_bias, em_prior, prior_bias, softmax
+from ..tasks.linear import softmax
+from ._zeroshot_calibration import contextual_bias, em_prior, prior_bias
 from .base import STRATEGIES, Strategy, TransferContext
 from .params import Params, param
 from .prototype import l2_normalize
@@ -280,7 +281,7 @@ class ZeroShot(Strategy):
             ctx.notes.append(f"zero-shot: class priors estimated without labels on the {len(data)} items classified: "
                              + ", ".join(f"{c} {p:.2f}" for c, p in
                                          self.info_["calibration"]["priors"]["classes"].items()))
-        return softmax(logits + self.prior_bias_)
+        return softmax(np.asarray(logits + self.prior_bias_, dtype=np.float64))
 
     def torch_head(self) -> torch.nn.Module:
         from .prototype import CosineHead
