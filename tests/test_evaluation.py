@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import time
 
 import numpy as np
 import pytest
@@ -120,15 +119,6 @@ def test_same_seed_same_output_and_json_serialisable():
     for out in (a, v1, paired_gain(y, p.argmax(1), y)):
         json.dumps(out, allow_nan=False)
         assert_plain_json(out)
-
-
-def test_fast_enough():
-    y, p = make_proba(5000, 10, seed=0)
-    classification_metrics(y, p, list("abcdefghij"), n_boot=20)  # warm up
-    t0 = time.perf_counter()
-    classification_metrics(y, p, list("abcdefghij"), n_boot=1000)
-    # Typically ~0.15 s; the margin is for slow shared CI machines.
-    assert time.perf_counter() - t0 < 1.0
 
 
 def test_input_validation():
