@@ -19,7 +19,7 @@ LAYERS: list[list[str]] = [
     ["features", "onnx_runtime", "training", "classical"],
     ["strategies", "controls", "model", "evidence", "selection"],
     ["report"],
-    ["runs", "ranking", "auto"],
+    ["runs", "ranking", "auto", "tracking"],
     ["pipeline", "multitask", "predict", "export", "distill", "distill_set", "explain", "serve", "demo", "sklearn"],
     ["cli", ""],  # "" is the package's own __init__
 ]
