@@ -159,3 +159,14 @@ def test_store_uri_params_and_final_metrics(tmp_path, monkeypatch):
                                 "controls/mean/rmse": 2.5, "controls/mean/rmse_ci_low": 2.0,
                                 "controls/mean/rmse_ci_high": 3.0, "verdict/transfer_gain": 1.0,
                                 "verdict/transfer_gain_ci_low": 0.5, "verdict/transfer_gain_ci_high": 1.5}
+
+
+def test_tracking_costs_no_import_when_off():
+    import subprocess
+    from pathlib import Path
+
+    code = ("import sys, transferkit, transferkit.tracking, transferkit.pipeline\n"
+            "sys.exit(3 if {'mlflow', 'tensorboard', 'torch.utils.tensorboard'} & set(sys.modules) else 0)")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=str(Path(__file__).parent.parent), capture_output=True,
+                          text=True)
+    assert proc.returncode == 0, proc.stderr or "importing transferkit imported a tracker's library"

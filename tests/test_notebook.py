@@ -1,0 +1,121 @@
+"""Notebook views (``_repr_html_``): a fitted model shows the report's verdict banner and summary table, a
+ranking its table; user strings (class names, run and candidate names) are escaped; progress bars come
+from ``tqdm.auto``, which picks the notebook widget under Jupyter."""
+from __future__ import annotations
+
+import ast
+import csv
+import re
+from pathlib import Path
+
+import pytest
+
+import transferkit as tk
+from transferkit.data import Dataset
+from transferkit.ranking import rank
+from transferkit.report.notebook import ROOT, scoped_css
+
+from conftest import toy_texts
+
+EVIL = "<script>alert(1)</script>"  # a class name that must stay text
+TEMPLATE = "{{ 7*7 }}"  # Jinja2 syntax in data: printed, never evaluated
+
+
+@pytest.fixture(scope="module")
+def fitted(tiny_text_dir, tmp_path_factory):
+    texts, labels = toy_texts(15)
+    tmp = tmp_path_factory.mktemp("nb")
+    data = tmp / "toy.csv"
+    with open(data, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["text", "label"])
+        w.writerows(zip(texts, labels))
+    # the run's name (a user string shown in the view) carries markup
+    return tk.fit(data=str(data), text_columns="text", model=str(tiny_text_dir), out=str(tmp / "run<b>"),
+                  log=None, progress=False)
+
+
+def test_a_fitted_model_shows_its_verdict_and_summary_table(fitted):
+    page = fitted._repr_html_()
+    m = fitted.metrics
+    assert page.startswith(f'<div class="{ROOT}">') and page.rstrip().endswith("</div>")
+    # the verdict banner, as the report words it, and the summary table: the transfer model, then each control
+    headline = {"helped": "Transfer helped", "no-difference": "No clear difference",
+                "hurt": "Transfer hurt (negative transfer)"}[m["verdict"]]
+    assert f'<section class="verdict {m["verdict"]}"><div class="big" id="verdict">{headline}</div>' in page
+    assert "<th>Model</th><th>Accuracy</th><th>Macro-F1</th>" in page
+    names = [re.sub(r"<span.*", "", r) for r in re.findall(r"<tr><td>(.*?)</td>", page.split("<h2>Summary</h2>")[1])]
+    assert names == ["transfer (linear-probe)", *m["controls"]]
+    assert f"{100 * m['test']['accuracy']:.1f}%" in page
+    # the run's name is text; the run's report is named; no figure is drawn
+    assert "transferkit model: run&lt;b&gt;</h1>" in page and "run<b>" not in page
+    assert str(fitted.run_dir / "report.html").replace("<", "&lt;").replace(">", "&gt;") in page
+    assert "<img" not in page
+    # the scoped stylesheet restyles nothing outside the view
+    css = page.split("<style>")[1].split("</style>")[0]
+    assert all(rule.startswith(f".{ROOT}") for rule in css.strip().splitlines())
+
+
+def test_user_strings_in_the_view_are_escaped_and_never_evaluated(fitted):
+    # a backbone and strategy named with markup and with template syntax, in a run without a name
+    metrics = {**fitted.metrics, "run": {**fitted.metrics["run"], "name": None, "backbone": EVIL,
+                                         "strategy": TEMPLATE}}
+    page = tk.TransferModel(fitted.backbone, fitted.strategy, metrics=metrics)._repr_html_()
+    assert EVIL not in page and "backbone: <b>&lt;script&gt;alert(1)&lt;/script&gt;</b>" in page
+    assert f"<tr><td>transfer ({TEMPLATE})</td>" in page  # printed as it is: never a template
+    assert f"transferkit model: {fitted.strategy.name} on" in page
+
+
+def test_a_multi_task_model_shows_a_section_per_column(fitted):
+    from transferkit.multitask import MultiTaskModel
+
+    page = MultiTaskModel(models={"topic": fitted, "<i>stars</i>": fitted})._repr_html_()
+    assert page.count('<div class="big" id="verdict">') == 2 and page.count("<h2>Summary</h2>") == 2
+    assert "<h1>label column topic (classification)</h1>" in page
+    assert "<h1>label column &lt;i&gt;stars&lt;/i&gt; (classification)</h1>" in page
+    assert page.count("<style>") == 1
+
+
+def test_a_model_without_metrics_falls_back_to_its_repr(fitted):
+    assert tk.TransferModel(fitted.backbone, fitted.strategy)._repr_html_() is None
+
+
+def test_a_loaded_run_shows_the_same_view(fitted):
+    loaded = tk.load(fitted.run_dir)
+    assert loaded._repr_html_() == fitted._repr_html_()
+
+
+def test_a_ranking_shows_its_table(tiny_text_dir):
+    texts, labels = toy_texts(10)
+    result = rank(Dataset(modality="text", inputs=texts, labels=labels, source=f"{EVIL}.csv"),
+                  [str(tiny_text_dir), f"random:{tiny_text_dir}"], log=None, progress=False)
+    page = result._repr_html_()
+    assert page.startswith(f'<div class="{ROOT}">') and "<h1>transferkit rank</h1>" in page
+    assert f'<section class="verdict helped"><div class="big">{result.best.candidate}</div>' in page
+    table = page.split("<h2>Ranking</h2>")[1]
+    assert [re.sub("<[^>]+>", "", c) for c in re.findall(r"<tr><td>1</td><td>(.*?)</td>", table)] == [
+        result.rows[0].candidate]
+    assert table.count("<tr><td>") == len(result.rows) == 2
+    assert EVIL not in page and "&lt;script&gt;alert(1)&lt;/script&gt;.csv" in page
+    assert "<img" not in page  # the chart is the rank.html page's
+
+
+def test_the_scoped_stylesheet_is_the_reports():
+    css = str(scoped_css())
+    report_css = (Path(tk.__file__).parent / "report" / "templates" / "report.css").read_text()
+    assert css.count("{") == report_css.count("{") + 2  # every rule of report.css, and the view's own margin
+    assert f".{ROOT}{{font-family:system-ui" in css and f".{ROOT} .verdict .big{{" in css
+
+
+def test_progress_bars_come_from_tqdm_auto():
+    # tqdm.auto gives the notebook widget under Jupyter (with ipywidgets) and the terminal bar elsewhere:
+    # a bar imported from tqdm or tqdm.std directly would print text lines into a notebook
+    package = Path(tk.__file__).parent
+    imports = set()
+    for f in package.rglob("*.py"):
+        for node in ast.walk(ast.parse(f.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "tqdm":
+                imports.add(node.module)
+            elif isinstance(node, ast.Import):
+                imports |= {a.name for a in node.names if a.name.split(".")[0] == "tqdm"}
+    assert imports == {"tqdm.auto"}
