@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import ast
 import csv
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -119,3 +122,45 @@ def test_progress_bars_come_from_tqdm_auto():
             elif isinstance(node, ast.Import):
                 imports |= {a.name for a in node.names if a.name.split(".")[0] == "tqdm"}
     assert imports == {"tqdm.auto"}
+
+
+# Run in a fresh interpreter: it makes tqdm.auto believe it runs under a Jupyter kernel (tqdm looks for
+# ipykernel's shell), which it decides once, at its import.
+_IN_A_KERNEL = """
+import sys, types
+sys.modules["ipykernel.zmqshell"] = types.ModuleType("ipykernel.zmqshell")
+import IPython
+class ZMQInteractiveShell:
+    pass
+IPython.get_ipython = lambda: ZMQInteractiveShell()
+import tqdm.notebook
+bars = []
+init = tqdm.notebook.tqdm.__init__
+def spy(self, *args, **kwargs):
+    init(self, *args, **kwargs)
+    bars.append((kwargs.get("desc"), self.disable))
+tqdm.notebook.tqdm.__init__ = spy
+import numpy as np
+import torch
+from transferkit.backbones.zoo import EfficientNetLiteBackbone
+from transferkit.data import from_arrays
+from transferkit.features import extract_features
+from transferkit.training import train
+images = np.random.default_rng(0).integers(0, 255, (4, 32, 32, 3), dtype=np.uint8)
+extract_features(EfficientNetLiteBackbone("efficientnet-lite0", init="random:0", image_size=32),
+                 from_arrays(images, ["a", "b", "a", "b"]), cache=False)
+model, x = torch.nn.Linear(2, 1), torch.randn(8, 2)
+train(model, lambda idx: model(x[idx]).pow(2).mean(), 8, torch.optim.SGD(model.parameters(), lr=0.1), batch_size=4)
+print(repr(bars))
+"""
+
+
+def test_progress_bars_are_notebook_widgets_under_a_kernel():
+    # with ipywidgets, tqdm.auto gives the widget bar, and the default progress=None shows it (tqdm's
+    # text bar would be off there: a kernel's output stream is not a terminal)
+    pytest.importorskip("ipywidgets", reason="the notebook widget needs pip install 'transferkit[notebook]'")
+    proc = subprocess.run([sys.executable, "-c", _IN_A_KERNEL], capture_output=True, text=True,
+                          cwd=str(Path(__file__).parent.parent), env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr
+    bars = ast.literal_eval(proc.stdout.strip().splitlines()[-1])
+    assert bars == [("features efficientnet-lite0 (image, last layer, random:0)", False), ("train", False)]
