@@ -4,6 +4,7 @@ from a pre-populated cache with HF_HUB_OFFLINE=1 (nothing is downloaded)."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 
 import pytest
@@ -117,4 +118,11 @@ def test_push_refuses_offline_and_without_a_token(run, monkeypatch, capsys):
     assert "no Hugging Face token" in capsys.readouterr().err
     with pytest.raises(UserInputError, match="not a transferkit run"):
         push(run.parent, "someone/spam-run")
+    multi = run.parent / "multi"
+    multi.mkdir()
+    (multi / "model_card.json").write_text(json.dumps({"format": "transferkit-run/2", "multi_task": {
+        "topic": {"dir": "tasks/topic"}, "stars": {"dir": "tasks/stars"}}}))
+    with pytest.raises(UserInputError, match="multi-task run") as e:
+        push(multi, "someone/spam-run")
+    assert "tasks/stars" in e.value.hint
     assert ".lock" in NOT_UPLOADED and "checkpoints/*" in NOT_UPLOADED

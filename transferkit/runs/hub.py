@@ -77,6 +77,10 @@ def push(run_dir: str | os.PathLike, repo_id: str, *, token: str | None = None, 
     rd = RunDir(run_dir)
     card = rd.card()  # a finished run, or a clear error
     parse_uri(SCHEME + repo_id)
+    if isinstance(card.get("multi_task"), dict):  # tk.load takes one column's run, not the whole folder
+        dirs = ", ".join(shown(rd.path / str((e or {}).get("dir"))) for e in card["multi_task"].values())
+        raise UserInputError(f"{shown(rd.path)} is a multi-task run: each label column's model is a run of its own",
+                             hint=f"push each column's run ({dirs}) to a repository of its own")
     if constants.HF_HUB_OFFLINE:
         raise UserInputError("cannot push: HF_HUB_OFFLINE is set, so nothing may reach the Hub",
                              hint="unset HF_HUB_OFFLINE (and connect) to upload")
