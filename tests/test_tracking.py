@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import sys
+from pathlib import Path
 
 import pytest
 
 from transferkit.cli import main
 from transferkit.config import FitConfig
 from transferkit.errors import MissingDependencyError, UserInputError
-from transferkit.tracking import FitTracking, config_params, final_metrics, store_uri
+from transferkit.tracking import FitTracking, config_params, final_metrics, run_name, store_uri, tensorboard_dir
 
 from conftest import toy_texts
 
@@ -146,6 +148,11 @@ def test_store_uri_params_and_final_metrics(tmp_path, monkeypatch):
     assert store_uri("mlruns") == (tmp_path / "mlruns").resolve().as_uri()
     assert store_uri("file:./x") == (tmp_path / "x").resolve().as_uri()
     assert store_uri("http://tracking:5000") == "http://tracking:5000"
+    # TensorBoard: a folder per run under --track-uri, else the run directory's tensorboard/
+    assert tensorboard_dir(FitConfig(track="tensorboard", track_uri="tb", out="runs/a")) == Path("tb") / "a"
+    assert tensorboard_dir(FitConfig(track="tensorboard", out="runs/a")) == Path("runs/a/tensorboard")
+    assert re.fullmatch(r"fit-\d{8}-\d{6}", run_name(FitConfig(track="tensorboard")))
+    assert tensorboard_dir(FitConfig(track="tensorboard")).parent == Path("tensorboard")
     params = config_params(FitConfig(strategy="finetune", strategy_params={"lr": 1e-3, "unfreeze": ["a", "b"]},
                                      backbone_options={"layer": 3}, text_columns="subject,body"))
     assert params["strategy_params.lr"] == "0.001" and params["strategy_params.unfreeze"] == '["a", "b"]'
@@ -163,10 +170,24 @@ def test_store_uri_params_and_final_metrics(tmp_path, monkeypatch):
 
 def test_tracking_costs_no_import_when_off():
     import subprocess
-    from pathlib import Path
 
     code = ("import sys, transferkit, transferkit.tracking, transferkit.pipeline\n"
             "sys.exit(3 if {'mlflow', 'tensorboard', 'torch.utils.tensorboard'} & set(sys.modules) else 0)")
     proc = subprocess.run([sys.executable, "-c", code], cwd=str(Path(__file__).parent.parent), capture_output=True,
                           text=True)
     assert proc.returncode == 0, proc.stderr or "importing transferkit imported a tracker's library"
+
+
+def test_a_fit_that_fails_closes_its_mlflow_run_as_failed(tmp_path, monkeypatch):
+    MlflowClient = pytest.importorskip("mlflow.tracking").MlflowClient
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
+    cfg = FitConfig(track="mlflow", track_uri=str(tmp_path / "mlruns"), strategy="finetune", model="m")
+    with pytest.raises(UserInputError, match="bad data"):
+        with FitTracking.open(cfg) as tracking:
+            tracking.start(cfg)
+            tracking.log({"train/loss": 0.5}, 1)
+            raise UserInputError("bad data")
+    client = MlflowClient(tracking_uri=(tmp_path / "mlruns").as_uri())
+    (run,) = client.search_runs([client.get_experiment_by_name("transferkit").experiment_id])
+    assert run.info.status == "FAILED" and run.data.metrics == {"train/loss": 0.5}
+    assert "verdict" not in run.data.tags
