@@ -157,6 +157,10 @@ def test_bad_input_is_refused_with_a_hint(tiny_text_dir):
         clf.fit(["a text"], ["a"])
     with pytest.raises(UserInputError, match="takes text data but X holds image"):
         TransferClassifier(str(tiny_text_dir), params={"cv": 2}).fit(*_images(4))
+    table = type("DataFrame", (), {"columns": ["subject", "body"], "__len__": lambda self: 2})()
+    with pytest.raises(UserInputError, match=r"a table with columns \['subject', 'body'\]") as e:
+        clf.fit(table, ["a", "b"])
+    assert "df['text']" in e.value.hint
     with pytest.raises(UserInputError, match="Unknown label type"):
         TransferRegressor(str(tiny_text_dir)).fit(["a", "b"], np.array(["x", "y"], dtype=object))
 

@@ -84,7 +84,8 @@ class _TransferEstimator(BaseEstimator):
         batch_size: items per forward pass.
         cache: read and fill the on-disk feature cache.
         out: a run directory: fit through the whole pipeline (split, controls, verdict) and write
-            the run there; ``None`` writes nothing.
+            the run there; ``None`` writes nothing.  Every clone that ``GridSearchCV`` fits
+            rewrites the same folder, so leave it out there and set it on the final estimator.
 
     Attributes (after ``fit``):
         model_: the fitted :class:`~transferkit.model.TransferModel`.
@@ -166,6 +167,10 @@ class _TransferEstimator(BaseEstimator):
         if isinstance(X, (str, bytes)):
             raise UserInputError("X is one string: give a list of items (texts or file paths)",
                                  hint="wrap it in a list: [X]")
+        if hasattr(X, "columns"):  # a pandas DataFrame: which column is the text is the caller's choice
+            raise UserInputError(f"X is a table with columns {list(X.columns)[:10]}: give one item per row",
+                                 hint="pass one column (df['text']), or join several: "
+                                      "df['subject'] + '\\n' + df['body']")
         if hasattr(X, "to_numpy"):  # a pandas Series
             X = X.to_numpy()
         if modality is None and isinstance(X, (list, tuple, np.ndarray)) and len(X) \
