@@ -4,7 +4,6 @@ from ``tqdm.auto``, which picks the notebook widget under Jupyter."""
 from __future__ import annotations
 
 import ast
-import csv
 import os
 import re
 import subprocess
@@ -18,7 +17,7 @@ from transferkit.data import Dataset
 from transferkit.ranking import rank
 from transferkit.report.notebook import ROOT, scoped_css
 
-from conftest import toy_texts
+from conftest import toy_texts, write_toy_mail
 
 EVIL = "<script>alert(1)</script>"  # a class name that must stay text
 TEMPLATE = "{{ 7*7 }}"  # Jinja2 syntax in data: printed, never evaluated
@@ -26,15 +25,10 @@ TEMPLATE = "{{ 7*7 }}"  # Jinja2 syntax in data: printed, never evaluated
 
 @pytest.fixture(scope="module")
 def fitted(tiny_text_dir, tmp_path_factory):
-    texts, labels = toy_texts(15)
     tmp = tmp_path_factory.mktemp("nb")
-    data = tmp / "toy.csv"
-    with open(data, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["text", "label"])
-        w.writerows(zip(texts, labels))
+    data = write_toy_mail(tmp / "toy.csv", 15)
     # the run's name (a user string shown in the view) carries markup
-    return tk.fit(data=str(data), text_columns="text", model=str(tiny_text_dir), out=str(tmp / "run<b>"),
+    return tk.fit(data=str(data), text_columns="body", model=str(tiny_text_dir), out=str(tmp / "run<b>"),
                   log=None, progress=False)
 
 

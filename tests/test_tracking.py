@@ -2,7 +2,6 @@
 to real TensorBoard event files, each read back with the tracker's own reader."""
 from __future__ import annotations
 
-import csv
 import json
 import re
 import sys
@@ -15,7 +14,7 @@ from transferkit.config import FitConfig
 from transferkit.errors import MissingDependencyError, UserInputError
 from transferkit.tracking import FitTracking, config_params, final_metrics, run_name, store_uri, tensorboard_dir
 
-from conftest import toy_texts
+from conftest import write_toy_mail
 
 # a fine-tuning fit, so that there are optimizer steps to report: 3 steps per epoch, 2 epochs, and
 # a validation part big enough for the loop's validation callback (val_* per epoch)
@@ -24,13 +23,7 @@ FIT = ["--strategy", "finetune", "--epochs", "2", "--lr", "1e-3", "--batch-size"
 
 
 def _toy_csv(tmp_path):
-    texts, labels = toy_texts(15)
-    path = tmp_path / "toy.csv"
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["text", "label"])
-        w.writerows(zip(texts, labels))
-    return path
+    return write_toy_mail(tmp_path / "toy.csv", 15)  # texts in the column "body"
 
 
 def test_fit_track_mlflow_writes_a_store_that_mlflow_reads_back(tiny_text_dir, tmp_path, monkeypatch, capsys):
@@ -38,7 +31,7 @@ def test_fit_track_mlflow_writes_a_store_that_mlflow_reads_back(tiny_text_dir, t
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
     store, out = tmp_path / "mlruns", tmp_path / "run"
-    assert main(["fit", "--data", str(_toy_csv(tmp_path)), "--text-column", "text", "--model", str(tiny_text_dir),
+    assert main(["fit", "--data", str(_toy_csv(tmp_path)), "--text-column", "body", "--model", str(tiny_text_dir),
                  *FIT, "--out", str(out), "--track", "mlflow", "--track-uri", str(store)]) == 0
     capsys.readouterr()
     metrics = json.loads((out / "metrics.json").read_text())
@@ -89,7 +82,7 @@ def test_fit_track_tensorboard_writes_events_that_tensorboard_reads_back(tiny_te
     import transferkit as tk
 
     out = tmp_path / "run"
-    model = tk.fit(data=str(_toy_csv(tmp_path)), text_columns="text", model=str(tiny_text_dir), strategy="finetune",
+    model = tk.fit(data=str(_toy_csv(tmp_path)), text_columns="body", model=str(tiny_text_dir), strategy="finetune",
                    strategy_params={"epochs": 2, "lr": 1e-3, "batch_size": 8, "val_fraction": 0.3, "val_min": 6},
                    out=str(out), track="tensorboard", log=None, progress=False)
     events = accumulator.EventAccumulator(str(out / "tensorboard"), size_guidance={"images": 0, "scalars": 0})
