@@ -70,7 +70,8 @@ def test_fit_track_mlflow_writes_a_store_that_mlflow_reads_back(tiny_text_dir, t
     assert run.data.tags["transferkit.run_dir"] == str(out.resolve())
     # the run directory's files as artifacts, byte for byte, and the confusion matrix image
     names = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {"report.html", "model_card.json", "metrics.json", "config.json", "test_confusion_matrix.png"} <= names
+    assert {"report.html", "model_card.json", "README.md", "metrics.json", "config.json",
+            "test_confusion_matrix.png"} <= names
     got = client.download_artifacts(run.info.run_id, "report.html", str(tmp_path))
     assert open(got, "rb").read() == (out / "report.html").read_bytes()
     png = open(client.download_artifacts(run.info.run_id, "test_confusion_matrix.png", str(tmp_path)), "rb").read()
