@@ -193,7 +193,7 @@ def test_cli_fit_under_a_launcher_writes_one_complete_run(tmp_path, cli_single, 
 
     out = tmp_path / "two"
     files = sorted(p.name for p in out.iterdir())
-    assert files == [".lock", "checkpoints", "config.json", "metrics.json", "model_card.json",
+    assert files == [".lock", "README.md", "checkpoints", "config.json", "metrics.json", "model_card.json",
                      "reference_features.npy", "report.html", "skipped.json", "strategy.safetensors",
                      "validation.json"], files
     half = [p for p in out.rglob("*") if (p.name.startswith(".") and p.name != ".lock") or p.suffix == ".tmp"]

@@ -19,8 +19,8 @@ LAYERS: list[list[str]] = [
     ["features", "onnx_runtime", "training", "classical"],
     ["strategies", "controls", "model", "evidence", "selection"],
     ["report"],
-    ["runs", "ranking", "auto"],
-    ["pipeline", "multitask", "predict", "export", "distill", "distill_set", "explain", "serve", "demo"],
+    ["runs", "ranking", "auto", "tracking"],
+    ["pipeline", "multitask", "predict", "export", "distill", "distill_set", "explain", "serve", "demo", "sklearn"],
     ["cli", ""],  # "" is the package's own __init__
 ]
 

@@ -24,7 +24,7 @@ def test_fit_writes_a_complete_run(tiny_text_dir, toy_csv, tmp_path):
     out = tmp_path / "run"
     model = tk.fit(data=str(toy_csv), text_columns="subject,body", model=str(tiny_text_dir), out=str(out), log=None)
     for f in ("config.json", "metrics.json", "model_card.json", "strategy.safetensors", "report.html",
-              "skipped.json", "validation.json"):
+              "skipped.json", "validation.json", "README.md"):
         assert (out / f).is_file(), f
     m = json.loads((out / "metrics.json").read_text())
     for key in ("transfer_gain", "verdict", "n_train", "n_test"):

@@ -137,6 +137,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="feature extraction runtime (default torch; onnx: ONNX Runtime on CPU, needs "
                         "'transferkit[export]')")
     f.add_argument("--no-cache", action="store_true", help="neither read nor write the feature cache")
+    f.add_argument("--track", metavar="mlflow|tensorboard",
+                   help="report the fit to an experiment tracker (both: mlflow,tensorboard): config, per-step and "
+                        "per-epoch training metrics, final metrics with intervals, verdict, confusion matrix")
+    f.add_argument("--track-uri", metavar="URI",
+                   help="MLflow's tracking URI or folder (default $MLFLOW_TRACKING_URI, else ./mlruns); TensorBoard's "
+                        "log folder (default OUT/tensorboard, else ./tensorboard)")
     t = f.add_argument_group("training (strategies that train: finetune...)")
     t.add_argument("--epochs", type=int, help="passes over the training data")
     t.add_argument("--max-steps", type=int, help="stop after this many optimizer steps")
@@ -283,6 +289,12 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="the bundled default job: no data, no network needed")
     d.add_argument("--out", default="runs/demo", help="where the demo runs are written (default runs/demo)")
     d.add_argument("--only", choices=["digits", "spam"], help="run one of the two demos")
+
+    ph = sub.add_parser("push", help="upload a run folder to the Hugging Face Hub (its README.md is the model card)")
+    ph.add_argument("run", help="a run directory (fit --out)")
+    ph.add_argument("--repo-id", required=True, help="OWNER/NAME of the Hub model repository (created if absent)")
+    ph.add_argument("--private", action="store_true", help="create the repository as private")
+    ph.add_argument("--token", help="a Hub token with write access (default: HF_TOKEN or `hf auth login`'s)")
     return p
 
 
@@ -323,7 +335,7 @@ def cmd_fit(a: argparse.Namespace) -> int:
                       ("strategy", "strategy"), ("models", "candidates"), ("labels_per_class", "labels_per_class"),
                       ("target_unlabelled", "target_unlabelled"), ("test_size", "test_size"),
                       ("seed", "seed"), ("out", "out"), ("skip_bad", "skip_bad"), ("batch_size", "batch_size"),
-                      ("backend", "backend")):
+                      ("backend", "backend"), ("track", "track"), ("track_uri", "track_uri")):
         if getattr(a, flag) is not None:
             over[key] = getattr(a, flag)
     if a.no_control:
@@ -523,6 +535,14 @@ def cmd_export(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_push(a: argparse.Namespace) -> int:
+    from .runs.hub import push
+
+    url = push(a.run, a.repo_id, token=a.token, private=a.private, log=lambda m: print(m, file=sys.stderr, flush=True))
+    print(f"pushed {a.run} to {url}; load it with tk.load(\"hf://{a.repo_id}\")")
+    return 0
+
+
 def cmd_demo(a: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -532,7 +552,8 @@ def cmd_demo(a: argparse.Namespace) -> int:
 
 COMMANDS = {"models": cmd_models, "strategies": cmd_strategies, "fit": cmd_fit, "predict": cmd_predict,
             "evaluate": cmd_evaluate, "validate": cmd_validate, "rank": cmd_rank, "serve": cmd_serve,
-            "explain": cmd_explain, "distill": cmd_distill, "export": cmd_export, "demo": cmd_demo}
+            "explain": cmd_explain, "distill": cmd_distill, "export": cmd_export, "demo": cmd_demo,
+            "push": cmd_push}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -16,6 +16,8 @@ from .data.dataset import TASK_NAMES
 from .errors import UserInputError, shown
 
 DEFAULT_MODELS = {"text": "minilm-l6", "image": "efficientnet-lite0"}
+#: Experiment trackers a fit can report to (:mod:`transferkit.tracking`).
+TRACKERS = ("mlflow", "tensorboard")
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,11 @@ class FitConfig:
         keep_checkpoints: training checkpoints kept per model once the run is written (they
             only serve to resume a killed fit, and can weigh several times the model): 0, the
             default, removes them; K keeps the newest K.
+        track: experiment trackers to report the fit to: ``["mlflow"]``, ``["tensorboard"]`` or
+            both (text: ``"mlflow,tensorboard"``); ``None``: none (:mod:`transferkit.tracking`).
+        track_uri: MLflow's tracking URI (default ``$MLFLOW_TRACKING_URI``, else ``./mlruns``), or
+            TensorBoard's log folder (default ``out/tensorboard``, else ``./tensorboard``); with
+            both trackers it cannot name both places, so it is refused.
     """
 
     data: str | None = None
@@ -104,6 +111,8 @@ class FitConfig:
     n_boot: int = 1000
     resume: bool = True
     keep_checkpoints: int = 0
+    track: list[str] | None = None
+    track_uri: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("data", "test", "target_unlabelled", "out"):  # a path object is written as its text
@@ -158,6 +167,32 @@ class FitConfig:
             raise UserInputError(f"keep_checkpoints must be a whole number >= 0, got {self.keep_checkpoints!r}")
         if not isinstance(self.n_boot, int) or self.n_boot < 100:
             raise UserInputError(f"n_boot must be an integer >= 100, got {self.n_boot!r}")
+        self._check_tracking()
+
+    def _check_tracking(self) -> None:
+        track = self.track
+        if isinstance(track, str):  # "mlflow,tensorboard" from the command line or JSON
+            track = [t.strip() for t in track.split(",") if t.strip()]
+        if not track:
+            object.__setattr__(self, "track", None)
+            if self.track_uri is not None:
+                raise UserInputError("track_uri is set but no tracker is",
+                                     hint="add --track mlflow or --track tensorboard")
+            return
+        bad = [t for t in track if t not in TRACKERS]
+        if bad or len(set(track)) != len(track):
+            raise UserInputError(f"track must name distinct trackers among {', '.join(TRACKERS)}, got {track!r}",
+                                 hint="e.g. --track mlflow, or --track mlflow,tensorboard")
+        object.__setattr__(self, "track", list(track))
+        if self.track_uri is not None and (not isinstance(self.track_uri, str) or not self.track_uri.strip()):
+            raise UserInputError(f"track_uri must be a URI or folder, got {self.track_uri!r}")
+        if self.track_uri is not None and len(track) > 1:
+            raise UserInputError("track_uri names one place, and two trackers are asked for",
+                                 hint="set MLflow's with the MLFLOW_TRACKING_URI variable and leave --track-uri out: "
+                                      "TensorBoard then writes into the run directory (out/tensorboard)")
+        if len(self.label_columns) > 1:
+            raise UserInputError("experiment tracking follows one model's training; a multi-task fit (several "
+                                 "label columns) is not tracked", hint="leave out --track, or fit one column at a time")
 
     @property
     def label_columns(self) -> list[str]:

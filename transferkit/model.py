@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, ClassVar
 
 import numpy as np
 
@@ -30,6 +30,10 @@ class TransferModel:
             probe, the hybrid or the classical model), the transfer model itself, which the
             verdict judges; ``None`` when this model is the transfer model.
     """
+
+    #: Jupyter's rich view (:meth:`_repr_html_`): the report's verdict banner and summary table,
+    #: set by :mod:`transferkit.report.notebook` (the report package sits above this module).
+    html_view: ClassVar[Callable[[TransferModel], str | None] | None] = None
 
     def __init__(self, backbone: Backbone, strategy: Strategy, *, card: dict[str, Any] | None = None,
                  metrics: dict[str, Any] | None = None, run_dir: str | Path | None = None,
@@ -117,6 +121,11 @@ class TransferModel:
         if self.task == "classification":
             return [self.classes[i] for i in outputs.argmax(1)]
         return get_task(self.task).decide(outputs, self.strategy.thresholds_, classes=self.classes)
+
+    def _repr_html_(self) -> str | None:
+        """In a notebook: the fit's verdict banner and summary table (``None``: the plain repr)."""
+        view = type(self).html_view
+        return None if view is None else view(self)
 
     def __repr__(self) -> str:
         where = f", run_dir={str(self.run_dir)!r}" if self.run_dir else ""

@@ -103,6 +103,12 @@ class MultiTaskModel:
         """``{column: one decision per input}`` (a class, a number or a label set per column)."""
         return {c: m.predict(inputs) for c, m in self.models.items()}
 
+    def _repr_html_(self) -> str | None:
+        """In a notebook: each column's verdict banner and summary table."""
+        from .report.notebook import models_html
+
+        return models_html([(f"label column {c} ({m.task})", m) for c, m in self.models.items()])
+
     def __repr__(self) -> str:
         tasks = ", ".join(f"{c}={t}" for c, t in self.tasks.items())
         return f"MultiTaskModel({tasks}{f', run_dir={str(self.run_dir)!r}' if self.run_dir else ''})"

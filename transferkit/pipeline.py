@@ -39,11 +39,13 @@ from .features import ExtractionStats, extract_features
 from .model import TransferModel
 from .report import render_report
 from .runs import DELIVERED_WEIGHTS, REFERENCE_MAX_ROWS, RunDir, now_iso, versions
+from .runs.hub_card import README, hub_readme
 from .runs.loading import remember_user_backbone
 from .selection import delivered_metrics, select_model
 from .strategies import STRATEGIES
 from .strategies.base import Strategy
 from .tasks import Outputs, get_task
+from .tracking import FitTracking
 from .training import distributed
 from .training.checkpoint import prune_after_run
 
@@ -107,12 +109,13 @@ def fit(config: FitConfig | None = None, *, train: Dataset | None = None, test: 
     say = log if log and main else (lambda _m: None)
     progress = progress if main else False
     run = RunDir(cfg.out) if cfg.out else None
-    with run.lock() if run is not None and main else contextlib.nullcontext():
-        return _fit(cfg, train, test, say, progress, run)
+    tracking = FitTracking.open(cfg, active=main)  # --track: its library loads now, before any work
+    with run.lock() if run is not None and main else contextlib.nullcontext(), tracking:
+        return _fit(cfg, train, test, say, progress, run, tracking)
 
 
 def _fit(cfg: FitConfig, train: Dataset | None, test: Dataset | None, say: Log, progress: bool | None,
-         run: RunDir | None) -> TransferModel:
+         run: RunDir | None, tracking: FitTracking) -> TransferModel:
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
 
@@ -122,6 +125,7 @@ def _fit(cfg: FitConfig, train: Dataset | None, test: Dataset | None, say: Log, 
     timings["validate_s"] = time.perf_counter() - t
 
     cfg, strategy, auto = resolve_stage(cfg, named, splits, say, progress)
+    tracking.start(cfg)
     if auto is not None:
         timings["auto_rank_s"] = auto.seconds
         splits.notes += [f"Chosen automatically — {r}" for r in auto.reasons]
@@ -132,7 +136,8 @@ def _fit(cfg: FitConfig, train: Dataset | None, test: Dataset | None, say: Log, 
 
     t = time.perf_counter()
     say(f"fitting {cfg.strategy} on {model.backbone.describe()} …")
-    strategy.fit(splits.train, model.ctx)
+    with tracking.observe():  # --track: the training loop's steps and epochs
+        strategy.fit(splits.train, model.ctx)
     outputs = strategy.predict_outputs(splits.test, model.ctx)
     timings["fit_s"] = time.perf_counter() - t
     timings["extract_s"] = sum(s.seconds for s in model.extraction_log)
@@ -175,6 +180,7 @@ def _fit(cfg: FitConfig, train: Dataset | None, test: Dataset | None, say: Log, 
         model.card = distributed.on_main(lambda: write_stage(run, cfg, model, splits, delivered))
         model.run_dir = run.path
         delivered.card, delivered.run_dir = model.card, run.path
+    tracking.finish(model.metrics, model.run_dir)
     m = model.metrics
     task = get_task(cfg.task)
     key = task.primary
@@ -374,6 +380,7 @@ def write_stage(run: RunDir, cfg: FitConfig, model: TransferModel, splits: Split
     shown_validation = {**report.to_dict(), "counts": split_counts(splits)}
     run.write_text("report.html", render_report(model.metrics, card=card, skipped=report.skipped,
                                                 validation=shown_validation))
+    run.write_text(README, hub_readme(card, model.metrics))  # the Hugging Face Hub's model card
     card = run.write_card(card)
     prune_after_run(run.checkpoints, keep_last=cfg.keep_checkpoints)
     if cfg.model:

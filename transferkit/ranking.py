@@ -202,6 +202,12 @@ class RankResult:
         """The score that orders the rows: the first requested one that applies to the task."""
         return next(s for s in self.scores if s not in self.not_applicable)
 
+    def _repr_html_(self) -> str:
+        """In a notebook: the data, the best candidate and the table of scores."""
+        from .report.notebook import rank_html
+
+        return rank_html(self)
+
     def cell(self, score: str, value: float | None) -> str:
         """A score as a table shows it: ``n/a`` where it does not apply to the task."""
         return "n/a" if score in self.not_applicable else fmt_score(score, value, self.task)

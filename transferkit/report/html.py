@@ -21,7 +21,7 @@ from typing import Any
 from ..scores import score_title
 from . import formatting, plots, task_views
 
-__all__ = ["render_report", "write_report", "template_env"]
+__all__ = ["render_report", "write_report", "template_env", "summary_view"]
 
 VERDICTS = {  # verdict -> (headline, CSS class)
     "helped": ("Transfer helped", "helped"),
@@ -282,21 +282,13 @@ def render_report(metrics: dict, *, card: dict | None = None, skipped: list[dict
     Returns:
         The HTML document, as a string.
     """
-    if not isinstance(metrics, dict) or not isinstance(metrics.get("test"), dict):
-        raise ValueError("metrics must be a dict with a 'test' section (the transfer model's "
-                         "classification_metrics output)")
-    task = str(metrics.get("task") or "classification")
-    if task not in task_views.TASKS:
-        raise ValueError(f"metrics.json has task {task!r}; this transferkit reports {', '.join(task_views.TASKS)}")
-    test = metrics["test"]
-    level = f"{100 * float(test.get('confidence', 0.95)):g}%"
-    gains = metrics.get("controls_gain") or {}
-    run_name = (metrics.get("run") or {}).get("name")
     notes = metrics.get("notes") or []
     timings = metrics.get("timings") or {}
+    summary = summary_view(metrics)
+    run_name = (metrics.get("run") or {}).get("name")
     context = {
+        **summary,
         "title": f"transferkit report: {run_name}" if run_name else "transferkit report",
-        "verdict": _verdict(metrics), "level": level, "gains": bool(gains), "delivered": _delivered(metrics),
         "explanations": _explanations(explanations or []),
         "domain": _domain(metrics.get("domain") or {}, metrics),
         "auto": _auto(metrics.get("auto")),
@@ -306,8 +298,31 @@ def render_report(metrics: dict, *, card: dict | None = None, skipped: list[dict
         "card": [(k, _value(v)) for k, v in _flatten(card or {})],
         "skipped": _list_rows(skipped or [], ["origin", "reason"]),
         "problems": _list_rows((validation or {}).get("problems") or [], ["severity", "kind", "origin", "message"]),
-        "class_counts": _class_counts(validation), "task": task,
+        "class_counts": _class_counts(validation),
     }
+    return template_env().get_template("report.html").render(context)
+
+
+def summary_view(metrics: dict, *, plots: bool = True) -> dict[str, Any]:
+    """The view model of a run's page top (``summary.html``): facts, verdict banner, delivered
+    model, summary table and its note; with ``plots``, also the figures and the per-class /
+    per-label tables the rest of the report shows.  ``report.html`` and the notebook view
+    (:mod:`.notebook`, ``plots=False``: no figure is drawn) both render it.
+
+    Raises:
+        ValueError: ``metrics`` without a ``"test"`` section, or of a task this version cannot show.
+    """
+    if not isinstance(metrics, dict) or not isinstance(metrics.get("test"), dict):
+        raise ValueError("metrics must be a dict with a 'test' section (the transfer model's "
+                         "classification_metrics output)")
+    task = str(metrics.get("task") or "classification")
+    if task not in task_views.TASKS:
+        raise ValueError(f"metrics.json has task {task!r}; this transferkit reports {', '.join(task_views.TASKS)}")
+    test = metrics["test"]
+    level = f"{100 * float(test.get('confidence', 0.95)):g}%"
+    gains = metrics.get("controls_gain") or {}
+    context: dict[str, Any] = {"verdict": _verdict(metrics), "level": level, "gains": bool(gains),
+                               "delivered": _delivered(metrics), "task": task}
     if task == "classification":
         classes = test.get("classes") or metrics.get("classes") or list(test.get("per_class", {}))
         classes = [str(c) for c in classes]
@@ -316,14 +331,16 @@ def render_report(metrics: dict, *, card: dict | None = None, skipped: list[dict
             facts=_facts(metrics), columns=None, plots_note=None, per_label=[],
             models=[{"name": n, "best": best, "metrics": _metrics(cm), "gain": gains.get(n) if i else None}
                     for i, (n, cm, best) in enumerate(models)],
-            summary_note=_summary_note(models, gains, level), plots=_plots(metrics, models, classes, level),
+            summary_note=_summary_note(models, gains, level),
+            plots=_plots(metrics, models, classes, level) if plots else [],
             per_class=_per_class_rows(test, classes))
     else:
-        view = task_views.task_view(metrics, task, _models(metrics, task_views.primary_key(metrics, task)), level)
+        view = task_views.task_view(metrics, task, _models(metrics, task_views.primary_key(metrics, task)), level,
+                                    plots=plots)
         if context["verdict"] is not None:
             context["verdict"].update(view.pop("verdict_line"))
         context.update(view, facts=_facts(metrics, view.pop("facts")), per_class=[])
-    return template_env().get_template("report.html").render(context)
+    return context
 
 
 def _delivered(m: dict) -> dict[str, Any] | None:

@@ -40,7 +40,7 @@ class RankResult(Protocol):
 
     def to_dict(self) -> dict: ...
 
-__all__ = ["render_html", "score_chart", "write_rank"]
+__all__ = ["render_html", "rank_view", "score_chart", "write_rank"]
 
 
 def _title(score: str, task: str = "classification") -> str:
@@ -49,6 +49,12 @@ def _title(score: str, task: str = "classification") -> str:
 
 def render_html(result: RankResult) -> str:
     """The self-contained ``rank.html``: table, chart (inline PNG), what the scores mean, notes."""
+    return template_env().get_template("rank.html").render(rank_view(result))
+
+
+def rank_view(result: RankResult, *, chart: bool = True) -> dict[str, Any]:
+    """The view model of ``rank.html`` (``rank_summary.html``, its top, is also the notebook
+    view's); ``chart=False`` draws no chart."""
     d = result.data
     task = result.task
     headers = ["#", "candidate", "layer", "init", "dim"] + [_title(s, task) for s in result.scores] + \
@@ -67,13 +73,13 @@ def render_html(result: RankResult) -> str:
     context = {
         "data": d, "data_line": result.data_line(), "task": task, "seed": result.seed,
         "best": result.best.candidate, "ranked_by": _title(result.ranked_by, task),
-        "headers": headers, "rows": rows, "chart": score_chart(result),
+        "headers": headers, "rows": rows, "chart": score_chart(result) if chart else None,
         "meanings": [(_title(s, task), score_about(s, task)) for s in result.scores if s not in result.not_applicable],
         "not_applicable": [(_title(s, task), why) for s, why in result.not_applicable.items()],
         "target": result.target, "shifts": [(r.candidate, r.domain) for r in result.rows if r.domain],
         "notes": list(result.notes) + [f"{r.candidate}: {n}" for r in result.rows for n in r.notes],
     }
-    return template_env().get_template("rank.html").render(context)
+    return context
 
 
 def write_rank(result: RankResult, out_dir: str | os.PathLike) -> dict[str, Path]:

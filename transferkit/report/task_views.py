@@ -241,7 +241,8 @@ def _per_label(test: dict) -> list[dict[str, Any]]:
     return rows
 
 
-def task_view(m: dict, task: str, rows: list[tuple[str, dict, bool]], level: str) -> dict[str, Any]:
+def task_view(m: dict, task: str, rows: list[tuple[str, dict, bool]], level: str, *,
+              plots: bool = True) -> dict[str, Any]:
     """The task-specific part of the report's context.
 
     Args:
@@ -249,6 +250,7 @@ def task_view(m: dict, task: str, rows: list[tuple[str, dict, bool]], level: str
         task: "regression" or "multi-label".
         rows: ``(display name, metrics, is best control)``, the transfer model first.
         level: the confidence level as text (``"95%"``).
+        plots: draw the figures (``False``: ``plots`` is empty; the notebook view shows none).
 
     Returns:
         ``{"columns", "models", "verdict_line", "summary_note", "plots", "plots_note",
@@ -276,7 +278,7 @@ def task_view(m: dict, task: str, rows: list[tuple[str, dict, bool]], level: str
             how = f"this control's {primary.prose} minus the transfer model's (positive: transfer is better)"
         unit = "in points" if primary.kind == "pct" else "in the target's units" if primary.kind == "units" else ""
         note += f" Transfer gain: {how}, {unit + ', ' if unit else ''}with a {level} paired-bootstrap interval."
-    figures, plots_note = _plots(m, task, rows, primary, fmt, level)
+    figures, plots_note = _plots(m, task, rows, primary, fmt, level) if plots else ([], None)
     facts: list[tuple[str, Any]] = [("task", task)]
     if task == "regression":
         facts += [("target mean (test)", fmt.value(cols[0], test.get("target_mean"))),

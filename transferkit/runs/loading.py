@@ -20,6 +20,7 @@ from ..backbones.base import Backbone
 from ..errors import UserInputError, shown
 from ..model import TransferModel
 from ..strategies import STRATEGIES
+from .hub import is_hub_uri, snapshot
 from .rundir import RunDir
 
 #: Backbone options a model card may set: how features are computed, never what may run.
@@ -32,7 +33,8 @@ def load(run_dir: str | os.PathLike, *, check_weights: bool = True, cache: bool 
     """Load a run directory for prediction: no training data, no network needed.
 
     Args:
-        run_dir: a directory written by ``fit(..., out=...)``.
+        run_dir: a directory written by ``fit(..., out=...)``.  ``hf://OWNER/NAME[@REVISION]``: a run pushed
+            to the Hugging Face Hub (``transferkit push``), downloaded once into the Hub's cache.
         which: ``delivered``, the model that selection on the training data chose (the transfer
             model itself where it was the best, or where the run made no selection); ``transfer``,
             the transfer model that the run's verdict judges.
@@ -45,6 +47,8 @@ def load(run_dir: str | os.PathLike, *, check_weights: bool = True, cache: bool 
         allow_pickle: allow pickled backbone weights (the user's own decision: a card cannot).
         trust_remote_code: run the backbone repository's own Python code (likewise).
     """
+    if is_hub_uri(run_dir):  # hf://OWNER/NAME: the Hub snapshot's folder, then the same checks as any run
+        run_dir = snapshot(str(run_dir))
     if backend not in ("torch", "onnx", "onnx-int8"):
         raise UserInputError(f"backend must be torch, onnx or onnx-int8, got {backend!r}")
     if which not in ("delivered", "transfer"):

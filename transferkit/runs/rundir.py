@@ -48,6 +48,8 @@ REPORT = "report.html"
 REFERENCE = "reference_features.npy"
 REFERENCE_MAX_ROWS = 500
 CHECKPOINTS = "checkpoints"
+#: TensorBoard's event files of the fit, with ``--track tensorboard`` (:mod:`transferkit.tracking`).
+TENSORBOARD = "tensorboard"
 LOCK = ".lock"
 
 

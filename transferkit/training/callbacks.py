@@ -8,6 +8,9 @@ the loop saves it in every checkpoint and gives it back through ``load_state_dic
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any, Callable
 
 import torch
@@ -132,3 +135,29 @@ class EarlyStopping(Callback):
             return
         self.best, self.best_epoch, self.wait = state["best"], state["best_epoch"], state["wait"]
         self.best_weights = dict(state["weights"])
+
+
+#: Callbacks that every :func:`~.loop.train` call inside an :func:`observing` block runs too.
+_OBSERVERS: ContextVar[tuple[Callback, ...]] = ContextVar("transferkit_training_observers", default=())
+
+
+@contextmanager
+def observing(*callbacks: Callback) -> Iterator[None]:
+    """Run ``callbacks`` in every training loop started inside the block, after the strategy's own.
+
+    For callers that watch a fit without owning the strategy's code (experiment tracking): the
+    strategies build their own callback lists, and those that train in several phases call the
+    loop more than once, so the observers are handed to the loop rather than to each strategy.
+    Observers only read: their checkpointed state (``state_dict``) should be empty, so that a run
+    resumed with or without them restores the same thing.
+    """
+    token = _OBSERVERS.set(_OBSERVERS.get() + callbacks)
+    try:
+        yield
+    finally:
+        _OBSERVERS.reset(token)
+
+
+def observers() -> tuple[Callback, ...]:
+    """The callbacks of the enclosing :func:`observing` blocks (``()`` outside any)."""
+    return _OBSERVERS.get()

@@ -39,7 +39,7 @@ from ..errors import TransferkitError, UserInputError
 from . import checkpoint as ckpt
 from . import distributed as dist
 from .batchnorm import statistics_frozen
-from .callbacks import Callback, trainable_state
+from .callbacks import Callback, observers, trainable_state
 
 
 class NonFiniteLossError(TransferkitError):
@@ -221,7 +221,8 @@ def train(model: nn.Module, training_step: Callable[[np.ndarray], torch.Tensor],
             on return.
         nonfinite: ``"stop"`` raises :class:`NonFiniteLossError` before any update with a
             non-finite loss or gradient; ``"skip"`` drops that micro-batch (or step) and counts it.
-        callbacks: :class:`Callback` objects, called in order.
+        callbacks: :class:`Callback` objects, called in order; then those of the enclosing
+            :func:`~.callbacks.observing` blocks (experiment tracking).
         checkpoint_dir: where checkpoints go (``None``: none are written).
         checkpoint_every: also checkpoint every N optimizer steps (always at each epoch end).
         keep_last: complete checkpoints kept.
@@ -241,6 +242,7 @@ def train(model: nn.Module, training_step: Callable[[np.ndarray], torch.Tensor],
     """
     if nonfinite not in ("stop", "skip"):
         raise UserInputError(f"nonfinite must be 'stop' or 'skip', not {nonfinite!r}")
+    callbacks = [*callbacks, *observers()]  # watchers of the whole fit (`observing`): experiment tracking
     if n_items < 1 or batch_size < 1 or grad_accum < 1 or epochs < 1 or keep_last < 1:
         raise UserInputError("n_items, batch_size, grad_accum, epochs and keep_last must be >= 1")
     per_epoch, total = plan_steps(n_items, batch_size=batch_size, grad_accum=grad_accum, epochs=epochs,
