@@ -8,11 +8,14 @@ from . import (  # noqa: F401 (registration)
     feature_alignment,
     gradual,
     handmade,
+    input_invariance,
     l2sp,
     lora,
     lpft,
+    mcc,
     prototype,
     selftrain,
+    tent,
     zeroshot,
 )
 from .base import STRATEGIES, Strategy, TransferContext
