@@ -1,5 +1,6 @@
 """Domain-alignment losses: ``nn.Module``s over source features ``f_s (n, H)`` and target
-features ``f_t (m, H)`` returning a scalar tensor, the same in train and eval mode.
+features ``f_t (m, H)`` returning a scalar tensor, the same in train and eval mode (and
+:class:`MinimumClassConfusionLoss`, over the target's class logits ``(m, C)`` alone).
 
 Each is added to the source classification loss with a weight (the ``trade_off``), so the
 feature extractor learns features that classify the source and look alike in both domains.
@@ -109,3 +110,39 @@ class CoralLoss(nn.Module):
 def _cov(f: torch.Tensor) -> torch.Tensor:
     c = f - f.mean(0, keepdim=True)
     return c.T @ c / max(len(f) - 1, 1)
+
+
+class MinimumClassConfusionLoss(nn.Module):
+    """MCC: how much the classifier confuses classes on a target batch, to be minimised.
+
+    Jin, Wang, Long & Wang, "Minimum Class Confusion for Versatile Domain Adaptation", ECCV
+    2020, eqs. 1-7: ``P = softmax(z / T)`` ``(m, C)`` (temperature scaling, ``T`` > 1 softens
+    over-confident predictions); item weights ``W_ii = m (1 + exp(-H(p_i))) / sum_j (1 + exp(-H(p_j)))``
+    (confident items, low entropy ``H``, count more; the weights are not back-propagated through);
+    class correlations ``C = P^T W P`` ``(C, C)``; category normalisation: each column divided by
+    its sum, so a class the batch rarely predicts weighs as much as a frequent one; the loss is
+    the normalised matrix's off-diagonal mass divided by the number of classes.
+
+    Shapes: target logits ``z (m, C)``, m >= 1 -> scalar in ``[0, 1)`` (``(C - 1) / C`` for
+    uniform predictions): ~0 when every class is predicted, each confidently and by different
+    items; larger when items spread their probability over several classes.  A class that no
+    item of the batch predicts has a column of small numbers that normalises to a spread column,
+    so the loss is lowest on batches that cover the classes (batches of at least ``C`` items).
+    A column whose sum underflows to 0 counts 0 (a guard against 0/0 that the paper lacks).
+    """
+
+    def __init__(self, temperature: float = 2.5):
+        super().__init__()
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        self.temperature = float(temperature)
+
+    def forward(self, logits: torch.Tensor) -> torch.Tensor:
+        m, n_classes = logits.shape
+        p = torch.softmax(logits.float() / self.temperature, dim=1)
+        h = -(p * torch.log(p.clamp_min(1e-12))).sum(1).detach()
+        w = 1.0 + torch.exp(-h)
+        w = (m * w / w.sum()).unsqueeze(1)
+        confusion = (p * w).T @ p
+        confusion = confusion / confusion.sum(0, keepdim=True).clamp_min(1e-30)
+        return (confusion.sum() - confusion.trace()) / n_classes
