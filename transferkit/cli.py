@@ -160,6 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--skip-bad", action="store_true", help="leave out bad items instead of stopping")
     pr.add_argument("--backend", choices=["torch", "onnx", "onnx-int8"], default="torch",
                     help="onnx: ONNX Runtime on the graph written by `transferkit export` (onnx-int8: its int8 copy)")
+    pr.add_argument("--tent", action="store_true", help="adapt a copy of the model to these items first by TENT "
+                    "(normalisation parameters minimise prediction entropy; the run is unchanged)")
     _add_load_options(pr)
 
     e = sub.add_parser("evaluate", help="evaluate a trained run on labelled data")
@@ -244,6 +246,8 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--drift-window", type=int, help="recent items the drift test compares (default 200)")
     sv.add_argument("--drift-every", type=int, help="run the drift test every N requests (default 50)")
     sv.add_argument("--drift-p-value", type=float, help="drift alarm below this p-value (default 0.01)")
+    sv.add_argument("--tent", action="store_true", help="adapt on each request's items by TENT before predicting "
+                    "them, the model reset after each (episodic)")
     _add_load_options(sv)
 
     ex = sub.add_parser("explain", help="heat maps (images) or word attributions (text) for a run's predictions "
@@ -395,8 +399,11 @@ def cmd_predict(a: argparse.Namespace) -> int:
     from .predict import predict_files, write_predictions
 
     predict = predict_multitask if is_multitask_run(a.run) else predict_files
+    tent = {"tent": True} if a.tent else {}
+    if tent and predict is predict_multitask:
+        raise UserInputError("--tent adapts a single-task run's model; this run holds one per label column")
     rows = predict(a.run, a.inputs, text_columns=split_columns(a.text_column), skip_bad=a.skip_bad,
-                   backend=a.backend, load_options=_load_options(a), path_column=a.path_column)
+                   backend=a.backend, load_options=_load_options(a), path_column=a.path_column, **tent)
     write_predictions(rows, a.out)
     if a.out:
         print(f"{len(rows)} predictions written to {a.out}", file=sys.stderr)
@@ -467,7 +474,7 @@ def cmd_serve(a: argparse.Namespace) -> int:
             "queue_chars", "queue_pixels", "max_request_pixels", "max_batch_chars", "max_batch_pixels", "keep_alive_s",
             "max_connections")
     settings = ServeSettings.for_run(a.run, **{k: getattr(a, k) for k in keys})
-    serve(a.run, settings, load_options=_load_options(a))
+    serve(a.run, settings, load_options=_load_options(a), tent=a.tent)
     return 0
 
 

@@ -6,7 +6,7 @@ import io
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._files import write_json
 from .data import prepare_data
@@ -14,6 +14,9 @@ from .data.dataset import Dataset
 from .errors import UserInputError, shown
 from .runs import load
 from .tasks import get_task
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 def _read_inputs(model, inputs: Sequence[str], text_columns, skip_bad: bool, path_column=None) -> Dataset:
@@ -63,11 +66,32 @@ def _path_column(model, src: Any, given: str | None) -> str | None:
     return given or model.card.get("path_column")
 
 
+def tent_outputs(model, data: Dataset, options: dict[str, Any] | None = None) -> "np.ndarray":
+    """Class probabilities ``(N, C)`` of ``data`` after TENT (Wang et al. 2021) adapted a copy of
+    the model's normalisation parameters on ``data`` itself; the loaded model, and the run on
+    disk, are unchanged afterwards (episodic).  For a classification run whose model is a backbone
+    and a head on its features, in PyTorch (:func:`~transferkit.strategies.tent.episodic_outputs`).
+
+    Raises:
+        UserInputError: an ONNX-backed model, or a run that does not qualify (the reason).
+    """
+    from .strategies.tent import episodic_outputs
+
+    if model.onnx is not None or model.backend != "torch":
+        raise UserInputError("--tent trains the backbone's normalisation parameters, which needs the PyTorch "
+                             "backbone", hint="drop --backend onnx (or --tent)")
+    return episodic_outputs(model.backbone, model.strategy, data, device=model.ctx.device, seed=model.ctx.seed,
+                            options=options)
+
+
 def predict_files(run: str | Path, inputs: Sequence[str], *, text_columns=None, skip_bad: bool = False,
                   model=None, backend: str = "torch", load_options: dict[str, Any] | None = None,
-                  path_column: str | None = None) -> list[dict[str, Any]]:
+                  path_column: str | None = None, tent: bool | dict[str, Any] = False) -> list[dict[str, Any]]:
     """Predict every item of the given tables, folders or files (``path_column``: the column of
     tables that list image or audio files; default: the run's).
+
+    ``tent``: adapt the model by TENT on the items being predicted first (:func:`tent_outputs`;
+    a dict gives TENT's options: epochs, max_items, batch_size, optimizer, lr); the run is unchanged.
 
     Returns:
         One row per item: ``origin`` and ``prediction``; classification adds ``confidence`` and
@@ -76,7 +100,8 @@ def predict_files(run: str | Path, inputs: Sequence[str], *, text_columns=None, 
     """
     model = model or load(run, backend=backend, **(load_options or {}))
     ds = _read_inputs(model, inputs, text_columns, skip_bad, path_column)
-    outputs = model.predict_outputs(ds)
+    outputs = (tent_outputs(model, ds, tent if isinstance(tent, dict) else None) if tent
+               else model.predict_outputs(ds))
     decided = get_task(model.task).decide(outputs, model.strategy.thresholds_, classes=model.classes)
     classes = model.classes
     rows = []

@@ -36,6 +36,7 @@ from ..backbones.base import Backbone
 from ..data.dataset import Dataset
 from ..errors import UserInputError
 from ..training import train
+from ..training.batchnorm import keep_statistics, release_statistics
 from ._tuning import batchnorm_layers, mark_adapted, recalibrate_batchnorm, used_layer_groups
 
 #: Normalisation layers whose affine parameters ``"norm"`` selects.
@@ -164,13 +165,16 @@ class AdaptRun:
 
 def adapt(network: HeadNetwork, target: Dataset, loss: TargetLoss, params: list[nn.Parameter], *,
           optimizer: str = "adam", lr: float = 1e-3, momentum: float = 0.9, steps: int = 50, batch_size: int = 32,
-          seed: int = 0, clip: float | None = None, checkpoint_dir=None, resume: bool = True,
-          run_config: dict[str, Any] | None = None, progress: bool | None = False, desc: str = "adapt") -> AdaptRun:
+          seed: int = 0, clip: float | None = None, batch_statistics: bool = True, checkpoint_dir=None,
+          resume: bool = True, run_config: dict[str, Any] | None = None, progress: bool | None = False,
+          desc: str = "adapt") -> AdaptRun:
     """Train ``params`` (of ``network``'s backbone) to minimise ``loss`` on batches of ``target``
     (already bounded: :func:`bounded_subset`), through the one training loop, then re-estimate
     the running statistics of the BatchNorm layers that trained on ``target``.
 
-    Every other backbone parameter is frozen for the run (the caller's flags are restored).
+    ``batch_statistics=False``: every BatchNorm layer keeps its running statistics (eval mode,
+    not re-estimated); only the selected parameters change.  Every other backbone parameter is
+    frozen for the run (the caller's flags are restored).
     ``optimizer``: ``"sgd"`` (with ``momentum``) or ``"adam"``; ``steps`` optimizer steps of
     ``batch_size`` items (epochs over ``target`` as many as that takes).  The backbone ends in
     eval mode.
@@ -196,6 +200,7 @@ def adapt(network: HeadNetwork, target: Dataset, loss: TargetLoss, params: list[
         return loss(feats, logits)
 
     per_epoch = math.ceil(len(target) / batch)
+    kept = [] if batch_statistics else keep_statistics(m for _, m in batchnorm_layers(module))
     try:
         state = train(network, training_step, len(target), opt, epochs=math.ceil(steps / per_epoch),
                       max_steps=steps, batch_size=batch, clip=clip, seed=seed, checkpoint_dir=checkpoint_dir,
@@ -203,6 +208,7 @@ def adapt(network: HeadNetwork, target: Dataset, loss: TargetLoss, params: list[
         # the layers that normalised with batch statistics take the target's as running ones
         n_bn = recalibrate_batchnorm(network.backbone, target, batch, network.device)
     finally:
+        release_statistics(kept)
         for p in module.parameters():
             p.requires_grad_(flags[id(p)])
         module.eval()
