@@ -45,12 +45,11 @@ TRANSFORMS = tuple(ORDER)
 def check_transforms(value) -> str | None:
     """A ``check`` for ``transforms``: "auto", "none", or a list of transform names (forced), "auto"
     (detect the rest) and "-name" (forbidden)."""
+    ok = "\"auto\", \"none\" or a list of " + ", ".join(TRANSFORMS) + ", \"auto\" and -NAME (forbid NAME)"
     if isinstance(value, str):
-        return None
+        return None if value in ("auto", "none") else ok
     allowed = {"auto", *TRANSFORMS, *(f"-{t}" for t in TRANSFORMS)}
-    if any(v not in allowed for v in value):
-        return f"\"auto\", \"none\" or a list of {', '.join(TRANSFORMS)}, \"auto\" and -NAME (forbid NAME)"
-    return None
+    return ok if any(v not in allowed for v in value) else None
 
 
 @dataclass
@@ -61,7 +60,7 @@ class InputInvarianceParams(ProbeParams):
         "auto", "auto: the transforms whose rule fires on the source and target statistics; none: no transform "
                 "(the plain probe); or a list: names are applied whatever the statistics say, 'auto' adds the "
                 "detected ones, '-NAME' forbids one (e.g. auto,-contrast); names: " + ", ".join(TRANSFORMS),
-        choices=("auto", "none"), check=check_transforms)
+        check=check_transforms)
     max_augmented: int = param(1000, "source items that get a transformed copy (at most one each, drawn at random): "
                                      "bounds the extra feature extraction", ge=1)
     max_measured: int = param(500, "images per domain whose statistics are measured (drawn at random)", ge=10)
