@@ -149,5 +149,5 @@ def build(names: list[str], n_source: int, n_target: int, image_size: int, seed:
     return out
 
 
-ALL = ["mnist->digits", "digits->mnist", "mnist->inverted", "mnist->coloured", "mnist->ink-digits",
+ALL = ["mnist->ink-digits", "mnist->inverted", "mnist->coloured", "mnist->digits", "digits->mnist",
        "spam-2002->2003"]

@@ -46,10 +46,11 @@ import _common as C
 
 NAME = "shifts"
 # row -> (registered strategy, its parameters): defaults everywhere but adabn's documented switch
-METHODS = {"source-only": ("linear-probe", {}), "adabn": ("adabn", {}), "adabn-backbone": ("adabn", {"on": "backbone"}),
+METHODS = {"source-only": ("linear-probe", {}), "reference": ("linear-probe", {}), "adabn": ("adabn", {}),
+           "adabn-backbone": ("adabn", {"on": "backbone"}),
            "dann": ("dann", {}), "mmd": ("mmd", {}), "coral": ("coral", {}), "self-training": ("self-training", {}),
            "input-invariance": ("input-invariance", {}), "tent": ("tent", {}), "shot": ("shot", {}),
-           "mcc": ("mcc", {}), "auto-adapt": ("auto-adapt", {}), "reference": ("linear-probe", {})}
+           "mcc": ("mcc", {}), "auto-adapt": ("auto-adapt", {})}
 
 
 def _args() -> argparse.Namespace:
@@ -209,6 +210,8 @@ def main() -> None:
     shifts = _shifts.build([x.strip() for x in a.shifts.split(",") if x.strip()], a.n_source, a.n_target,
                            a.image_size)
     for sh in shifts.values():
+        if sh.modality == "image" and a.image_size != 96:  # another size is another row of the table
+            sh.name = f"{sh.name} @{a.image_size}px"
         protocol = {"n_source": a.n_source, "n_target": a.n_target, "ref_per_class": a.ref_per_class,
                     "model": sh.model, "options": sh.options, "sizes": sh.sizes}
         C.say(f"== {sh.name}: {sh.sizes} ({sh.model} {sh.options})")
