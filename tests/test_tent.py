@@ -140,6 +140,15 @@ def test_predict_tent_changes_predictions_and_leaves_the_run_untouched(text_run,
     assert {p: p.read_bytes() for p in sorted(p for p in text_run.rglob("*") if p.is_file())} == before
 
 
+def test_the_command_line_predicts_with_tent(text_run, tmp_path):
+    from transferkit.cli import main
+
+    table = write_texts(tmp_path / "new.csv", shouted(texts(3, 4)).inputs)
+    assert main(["predict", str(text_run), str(table), "--tent", "--out", str(tmp_path / "p.csv")]) == 0
+    rows = list(csv.DictReader(open(tmp_path / "p.csv")))
+    assert len(rows) == 6 and {r["prediction"] for r in rows} <= {"ham", "spam"}
+
+
 def test_predict_tent_refuses_runs_that_do_not_qualify(tmp_path, text_run, tiny_text_dir):
     table = [str(write_texts(tmp_path / "a.csv", ["free cash now", "meeting at noon"]))]
     model = tk.load(text_run, cache=False)
@@ -167,9 +176,11 @@ def test_serve_tent_adapts_per_request_and_says_so(text_run):
     plain = tk.load(text_run, cache=False).predict_proba(items)
     with Served(text_run, predictor=Predictor(text_run, tent=True)) as c:
         meta = c.get("/metadata").json()
+        described = c.get("/openapi.json").json()["info"]["description"]
         first = c.post("/predict", json={"texts": items})
         second = c.post("/predict", json={"texts": items})
     assert "per request" in meta["test_time_adaptation"]["episodic"]
+    assert "Test-time adaptation is on: TENT" in described
     assert first.status_code == 200, first.text
     got = np.array([[p["probabilities"][k] for k in ("ham", "spam")] for p in first.json()["predictions"]])
     assert not np.allclose(got, plain, atol=1e-4)

@@ -215,8 +215,10 @@ def create_app(run_dir: str | Path, settings: ServeSettings | None = None, *, pr
         yield
         state.stop()
 
+    tent = getattr(predictor, "tent", None)  # serve --tent: each request is adapted on (the /docs page says so)
     app = FastAPI(title="transferkit model server", version="1", lifespan=lifespan,
-                  description=f"Predictions, health, model card and metrics of the run `{Path(run_dir).name}`.")
+                  description=f"Predictions, health, model card and metrics of the run `{Path(run_dir).name}`."
+                  + (f" Test-time adaptation is on: {tent['method']}; {tent['episodic']}." if tent else ""))
     app.state.serve = state
 
     @app.exception_handler(RequestError)
