@@ -43,7 +43,7 @@ def test_im_loss_gradient_sharpens_and_spreads_predictions():
         information_maximization(logits)[0].backward()
         opt.step()
     loss, parts = information_maximization(logits)
-    assert float(loss) < first - 0.3
+    assert loss.item() < first - 0.3
     assert set(logits.argmax(1).tolist()) == {0, 1}  # not all in one class
 
 
@@ -95,3 +95,70 @@ def test_refinement_rounds_are_counted_and_shapes_checked():
     assert centroid_pseudo_labels(f, proba, rounds=0)[1]["agreement_rounds"] == []
     with pytest.raises(ValueError, match="proba must be"):
         centroid_pseudo_labels(f, proba[:5])
+
+
+# ----- the strategy, on a tiny random EfficientNet-Lite0 ---------------------------------------------------
+def _between_the_colours(n: int, seed: int):
+    """Images between test_finetune's two colour classes (red and blue raised by amounts summing to
+    120): the source head is unsure of them, so information maximisation has work to do."""
+    from transferkit.data import Dataset
+
+    rng = np.random.RandomState(seed)
+    out = []
+    for _ in range(n):
+        img = rng.randint(0, 100, (32, 32, 3)).astype(np.uint8)
+        a = rng.randint(40, 81)
+        img[..., 0] += a
+        img[..., 2] += 120 - a
+        out.append(img)
+    return Dataset(modality="image", inputs=out)
+
+
+def test_shot_adapts_the_last_groups_under_the_source_head_and_reloads():
+    from test_adabn_backbone import images, tiny_cnn
+
+    from transferkit.model import TransferModel
+    from transferkit.strategies import get_strategy
+
+    params = {"epochs": 2, "batch_size": 8, "lr": 0.01, "Cs": [0.01]}
+    s = get_strategy("shot", params)
+    backbone = tiny_cnn()
+    model = TransferModel(backbone, s)
+    model.ctx.target = _between_the_colours(16, 1)
+    s.fit(images(6, 0), model.ctx)
+    info = s.fit_info()
+    assert info["adapted"] and len(info["epochs"]) == 2 and info["trained_groups"] == ["stage7", "stage8"]
+    assert info["im_after"] < info["im_before"] - 0.05  # more confident and still diverse on the target
+    # the head is the source hypothesis: the plain probe on the pre-trained (here random-init) features
+    probe = s.source_only()
+    probe.fit(images(6, 0), TransferModel(tiny_cnn(), probe).ctx)
+    np.testing.assert_array_equal(s.head_weight_, probe.head_weight_)
+    # only the last two groups (and their BatchNorm statistics) changed
+    fresh = tiny_cnn()
+    base, own = fresh.module.state_dict(), backbone.module.state_dict()
+    changed = {k for k in own if not torch.equal(own[k], base[k])}
+    saved = {k[len("backbone."):] for k in s.state_tensors() if k.startswith("backbone.")}
+    ids = {id(p) for name, ps in backbone.layer_groups() if name in ("stage7", "stage8") for p in ps}
+    layers = {n.rsplit(".", 1)[0] for n, p in backbone.module.named_parameters() if id(p) in ids}
+    assert changed and changed <= saved and {k.rsplit(".", 1)[0] for k in saved} <= layers
+    again = get_strategy("shot", s.get_params()).load_state(s.state_tensors(), s.classes_, fresh)
+    ctx = TransferModel(fresh, again).ctx
+    np.testing.assert_allclose(again.predict_proba(model.ctx.target, ctx), s.predict_proba(model.ctx.target, model.ctx),
+                               atol=1e-5)
+    assert fresh.cache_key() == backbone.cache_key()
+
+
+def test_shot_is_classification_only_and_without_target_the_probe():
+    from test_adabn_backbone import images, tiny_cnn
+
+    from transferkit.errors import UserInputError
+    from transferkit.model import TransferModel
+    from transferkit.strategies import get_strategy
+
+    s = get_strategy("shot")
+    model = TransferModel(tiny_cnn(), s)
+    s.fit(images(4, 0), model.ctx)
+    assert s.fit_info()["adapted"] is False and "plain linear probe" in model.ctx.notes[-1]
+    assert s.state_tensors().keys() == {"head.weight", "head.bias"}
+    with pytest.raises(UserInputError, match="strategy 'shot' handles classification; for regression use"):
+        s.check_task("regression")

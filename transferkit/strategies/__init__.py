@@ -15,6 +15,7 @@ from . import (  # noqa: F401 (registration)
     mcc,
     prototype,
     selftrain,
+    shot,
     tent,
     zeroshot,
 )
