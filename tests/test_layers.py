@@ -20,7 +20,7 @@ LAYERS: list[list[str]] = [
     ["strategies", "controls", "model", "evidence", "selection"],
     ["report"],
     ["runs", "ranking", "auto"],
-    ["pipeline", "multitask", "predict", "export", "distill", "distill_set", "explain", "serve", "demo"],
+    ["pipeline", "multitask", "predict", "export", "distill", "distill_set", "explain", "serve", "demo", "update"],
     ["cli", ""],  # "" is the package's own __init__
 ]
 

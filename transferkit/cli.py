@@ -284,6 +284,24 @@ def build_parser() -> argparse.ArgumentParser:
     ds.add_argument("--seed", type=int, help="default: the teacher run's")
     _add_load_options(ds)
 
+    up = sub.add_parser("update", help="adapt a finished run to new data, written as a new run (the parent is "
+                                       "only read)")
+    up.add_argument("run", help="the run directory to start from")
+    up.add_argument("--target-unlabelled", help="unlabelled data of the target domain (labels in it are never read): "
+                                                "adapt without any source data")
+    up.add_argument("--strategy", default="shot", help="with --target-unlabelled: shot (default: the last layer "
+                                                       "groups), tent (normalisation parameters) or adabn (BatchNorm "
+                                                       "statistics)")
+    up.add_argument("--param", action="append", metavar="KEY=VALUE", help="a strategy option (JSON value), e.g. "
+                                                                        "epochs=5")
+    up.add_argument("--test", help="labelled target data: the parent and the updated model are both evaluated on it")
+    up.add_argument("--out", required=True, help="the new run's directory")
+    up.add_argument("--text-column", help="text column(s), comma-separated (default: the run's)")
+    up.add_argument("--path-column", metavar="NAME", help=PATH_COLUMN_HELP + " (default: the run's)")
+    up.add_argument("--skip-bad", action="store_true", help="leave out bad items instead of stopping")
+    up.add_argument("--seed", type=int, help="default: the parent run's")
+    _add_load_options(up)
+
     d = sub.add_parser("demo", help="the bundled default job: no data, no network needed")
     d.add_argument("--out", default="runs/demo", help="where the demo runs are written (default runs/demo)")
     d.add_argument("--only", choices=["digits", "spam"], help="run one of the two demos")
@@ -519,6 +537,19 @@ def cmd_distill(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_update(a: argparse.Namespace) -> int:
+    from .data import split_columns
+    from .update import update
+
+    model = update(a.run, out=a.out, target_unlabelled=a.target_unlabelled, strategy=a.strategy,
+                   params=_key_values(a.param, "--param"), test=a.test, seed=a.seed,
+                   text_columns=split_columns(a.text_column), path_column=a.path_column, skip_bad=a.skip_bad,
+                   load_options=_load_options(a))
+    print(f"updated run written to {model.run_dir}/" + (f" (report: {model.run_dir / 'report.html'})" if a.test
+                                                         else ""))
+    return 0
+
+
 def cmd_export(a: argparse.Namespace) -> int:
     from .export import export_onnx
 
@@ -539,7 +570,8 @@ def cmd_demo(a: argparse.Namespace) -> int:
 
 COMMANDS = {"models": cmd_models, "strategies": cmd_strategies, "fit": cmd_fit, "predict": cmd_predict,
             "evaluate": cmd_evaluate, "validate": cmd_validate, "rank": cmd_rank, "serve": cmd_serve,
-            "explain": cmd_explain, "distill": cmd_distill, "export": cmd_export, "demo": cmd_demo}
+            "explain": cmd_explain, "distill": cmd_distill, "export": cmd_export, "demo": cmd_demo,
+            "update": cmd_update}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

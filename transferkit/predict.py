@@ -155,14 +155,14 @@ def write_predictions(rows: list[dict[str, Any]], out: str | Path | None) -> Non
         sys.stdout.write(buf.getvalue())
 
 
-def evaluate_run(run: str | Path, data: str, *, text_columns=None, label_column: str | None = None,
-                 skip_bad: bool = False, out: str | Path | None = None, n_boot: int = 1000, backend: str = "torch",
-                 load_options: dict[str, Any] | None = None, path_column: str | None = None) -> dict[str, Any]:
-    """Metrics of a trained run on labelled data, those of its task, with intervals
-    (classification: accuracy, macro-F1, per class, ECE; regression: RMSE, MAE, R², Spearman;
-    multi-label: micro/macro-F1, subset accuracy, Hamming loss, mAP)."""
-    model = load(run, backend=backend, **(load_options or {}))
-    task = get_task(model.task)
+def read_labelled(model, data, *, text_columns=None, label_column: str | None = None, skip_bad: bool = False,
+                  path_column: str | None = None) -> tuple[Dataset, Any, list[dict[str, Any]]]:
+    """Labelled ``data`` read as ``model``'s run reads it (its text, label and path columns unless
+    given), validated, with labels of its task: ``(dataset, encoded labels, skipped items)``.
+
+    Raises:
+        UserInputError: a label the model was not trained on (and every data problem).
+    """
     files_in = _path_column(model, data, path_column)
     cols = None if files_in else text_columns or model.card.get("text_columns")
     prepared = prepare_data(data, None, text_columns=cols,
@@ -176,10 +176,22 @@ def evaluate_run(run: str | Path, data: str, *, text_columns=None, label_column:
     if unknown:
         raise UserInputError(f"{shown(data)}: labels the model was not trained on: {', '.join(unknown[:10])}",
                              hint=f"the model knows: {', '.join(model.classes)}")
-    y = task.encode(ds.labels, model.classes)
+    return ds, get_task(model.task).encode(ds.labels, model.classes), prepared.report.skipped
+
+
+def evaluate_run(run: str | Path, data: str, *, text_columns=None, label_column: str | None = None,
+                 skip_bad: bool = False, out: str | Path | None = None, n_boot: int = 1000, backend: str = "torch",
+                 load_options: dict[str, Any] | None = None, path_column: str | None = None) -> dict[str, Any]:
+    """Metrics of a trained run on labelled data, those of its task, with intervals
+    (classification: accuracy, macro-F1, per class, ECE; regression: RMSE, MAE, R², Spearman;
+    multi-label: micro/macro-F1, subset accuracy, Hamming loss, mAP)."""
+    model = load(run, backend=backend, **(load_options or {}))
+    task = get_task(model.task)
+    ds, y, skipped = read_labelled(model, data, text_columns=text_columns, label_column=label_column,
+                                   skip_bad=skip_bad, path_column=path_column)
     metrics = task.metrics(y, model.predict_outputs(ds), model.classes, thresholds=model.strategy.thresholds_,
                            n_boot=n_boot)
-    metrics["data"] = {"source": str(data), "hash": ds.fingerprint(), "skipped": prepared.report.skipped}
+    metrics["data"] = {"source": str(data), "hash": ds.fingerprint(), "skipped": skipped}
     if out:
         write_json(out, metrics)
     return metrics
