@@ -4,6 +4,7 @@ Importing a module registers its strategies; ``lora`` imports PEFT only when use
 """
 from . import (  # noqa: F401 (registration)
     adabn,
+    auto_adapt,
     contrastive,
     feature_alignment,
     gradual,
