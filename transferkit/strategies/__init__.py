@@ -5,6 +5,7 @@ Importing a module registers its strategies; ``lora`` imports PEFT only when use
 from . import (  # noqa: F401 (registration)
     adabn,
     auto_adapt,
+    cdan,
     contrastive,
     feature_alignment,
     gradual,

@@ -34,55 +34,44 @@ from .params import param
 
 
 @dataclass
-class MCCParams(AdaptationParams):
-    """:class:`AdaptationParams` plus the MCC loss's weight (the knob), its temperature and the
-    bounds of a run with ``on="backbone"``."""
+class BoundedParams(AdaptationParams):
+    """:class:`AdaptationParams` plus the bounds of a run with ``on="backbone"`` (``mcc``, ``cdan``)."""
 
-    trade_off: float | list[float] = param([0.0, 0.3, 1.0, 3.0], "weight of the MCC loss (0: source-only), or "
-                                                                 "candidates chosen by selection", ge=0)
-    temperature: float = param(2.5, "T of the softmax whose class confusion is minimised (the paper's 2.5; above 1 "
-                                    "it softens over-confident predictions)", gt=0)
     backbone_steps: int = param(100, "with on=backbone: optimizer steps per training run, in place of steps (each "
                                      "runs the backbone on 2 x batch_size items)", ge=1)
     max_target: int = param(500, "with on=backbone: at most this many target items train (a seeded random subset; "
                                  "every target item is still predicted)", ge=1)
 
 
-@STRATEGIES.register("mcc", needs="features", target=True)
-class MinimumClassConfusion(FeatureAdaptation):
-    """Minimum Class Confusion (Jin et al., ECCV 2020) of an adapter + head, optionally of the
-    backbone's last layer groups.
+@dataclass
+class MCCParams(BoundedParams):
+    """:class:`BoundedParams` plus the MCC loss's weight (the knob) and its temperature."""
 
-    Shapes: source ``(n, D)`` and target ``(m, D)`` features -> adapter ``(., H)`` -> head
-    ``(., C)``; the loss is the cross-entropy of the source logits plus ``trade_off`` x the class
-    confusion of the target logits ``(B, C)`` of each step.  Options: :class:`MCCParams`.
-    """
+    trade_off: float | list[float] = param([0.0, 0.3, 1.0, 3.0], "weight of the MCC loss (0: source-only), or "
+                                                                 "candidates chosen by selection", ge=0)
+    temperature: float = param(2.5, "T of the softmax whose class confusion is minimised (the paper's 2.5; above 1 "
+                                    "it softens over-confident predictions)", gt=0)
 
-    name = "mcc"
-    description = ("minimum class confusion of the target predictions (Jin et al., ECCV 2020): adapter + head on "
-                   "cached features, or the backbone's last layer groups with on=backbone")
-    Params = MCCParams
+
+class ClassConditioned(FeatureAdaptation):
+    """A :class:`FeatureAdaptation` whose loss reads the head's class probabilities (``mcc``,
+    ``cdan``): classification only, and bounded with ``on="backbone"`` (:class:`BoundedParams`)."""
+
+    Params = BoundedParams
     knob = "trade_off"
 
     @classmethod
     def check_task(cls, task: str) -> None:
-        """Classification only: the loss is a matrix of class probabilities, which a number
-        (regression) or independent labels (multi-label) do not have; the refusal says so."""
+        """Classification only: the loss reads a softmax over classes, which a number (regression)
+        or independent labels (multi-label) do not have; the refusal says so."""
         try:
             super().check_task(task)
         except UserInputError as e:
             if task not in ("regression", "multi-label"):
                 raise
-            raise UserInputError(e.message, hint=f"mcc minimises the confusion between classes of a softmax, which a "
+            raise UserInputError(e.message, hint=f"{cls.name} reads the classifier's softmax over classes, which a "
                                                  f"{task} target does not have; adabn, dann, mmd and coral adapt to "
                                                  "the target for it" + (f" ({e.hint})" if e.hint else "")) from None
-
-    def _alignment(self, hidden: int) -> nn.Module:
-        return MinimumClassConfusionLoss(self.temperature)
-
-    def _transfer_loss(self, align: nn.Module, f_s: torch.Tensor, f_t: torch.Tensor, progress: float,
-                       head: nn.Module) -> torch.Tensor:
-        return align(head(f_t))
 
     def _n_steps(self, tuned: bool) -> int:
         return self.backbone_steps if tuned else self.steps
@@ -97,3 +86,26 @@ class MinimumClassConfusion(FeatureAdaptation):
                              "target items (a seeded random subset) trained the backbone (param max_target).")
             target = target.subset(keep)
         return super()._items(train_ds, target, Xs0, ctx)
+
+
+@STRATEGIES.register("mcc", needs="features", target=True)
+class MinimumClassConfusion(ClassConditioned):
+    """Minimum Class Confusion (Jin et al., ECCV 2020) of an adapter + head, optionally of the
+    backbone's last layer groups.
+
+    Shapes: source ``(n, D)`` and target ``(m, D)`` features -> adapter ``(., H)`` -> head
+    ``(., C)``; the loss is the cross-entropy of the source logits plus ``trade_off`` x the class
+    confusion of the target logits ``(B, C)`` of each step.  Options: :class:`MCCParams`.
+    """
+
+    name = "mcc"
+    description = ("minimum class confusion of the target predictions (Jin et al., ECCV 2020): adapter + head on "
+                   "cached features, or the backbone's last layer groups with on=backbone")
+    Params = MCCParams
+
+    def _alignment(self, hidden: int) -> nn.Module:
+        return MinimumClassConfusionLoss(self.temperature)
+
+    def _transfer_loss(self, align: nn.Module, f_s: torch.Tensor, f_t: torch.Tensor, progress: float,
+                       head: nn.Module) -> torch.Tensor:
+        return align(head(f_t))
