@@ -12,7 +12,7 @@ import _common as C
 NAME = "shifts"
 GAP_MIN = 0.05  # the goal applies where the reference is at least this far above source-only
 ADAPTING = ("adabn", "adabn-backbone", "dann", "mmd", "coral", "self-training", "input-invariance", "tent",
-            "shot", "mcc", "auto-adapt")
+            "shot", "mcc", "cdan", "auto-adapt")
 
 
 def _labels(row: dict) -> np.ndarray:
@@ -49,6 +49,9 @@ def _note(method: str, r: dict) -> str:
     for key in ("chosen", "choice", "picked"):
         if key in info and not isinstance(info[key], (dict, list)):
             return f"chose {info[key]}"
+    inv = info.get("input_invariance")
+    if isinstance(inv, dict):
+        return "transforms: " + (", ".join(inv.get("applied") or []) or "none (the plain probe)")
     knob = (info.get("selection") or {}).get("knob") if isinstance(info.get("selection"), dict) else None
     if knob and isinstance(info.get(knob), (int, float)):
         return f"{knob} = {info[knob]:g}"
@@ -104,7 +107,15 @@ def summary(res: dict) -> list[dict]:
                        f"{100 * GAP_MIN:.0f} pts", cases, NAME)]
 
 
-def _shift_block(name: str, s: dict) -> list[str]:
+def _measured(r: dict, latest: str) -> str:
+    """When the row was measured (UTC), and at which commit where that is not the latest run's."""
+    m = r.get("measured") or {}
+    if not m:
+        return "—"
+    return m["date"][11:16] + ("" if m.get("commit") == latest else f" at `{m.get('commit')}`")
+
+
+def _shift_block(name: str, s: dict, latest: str) -> list[str]:
     p = s["protocol"]
     sh = s.get("shift", {})
     head = (f"**{name}** — {s.get('how', '')}; {p['sizes']['source']} source items, {p['sizes']['target']} target "
@@ -124,9 +135,10 @@ def _shift_block(name: str, s: dict) -> list[str]:
         t = f"{r['seconds']:.0f}" if "seconds" in r else "—"
         load = r.get("measured", {}).get("cpu_other_pct")
         rows.append([m, _acc_cell(s, m), gcell, t, "—" if load is None else f"{load:.0f}%",
-                     _note(m, r) if r.get("status") == "ok" else ""])
+                     _note(m, r) if r.get("status") == "ok" else "", _measured(r, latest)])
     out = [head, "", C.md_table(["method", "target accuracy [95% CI]", "gain over source-only [paired 95% CI]",
-                                 "fit + predict, s", "other load", "chosen without target labels"], rows), ""]
+                                 "fit + predict, s", "other load", "chosen without target labels", "measured"],
+                                rows), ""]
     g = goal(s)
     if g and s.get("modality") == "image":
         line = (f"Goal: reference − source-only = {100 * g['gap']:+.1f} pts"
@@ -164,6 +176,7 @@ def section(res: dict) -> str:
              "a paired bootstrap interval on the same items. Times: fit + prediction with the pre-trained features "
              "already cached (extraction is timed once per shift), on 2 cores shared with other work (the share of "
              "the machine other processes used during each row is given), so they compare rows only roughly. "
+             "`measured`: the row's time (UTC), and its commit where that is not the one named above. "
              f"Rows measured at {', '.join(f'`{c}`' for c in commits) or '—'}, "
              f"{dates[0] if dates else '—'} to {dates[-1] if dates else '—'} (each row's commit and date are in the "
              "results file). A strategy not yet registered at the measuring commit shows `not registered`; one "
@@ -182,5 +195,5 @@ def section(res: dict) -> str:
               C.md_table(["shift", "source-only", "best adapting method", "auto-adapt", "reference (10/class)",
                           "gap recovered by auto-adapt"], overview), ""]
     for name, s in shifts.items():
-        parts += _shift_block(name, s)
+        parts += _shift_block(name, s, res["machine"]["commit"])
     return "\n".join(parts)

@@ -12,7 +12,7 @@ scored; their labels are read only to score.  Each row runs the library as ``tra
 (``evidence.new_model`` + ``strategy.fit`` + ``predict_proba``), the strategy's defaults, no tuning.
 Rows: ``source-only`` (the linear probe on the source), ``adabn`` (on features), ``adabn-backbone``
 (``on=backbone``), ``dann``, ``mmd``, ``coral``, ``self-training``, and the strategies of issue 18 as
-they are registered (``input-invariance``, ``tent``, ``shot``, ``mcc``, ``auto-adapt``); ``reference``:
+they are registered (``input-invariance``, ``tent``, ``shot``, ``mcc``, ``cdan``, ``auto-adapt``); ``reference``:
 the linear probe fitted on ``--ref-per-class`` labelled target items drawn from the pool (never scored).
 A strategy that refuses a shift (e.g. BatchNorm statistics of a LayerNorm text model) is listed with
 its reason.  Accuracy with a 95% bootstrap interval over the scored items; the gain over source-only
@@ -50,7 +50,7 @@ METHODS = {"source-only": ("linear-probe", {}), "reference": ("linear-probe", {}
            "adabn-backbone": ("adabn", {"on": "backbone"}),
            "dann": ("dann", {}), "mmd": ("mmd", {}), "coral": ("coral", {}), "self-training": ("self-training", {}),
            "input-invariance": ("input-invariance", {}), "tent": ("tent", {}), "shot": ("shot", {}),
-           "mcc": ("mcc", {}), "auto-adapt": ("auto-adapt", {})}
+           "mcc": ("mcc", {}), "cdan": ("cdan", {}), "auto-adapt": ("auto-adapt", {})}
 
 
 def _args() -> argparse.Namespace:
@@ -79,7 +79,7 @@ import _shifts  # noqa: E402
 import _shifts_report as R  # noqa: E402
 import numpy as np  # noqa: E402
 
-LOCK = C.RESULTS / ".shifts.lock"
+LOCK = Path(tempfile.gettempdir()) / "tk-bench-shifts.lock"  # not in results/: nothing to commit
 
 
 @contextlib.contextmanager
@@ -127,8 +127,10 @@ def _info(strategy) -> dict:
         info = json.loads(json.dumps(strategy.fit_info() or {}, default=str))
     except Exception as e:  # an account that cannot be read is said, not fatal
         return {"unreadable": repr(e)}
-    text = json.dumps(info)
-    return info if len(text) < 6000 else {"truncated": text[:6000]}
+    if len(json.dumps(info)) < 20000:
+        return info
+    small = {k: v for k, v in info.items() if len(json.dumps(v)) < 2000}  # the choice and the scalars stay
+    return {**small, "left_out": sorted(set(info) - set(small))}
 
 
 def run_row(sh, method: str, seed: int, ref) -> dict:
