@@ -107,6 +107,27 @@ def test_other_tasks_are_refused_with_the_strategies_that_handle_them():
         s.fit(ds, TransferModel(tiny_cnn(), s).ctx)
 
 
+def test_fit_with_target_unlabelled_writes_a_run_that_reloads_with_its_adapted_model(tiny_text_dir, tmp_path):
+    import json
+
+    from transferkit.cli import main
+
+    src, tgt = texts(10, 0), shouted(texts(8, 1))
+    write_texts(tmp_path / "tgt.csv", tgt.inputs)
+    with open(tmp_path / "src.csv", "w", newline="") as f:
+        csv.writer(f).writerows([("text", "label"), *zip(src.inputs, src.labels)])
+    out = tmp_path / "run"
+    assert main(["fit", "--data", str(tmp_path / "src.csv"), "--target-unlabelled", str(tmp_path / "tgt.csv"),
+                 "--model", str(tiny_text_dir), "--strategy", "tent", "--param", "lr=0.05", "--param", "epochs=2",
+                 "--out", str(out), "--no-control"]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["run"]["strategy"] == "tent" and m["n_target_unlabelled"] == 16
+    assert {"accuracy"} <= set(m["domain"]["source_only"])  # the source-only probe is reported beside it
+    again = tk.load(out, cache=False)
+    assert again.strategy.tuned_names_ and all("LayerNorm" in k for k in again.strategy.tuned_names_)
+    assert again.backbone.cache_key() != get_backbone(str(tiny_text_dir)).cache_key()
+
+
 # ----------------------------------------------------------------------------- use time: predict / serve
 @pytest.fixture(scope="module")
 def text_run(tiny_text_dir, tmp_path_factory):
