@@ -66,7 +66,7 @@ def test_every_candidate_is_fitted_and_scored_on_every_criterion(tiny_text_dir):
     rows = info["candidates"]
     assert [r["label"] for r in rows] == ["source-only", "adabn", "mmd"]
     for r in rows:
-        assert np.isfinite(r["snd"]) and np.isfinite(r["entropy"]) and r["seconds"] >= 0
+        assert np.isfinite(r["snd"]) and np.isfinite(r["entropy"]) and np.isfinite(r["im"]) and r["seconds"] >= 0
         assert r["source_loss"] is not None and sum(r["target_shares"]) == len(test)
     assert rows[0]["dev"] is not None and rows[2]["dev"] is not None
     assert rows[1]["dev"] is None and "own statistics" in rows[1]["dev_note"]  # AdaBN: DEV does not apply
@@ -93,6 +93,13 @@ def test_the_rule_keeps_source_only_unless_a_candidate_beats_it():
     assert A.choose(rows, "dev", 0.2)[0] == 0
     worse = [_row("source-only", 2.0, 0.1, 0.1), _row("adabn", 1.0, 0.9, None)]
     assert A.choose(worse, "snd", 0.0)[0] == 0 and A.choose(worse, "entropy", 0.0)[0] == 0
+
+
+def test_information_is_low_for_a_model_that_puts_every_item_in_one_class():
+    collapsed = np.tile([0.99, 0.005, 0.005], (30, 1))
+    spread = np.eye(3)[np.arange(30) % 3] * 0.9 + 0.1 / 3
+    assert A.information(collapsed) < 0.05 < 0.5 < A.information(spread)
+    assert A.information(spread) == pytest.approx(np.log(3) - A.entropy(spread))
 
 
 def test_no_target_gives_the_probe_and_unknown_candidates_are_refused(tiny_text_dir):

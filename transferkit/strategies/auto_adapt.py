@@ -37,7 +37,7 @@ from . import _candidates as C
 from .base import STRATEGIES, Strategy, TransferContext
 from .params import Params, param
 
-RULES = ("snd", "dev", "entropy")
+RULES = ("snd", "im", "dev", "entropy")
 
 
 def _check_labels(value: Any) -> str | None:
@@ -67,8 +67,10 @@ class AutoAdaptParams(Params):
     candidate_params: dict = param({}, "{candidate: {option: value}} merged over that candidate's own options",
                                    check=_check_overrides)
     criterion: str = param("snd", "how the candidate is chosen without target labels: snd (highest soft "
-                                  "neighbourhood density of target predictions), dev (lowest importance-weighted "
-                                  "held-out source loss; candidates without DEV cannot win) or entropy (lowest)",
+                                  "neighbourhood density of target predictions), im (highest entropy of the mean "
+                                  "target prediction minus the mean entropy: confident and diverse), dev (lowest "
+                                  "importance-weighted held-out source loss; candidates without DEV cannot win) or "
+                                  "entropy (lowest)",
                            choices=RULES)
     margin: float = param(0.0, "an adapting candidate must beat source-only's criterion by more than this "
                                "(in the criterion's units) to be chosen", ge=0)
@@ -296,7 +298,8 @@ class _Scorer:
     def score(self, run: _Run, ctx: TransferContext) -> dict[str, Any]:
         p_t = run.strategy.predict_proba(self.target, ctx)
         row: dict[str, Any] = {"label": run.cand.label, "strategy": run.cand.strategy, "cost": run.cand.cost,
-                               "snd": snd(p_t, seed=self.seed), "entropy": entropy(p_t), "dev": None,
+                               "snd": snd(p_t, seed=self.seed), "entropy": entropy(p_t),
+                               "im": information(p_t), "dev": None,
                                "source_loss": None, "seconds": run.seconds, "estimate_s": run.estimate_s,
                                "target_shares": np.bincount(p_t.argmax(1), minlength=p_t.shape[1]).tolist(),
                                "notes": getattr(run, "notes", [])}
@@ -312,11 +315,18 @@ class _Scorer:
         return row
 
 
+def information(proba: np.ndarray) -> float:
+    """Information maximisation score of target predictions ``(m, C)`` (SHOT, Liang et al. 2020, as a
+    criterion): entropy of the mean prediction minus the mean entropy; higher is confident *and*
+    diverse, so a model that puts every item in one class scores low however confident it is."""
+    return entropy(np.asarray(proba, np.float64).mean(0, keepdims=True)) - entropy(proba)
+
+
 def choose(rows: list[dict[str, Any]], criterion: str, margin: float) -> tuple[int, str]:
     """Index of the chosen row and why.  ``rows[0]`` is source-only; an adapting candidate wins only
     by beating it by more than ``margin`` on the criterion (higher SND; lower DEV or entropy)."""
-    sign = 1.0 if criterion == "snd" else -1.0
-    key = {"snd": "snd", "dev": "dev", "entropy": "entropy"}[criterion]
+    sign = 1.0 if criterion in ("snd", "im") else -1.0
+    key = criterion
     scored = [(i, sign * r[key]) for i, r in enumerate(rows) if r.get(key) is not None]
     base = next((s for i, s in scored if rows[i]["label"] == "source-only"), None)
     if not scored:
@@ -325,7 +335,8 @@ def choose(rows: list[dict[str, Any]], criterion: str, margin: float) -> tuple[i
     if base is not None and rows[i]["label"] != "source-only" and s - base <= margin:
         i = next(j for j, r in enumerate(rows) if r["label"] == "source-only")
         return i, f"no candidate beats source-only's {key} by more than {margin:g}"
-    word = {"snd": "highest SND", "dev": "lowest DEV risk", "entropy": "lowest target entropy"}[criterion]
+    word = {"snd": "highest SND", "im": "highest information maximisation score", "dev": "lowest DEV risk",
+            "entropy": "lowest target entropy"}[criterion]
     return i, f"{word} ({rows[i][key]:.4f})"
 
 
@@ -339,7 +350,7 @@ def candidate_evidence(info: dict[str, Any], outputs: dict[str, np.ndarray], y_t
     for r in info.get("candidates", []):
         p = outputs.get(r["label"])
         acc = None if p is None else float((p.argmax(1) == y_test).mean())
-        rows.append({k: r.get(k) for k in ("label", "strategy", "cost", "snd", "entropy", "dev", "source_loss",
+        rows.append({k: r.get(k) for k in ("label", "strategy", "cost", "snd", "entropy", "im", "dev", "source_loss",
                                            "source_accuracy", "seconds", "chosen")} | {"test_accuracy": acc})
     out: dict[str, Any] = {"criterion": info.get("criterion"), "choice": info.get("choice"), "why": info.get("why"),
                            "candidates": rows, "skipped": info.get("skipped", []), "refit": info.get("refit"),
