@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from transferkit.alignment.image_stats import detail_side, differences, domain_stats
-from transferkit.alignment.image_transforms import composed, contrast, downsample, invert, tint
+from transferkit.alignment.image_stats import detail_side, differences, domain_stats, luminance, object_box
+from transferkit.alignment.image_transforms import composed, contrast, downsample, invert, reframe, tint
 from transferkit.backbones import get_backbone
 from transferkit.backbones.zoo import EfficientNetLiteBackbone
 from transferkit.data import Dataset
@@ -75,6 +75,25 @@ def test_resolution_native_and_detail_sides():
     assert "downsample" in differences(src, tgt) and "downsample" in differences(src, big)
     assert "downsample" not in differences(tgt, src)  # a larger target: nothing a source copy could add
     assert detail_side(np.full((16, 16), 7.0)) == 16  # a flat image: its native side
+
+
+def test_framing_difference_and_the_matching_transform():
+    """Objects tight in their frames (as 8x8 scikit-learn digits) against objects with a margin (as
+    MNIST): the rule fires both ways, and a reframed copy's object spans the target's extent."""
+    xs = blobs(60, 0)[0][1::2]  # squares of 16 px in 32 px frames
+    tight = []
+    for x in xs:
+        top, bottom, left, right = object_box(x.astype(np.float64), float(np.median(x[:4])))
+        tight.append(x[top - 1:bottom + 1, left - 1:right + 1])  # a one-pixel margin
+    src, tgt = domain_stats(xs), domain_stats(tight)
+    assert src.extent == 0.5 and tgt.extent == 16 / 18
+    assert "reframe" in differences(src, tgt) and "reframe" in differences(tgt, src)
+    assert "reframe" not in differences(src, domain_stats(blobs(60, 1)[0][1::2]))
+    for x in xs[:4]:
+        y = reframe(np.repeat(x[:, :, None], 3, axis=2), 0.5)  # a margin: padded with the background
+        lum = luminance(y)
+        box = object_box(lum, float(np.median(lum[0])))
+        assert abs(max(box[1] - box[0], box[3] - box[2]) / y.shape[0] - 0.5) < 0.05
 
 
 def test_contrast_difference_and_the_matching_transform():

@@ -12,12 +12,12 @@ from typing import Any, Callable
 import numpy as np
 from PIL import Image
 
-from .image_stats import ImageStats, border_mask, luminance
+from .image_stats import ImageStats, border_mask, luminance, object_box
 
-#: Composition order: size, then polarity, then the luminance's level, then colour.
-ORDER = ("downsample", "invert", "contrast", "tint", "greyscale")
+#: Composition order: framing and size, then polarity, then the luminance's level, then colour.
+ORDER = ("reframe", "downsample", "invert", "contrast", "tint", "greyscale")
 #: Transforms that need the target's statistics (the others are fixed maps).
-NEEDS_TARGET = ("downsample", "contrast", "tint")
+NEEDS_TARGET = ("reframe", "downsample", "contrast", "tint")
 
 
 def invert(rgb: np.ndarray) -> np.ndarray:
@@ -49,6 +49,25 @@ def downsample(rgb: np.ndarray, side: float, native: float | None = None) -> np.
     if native is not None and round(native) > side:
         im = im.resize(_size(h, w, int(round(native))), Image.BILINEAR)
     return np.asarray(im, dtype=np.uint8)
+
+
+def reframe(rgb: np.ndarray, extent: float) -> np.ndarray:
+    """A square window centred on the object, of the side that makes the object span ``extent`` of
+    it (the target's median): cropped where the window is inside the image, the rest filled with
+    the background colour (median border RGB).  A flat image is returned as it is."""
+    lum = luminance(rgb)
+    h, w = lum.shape
+    border = border_mask(h, w)
+    box = object_box(lum, float(np.median(lum[border])))
+    if box is None or not extent > 0:
+        return rgb
+    side = max(1, int(round(max(box[1] - box[0], box[3] - box[2]) / extent)))
+    top, left = (box[0] + box[1] - side) // 2, (box[2] + box[3] - side) // 2
+    out = np.empty((side, side, 3), np.uint8)
+    out[:] = np.rint(np.median(rgb[border].astype(np.float64), axis=0)).astype(np.uint8)
+    r0, r1, c0, c1 = max(top, 0), min(top + side, h), max(left, 0), min(left + side, w)
+    out[r0 - top:r1 - top, c0 - left:c1 - left] = rgb[r0:r1, c0:c1]
+    return out
 
 
 def contrast(rgb: np.ndarray, brightness: float, spread: float) -> np.ndarray:
@@ -88,7 +107,9 @@ def composed(names: list[str], target: ImageStats | None, rng: np.random.Generat
 
     def apply(rgb: np.ndarray) -> np.ndarray:
         for n in steps:
-            if n == "downsample":
+            if n == "reframe":
+                rgb = reframe(rgb, target.extent)
+            elif n == "downsample":
                 rgb = downsample(rgb, target.side, target.native_side)
             elif n == "invert":
                 rgb = invert(rgb)

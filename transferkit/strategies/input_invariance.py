@@ -2,13 +2,15 @@
 unlabelled target obviously has, by augmenting the labelled source images.
 
 From the statistics of the source and the target images (:mod:`transferkit.alignment.image_stats`:
-polarity, grey vs colour, native resolution, brightness and contrast, each measured on at most
+polarity, grey vs colour, resolution, framing, brightness and contrast, each measured on at most
 ``max_measured`` images per domain) one documented rule per difference
 (:data:`~transferkit.alignment.image_stats.RULES`) decides which transforms apply: ``invert``
 (255 - x), ``tint`` (grey source recoloured with background/ink colour pairs drawn from the
-target's own images), ``greyscale`` (colour source, grey target), ``downsample`` (to the
-target's native side; the preprocessing scales it up again, as it does the target's images) and
-``contrast`` (luminance mapped to the target's brightness and contrast).  Up to
+target's own images), ``greyscale`` (colour source, grey target), ``reframe`` (a window
+around the object, cropped or padded with the background, so that the object spans the share of
+the frame it spans in the target), ``downsample`` (to the target's detail side, then up to its
+native side where that is larger; the preprocessing scales it up again, as it does the target's
+images) and ``contrast`` (luminance mapped to the target's brightness and contrast).  Up to
 ``max_augmented`` source items get one copy each carrying every chosen transform at once
 (:func:`~transferkit.alignment.image_transforms.composed`), and the probe
 (:class:`~transferkit.strategies.probe.LinearProbe`, every task it handles) is fitted on the
@@ -92,7 +94,8 @@ class InputInvariance(LinearProbe):
 
     name = "input-invariance"
     description = ("linear probe on source images plus copies made to look like the unlabelled target (inverted, "
-                   "tinted, greyscale, downsampled, contrast-matched: chosen from image statistics); images only")
+                   "tinted, greyscale, reframed, downsampled, contrast-matched: chosen from image statistics); "
+                   "images only")
     Params = InputInvarianceParams
     needs_target = True
     tasks = ("classification", "regression", "multi-label")
@@ -132,8 +135,8 @@ class InputInvariance(LinearProbe):
             about["n_augmented"] = 0
             self.info_["input_invariance"] = about
             ctx.notes.append("input-invariance: the target differs from the source in none of polarity, colour, "
-                             f"resolution or contrast by the rules' thresholds ({_figures(src, tgt)}), so this is "
-                             "the plain linear probe.")
+                             f"resolution, framing or contrast by the rules' thresholds ({_figures(src, tgt)}), "
+                             "so this is the plain linear probe.")
             return
         copies, idx = self._copies(train, chosen, tgt, ctx.seed)
         both = Dataset(modality="image", inputs=list(train.inputs) + copies,
@@ -168,5 +171,6 @@ def _figures(src: ImageStats, tgt: ImageStats | None) -> str:
     if tgt is None:
         return f"source: {src.polarity}, {src.colour}, side {src.side:g} px"
     return (f"source / target: polarity {src.polarity} / {tgt.polarity}, colour {src.colour} / {tgt.colour}, "
-            f"side {src.side:g} / {tgt.side:g} px, brightness {src.brightness:.0f} / {tgt.brightness:.0f}, "
+            f"detail side {src.side:g} / {tgt.side:g} px, object extent {src.extent:.2f} / {tgt.extent:.2f}, "
+            f"brightness {src.brightness:.0f} / {tgt.brightness:.0f}, "
             f"contrast {src.contrast:.0f} / {tgt.contrast:.0f}")
