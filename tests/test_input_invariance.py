@@ -163,7 +163,7 @@ def test_options_force_forbid_and_bound_the_copies():
     s, model, _, seen = fitted(target, transforms=["auto", "-invert"])
     assert s.fit_info()["input_invariance"]["applied"] == [] and max(len(d) for d in seen) == 12
     assert any("plain linear probe" in n for n in model.ctx.notes)
-    s, _, _, seen = fitted(None, transforms=["greyscale"], max_augmented=5)  # forced, no target needed
+    s, _, _, seen = fitted(None, transforms="greyscale", max_augmented=5)  # forced, no target needed
     assert s.fit_info()["input_invariance"]["applied"] == ["greyscale"] and max(len(d) for d in seen) == 17
     with pytest.raises(UserInputError, match="contrast match.* no unlabelled target"):
         fitted(None, transforms=["contrast"])

@@ -42,14 +42,16 @@ from .params import param
 from .probe import LinearProbe, ProbeParams
 
 TRANSFORMS = tuple(ORDER)
+#: One word for ``transforms``: auto, none, or one transform (forced).
+Words = Literal["auto", "none", "reframe", "downsample", "invert", "contrast", "tint", "greyscale"]
 
 
 def check_transforms(value) -> str | None:
     """A ``check`` for ``transforms``: "auto", "none", or a list of transform names (forced), "auto"
     (detect the rest) and "-name" (forbidden)."""
-    ok = "\"auto\", \"none\" or a list of " + ", ".join(TRANSFORMS) + ", \"auto\" and -NAME (forbid NAME)"
+    ok = "\"auto\", \"none\", a transform or a list of " + ", ".join(TRANSFORMS) + ", \"auto\" and -NAME (forbid NAME)"
     if isinstance(value, str):
-        return None if value in ("auto", "none") else ok
+        return None if value in ("auto", "none", *TRANSFORMS) else ok
     allowed = {"auto", *TRANSFORMS, *(f"-{t}" for t in TRANSFORMS)}
     return ok if any(v not in allowed for v in value) else None
 
@@ -58,7 +60,7 @@ def check_transforms(value) -> str | None:
 class InputInvarianceParams(ProbeParams):
     """Options of ``input-invariance``: the probe's, and which transforms to apply."""
 
-    transforms: Literal["auto", "none"] | list[str] = param(
+    transforms: Words | list[str] = param(
         "auto", "auto: the transforms whose rule fires on the source and target statistics; none: no transform "
                 "(the plain probe); or a list: names are applied whatever the statistics say, 'auto' adds the "
                 "detected ones, '-NAME' forbids one (e.g. auto,-contrast); names: " + ", ".join(TRANSFORMS),
@@ -73,7 +75,7 @@ def transform_plan(spec: str | list[str], detected: dict[str, str]) -> tuple[lis
     option and the rules that fired (``detected``)."""
     if spec == "none":
         return [], []
-    words = ["auto"] if spec == "auto" else list(spec)
+    words = [spec] if isinstance(spec, str) else list(spec)
     forced = [w for w in words if w in TRANSFORMS]
     forbidden = {w[1:] for w in words if w.startswith("-")}
     chosen = set(forced) | (set(detected) if "auto" in words else set())
