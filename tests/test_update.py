@@ -91,6 +91,8 @@ def test_shot_through_the_command_line_without_a_test_set(parent, capsys):
     card = json.loads((out / "model_card.json").read_text())
     assert card["prediction_reference"]["n"] == 12  # the target's predictions, with no test set
     again = tk.load(out)
+    saved = [k for k in again.strategy.state_tensors() if k.startswith("backbone.")]
+    assert saved and not any(k.endswith("running_mean") for k in saved)  # statistics kept (the default)
     assert again.strategy.name == "shot" and set(again.predict(list(images(2, 4, invert=True).inputs))) <= {"blue",
                                                                                                            "red"}
 

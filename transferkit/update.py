@@ -95,8 +95,8 @@ def update(run: str | os.PathLike, *, out: str | os.PathLike, target_unlabelled:
             ``trust_remote_code``, ``allow_pickle``, ``which``).
 
     Returns:
-        The updated :class:`~transferkit.model.TransferModel`, loaded back from ``out``'s tensors,
-        with its ``metrics`` and ``card``.
+        The updated :class:`~transferkit.model.TransferModel`, built as ``tk.load(out)`` builds it
+        (the pre-trained backbone, then the saved tensors), with its ``metrics`` and ``card``.
     """
     say = log or (lambda _m: None)
     parent_dir, out_dir = RunDir(run), RunDir(out)
