@@ -179,13 +179,16 @@ def test_through_the_pipeline_and_reload(tmp_path):
     with its weight check)."""
     import transferkit as tk
 
+    from data_fixtures import write_digit_folder
+
+    # the target: real 8x8 digits as PNG files, inverted (dark on light) and enlarged by the backbone
     tgt = tmp_path / "target"
-    tgt.mkdir()
-    for i, img in enumerate(image_data(8, 1, inverted=True).inputs):
-        Image.fromarray(img).save(tgt / f"{i}.png")
+    for path in write_digit_folder(tgt, n=1, mode="L"):
+        Image.fromarray(255 - np.asarray(Image.open(path))).save(path)
     out = tmp_path / "run"
     model = tk.fit(train=image_data(12, 0), test=image_data(6, 2, inverted=True), target_unlabelled=str(tgt),
                    model="efficientnet-lite0", backbone_options={"image_size": 32}, strategy="input-invariance",
+                   strategy_params={"transforms": ["auto", "-reframe", "-downsample", "-contrast"]},
                    out=str(out), control=False, log=None)
     assert model.metrics["strategy"]["fit"]["input_invariance"]["applied"] == ["invert"]
     assert "accuracy" in model.metrics["domain"]["source_only"]
