@@ -173,6 +173,14 @@ def test_options_force_forbid_and_bound_the_copies():
     assert s.fit_info()["input_invariance"] == {"applied": [], "reason": "transforms=none"}
 
 
+def test_copies_of_large_photographs_are_reduced_first():
+    big = Dataset(modality="image", inputs=[np.full((700, 500, 3), 40, np.uint8)] * 3, labels=["a", "b", "c"])
+    s = get_strategy("input-invariance", {"max_augmented": 2})
+    copies, idx = s._copies(big, ["invert"], None, seed=0)
+    assert len(copies) == 2 and len(set(idx)) == 2
+    assert all(c.shape == (448, 320, 3) and (c == 215).all() for c in copies)  # shorter side 320, inverted
+
+
 def test_through_the_pipeline_and_reload(tmp_path):
     """A fit with target image files (the statistics read paths), the run's source-only comparison,
     and save -> load giving the same predictions (pre-trained weights at 32 px, so the run reloads
