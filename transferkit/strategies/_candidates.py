@@ -33,7 +33,9 @@ CHEAP, EXPENSIVE = "cheap", "expensive"
 class Candidate:
     """One candidate: a label (how runs and reports name it), the registered strategy and its
     explicit options; ``dev``: whether DEV can score it (False for models that normalise each
-    domain with its own statistics: their loss on source items is not the loss of the target model);
+    domain with its own statistics: their loss on source items is not the loss of the target model;
+    ``"no-batchnorm"``: only on backbones without BatchNorm, TENT and SHOT re-estimating its
+    statistics on the target);
     ``modalities``/``batchnorm``: where it applies; ``items_per_step``: backbone passes per training
     item of a step (source + target: 2), for the cost estimate."""
 
@@ -41,7 +43,7 @@ class Candidate:
     strategy: str
     params: dict[str, Any] = field(default_factory=dict)
     cost: str = CHEAP
-    dev: bool = True
+    dev: bool | str = True
     modalities: tuple[str, ...] = ("text", "image", "audio")
     batchnorm: bool = False
     items_per_step: int = 2
@@ -55,13 +57,13 @@ CANDIDATES: dict[str, Candidate] = {c.label: c for c in [
     Candidate("adabn", "adabn", {"on": "features"}, dev=False),
     Candidate("adabn-backbone", "adabn", {"on": "backbone"}, dev=False, batchnorm=True),
     Candidate("input-invariance", "input-invariance", {}, modalities=("image",)),
-    Candidate("tent", "tent", {}, dev=False, batchnorm=True, items_per_step=1),
+    Candidate("tent", "tent", {}, dev="no-batchnorm", items_per_step=1),
     Candidate("mmd", "mmd", {"trade_off": 1.0}),
     Candidate("dann", "dann", {"trade_off": 1.0}),
     Candidate("self-training", "self-training", {"threshold": 0.8}),
     Candidate("mcc", "mcc", {"trade_off": 1.0}),
     Candidate("coral", "coral", {"trade_off": 1.0}),
-    Candidate("shot", "shot", {}, cost=EXPENSIVE, items_per_step=1),
+    Candidate("shot", "shot", {}, cost=EXPENSIVE, dev="no-batchnorm", items_per_step=1),
     Candidate("mcc-backbone", "mcc", {"on": "backbone", "trade_off": 1.0, "unfreeze": 1, "backbone_steps": 60,
                                       "batch_size": 32}, cost=EXPENSIVE),
     Candidate("dann-backbone", "dann", {"on": "backbone", "trade_off": 1.0, "unfreeze": 1, "steps": 60,
@@ -108,6 +110,13 @@ def resolve(labels: list[str] | str, overrides: dict[str, dict], backbone: Backb
             c = dataclasses.replace(c, params={**c.params, **overrides[label]})
         chosen.append(c)
     return chosen, left
+
+
+def scores_dev(c: Candidate, backbone: Backbone) -> bool:
+    """Whether DEV applies to candidate ``c`` on ``backbone`` (see :class:`Candidate`)."""
+    if c.dev == "no-batchnorm":
+        return not batchnorm_layers(backbone.module)
+    return bool(c.dev)
 
 
 def backbone_copy(backbone: Backbone) -> Backbone:

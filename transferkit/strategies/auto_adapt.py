@@ -308,7 +308,7 @@ class _Scorer:
             losses = -np.log(np.clip(p_v[np.arange(len(self.y_val)), self.y_val], 1e-12, None))
             row["source_loss"] = float(losses.mean())
             row["source_accuracy"] = float((p_v.argmax(1) == self.y_val).mean())
-            if run.cand.dev:
+            if C.scores_dev(run.cand, ctx.backbone):
                 row["dev"] = weighted_risk(losses, self.w)["risk"]
             else:
                 row["dev_note"] = "not computed: the model normalises each domain with its own statistics"
