@@ -179,8 +179,9 @@ def section(res: dict) -> str:
              "`measured`: the row's time (UTC), and its commit where that is not the one named above. "
              f"Rows measured at {', '.join(f'`{c}`' for c in commits) or '—'}, "
              f"{dates[0] if dates else '—'} to {dates[-1] if dates else '—'} (each row's commit and date are in the "
-             "results file). A strategy not yet registered at the measuring commit shows `not registered`; one "
-             "that refuses a shift, its reason.", ""]
+             "results file; the command above is the last invocation, which measured some of the rows: "
+             "`python benchmarks/bench_shifts.py --fresh` measures every row again in one run). A strategy not yet "
+             "registered at the measuring commit shows `not registered`; one that refuses a shift, its reason.", ""]
     overview = []
     for name, s in shifts.items():
         g = goal(s) or {}
