@@ -80,6 +80,20 @@ def test_every_candidate_is_fitted_and_scored_on_every_criterion(tiny_text_dir):
     np.testing.assert_allclose(s.predict_proba(test, ctx), chosen.predict_proba(test, ctx), atol=1e-6)
 
 
+def test_the_default_rule_adapts_where_the_target_moved_and_not_where_it_did_not(tiny_text_dir):
+    """Every target feature moved and scaled: source-only puts the target in one class (and SND and
+    DEV still prefer it); the default rule (information maximisation) takes adabn.  No shift: no
+    candidate beats source-only, which is kept."""
+    s, ctx, test = feature_case(3.0, 2.0, 0.5, tiny_text_dir)
+    rows = {r["label"]: r for r in s.fit_info()["candidates"]}
+    assert s.fit_info()["choice"] == "adabn" and s.criterion == "im"
+    assert rows["source-only"]["snd"] > rows["adabn"]["snd"] and rows["source-only"]["im"] < 0.05
+    y = np.array([s.classes_.index(v) for v in test.labels])
+    assert (s.predict_proba(test, ctx).argmax(1) == y).mean() > 0.9
+    s, ctx, test = feature_case(0.0, 1.0, 0.5, tiny_text_dir)
+    assert s.fit_info()["choice"] == "source-only" and s.chosen_.name == "linear-probe"
+
+
 def _row(label: str, snd: float, entropy: float, dev: float | None) -> dict:
     return {"label": label, "snd": snd, "entropy": entropy, "dev": dev}
 
