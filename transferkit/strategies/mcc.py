@@ -16,6 +16,34 @@ per step, so with the backbone the runs are bounded by default: ``backbone_steps
 steps instead of ``steps`` (1000), on a seeded random subset of at most ``max_target`` (500)
 target items (every target item is still predicted), and a reduced ``--image-size`` is the
 other lever (64 or 96 px for digits).
+
+Measured 2026-12-07 (EfficientNet-Lite0 at a reduced ``image_size``, seed 0, defaults unless
+said; 1000 MNIST-5k source items; accuracy on the unlabelled target items themselves,
+transductive; ``fit`` wall times on 2 CPU cores shared with 6-8 other jobs, load average 8-18,
+so only their order of magnitude means something), as accuracy (fit time, trade_off chosen):
+
+* MNIST-5k -> sklearn digits (all 1797), 64 px: source-only adapter 0.136 (38 s); mcc on
+  features 0.092 (235 s, DEV chose 0.3); mcc on the backbone at its defaults 0.119 (2525 s for
+  DEV's 4 candidates and the refit, DEV chose 0: the backbone trained on the source loss alone).
+* the same at 96 px: source-only adapter 0.127 (78 s); mcc on features 0.134 (396 s, chose 3);
+  mcc on the backbone, ``trade_off=1`` (the paper's; one run) 0.204 (624 s); the
+  backbone on the source loss alone (``trade_off=0``) 0.169 (168 s).
+* MNIST-5k -> 500 other MNIST-5k items inverted (255 - pixel), 64 px: source-only adapter 0.182
+  (6 s); mcc on features 0.194 (55 s, chose 3); backbone on the source loss alone (``trade_off=0``)
+  0.206 (281 s); mcc on the backbone, ``trade_off=1`` 0.262 (725 s).
+* the same at 96 px: source-only adapter 0.360 (16 s); mcc on features 0.360 (81 s, DEV chose
+  0: the source-only model); mcc on the backbone, ``trade_off=1`` 0.422 (372 s); the
+  backbone on the source loss alone 0.214 (134 s).
+
+Reading: MCC on cached features does not help on these shifts (-4.4, +0.7, +1.2 and 0 points
+against the source-only adapter, with the weight DEV chose; the choice was once clearly worse
+than not adapting).  In the backbone MCC at weight 1 gains where the features cannot move: over
+the same 100 steps of backbone training without it, +5.6 points on inverted MNIST at 64 px, +3.5
+on digits at 96 px and +20.8 on inverted MNIST at 96 px, where training the backbone on the
+source alone lost 15 points (over the source-only adapter: +8.0, +7.7 and +6.2); all of it far
+below a usable model.  On a shared CPU each knob candidate with the backbone is a run of minutes
+to tens of minutes: give one value (``--param trade_off=1``) to pay for one run instead of DEV's
+five.
 """
 from __future__ import annotations
 
