@@ -8,6 +8,12 @@ so the features are aligned class by class rather than as one cloud; entropy con
 strength ramps as DANN's.  ``trade_off`` (the knob, 0 = source-only) is chosen without target
 labels as for every :class:`~._adapt.FeatureAdaptation`; ``on="backbone"`` trains the last
 ``unfreeze`` layer groups too, bounded as ``mcc`` is (``backbone_steps``, ``max_target``).
+
+Measured 2026-12-07 on cached features (EfficientNet-Lite0 at 96 px, seed 0, defaults, DEV chose
+0.3 both times; 1000 MNIST-5k source items; accuracy on the unlabelled target items, transductive;
+fit about 390 s each on 2 CPU cores shared with other jobs): MNIST-5k -> sklearn digits (1797)
+0.173 against the source-only adapter's 0.127 (``mcc`` 0.134); MNIST-5k -> 500 inverted MNIST-5k
+items 0.366 against 0.360 (``mcc`` 0.360).  Not yet measured with ``on="backbone"``.
 """
 from __future__ import annotations
 
