@@ -20,7 +20,8 @@ LAYERS: list[list[str]] = [
     ["strategies", "controls", "model", "evidence", "selection"],
     ["report"],
     ["runs", "ranking", "auto", "tracking"],
-    ["pipeline", "multitask", "predict", "export", "distill", "distill_set", "explain", "serve", "demo", "sklearn"],
+    ["pipeline", "multitask", "predict", "export", "distill", "distill_set", "explain", "serve", "demo", "sklearn",
+     "update"],
     ["cli", ""],  # "" is the package's own __init__
 ]
 

@@ -18,6 +18,7 @@ from .model import TransferModel
 from .multitask import MultiTaskModel, fit, load_multitask
 from .runs import RunDir, load
 from .strategies import Strategy, get_strategy
+from .update import update
 
 try:
     __version__ = _metadata.version("transferkit")
@@ -25,7 +26,7 @@ except _metadata.PackageNotFoundError:  # running from a source tree
     __version__ = "0.0.0+source"
 
 __all__ = [
-    "fit", "load", "load_multitask", "MultiTaskModel", "RunDir", "FitConfig", "TransferModel", "Dataset",
+    "fit", "load", "update", "load_multitask", "MultiTaskModel", "RunDir", "FitConfig", "TransferModel", "Dataset",
     "from_arrays", "prepare_data", "get_backbone",
     "list_models", "Backbone", "get_strategy", "Strategy", "extract_features", "TransferkitError",
     "UserInputError", "DataValidationError", "NotFittedError", "__version__",

@@ -166,6 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--skip-bad", action="store_true", help="leave out bad items instead of stopping")
     pr.add_argument("--backend", choices=["torch", "onnx", "onnx-int8"], default="torch",
                     help="onnx: ONNX Runtime on the graph written by `transferkit export` (onnx-int8: its int8 copy)")
+    pr.add_argument("--tent", action="store_true", help="adapt a copy of the model to these items first by TENT "
+                    "(normalisation parameters minimise prediction entropy; the run is unchanged)")
     _add_load_options(pr)
 
     e = sub.add_parser("evaluate", help="evaluate a trained run on labelled data")
@@ -250,6 +252,8 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--drift-window", type=int, help="recent items the drift test compares (default 200)")
     sv.add_argument("--drift-every", type=int, help="run the drift test every N requests (default 50)")
     sv.add_argument("--drift-p-value", type=float, help="drift alarm below this p-value (default 0.01)")
+    sv.add_argument("--tent", action="store_true", help="adapt on each request's items by TENT before predicting "
+                    "them, the model reset after each (episodic)")
     _add_load_options(sv)
 
     ex = sub.add_parser("explain", help="heat maps (images) or word attributions (text) for a run's predictions "
@@ -285,6 +289,24 @@ def build_parser() -> argparse.ArgumentParser:
     ds.add_argument("--batch-size", type=int, default=16)
     ds.add_argument("--seed", type=int, help="default: the teacher run's")
     _add_load_options(ds)
+
+    up = sub.add_parser("update", help="adapt a finished run to new data, written as a new run (the parent is "
+                                       "only read)")
+    up.add_argument("run", help="the run directory to start from")
+    up.add_argument("--target-unlabelled", help="unlabelled data of the target domain (labels in it are never read): "
+                                                "adapt without any source data")
+    up.add_argument("--strategy", default="shot", help="with --target-unlabelled: shot (default: the last layer "
+                                                       "groups), tent (normalisation parameters) or adabn (BatchNorm "
+                                                       "statistics)")
+    up.add_argument("--param", action="append", metavar="KEY=VALUE", help="a strategy option (JSON value), e.g. "
+                                                                        "epochs=5")
+    up.add_argument("--test", help="labelled target data: the parent and the updated model are both evaluated on it")
+    up.add_argument("--out", required=True, help="the new run's directory")
+    up.add_argument("--text-column", help="text column(s), comma-separated (default: the run's)")
+    up.add_argument("--path-column", metavar="NAME", help=PATH_COLUMN_HELP + " (default: the run's)")
+    up.add_argument("--skip-bad", action="store_true", help="leave out bad items instead of stopping")
+    up.add_argument("--seed", type=int, help="default: the parent run's")
+    _add_load_options(up)
 
     d = sub.add_parser("demo", help="the bundled default job: no data, no network needed")
     d.add_argument("--out", default="runs/demo", help="where the demo runs are written (default runs/demo)")
@@ -407,8 +429,11 @@ def cmd_predict(a: argparse.Namespace) -> int:
     from .predict import predict_files, write_predictions
 
     predict = predict_multitask if is_multitask_run(a.run) else predict_files
+    tent = {"tent": True} if a.tent else {}
+    if tent and predict is predict_multitask:
+        raise UserInputError("--tent adapts a single-task run's model; this run holds one per label column")
     rows = predict(a.run, a.inputs, text_columns=split_columns(a.text_column), skip_bad=a.skip_bad,
-                   backend=a.backend, load_options=_load_options(a), path_column=a.path_column)
+                   backend=a.backend, load_options=_load_options(a), path_column=a.path_column, **tent)
     write_predictions(rows, a.out)
     if a.out:
         print(f"{len(rows)} predictions written to {a.out}", file=sys.stderr)
@@ -479,7 +504,7 @@ def cmd_serve(a: argparse.Namespace) -> int:
             "queue_chars", "queue_pixels", "max_request_pixels", "max_batch_chars", "max_batch_pixels", "keep_alive_s",
             "max_connections")
     settings = ServeSettings.for_run(a.run, **{k: getattr(a, k) for k in keys})
-    serve(a.run, settings, load_options=_load_options(a))
+    serve(a.run, settings, load_options=_load_options(a), tent=a.tent)
     return 0
 
 
@@ -524,6 +549,19 @@ def cmd_distill(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_update(a: argparse.Namespace) -> int:
+    from .data import split_columns
+    from .update import update
+
+    model = update(a.run, out=a.out, target_unlabelled=a.target_unlabelled, strategy=a.strategy,
+                   params=_key_values(a.param, "--param"), test=a.test, seed=a.seed,
+                   text_columns=split_columns(a.text_column), path_column=a.path_column, skip_bad=a.skip_bad,
+                   load_options=_load_options(a))
+    print(f"updated run written to {model.run_dir}/" + (f" (report: {model.run_dir / 'report.html'})" if a.test
+                                                         else ""))
+    return 0
+
+
 def cmd_export(a: argparse.Namespace) -> int:
     from .export import export_onnx
 
@@ -553,7 +591,7 @@ def cmd_demo(a: argparse.Namespace) -> int:
 COMMANDS = {"models": cmd_models, "strategies": cmd_strategies, "fit": cmd_fit, "predict": cmd_predict,
             "evaluate": cmd_evaluate, "validate": cmd_validate, "rank": cmd_rank, "serve": cmd_serve,
             "explain": cmd_explain, "distill": cmd_distill, "export": cmd_export, "demo": cmd_demo,
-            "push": cmd_push}
+            "push": cmd_push, "update": cmd_update}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -21,6 +21,7 @@ from .data.dataset import Dataset
 from .evaluation import classification_metrics, transfer_verdict
 from .model import TransferModel
 from .scores.domain import domain_shift
+from .strategies.auto_adapt import candidate_evidence
 from .strategies.base import Strategy, TransferContext
 from .tasks import Outputs, get_task
 from .tasks.linear import class_weights
@@ -117,7 +118,8 @@ def domain_adaptation_evidence(strategy: Strategy, model: TransferModel, train: 
 
     Returns ``{"shift": [{"features", "mmd2", "mmd_p_value", "a_distance", "level", "reading"}],
     "source_only": metrics, "adaptation_gain", "adaptation_gain_ci", "adaptation_verdict",
-    "selection": ...}`` (the last four only for domain-adaptation strategies).
+    "selection": ...}`` (the last four only for domain-adaptation strategies); ``auto_adapt``: for a
+    strategy that chose among candidates, each one's criteria and test accuracy, and the regret.
     """
     if train is None:
         return {}
@@ -159,6 +161,9 @@ def domain_adaptation_evidence(strategy: Strategy, model: TransferModel, train: 
         out["selection"] = sel
     if strategy.task_ != "classification":
         return out
+    outputs = strategy.candidate_outputs(test, ctx, release=True)  # auto-adapt: every candidate on the test set
+    if outputs:
+        out["auto_adapt"] = candidate_evidence(strategy.fit_info(), outputs, y_test, cfg.test is not None)
     pred = strategy.predict_proba(test, ctx).argmax(1)
     v = transfer_verdict(y_test, pred, {"source-only": p_so.argmax(1)}, n_boot=max(cfg.n_boot, 2000), seed=cfg.seed)
     word = {"helped": "helped", "hurt": "hurt", "no-difference": "made no clear difference"}[v["verdict"]]

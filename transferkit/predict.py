@@ -6,7 +6,7 @@ import io
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._files import write_json
 from .data import prepare_data
@@ -14,6 +14,9 @@ from .data.dataset import Dataset
 from .errors import UserInputError, shown
 from .runs import load
 from .tasks import get_task
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 def _read_inputs(model, inputs: Sequence[str], text_columns, skip_bad: bool, path_column=None) -> Dataset:
@@ -63,11 +66,32 @@ def _path_column(model, src: Any, given: str | None) -> str | None:
     return given or model.card.get("path_column")
 
 
+def tent_outputs(model, data: Dataset, options: dict[str, Any] | None = None) -> "np.ndarray":
+    """Class probabilities ``(N, C)`` of ``data`` after TENT (Wang et al. 2021) adapted a copy of
+    the model's normalisation parameters on ``data`` itself; the loaded model, and the run on
+    disk, are unchanged afterwards (episodic).  For a classification run whose model is a backbone
+    and a head on its features, in PyTorch (:func:`~transferkit.strategies.tent.episodic_outputs`).
+
+    Raises:
+        UserInputError: an ONNX-backed model, or a run that does not qualify (the reason).
+    """
+    from .strategies.tent import episodic_outputs
+
+    if model.onnx is not None or model.backend != "torch":
+        raise UserInputError("--tent trains the backbone's normalisation parameters, which needs the PyTorch "
+                             "backbone", hint="drop --backend onnx (or --tent)")
+    return episodic_outputs(model.backbone, model.strategy, data, device=model.ctx.device, seed=model.ctx.seed,
+                            options=options)
+
+
 def predict_files(run: str | Path, inputs: Sequence[str], *, text_columns=None, skip_bad: bool = False,
                   model=None, backend: str = "torch", load_options: dict[str, Any] | None = None,
-                  path_column: str | None = None) -> list[dict[str, Any]]:
+                  path_column: str | None = None, tent: bool | dict[str, Any] = False) -> list[dict[str, Any]]:
     """Predict every item of the given tables, folders or files (``path_column``: the column of
     tables that list image or audio files; default: the run's).
+
+    ``tent``: adapt the model by TENT on the items being predicted first (:func:`tent_outputs`;
+    a dict gives TENT's options: epochs, max_items, batch_size, optimizer, lr); the run is unchanged.
 
     Returns:
         One row per item: ``origin`` and ``prediction``; classification adds ``confidence`` and
@@ -76,7 +100,8 @@ def predict_files(run: str | Path, inputs: Sequence[str], *, text_columns=None, 
     """
     model = model or load(run, backend=backend, **(load_options or {}))
     ds = _read_inputs(model, inputs, text_columns, skip_bad, path_column)
-    outputs = model.predict_outputs(ds)
+    outputs = (tent_outputs(model, ds, tent if isinstance(tent, dict) else None) if tent
+               else model.predict_outputs(ds))
     decided = get_task(model.task).decide(outputs, model.strategy.thresholds_, classes=model.classes)
     classes = model.classes
     rows = []
@@ -130,14 +155,14 @@ def write_predictions(rows: list[dict[str, Any]], out: str | Path | None) -> Non
         sys.stdout.write(buf.getvalue())
 
 
-def evaluate_run(run: str | Path, data: str, *, text_columns=None, label_column: str | None = None,
-                 skip_bad: bool = False, out: str | Path | None = None, n_boot: int = 1000, backend: str = "torch",
-                 load_options: dict[str, Any] | None = None, path_column: str | None = None) -> dict[str, Any]:
-    """Metrics of a trained run on labelled data, those of its task, with intervals
-    (classification: accuracy, macro-F1, per class, ECE; regression: RMSE, MAE, R², Spearman;
-    multi-label: micro/macro-F1, subset accuracy, Hamming loss, mAP)."""
-    model = load(run, backend=backend, **(load_options or {}))
-    task = get_task(model.task)
+def read_labelled(model, data, *, text_columns=None, label_column: str | None = None, skip_bad: bool = False,
+                  path_column: str | None = None) -> tuple[Dataset, Any, list[dict[str, Any]]]:
+    """Labelled ``data`` read as ``model``'s run reads it (its text, label and path columns unless
+    given), validated, with labels of its task: ``(dataset, encoded labels, skipped items)``.
+
+    Raises:
+        UserInputError: a label the model was not trained on (and every data problem).
+    """
     files_in = _path_column(model, data, path_column)
     cols = None if files_in else text_columns or model.card.get("text_columns")
     prepared = prepare_data(data, None, text_columns=cols,
@@ -151,10 +176,22 @@ def evaluate_run(run: str | Path, data: str, *, text_columns=None, label_column:
     if unknown:
         raise UserInputError(f"{shown(data)}: labels the model was not trained on: {', '.join(unknown[:10])}",
                              hint=f"the model knows: {', '.join(model.classes)}")
-    y = task.encode(ds.labels, model.classes)
+    return ds, get_task(model.task).encode(ds.labels, model.classes), prepared.report.skipped
+
+
+def evaluate_run(run: str | Path, data: str, *, text_columns=None, label_column: str | None = None,
+                 skip_bad: bool = False, out: str | Path | None = None, n_boot: int = 1000, backend: str = "torch",
+                 load_options: dict[str, Any] | None = None, path_column: str | None = None) -> dict[str, Any]:
+    """Metrics of a trained run on labelled data, those of its task, with intervals
+    (classification: accuracy, macro-F1, per class, ECE; regression: RMSE, MAE, R², Spearman;
+    multi-label: micro/macro-F1, subset accuracy, Hamming loss, mAP)."""
+    model = load(run, backend=backend, **(load_options or {}))
+    task = get_task(model.task)
+    ds, y, skipped = read_labelled(model, data, text_columns=text_columns, label_column=label_column,
+                                   skip_bad=skip_bad, path_column=path_column)
     metrics = task.metrics(y, model.predict_outputs(ds), model.classes, thresholds=model.strategy.thresholds_,
                            n_boot=n_boot)
-    metrics["data"] = {"source": str(data), "hash": ds.fingerprint(), "skipped": prepared.report.skipped}
+    metrics["data"] = {"source": str(data), "hash": ds.fingerprint(), "skipped": skipped}
     if out:
         write_json(out, metrics)
     return metrics

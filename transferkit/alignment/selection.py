@@ -48,6 +48,16 @@ def dev_risk(val_losses: np.ndarray, f_val: np.ndarray, f_source: np.ndarray, f_
         variate term vanishes and ``risk`` is the weighted loss); ``source_loss`` is the plain
         mean loss; ``weight_max`` shows how much one item can weigh.
     """
+    w = dev_weights(f_val, f_source, f_target, max_items=max_items, seed=seed)
+    return weighted_risk(val_losses, w)
+
+
+def dev_weights(f_val: np.ndarray, f_source: np.ndarray, f_target: np.ndarray, *, max_items: int = 2000,
+                seed: int = 0) -> np.ndarray:
+    """DEV's importance weights ``(V,)`` of held-out source items: the density ratio
+    ``p_target(x) / p_source(x)`` at ``f_val`` from a domain classifier on ``f_source (n, H)`` vs
+    ``f_target (m, H)``, clipped and self-normalised to mean 1 (:func:`dev_risk` says why).
+    Computed once, they score any number of models on the same features (:func:`weighted_risk`)."""
     from sklearn.linear_model import LogisticRegressionCV
     from sklearn.preprocessing import StandardScaler
 
@@ -67,7 +77,12 @@ def dev_risk(val_losses: np.ndarray, f_val: np.ndarray, f_source: np.ndarray, f_
         clf.fit(scaler.transform(x), d)
     p = np.clip(clf.predict_proba(scaler.transform(np.asarray(f_val, np.float64)))[:, 1], 0.01, 0.99)
     w = p / (1.0 - p) * (len(fs) / len(ft))  # density ratio p_t(x) / p_s(x)
-    w = w / w.mean()
+    return w / w.mean()
+
+
+def weighted_risk(val_losses: np.ndarray, w: np.ndarray) -> dict[str, float]:
+    """DEV's risk of per-item held-out losses ``(V,)`` under importance weights ``w (V,)``
+    (:func:`dev_weights`), with its control variate; the keys of :func:`dev_risk`."""
     wl = w * np.asarray(val_losses, np.float64)
     var = float(np.var(w, ddof=1)) if len(w) > 1 else 0.0
     eta = -float(np.cov(wl, w, ddof=1)[0, 1]) / var if var > 0 else 0.0

@@ -240,6 +240,17 @@ def _domain(d: dict, metrics: dict) -> dict[str, Any] | None:
     return out
 
 
+def _auto_adapt(d: dict) -> dict[str, Any] | None:
+    """auto-adapt's candidates (metrics.json ``domain.auto_adapt``): criteria, choice, test accuracy."""
+    a = d.get("auto_adapt")
+    if not a:
+        return None
+    rows = [{**r, "best": r["label"] == a.get("best")} for r in a.get("candidates", [])]
+    return {"criterion": a.get("criterion"), "choice": a.get("choice"), "why": a.get("why"), "refit": a.get("refit"),
+            "explanation": a.get("explanation"), "rows": rows, "skipped": a.get("skipped") or [],
+            "has_accuracy": any(r.get("test_accuracy") is not None for r in rows)}
+
+
 def _explanations(items: list[dict]) -> list[dict]:
     """``transferkit explain``'s results; ``html`` is its own markup (every word escaped there)."""
     from markupsafe import Markup
@@ -291,6 +302,7 @@ def render_report(metrics: dict, *, card: dict | None = None, skipped: list[dict
         "title": f"transferkit report: {run_name}" if run_name else "transferkit report",
         "explanations": _explanations(explanations or []),
         "domain": _domain(metrics.get("domain") or {}, metrics),
+        "auto_adapt": _auto_adapt(metrics.get("domain") or {}),
         "auto": _auto(metrics.get("auto")),
         "notes": [notes] if isinstance(notes, str) else list(notes),
         "timings": [(k.removesuffix("_s").replace("_", " "), v) for k, v in timings.items()],

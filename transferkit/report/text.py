@@ -52,6 +52,15 @@ def summary_lines(metrics: dict, run_dir: Path | None = None) -> list[str]:
         else:  # regression, multi-label: the task's own metrics
             out.append(f"source-only (no adaptation): {headline(so)}")
         out.append(f"adaptation: {domain['adaptation_verdict'].upper()} — {domain['adaptation_explanation']}")
+    aa = domain.get("auto_adapt") or {}
+    for r in aa.get("candidates", []):
+        acc = "" if r.get("test_accuracy") is None else f", test accuracy {r['test_accuracy']:.3f}"
+        dev = "—" if r.get("dev") is None else f"{r['dev']:.4f}"
+        im = "—" if r.get("im") is None else f"{r['im']:.3f}"
+        out.append(f"auto-adapt candidate {r['label']}{' (chosen)' if r.get('chosen') else ''}: SND {r['snd']:.4f}, "
+                   f"target entropy {r['entropy']:.3f}, IM {im}, DEV {dev}{acc}")
+    if aa.get("explanation"):
+        out.append(f"auto-adapt: {aa['explanation']}")
     for r in domain.get("shift", []):
         out.append(f"domain distance, {r['features']}: MMD² {r['mmd2']:.4f} (p = {r['mmd_p_value']:.3g}), "
               f"proxy A-distance {r['a_distance']:.2f} — {r['reading']}")

@@ -101,7 +101,8 @@ class ServerState:
                                         queue_cost=s.queue_pixels if image else s.queue_chars,
                                         max_batch_cost=s.max_batch_pixels if image else s.max_batch_chars,
                                         max_wait_s=s.request_timeout_s, on_batch=self._on_batch,
-                                        on_retry=lambda _n: self.metrics.retried())
+                                        on_retry=lambda _n: self.metrics.retried(),
+                                        one_request_per_call=getattr(self.predictor, "tent", None) is not None)
             self.batcher.start()
             self.drift.start()
             if s.warmup:
@@ -214,8 +215,10 @@ def create_app(run_dir: str | Path, settings: ServeSettings | None = None, *, pr
         yield
         state.stop()
 
+    tent = getattr(predictor, "tent", None)  # serve --tent: each request is adapted on (the /docs page says so)
     app = FastAPI(title="transferkit model server", version="1", lifespan=lifespan,
-                  description=f"Predictions, health, model card and metrics of the run `{Path(run_dir).name}`.")
+                  description=f"Predictions, health, model card and metrics of the run `{Path(run_dir).name}`."
+                  + (f" Test-time adaptation is on: {tent['method']}; {tent['episodic']}." if tent else ""))
     app.state.serve = state
 
     @app.exception_handler(RequestError)
@@ -299,6 +302,8 @@ def create_app(run_dir: str | Path, settings: ServeSettings | None = None, *, pr
         extra = {}
         if task == "multi-label":  # the thresholds /predict decides with, once here rather than per answer
             extra["thresholds"] = {c: float(t) for c, t in zip(p.classes, p.thresholds)}
+        if getattr(p, "tent", None) is not None:  # serve --tent: how each request's prediction was made
+            extra["test_time_adaptation"] = p.tent
         return {"run": Path(run_dir).name, "modality": p.modality, "task": task, "classes": list(p.classes), **extra,
                 "ready": state.ready, "model_card": p.card, "settings": settings.to_dict(),
                 "drift": state.drift.describe(), "uptime_s": round(time.time() - state.started, 1)}

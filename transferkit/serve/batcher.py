@@ -89,8 +89,10 @@ class MicroBatcher:
     def __init__(self, run: RunFn, *, max_batch: int, max_delay_s: float, queue_items: int,
                  queue_cost: float | None = None, max_batch_cost: float | None = None,
                  max_wait_s: float | None = None, on_batch: Callable[[int, int, float, Any, Any], None] | None = None,
-                 on_retry: Callable[[int], None] | None = None):
+                 on_retry: Callable[[int], None] | None = None, one_request_per_call: bool = False):
         self.run = run
+        #: each model call holds one request's slice only (a model that adapts on the items it is given)
+        self.one_request_per_call = one_request_per_call
         self.max_batch = max_batch
         self.max_delay_s = max_delay_s
         self.queue_items = queue_items
@@ -247,6 +249,10 @@ class MicroBatcher:
                 self._run(batch)
 
     def _run(self, batch: list[tuple[_Job, int, int]]) -> None:
+        if self.one_request_per_call and len(batch) > 1:
+            for s in batch:
+                self._run([s])
+            return
         items = [x for job, a, b in batch for x in job.items[a:b]]
         t = time.perf_counter()
         try:

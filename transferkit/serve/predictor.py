@@ -12,6 +12,7 @@ from ..data.dataset import Dataset
 from ..features import extract_features
 from ..runs import RunDir, load
 from ..strategies.base import TransferContext
+from ..strategies.tent import episodic_options, episodic_outputs
 from .inputs import check_text, decode_image
 
 
@@ -31,12 +32,24 @@ class Predictor:
         modality: ``"text"``, ``"image"`` or ``"audio"``.
         card: the model card.
         reference: ``(n, D)`` training features for drift, or ``None`` (older runs).
+        tent: with ``tent=True``, how each request is adapted on (for /metadata), else ``None``:
+            TENT (Wang et al. 2021) on the request's own items, the model's normalisation
+            parameters put back after each request (episodic), so no request changes the model
+            another one meets.  Refused at load time for runs that do not qualify.
     """
 
-    def __init__(self, run_dir: str | Path, load_options: dict[str, Any] | None = None):
+    def __init__(self, run_dir: str | Path, load_options: dict[str, Any] | None = None, tent: bool = False):
         self.run_dir = Path(run_dir)
         self.model = load(self.run_dir, cache=False, progress=False, **(load_options or {}))
         self.card = self.model.card
+        self.tent: dict[str, Any] | None = None
+        if tent:
+            self._tent_options = episodic_options(self.model.backbone, self.model.strategy)
+            self.tent = {"method": "TENT (Wang et al., ICLR 2021): normalisation affine parameters minimise the "
+                                   "prediction entropy of the request's items, then those items are predicted",
+                         "episodic": "per request: the model is reset after each one (a request larger than "
+                                     "max_batch is adapted on in slices of max_batch items)",
+                         "options": self._tent_options}
         self.reference = RunDir(self.run_dir).reference(self.card)
         self._last: np.ndarray | None = None
         model = self.model
@@ -85,7 +98,11 @@ class Predictor:
             items = [decode_image(x) if isinstance(x, (bytes, bytearray)) else x for x in items]
         data = Dataset(modality=self.modality, inputs=list(items))
         self._last = None
-        outputs = self.model.strategy.predict_outputs(data, self._ctx)
+        if self.tent is not None:  # the batcher gives this one request's items (one_request_per_call)
+            outputs = episodic_outputs(self.model.backbone, self.model.strategy, data, device=self._ctx.device,
+                                       seed=self._ctx.seed, options=self._tent_options)
+        else:
+            outputs = self.model.strategy.predict_outputs(data, self._ctx)
         feats = self._last
         if feats is None or len(feats) != len(items):
             feats = self._features(data) if self.reference is not None else None

@@ -48,19 +48,21 @@ def uvicorn_config(app, settings: ServeSettings, *, host: str | None = None, por
 
 
 def serve(run_dir: str | Path, settings: ServeSettings | None = None,
-          load_options: dict[str, Any] | None = None) -> None:
+          load_options: dict[str, Any] | None = None, tent: bool = False) -> None:
     """Load the run (errors are raised here, before binding), then serve until interrupted.
 
     Args:
         load_options: passed to :func:`~transferkit.runs.load` (``backbone``, ``trust_remote_code``,
             ``allow_pickle``): the user's own permissions, never the run's.
+        tent: adapt on each request's items by TENT before predicting them, the model reset after
+            each request (:class:`~transferkit.serve.predictor.Predictor`).
     """
     uvicorn = _uvicorn()
     from .app import create_app
     from .predictor import Predictor
 
     settings = settings or ServeSettings.for_run(run_dir)
-    app = create_app(run_dir, settings, predictor=Predictor(run_dir, load_options))
+    app = create_app(run_dir, settings, predictor=Predictor(run_dir, load_options, tent=tent))
     try:
         uvicorn.Server(uvicorn_config(app, settings)).run()
     except KeyboardInterrupt:  # uvicorn re-raises the SIGINT it handled: the shutdown was clean

@@ -4,15 +4,21 @@ Importing a module registers its strategies; ``lora`` imports PEFT only when use
 """
 from . import (  # noqa: F401 (registration)
     adabn,
+    auto_adapt,
+    cdan,
     contrastive,
     feature_alignment,
     gradual,
     handmade,
+    input_invariance,
     l2sp,
     lora,
     lpft,
+    mcc,
     prototype,
     selftrain,
+    shot,
+    tent,
     zeroshot,
 )
 from .base import STRATEGIES, Strategy, TransferContext

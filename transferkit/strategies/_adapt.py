@@ -191,8 +191,15 @@ class FeatureAdaptation(Strategy):
         """The alignment loss module over ``(f_s, f_t)``; ``None``: none."""
         return None
 
-    def _transfer_loss(self, align: nn.Module, f_s: torch.Tensor, f_t: torch.Tensor, progress: float) -> torch.Tensor:
+    def _transfer_loss(self, align: nn.Module, f_s: torch.Tensor, f_t: torch.Tensor, progress: float,
+                       head: nn.Module) -> torch.Tensor:
+        """The alignment term of a step: ``f_s (n, H)``, ``f_t (m, H)`` adapter features, training
+        progress in ``[0, 1]``, and the head (``head(f_t)``: the target's outputs, for losses on them)."""
         return align(f_s, f_t)
+
+    def _n_steps(self, tuned: bool) -> int:
+        """Optimizer steps of one training run (``tuned``: the backbone trains too)."""
+        return self.steps
 
     def _train_candidate(self, Xs: np.ndarray, ys: np.ndarray, Xt: np.ndarray | None, value: float,
                          seed: int) -> tuple[FeatureAdapter, dict[str, Any]]:
@@ -230,6 +237,7 @@ class FeatureAdaptation(Strategy):
         yt = self._targets(ys)
         w_t = None if self.loss_weight_ is None else torch.as_tensor(self.loss_weight_, dtype=torch.float32)
         progress = _Progress()
+        steps = self._n_steps(tuned)
 
         def rows(x, i: torch.Tensor) -> torch.Tensor:
             return x.features(i) if tuned else x[i]
@@ -240,14 +248,14 @@ class FeatureAdaptation(Strategy):
             loss = self._source_loss(model.head(f_s), yt[i], w_t)
             if xt is not None and align is not None:
                 f_t = model.embed(rows(xt, torch.randint(len(xt), (len(idx),))))  # seeded and checkpointed by the loop
-                loss = loss + weight * self._transfer_loss(align, f_s, f_t, progress.step / self.steps)
+                loss = loss + weight * self._transfer_loss(align, f_s, f_t, progress.step / steps, model.head)
             return loss
 
         batch = min(self.batch_size, len(Xs))
         per_epoch = math.ceil(len(Xs) / batch)
         try:
-            train(modules, training_step, len(Xs), optimizer, epochs=math.ceil(self.steps / per_epoch),
-                  max_steps=self.steps, batch_size=batch, clip=1.0 if tuned else None, seed=seed,
+            train(modules, training_step, len(Xs), optimizer, epochs=math.ceil(steps / per_epoch),
+                  max_steps=steps, batch_size=batch, clip=1.0 if tuned else None, seed=seed,
                   callbacks=[progress], precision="fp32", progress=False, desc=self.name)
         finally:
             if tuned:

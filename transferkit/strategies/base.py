@@ -14,8 +14,8 @@ says more): :meth:`Strategy.check_task`, called by :meth:`Strategy.fit` and at t
 What the pipeline, export and explanations may ask of any strategy is declared here, with a
 default, so that no caller probes with ``hasattr``: :meth:`Strategy.check_labels`,
 :attr:`Strategy.tunes_backbone`, :attr:`Strategy.transforms_features` with
-:meth:`Strategy.transform`, :meth:`Strategy.source_only`, :meth:`Strategy.merged_for_export`
-and :meth:`Strategy.torch_head`.
+:meth:`Strategy.transform`, :meth:`Strategy.source_only`, :meth:`Strategy.candidate_outputs`,
+:meth:`Strategy.merged_for_export` and :meth:`Strategy.torch_head`.
 """
 from __future__ import annotations
 
@@ -302,6 +302,11 @@ class Strategy(ABC):
             NotImplementedError: a strategy that does not adapt to a target domain.
         """
         raise NotImplementedError(f"strategy {self.name!r} does not adapt to a target domain")
+
+    def candidate_outputs(self, data: Dataset, ctx: TransferContext, release: bool = False) -> dict[str, np.ndarray]:
+        """Outputs on ``data`` of every candidate a choosing strategy fitted and scored
+        (``auto-adapt``), by candidate name; ``release`` frees them afterwards.  ``{}`` for the others."""
+        return {}
 
     def merged_for_export(self) -> "Strategy":
         """The fitted strategy as one plain set of backbone weights and a head, for export;

@@ -63,7 +63,8 @@ class DANN(_LossWeighted):
     def _alignment(self, hidden: int) -> nn.Module:
         return DomainAdversarialLoss(hidden, hidden)
 
-    def _transfer_loss(self, align: nn.Module, f_s: torch.Tensor, f_t: torch.Tensor, progress: float) -> torch.Tensor:
+    def _transfer_loss(self, align: nn.Module, f_s: torch.Tensor, f_t: torch.Tensor, progress: float,
+                       head: nn.Module) -> torch.Tensor:
         return align(f_s, f_t, dann_lambda(progress))
 
 
