@@ -25,7 +25,8 @@ def test_every_strategy_answers_every_contract_word_without_hasattr():
         s = get_strategy(entry.name)
         assert isinstance(s.tunes_backbone, bool) and isinstance(s.transforms_features, bool)
         assert s.check_labels(Dataset(modality="text", inputs=["x"], labels=["a"])) is None  # accepted
-        if s.needs_target and entry.name not in ("adabn", "tent", "input-invariance"):  # source-only: the plain probe
+        # their source-only model is the plain probe
+        if s.needs_target and entry.name not in ("adabn", "tent", "shot", "input-invariance", "auto-adapt"):
             assert type(s.source_only()) is type(s)
         if not s.needs_target:
             with pytest.raises(NotImplementedError, match="does not adapt to a target domain"):
@@ -37,10 +38,10 @@ def test_every_strategy_answers_every_contract_word_without_hasattr():
             s.merged_for_export()
     # who tunes the backbone: the fine-tuning family and contrastive always, alignment only on it
     tuning = {e.name for e in STRATEGIES if get_strategy(e.name).tunes_backbone}
-    assert tuning == {"finetune", "gradual", "lp-ft", "l2sp", "lora", "contrastive", "tent"}
+    assert tuning == {"finetune", "gradual", "lp-ft", "l2sp", "lora", "contrastive", "tent", "shot"}
     assert get_strategy("dann", {"on": "backbone"}).tunes_backbone and not get_strategy("dann").tunes_backbone
     assert {e.name for e in STRATEGIES if STRATEGIES.get(e.name).transforms_features} == {
-        "dann", "mmd", "coral", "self-training"}
+        "dann", "mmd", "coral", "self-training", "mcc", "cdan"}
 
 
 def test_a_fitted_probe_is_its_own_export_form_and_accepts_any_labels(tiny_text_dir):
