@@ -168,6 +168,20 @@ class FeatureAdaptation(Strategy):
     transforms_features = True
     #: name of the hyper-parameter chosen without target labels, and its "no adaptation" value
     knob: ClassVar[str] = "trade_off"
+    #: a classification-only method: what it reads that a regression or multi-label target lacks
+    #: (``{name}``, ``{task}`` filled in), which its refusal says; "" for methods of every task
+    classification_only_because: ClassVar[str] = ""
+
+    @classmethod
+    def check_task(cls, task: str) -> None:
+        try:
+            super().check_task(task)
+        except UserInputError as e:
+            if not cls.classification_only_because or task not in ("regression", "multi-label"):
+                raise
+            why = cls.classification_only_because.format(name=cls.name, task=task)
+            raise UserInputError(e.message, hint=f"{why}; adabn, dann, mmd and coral adapt to the target for it"
+                                 + (f" ({e.hint})" if e.hint else "")) from None
 
     @property
     def tunes_backbone(self) -> bool:

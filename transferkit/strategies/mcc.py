@@ -55,7 +55,6 @@ from torch import nn
 
 from ..alignment import MinimumClassConfusionLoss
 from ..data.dataset import Dataset
-from ..errors import UserInputError
 from ._adapt import AdaptationParams, FeatureAdaptation, _Items
 from .base import STRATEGIES, TransferContext
 from .params import param
@@ -88,18 +87,9 @@ class ClassConditioned(FeatureAdaptation):
     Params = BoundedParams
     knob = "trade_off"
 
-    @classmethod
-    def check_task(cls, task: str) -> None:
-        """Classification only: the loss reads a softmax over classes, which a number (regression)
-        or independent labels (multi-label) do not have; the refusal says so."""
-        try:
-            super().check_task(task)
-        except UserInputError as e:
-            if task not in ("regression", "multi-label"):
-                raise
-            raise UserInputError(e.message, hint=f"{cls.name} reads the classifier's softmax over classes, which a "
-                                                 f"{task} target does not have; adabn, dann, mmd and coral adapt to "
-                                                 "the target for it" + (f" ({e.hint})" if e.hint else "")) from None
+    # classification only: the loss reads a softmax over classes
+    classification_only_because = "{name} reads the classifier's softmax over classes, which a {task} target " \
+                                  "does not have"
 
     def _n_steps(self, tuned: bool) -> int:
         return self.backbone_steps if tuned else self.steps

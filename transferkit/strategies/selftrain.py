@@ -16,7 +16,6 @@ from typing import Any, Literal
 
 import numpy as np
 
-from ..errors import UserInputError
 from ._adapt import AdaptationParams, FeatureAdaptation, FeatureAdapter
 from .base import STRATEGIES
 from .params import param
@@ -54,19 +53,9 @@ class SelfTraining(FeatureAdaptation):
     Params = SelfTrainingParams
     knob = "threshold"
 
-    @classmethod
-    def check_task(cls, task: str) -> None:
-        """Classification only: a pseudo-label is the class the model is most confident of, which a
-        number (regression) or a set of labels (multi-label) does not have; the refusal says so."""
-        try:
-            super().check_task(task)
-        except UserInputError as e:
-            if task not in ("regression", "multi-label"):
-                raise
-            raise UserInputError(e.message, hint=f"self-training pseudo-labels target items with their most "
-                                                 f"confident class, which a {task} target does not have; "
-                                                 "adabn, dann, mmd and coral adapt to the target for it"
-                                                 + (f" ({e.hint})" if e.hint else "")) from None
+    # classification only: a pseudo-label is the class the model is most confident of
+    classification_only_because = ("self-training pseudo-labels target items with their most confident class, "
+                                   "which a {task} target does not have")
 
     def _source_only_params(self) -> dict[str, Any]:
         return {"rounds": 0}
