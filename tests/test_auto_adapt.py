@@ -107,6 +107,15 @@ def test_the_rule_keeps_source_only_unless_a_candidate_beats_it():
     assert A.choose(rows, "dev", 0.2)[0] == 0
     worse = [_row("source-only", 2.0, 0.1, 0.1), _row("adabn", 1.0, 0.9, None)]
     assert A.choose(worse, "snd", 0.0)[0] == 0 and A.choose(worse, "entropy", 0.0)[0] == 0
+    # a method trained to make its target predictions confident is shown but not chosen by them
+    confident = rows + [{**_row("self-training", 9.0, 0.0, 0.9), "eligible": False}]
+    assert A.choose(confident, "snd", 0.0)[0] == 1 and A.choose(confident, "entropy", 0.0)[0] == 1
+
+
+def test_only_calibrated_linear_heads_are_eligible_by_default():
+    eligible = {c.label for c in C.CANDIDATES.values() if c.calibrated}
+    assert eligible == {"source-only", "adabn", "adabn-backbone", "input-invariance"}
+    assert {"tent", "shot", "self-training", "mcc"} <= set(C.DEFAULT_LABELS)  # tried and shown all the same
 
 
 def test_information_is_low_for_a_model_that_puts_every_item_in_one_class():
