@@ -46,6 +46,16 @@ def gain(shift: dict, method: str, seed: str = "0") -> dict | None:
 def _note(method: str, r: dict) -> str:
     """What the strategy chose, from its own account (``fit_info``)."""
     info = r.get("info") or {}
+    cands = {c.get("label"): c for c in info.get("candidates") or [] if isinstance(c, dict)}
+    if "choice" in info and cands:  # auto-adapt: the choice, by what, and how it did on held-out source items
+        crit, ch, so = info.get("criterion"), cands.get(info["choice"], {}), cands.get("source-only", {})
+        text = f"chose {info['choice']} by {crit}"
+        if isinstance(ch.get(crit), (int, float)):
+            text += f" ({ch[crit]:.3f}; source-only {so.get(crit, float('nan')):.3f})"
+        if isinstance(ch.get("source_accuracy"), (int, float)) and isinstance(so.get("source_accuracy"), (int, float)):
+            text += (f"; held-out source accuracy {ch['source_accuracy']:.3f} (source-only "
+                     f"{so['source_accuracy']:.3f}); {len(cands)} candidates")
+        return text
     for key in ("chosen", "choice", "picked"):
         if key in info and not isinstance(info[key], (dict, list)):
             return f"chose {info[key]}"
