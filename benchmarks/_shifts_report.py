@@ -130,8 +130,9 @@ def _shift_block(name: str, s: dict, latest: str) -> list[str]:
     sh = s.get("shift", {})
     head = (f"**{name}** — {s.get('how', '')}; {p['sizes']['source']} source items, {p['sizes']['target']} target "
             f"items (unlabelled, scored), reference drawn from {p['sizes']['pool']} other target items; "
-            f"{p['model']} {p['options']}. Pre-trained features of every item: {s.get('extract_s', 0):.0f} s (once, "
-            f"cached for every row). Shift of those features: MMD² {sh.get('mmd2', float('nan')):.4f} "
+            f"{p['model']} {p['options']}. Pre-trained features of every item: {s.get('extract_s', 0):.0f} s ("
+            f"{'read back from the cache an earlier run filled' if s.get('extract_s', 0) < 5 else 'extracted once'}"
+            f", cached for every row). Shift of those features: MMD² {sh.get('mmd2', float('nan')):.4f} "
             f"(p = {sh.get('mmd_p_value', float('nan')):.3g}), proxy A-distance "
             f"{sh.get('a_distance', float('nan')):.2f}.")
     rows = []
