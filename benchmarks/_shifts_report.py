@@ -46,6 +46,16 @@ def gain(shift: dict, method: str, seed: str = "0") -> dict | None:
 def _note(method: str, r: dict) -> str:
     """What the strategy chose, from its own account (``fit_info``)."""
     info = r.get("info") or {}
+    cands = {c.get("label"): c for c in info.get("candidates") or [] if isinstance(c, dict)}
+    if "choice" in info and cands:  # auto-adapt: the choice, by what, and how it did on held-out source items
+        crit, ch, so = info.get("criterion"), cands.get(info["choice"], {}), cands.get("source-only", {})
+        text = f"chose {info['choice']} by {crit}"
+        if isinstance(ch.get(crit), (int, float)):
+            text += f" ({ch[crit]:.3f}; source-only {so.get(crit, float('nan')):.3f})"
+        if isinstance(ch.get("source_accuracy"), (int, float)) and isinstance(so.get("source_accuracy"), (int, float)):
+            text += (f"; held-out source accuracy {ch['source_accuracy']:.3f} (source-only "
+                     f"{so['source_accuracy']:.3f}); {len(cands)} candidates")
+        return text
     for key in ("chosen", "choice", "picked"):
         if key in info and not isinstance(info[key], (dict, list)):
             return f"chose {info[key]}"
@@ -120,8 +130,9 @@ def _shift_block(name: str, s: dict, latest: str) -> list[str]:
     sh = s.get("shift", {})
     head = (f"**{name}** — {s.get('how', '')}; {p['sizes']['source']} source items, {p['sizes']['target']} target "
             f"items (unlabelled, scored), reference drawn from {p['sizes']['pool']} other target items; "
-            f"{p['model']} {p['options']}. Pre-trained features of every item: {s.get('extract_s', 0):.0f} s (once, "
-            f"cached for every row). Shift of those features: MMD² {sh.get('mmd2', float('nan')):.4f} "
+            f"{p['model']} {p['options']}. Pre-trained features of every item: {s.get('extract_s', 0):.0f} s ("
+            f"{'read back from the cache an earlier run filled' if s.get('extract_s', 0) < 5 else 'extracted once'}"
+            f", cached for every row). Shift of those features: MMD² {sh.get('mmd2', float('nan')):.4f} "
             f"(p = {sh.get('mmd_p_value', float('nan')):.3g}), proxy A-distance "
             f"{sh.get('a_distance', float('nan')):.2f}.")
     rows = []
