@@ -42,6 +42,7 @@ import torch
 from ..data.dataset import Dataset
 from ..errors import UserInputError
 from ..tasks.linear import fit_linear
+from ._network import apply_tensors, backbone_tensors
 from ._tuning import batchnorm_layers, mark_adapted, recalibrate_batchnorm
 from .base import STRATEGIES, TransferContext
 from .params import param
@@ -172,8 +173,7 @@ class AdaBNProbe(LinearProbe):
         return W, b
 
     def _backbone_tensors(self) -> dict[str, torch.Tensor]:
-        own = self.backbone_.module.state_dict()
-        return {f"backbone.{k}": own[k].detach().cpu().clone() for k in self.bn_names_}
+        return backbone_tensors(self.backbone_, self.bn_names_)
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
         out = super().state_tensors()
@@ -185,23 +185,8 @@ class AdaBNProbe(LinearProbe):
                    task: str = "classification") -> "AdaBNProbe":
         """Restore the head and, with ``on="backbone"``, put the saved BatchNorm buffers into the
         freshly loaded pre-trained ``backbone``."""
-        tuned = {k[len("backbone."):]: v for k, v in tensors.items() if k.startswith("backbone.")}
-        self.backbone_ = None
-        if tuned:
-            if backbone is None:
-                raise UserInputError("the saved adabn run holds BatchNorm statistics and needs its backbone to "
-                                     "put them in", hint="load the run with transferkit.load(RUN)")
-            own = backbone.module.state_dict()
-            bad = [k for k, v in tuned.items() if k not in own or own[k].shape != v.shape]
-            if bad:
-                raise UserInputError(f"the saved adabn BatchNorm statistics do not fit {backbone.name!r}: "
-                                     f"{', '.join(bad[:5])}", hint="the weights belong to another backbone: fit again")
-            with torch.no_grad():
-                for k, v in tuned.items():
-                    own[k].copy_(v)
-            backbone.module.eval()
-            self.backbone_, self.bn_names_ = backbone, sorted(tuned)
-            mark_adapted(backbone, self._backbone_tensors())
+        self.bn_names_ = apply_tensors(backbone, tensors, self.name)
+        self.backbone_ = backbone if self.bn_names_ else None
         head = {k: v for k, v in tensors.items() if not k.startswith("backbone.")}
         return super().load_state(head, classes, backbone, task)
 
