@@ -37,6 +37,7 @@ from ..tasks._multilabel import best_f1_threshold
 from ..training import Callback, train
 from ..training.loop import isolated_rng
 from ..training.optim import adamw
+from ._network import apply_tensors, backbone_tensors
 from ._tuning import mark_adapted, used_layer_groups
 from .base import Strategy, TransferContext
 from .params import Params, param
@@ -423,8 +424,7 @@ class FeatureAdaptation(Strategy):
         return src, tgt
 
     def _backbone_tensors(self) -> dict[str, torch.Tensor]:
-        own = self.backbone_.module.state_dict()
-        return {f"backbone.{k}": own[k].detach().cpu().clone() for k in self.trained_names_}
+        return backbone_tensors(self.backbone_, self.trained_names_)
 
     def _fit_model(self, Xs, y: np.ndarray, Xt, value: float | None, seed: int) -> tuple[FeatureAdapter, dict]:
         """The model of one knob value; ``None``: no target data, the source-only model."""
@@ -566,18 +566,9 @@ class FeatureAdaptation(Strategy):
         self.model_ = model.eval()
         self.source_stats_ = ((tensors["source.mean"].numpy(), tensors["source.std"].numpy())
                               if "source.mean" in tensors and "source.std" in tensors else None)
-        tuned = {k[len("backbone."):]: v for k, v in tensors.items() if k.startswith("backbone.")}
-        self.backbone_ = None
-        if tuned:  # on="backbone": apply the tuned tensors to the freshly loaded pre-trained backbone
-            own = backbone.module.state_dict()
-            bad = [k for k, v in tuned.items() if k not in own or own[k].shape != v.shape]
-            if bad:
-                raise UserInputError(f"the saved {self.name} backbone tensors do not fit {backbone.name!r}: "
-                                     f"{', '.join(bad[:5])}")
-            with torch.no_grad():
-                for k, v in tuned.items():
-                    own[k].copy_(v)
-            backbone.module.eval()
-            self.backbone_, self.trained_names_ = backbone, sorted(tuned)
-            mark_adapted(backbone, self._backbone_tensors())
+        # on="backbone": the tuned tensors go into the freshly loaded pre-trained backbone
+        tuned = apply_tensors(backbone, tensors, self.name)
+        self.backbone_ = backbone if tuned else None
+        if tuned:
+            self.trained_names_ = tuned
         return self._restored(classes, task, thresholds)
