@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+from .cli_rl import add_commands as add_rl_commands
 from .errors import DataValidationError, MissingDependencyError, TransferkitError, UserInputError
 from .report.text import headline, summary_lines
 
@@ -308,6 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--seed", type=int, help="default: the parent run's")
     _add_load_options(up)
 
+    COMMANDS["rl"] = add_rl_commands(sub)
     d = sub.add_parser("demo", help="the bundled default job: no data, no network needed")
     d.add_argument("--out", default="runs/demo", help="where the demo runs are written (default runs/demo)")
     d.add_argument("--only", choices=["digits", "spam"], help="run one of the two demos")
