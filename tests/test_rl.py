@@ -87,9 +87,9 @@ def test_policy_round_trip_gives_identical_actions(source):
         weights.write_bytes(blob)
 
 
-def test_fit_runs_every_strategy_against_scratch(tmp_path, randomized_source):
+def test_fit_runs_every_strategy_against_scratch(tmp_path, source, randomized_source):
     out = tmp_path / "fit"
-    m = commands.fit(source=randomized_source, env=LONG_POLE, seeds=[0, 1], steps=128, out=out, eval_every=64,
+    m = commands.fit(source=source, randomized_source=randomized_source, env=LONG_POLE, seeds=[0, 1], steps=128, out=out, eval_every=64,
                      eval_episodes=1, strategies=["finetune", "zero-shot", "frozen-features", "randomized-source"])
     written = json.loads((out / "metrics.json").read_text())
     for key in ("jumpstart", "asymptotic_return", "area_under_curve", "time_to_threshold"):
@@ -104,7 +104,8 @@ def test_fit_runs_every_strategy_against_scratch(tmp_path, randomized_source):
     html = (out / "report.html").read_text()
     assert "data:image/png;base64," in html and "randomized-source" in html
     card = json.loads((out / "model_card.json").read_text())
-    assert card["strategy"]["name"] == "finetune" and card["lineage"]["run"] == str(randomized_source)
+    assert card["strategy"]["name"] == "finetune" and card["lineage"]["run"] == str(source)
+    assert card["randomized_lineage"]["run"] == str(randomized_source)
     assert not (out / "checkpoints").exists()  # pruned once the run is written
     assert main(["rl", "evaluate", str(out), "--episodes", "2"]) == 0
 

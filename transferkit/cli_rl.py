@@ -54,6 +54,8 @@ def add_commands(sub: Any) -> Callable[[argparse.Namespace], int]:
     f.add_argument("--strategy", default="finetune",
                    help="zero-shot, finetune (default), frozen-features or randomized-source; several, comma-"
                         "separated, are compared in one report (scratch always runs as the control)")
+    f.add_argument("--randomized-source", metavar="RUN", help="the source of randomized-source (an `rl pretrain "
+                                                               "--env-param-range` run; default --source)")
     f.add_argument("--steps", type=int, required=True, help="environment steps in the target, per seed")
     f.add_argument("--seeds", type=_ints, default=[0, 1, 2], metavar="S,S", help="training seeds (default 0,1,2)")
     f.add_argument("--threshold", type=float, help="return of time-to-threshold (default: 80%% of the way from "
@@ -91,7 +93,7 @@ def cmd_rl(a: argparse.Namespace) -> int:
         strategies = [s.strip() for s in a.strategy.split(",") if s.strip()]
         m = commands.fit(source=a.source, env=_spec(a), strategies=strategies, steps=a.steps, seeds=a.seeds,
                          out=a.out, threshold=a.threshold, eval_every=a.eval_every, eval_episodes=a.eval_episodes,
-                         allow_code=a.allow_code)
+                         allow_code=a.allow_code, randomized_source=a.randomized_source)
         for name, v in m["rl"]["verdicts"].items():
             print(f"{name}: {v['explanation']}")
         print(f"run written to {a.out} (report.html, metrics.json)")

@@ -75,6 +75,17 @@ def read_policy(run: str | os.PathLike) -> tuple[RunDir, dict[str, Any], AlgoSpe
     return rd, card, AlgoSpec.from_json(card), rd.read_weights(card)
 
 
+def _sha(tensors: dict[str, Any]) -> str:
+    """A short hash of a policy's tensors: checkpoints of a run from another source are not resumed."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for k in sorted(tensors):
+        h.update(k.encode())
+        h.update(tensors[k].detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
 def _check_budget(steps: int, seeds: int) -> None:
     if steps < 0:
         raise UserInputError(f"--steps {steps}: give a number of environment steps >= 0")
@@ -101,9 +112,12 @@ def _align(steps: list[int], curve_steps: list[int], returns: list[float]) -> li
 
 def fit(*, source: str | os.PathLike, env: EnvSpec, strategies: list[str], steps: int, seeds: list[int],
         out: str | os.PathLike, threshold: float | None = None, eval_every: int | None = None,
-        eval_episodes: int = 5, allow_code: bool = False) -> dict[str, Any]:
+        eval_episodes: int = 5, allow_code: bool = False,
+        randomized_source: str | os.PathLike | None = None) -> dict[str, Any]:
     """Transfer the policy of ``source`` to ``env`` with each of ``strategies`` and with ``scratch``,
     over ``seeds``; write the run (the first strategy's seed-0 policy, metrics, report).
+    ``randomized_source``: the source of ``randomized-source`` (default ``source``), so that it is
+    compared with the others in one run (one scratch control for all).
 
     Returns: ``metrics.json``'s content.
     """
@@ -112,17 +126,28 @@ def fit(*, source: str | os.PathLike, env: EnvSpec, strategies: list[str], steps
         if s not in STRATEGIES:
             raise UserInputError(f"unknown --strategy {s!r}", hint=f"choose among {', '.join(STRATEGIES)}")
     src_dir, src_card, algo, src_tensors = read_policy(source)
-    if "randomized-source" in strategies and not (src_card.get("env") or {}).get("ranges"):
-        raise UserInputError(f"--strategy randomized-source needs a source pre-trained over ranges of physics, but "
-                             f"{shown(src_dir.path)} was trained on fixed ones",
-                             hint="pre-train it with `transferkit rl pretrain ... --env-param-range length=0.5:1.5`")
     _check_spaces(src_card, env, allow_code, shown(src_dir.path))
+    inits = {name: src_tensors for name in strategies}
+    if "randomized-source" in strategies:
+        rand_dir, rand_card, rand_algo, inits["randomized-source"] = (
+            read_policy(randomized_source) if randomized_source else (src_dir, src_card, algo, src_tensors))
+        if not (rand_card.get("env") or {}).get("ranges"):
+            raise UserInputError(f"--strategy randomized-source needs a source pre-trained over ranges of physics, "
+                                 f"but {shown(rand_dir.path)} was trained on fixed ones",
+                                 hint="pre-train it with `transferkit rl pretrain ... --env-param-range "
+                                      "length=0.5:1.5` (and name it with --randomized-source)")
+        if rand_algo != algo:
+            raise UserInputError(f"{shown(rand_dir.path)} has another algorithm or network than {shown(src_dir.path)}"
+                                 f" ({rand_algo.to_json()} vs {algo.to_json()})",
+                                 hint="pre-train both sources with the same --algo, --net-arch and --param")
+        _check_spaces(rand_card, env, allow_code, shown(rand_dir.path))
     every = eval_every or _default_eval_every(steps)
     names = list(dict.fromkeys([*strategies, "scratch"]))
     rd = RunDir(out)
     with rd.lock():
         rd.begin()
-        rd.write_config({"source": str(src_dir.path), "env": env.to_json(), "strategies": names, "steps": steps,
+        rd.write_config({"source": str(src_dir.path), "randomized_source": randomized_source and str(randomized_source),
+                         "env": env.to_json(), "strategies": names, "steps": steps,
                          "seeds": seeds, "threshold": threshold, "eval_every": every,
                          "eval_episodes": eval_episodes}, command="rl fit")
         results = {}
@@ -130,9 +155,10 @@ def fit(*, source: str | os.PathLike, env: EnvSpec, strategies: list[str], steps
             for seed in seeds:
                 transfer = name != "scratch"
                 job = TrainJob(algo, env, 0 if name == "zero-shot" else steps, seed, every, eval_episodes,
-                               init=src_tensors if transfer else None, freeze=name == "frozen-features",
+                               init=inits[name] if transfer else None, freeze=name == "frozen-features",
                                checkpoint_dir=rd.checkpoint_dir(f"{name}-seed{seed}"), allow_code=allow_code,
-                               identity={"strategy": name, "source": src_card["weights"]["sha256"]})
+                               identity={"strategy": name,
+                                         "source": _sha(inits[name]) if transfer else None})
                 results[(name, seed)] = train(job)
         grid = results[("scratch", seeds[0])].steps
         curves = {name: np.array([_align(grid, results[(name, s)].steps, results[(name, s)].returns)
@@ -151,6 +177,7 @@ def fit(*, source: str | os.PathLike, env: EnvSpec, strategies: list[str], steps
         rd.write_card(_card(algo, env, spaces_json(delivered.model), weights, strategy={"name": primary},
                             seeds=list(seeds),
                             steps=steps, lineage=src_dir.lineage_entry(),
+                            randomized_lineage=RunDir(randomized_source).lineage_entry() if randomized_source else None,
                             verdict=(metrics["verdict"] or {}).get("verdict")))
         prune_after_run(rd.checkpoints)
     return metrics

@@ -70,15 +70,20 @@ def _number(key: str, text: str, option: str) -> float:
     return v
 
 
-def parse_params(items: list[str] | None) -> dict[str, float]:
-    """``["length=1.0", "masspole=0.3"]`` -> ``{"length": 1.0, "masspole": 0.3}``."""
-    out: dict[str, float] = {}
+def key_values(items: list[str] | None, option: str, example: str) -> list[tuple[str, str]]:
+    """``KEY=VALUE`` options split, in order; anything else is refused with ``example``."""
+    out = []
     for item in items or []:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise UserInputError(f"--env-param {item!r} is not KEY=VALUE", hint="write --env-param length=1.0")
-        out[key.strip()] = _number(key.strip(), value.strip(), "--env-param")
+            raise UserInputError(f"{option} {item!r} is not KEY=VALUE", hint=f"write {option} {example}")
+        out.append((key.strip(), value.strip()))
     return out
+
+
+def parse_params(items: list[str] | None) -> dict[str, float]:
+    """``["length=1.0", "masspole=0.3"]`` -> ``{"length": 1.0, "masspole": 0.3}``."""
+    return {k: _number(k, v, "--env-param") for k, v in key_values(items, "--env-param", "length=1.0")}
 
 
 def parse_ranges(items: list[str] | None) -> dict[str, list[float]]:

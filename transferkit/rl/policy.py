@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from ..errors import UserInputError
-from .envs import require_rl
+from .envs import key_values, require_rl
 
 #: name -> (SB3 class name, action spaces it takes, default hyper-parameters).
 ALGORITHMS: dict[str, tuple[str, tuple[str, ...], dict[str, Any]]] = {
@@ -88,14 +88,11 @@ def make_algo(algorithm: str, net_arch: Any = None, hyper: dict[str, Any] | None
 def parse_hyper(items: list[str] | None) -> dict[str, Any]:
     """``["learning_rate=3e-4", "n_steps=128"]`` -> values parsed as JSON (else kept as text)."""
     out: dict[str, Any] = {}
-    for item in items or []:
-        key, sep, text = item.partition("=")
-        if not sep or not key.strip():
-            raise UserInputError(f"--param {item!r} is not KEY=VALUE", hint="write --param learning_rate=0.0003")
+    for key, text in key_values(items, "--param", "learning_rate=0.0003"):
         try:
-            out[key.strip()] = json.loads(text)
+            out[key] = json.loads(text)
         except ValueError:
-            out[key.strip()] = text
+            out[key] = text
     return out
 
 
