@@ -32,15 +32,15 @@ import _common as C
 C.setup_env()
 NAME = "rl"
 STRATEGIES = ["zero-shot", "finetune", "frozen-features", "randomized-source"]
-#: case -> (algo, env, target params, randomised ranges of the second source, source steps, target steps, every)
+#: case -> (algo, env, target params, randomised ranges of the second source (None: no randomized-source),
+#: source steps, source evaluation interval, target steps, target evaluation interval)
 CASES = {
     "cartpole": ("ppo", "CartPole-v1", {"length": 1.0, "masspole": 0.3},
-                 {"length": [0.25, 1.25], "masspole": [0.05, 0.4]}, 10000, 4000, 512),
-    "acrobot": ("ppo", "Acrobot-v1", {"link_mass_1": 2.0, "link_mass_2": 2.0},
-                {"link_mass_1": [0.5, 2.5], "link_mass_2": [0.5, 2.5]}, 15000, 4000, 512),
-    "pendulum": ("sac", "Pendulum-v1", {"gravity": 14.0}, {"gravity": [8.0, 16.0]}, 4000, 2000, 500),
+                 {"length": [0.25, 1.25], "masspole": [0.05, 0.4]}, 10000, 512, 2048, 512),
+    "acrobot": ("ppo", "Acrobot-v1", {"link_mass_1": 2.0, "link_mass_2": 2.0}, None, 15000, 512, 2048, 512),
+    "pendulum": ("sac", "Pendulum-v1", {"gravity": 14.0}, None, 4000, 500, 1000, 250),
     "reversed": ("ppo", "CartPole-v1", {"reverse_actions": 1.0},
-                 {"length": [0.25, 1.25], "masspole": [0.05, 0.4]}, 10000, 4000, 512),
+                 {"length": [0.25, 1.25], "masspole": [0.05, 0.4]}, 10000, 512, 2048, 512),
 }
 SOURCE_OF = {"reversed": "cartpole"}  # the same source policies: only the target differs
 
@@ -52,7 +52,7 @@ def _source(work: Path, case: str, randomized: bool, a) -> Path:
     from transferkit.runs.rundir import RunDir
 
     owner = SOURCE_OF.get(case, case)
-    algo, env, _, ranges, steps, _, every = CASES[owner]
+    algo, env, _, ranges, steps, every, _, _ = CASES[owner]
     out = work / owner / ("src-rand" if randomized else "src")
     if not RunDir(out).is_complete():
         t = time.perf_counter()
@@ -70,20 +70,22 @@ def _case(work: Path, case: str, a) -> dict:
     from transferkit.rl.envs import EnvSpec
     from transferkit.runs.rundir import RunDir
 
-    algo, env, params, _, _, steps, every = CASES[case]
+    algo, env, params, ranges, _, _, steps, every = CASES[case]
     out = work / case / "fit"
     seeds = list(range(a.seeds if case != "pendulum" else min(a.seeds, a.pendulum_seeds)))
+    strategies = STRATEGIES if ranges else STRATEGIES[:3]
     if RunDir(out).is_complete():
         m = json.loads((out / "metrics.json").read_text())
         if m["rl"]["seed_list"] == seeds:
             return m
-    src, src_rand = _source(work, case, False, a), _source(work, case, True, a)
+    src = _source(work, case, False, a)
+    src_rand = _source(work, case, True, a) if ranges else None
     t = time.perf_counter()
-    m = fit(source=src, randomized_source=src_rand, env=EnvSpec(env, params), strategies=STRATEGIES,
+    m = fit(source=src, randomized_source=src_rand, env=EnvSpec(env, params), strategies=strategies,
             steps=int(steps * a.scale), seeds=seeds, out=out, eval_every=every, eval_episodes=a.eval_episodes)
     m["rl"]["wall_s"] = time.perf_counter() - t
     (out / "metrics.json").write_text(json.dumps(m))
-    C.say(f"{case}: {len(seeds)} seeds, {len(STRATEGIES) + 1} strategies in {m['rl']['wall_s']:.0f} s")
+    C.say(f"{case}: {len(seeds)} seeds, {len(strategies) + 1} strategies in {m['rl']['wall_s']:.0f} s")
     return m
 
 
@@ -127,7 +129,7 @@ def main() -> None:
         algo, env, params, *_ = CASES[case]
         per_case[case] = {"algo": algo, "env": env, "params": params, "steps": rl["steps"], "seeds": rl["seeds"],
                           "threshold": rl["threshold"], "strategies": {}}
-        for name in STRATEGIES:
+        for name in [s for s in STRATEGIES if s in rl["verdicts"]]:
             verdict = _verdict_of(rl, name)
             stop = stops_mattering(rl, name)
             per_case[case]["strategies"][name] = {
@@ -158,8 +160,8 @@ def main() -> None:
                                   "negative transfer detected (verdict hurt)", goal_hurt, NAME))
     res = {"machine": m, "cases": per_case, "wall_s": wall, "summary": summary}
     budget = "; ".join(f"{c}: {CASES[c][0]}, source {int(CASES[SOURCE_OF.get(c, c)][4] * a.scale)} steps, target "
-                       f"{int(CASES[c][5] * a.scale)} steps, evaluation every {CASES[c][6]} steps"
-                       for c in cases)
+                       f"{int(CASES[c][6] * a.scale)} steps, evaluation every {CASES[c][7]} steps"
+                       + ("" if CASES[c][3] else " (no randomized source: CPU)") for c in cases)
     lines = ["## Reinforcement learning: policy transfer (`benchmarks/bench_rl.py`)", "",
              f"{C.machine_line(m)} Gymnasium classic control with Stable-Baselines3 (CPU shared with other "
              f"agents' work; wall time of this collection {wall / 60:.0f} min, runs read back from `--work` "

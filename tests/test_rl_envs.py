@@ -95,7 +95,8 @@ USER_ENV = textwrap.dedent('''
                 raise RuntimeError("sensor unplugged")
             if self.mode == "shape":
                 obs = np.zeros(3, dtype=np.float32)
-            return obs, 1.0, self.t >= 5, False, {}
+            reward = float("nan") if self.mode == "reward" and self.t == 4 else 1.0
+            return obs, reward, self.t >= 5, False, {}
 
     class NaNToy(Toy):
         mode = "nan"
@@ -103,6 +104,8 @@ USER_ENV = textwrap.dedent('''
         mode = "raise"
     class ShapeToy(Toy):
         mode = "shape"
+    class RewardToy(Toy):
+        mode = "reward"
     class DictToy(Toy):
         observation_space = spaces.Dict({"a": spaces.Discrete(2)})
 ''')
@@ -129,6 +132,7 @@ def test_entry_point_needs_allow_code(user_envs):
     ("NaNToy", r"at step 3 \(episode 1\): step\(\) returned a non-finite observation"),
     ("RaiseToy", r"at step 2 \(episode 1\): step\(\) raised RuntimeError: sensor unplugged"),
     ("ShapeToy", r"at step 1 .*shape \(3,\), but its observation space says \(2,\)"),
+    ("RewardToy", r"at step 4 \(episode 1\): step\(\) returned the reward nan"),
 ])
 def test_misbehaving_env_names_the_step(user_envs, cls, pattern):
     env = make_env(EnvSpec(f"{user_envs}:{cls}"), seed=0, allow_code=True)

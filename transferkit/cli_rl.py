@@ -98,6 +98,11 @@ def cmd_rl(a: argparse.Namespace) -> int:
             print(f"{name}: {v['explanation']}")
         print(f"run written to {a.out} (report.html, metrics.json)")
         return 0
+    if a.env_param and not a.env:
+        from .errors import UserInputError
+
+        raise UserInputError("--env-param needs --env", hint="name the environment too: --env CartPole-v1 "
+                                                             "--env-param length=1.0")
     r = commands.evaluate_run(a.run, env=_spec(a) if a.env else None, episodes=a.episodes, seed=a.seed,
                               allow_code=a.allow_code)
     if a.json:

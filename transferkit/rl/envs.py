@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import MissingDependencyError, UserInputError, shown
-from .physics import WRAPPER_PARAMS, known_params
+from .physics import PHYSICS, WRAPPER_PARAMS, known_params
 
 _ENTRY_POINT = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
@@ -114,7 +114,7 @@ def _check_names(spec: EnvSpec, unwrapped: Any) -> None:
                 hint=f"{spec.env} takes: {', '.join(sorted(table)) or '(no physics parameters)'}; any environment "
                      f"takes {', '.join(WRAPPER_PARAMS)} (docs: transferkit/rl/physics.py)")
     for name, value in spec.params.items():
-        if name in table and value <= 0 and name not in ("gravity",):
+        if name in table and value <= 0 and type(unwrapped).__name__ in PHYSICS:  # masses, lengths, forces, steps
             raise UserInputError(f"--env-param {name}={value:g}: a physical {name} must be positive")
         if name == "action_noise" and not 0 <= value <= 1 and _is_discrete(unwrapped.action_space):
             raise UserInputError(f"--env-param action_noise={value:g}: for discrete actions it is a probability "

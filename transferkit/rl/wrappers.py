@@ -113,7 +113,11 @@ class GuardWrapper(gym.Wrapper):
                                  f"{len(out) if isinstance(out, tuple) else '?'}, not the 5-tuple "
                                  "(obs, reward, terminated, truncated, info) of Gymnasium")
         obs, reward, terminated, truncated, info = out
-        if not np.isfinite(float(reward)):
-            raise UserInputError(f"{self._where()}: step() returned the reward {reward}",
+        try:
+            finite = np.isfinite(float(reward))
+        except (TypeError, ValueError):
+            finite = False
+        if not finite:
+            raise UserInputError(f"{self._where()}: step() returned the reward {reward!r}",
                                  hint="rewards must be finite numbers")
         return self._check(obs, "step()"), float(reward), bool(terminated), bool(truncated), info
