@@ -122,6 +122,8 @@ def fit(*, source: str | os.PathLike, env: EnvSpec, strategies: list[str], steps
     Returns: ``metrics.json``'s content.
     """
     _check_budget(steps, len(seeds))
+    if not strategies:
+        raise UserInputError("give a --strategy", hint=f"one or more of {', '.join(STRATEGIES)}, comma-separated")
     for s in strategies:
         if s not in STRATEGIES:
             raise UserInputError(f"unknown --strategy {s!r}", hint=f"choose among {', '.join(STRATEGIES)}")
