@@ -33,12 +33,12 @@ MNIST = SHARED / "mnist_5k.csv.gz"
 # model, training it, shipping it.  Sections are unnumbered; each is linked by its anchor.
 SECTIONS = ["summary", "read", "bad_images", "extraction", "cache", "memory", "logme", "transferability",
             "rank_cost", "probe", "strategies", "spam_full", "finetune", "lora", "tasks", "multitask", "selection",
-            "adapt", "shifts", "distill", "onnx", "serve", "serve_checks"]
+            "adapt", "shifts", "rl", "distill", "onnx", "serve", "serve_checks"]
 # The anchor of each section (kept as earlier links spelled them).
 ANCHORS = {"read": "read", "bad_images": "bad-images", "extraction": "extraction", "cache": "cache",
            "memory": "memory", "logme": "logme-speed", "transferability": "transferability",
            "rank_cost": "rank-cost", "probe": "probe", "strategies": "strategies", "spam_full": "spam-full",
-           "finetune": "finetune-speed", "lora": "lora", "adapt": "adapt", "shifts": "shifts", "distill": "distill",
+           "finetune": "finetune-speed", "lora": "lora", "adapt": "adapt", "shifts": "shifts", "rl": "rl-transfer", "distill": "distill",
            "onnx": "onnx",
            "serve": "serve", "serve_checks": "serve-checks", "tasks": "tasks",
            "multitask": "multitask", "selection": "selection"}

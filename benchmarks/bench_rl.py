@@ -150,6 +150,7 @@ def main() -> None:
                                        "steps", ok))
     wall = time.perf_counter() - t0
     seeds_text = ", ".join(f"{c} {results[c]['rl']['seeds']}" for c in cases)
+    walls = ", ".join(f"{c} {results[c]['rl'].get('wall_s', float('nan')) / 60:.0f} min" for c in cases)
     summary = []
     if goal_related:
         summary.append(C.one_goal("Policy transfer, related physics shifts",
@@ -164,14 +165,20 @@ def main() -> None:
                        + ("" if CASES[c][3] else " (no randomized source: CPU)") for c in cases)
     lines = ["## Reinforcement learning: policy transfer (`benchmarks/bench_rl.py`)", "",
              f"{C.machine_line(m)} Gymnasium classic control with Stable-Baselines3 (CPU shared with other "
-             f"agents' work; wall time of this collection {wall / 60:.0f} min, runs read back from `--work` "
-             "included). Seeds per case: " + seeds_text + f"; {a.eval_episodes} deterministic evaluation episodes "
-             f"per point. Budgets: {budget}. Gains are strategy minus scratch (time to threshold: steps saved) "
+             f"agents' work; the target runs of each case took {walls} of wall time, sources not counted; this "
+             f"collection {wall / 60:.0f} min, runs read back from `--work`). Seeds per case: {seeds_text}; "
+             f"{a.eval_episodes} deterministic evaluation episodes per point. Budgets: {budget}. Gains are "
+             "strategy minus scratch (time to threshold: steps saved) "
              "with 95% bootstrap intervals over seeds; the verdict is on the area under the curve; \"transfer "
              "stops mattering\" is the first evaluation step from which every later point's paired interval "
              "includes 0.", "",
              C.md_table(["case", "strategy", "jumpstart", "time to threshold (steps saved)", "area under curve",
-                         "asymptotic return", "verdict", "transfer stops mattering at step"], rows)]
+                         "asymptotic return", "verdict", "transfer stops mattering at step"], rows), "",
+             "Scratch's return at step 0 per seed (a randomly initialised policy; the jumpstart is measured "
+             "against it): " + "; ".join(
+                 f"{c} {', '.join(f'{x:.0f}' for x in results[c]['rl']['jumpstart']['scratch']['per_seed'])}"
+                 for c in cases) + ". Time to threshold counts a curve that never reaches the threshold as one "
+             "evaluation interval past the budget."]
     C.publish(NAME, res, "\n".join(lines), a.no_write)
     if not a.no_write:
         C.say("\n".join(lines))
