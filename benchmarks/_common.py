@@ -38,8 +38,8 @@ SECTIONS = ["summary", "read", "bad_images", "extraction", "cache", "memory", "l
 ANCHORS = {"read": "read", "bad_images": "bad-images", "extraction": "extraction", "cache": "cache",
            "memory": "memory", "logme": "logme-speed", "transferability": "transferability",
            "rank_cost": "rank-cost", "probe": "probe", "strategies": "strategies", "spam_full": "spam-full",
-           "finetune": "finetune-speed", "lora": "lora", "adapt": "adapt", "shifts": "shifts", "rl": "rl-transfer", "distill": "distill",
-           "onnx": "onnx",
+           "finetune": "finetune-speed", "lora": "lora", "adapt": "adapt", "shifts": "shifts", "distill": "distill",
+           "onnx": "onnx", "rl": "rl-transfer",
            "serve": "serve", "serve_checks": "serve-checks", "tasks": "tasks",
            "multitask": "multitask", "selection": "selection"}
 # Results files of a section other than ``results/NAME.json`` (its parts, each with its own run).

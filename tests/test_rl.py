@@ -89,8 +89,9 @@ def test_policy_round_trip_gives_identical_actions(source):
 
 def test_fit_runs_every_strategy_against_scratch(tmp_path, source, randomized_source):
     out = tmp_path / "fit"
-    m = commands.fit(source=source, randomized_source=randomized_source, env=LONG_POLE, seeds=[0, 1], steps=128, out=out, eval_every=64,
-                     eval_episodes=1, strategies=["finetune", "zero-shot", "frozen-features", "randomized-source"])
+    m = commands.fit(source=source, randomized_source=randomized_source, env=LONG_POLE, seeds=[0, 1], steps=128,
+                     out=out, eval_every=64, eval_episodes=1,
+                     strategies=["finetune", "zero-shot", "frozen-features", "randomized-source"])
     written = json.loads((out / "metrics.json").read_text())
     for key in ("jumpstart", "asymptotic_return", "area_under_curve", "time_to_threshold"):
         assert set(written["rl"][key]) == {"finetune", "zero-shot", "frozen-features", "randomized-source",
