@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .errors import DataValidationError, MissingDependencyError, TransferkitError, UserInputError
-from .report.text import headline, summary_lines
 
 PATH_COLUMN_HELP = "table of image or audio files: the column of their paths (relative to the table's folder)"
 
@@ -347,6 +346,7 @@ def cmd_strategies(a: argparse.Namespace) -> int:
 def cmd_fit(a: argparse.Namespace) -> int:
     from .config import FitConfig
     from .multitask import MultiTaskModel, fit
+    from .report.text import summary_lines
     from .runs import RunDir
 
     cfg = FitConfig.load(a.config) if a.config else FitConfig()
@@ -444,6 +444,7 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     from .data import split_columns
     from .multitask import evaluate_multitask, is_multitask_run
     from .predict import evaluate_run
+    from .report.text import headline
 
     if is_multitask_run(a.run):
         if a.label_column:
