@@ -253,6 +253,11 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--drift-p-value", type=float, help="drift alarm below this p-value (default 0.01)")
     sv.add_argument("--tent", action="store_true", help="adapt on each request's items by TENT before predicting "
                     "them, the model reset after each (episodic)")
+    sv.add_argument("--backend", choices=["auto", "torch", "onnx", "onnx-int8"], help="what predicts (default auto: "
+                    "the run's ONNX int8 graph where its export check kept accuracy, else fp32 ONNX, else PyTorch)")
+    sv.add_argument("--max-chunks", type=int, help="text runs: windows per text at most (default: the run's, 8)")
+    sv.add_argument("--cache-items", type=int, help="recent items' outputs kept by content hash (default 1024; 0: off)")
+    sv.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads (default: one per core)")
     _add_load_options(sv)
 
     ex = sub.add_parser("explain", help="heat maps (images) or word attributions (text) for a run's predictions "
@@ -503,7 +508,7 @@ def cmd_serve(a: argparse.Namespace) -> int:
     keys = ("host", "port", "max_batch", "max_delay_ms", "queue_items", "max_items", "max_text_chars",
             "max_image_pixels", "max_body_bytes", "request_timeout_s", "drift_window", "drift_every", "drift_p_value",
             "queue_chars", "queue_pixels", "max_request_pixels", "max_batch_chars", "max_batch_pixels", "keep_alive_s",
-            "max_connections")
+            "max_connections", "backend", "max_chunks", "cache_items", "threads")
     settings = ServeSettings.for_run(a.run, **{k: getattr(a, k) for k in keys})
     serve(a.run, settings, load_options=_load_options(a), tent=a.tent)
     return 0
