@@ -219,13 +219,7 @@ def _int8(run: Path, path: Path, model, check: Dataset, test: Dataset | None, wh
     # The head stays fp32: it is only C x D numbers, and a probe's (feature scaling folded into
     # its columns, which then differ by orders of magnitude) loses most of its probability
     # mass under per-tensor int8.  The quantiser renames a Gemm to <name>_MatMul: both names.
-    # The task's activation and the graph's outputs stay fp32 too: static int8 of the softmax output
-    # rounded probabilities to steps of 1/255.
-    g = onnx.load(str(path), load_external_data=False).graph
-    outputs = {o.name for o in g.output}
-    heads = [n.name for n in g.node if n.name.startswith("/head/") or n.op_type in ("Softmax", "Sigmoid")
-             or outputs.intersection(n.output)]
-    heads += [h + "_MatMul" for h in heads]
+    heads = _kept_fp32(onnx.load(str(path), load_external_data=False).graph)
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.ERROR)  # the quantiser warns once per dynamically shaped tensor
@@ -233,7 +227,7 @@ def _int8(run: Path, path: Path, model, check: Dataset, test: Dataset | None, wh
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             if model.modality == "image":
-                q = _quantize_static(run, path, tmp, model.backbone, heads, check)
+                q = _quantize_static(run, path, tmp, model.backbone, check)
             else:
                 from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -278,14 +272,31 @@ def _int8(run: Path, path: Path, model, check: Dataset, test: Dataset | None, wh
     return q
 
 
-def _quantize_static(run: Path, src: Path, dst: Path, backbone, exclude: list[str], check: Dataset,
-                     n_calibration: int = 64, batch: int = 16) -> dict[str, Any]:
+def _kept_fp32(graph) -> list[str]:
+    """Nodes int8 leaves alone: the head, the task's activation and whatever gives a graph output.
+
+    The head is only C x D numbers, and a probe's (feature scaling folded into its columns, which
+    then differ by orders of magnitude) loses most of its probability mass under per-tensor int8;
+    static int8 of the softmax output rounded probabilities to steps of 1/255.  The quantiser
+    renames a Gemm to <name>_MatMul: both names."""
+    outputs = {o.name for o in graph.output}
+    names = [n.name for n in graph.node if n.name.startswith("/head/") or n.op_type in ("Softmax", "Sigmoid")
+             or outputs.intersection(n.output)]
+    return names + [h + "_MatMul" for h in names]
+
+
+def _quantize_static(run: Path, src: Path, dst: Path, backbone, check: Dataset, n_calibration: int = 64,
+                     batch: int = 16) -> dict[str, Any]:
     """Static int8 of an image graph: QDQ format (ONNX Runtime fuses it into integer kernels),
     int8 weights with one scale per output channel, uint8 activations whose ranges are the
     min/max the graph reaches on up to ``n_calibration`` of the run's training items (the
-    check items when the training split cannot be rebuilt).  Batch normalisation is already
-    folded into the convolutions by the fp32 export (eval mode)."""
+    check items when the training split cannot be rebuilt).  The graph is first optimised and
+    shape-inferred by ONNX Runtime's ``quant_pre_process``: without it the EfficientNet-Lite0
+    int8 graph ran at 0.9x the fp32 one, with it at 2.0x (224 px, one thread, 16 images, on a
+    shared CPU; measured 2026-12-07)."""
+    import onnx
     import onnxruntime.quantization as oq
+    from onnxruntime.quantization.shape_inference import quant_pre_process
 
     try:
         train = recreate_splits(run)[0]
@@ -304,13 +315,18 @@ def _quantize_static(run: Path, src: Path, dst: Path, backbone, exclude: list[st
 
     ort = ort_module()
     ort.set_default_logger_severity(3)  # the calibration session warns once per unused initializer of the trace
+    pre = dst.with_name(dst.name + ".pre.onnx")
     try:
-        oq.quantize_static(str(src), str(dst), Reader(), quant_format=oq.QuantFormat.QDQ, per_channel=True,
+        quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+        exclude = _kept_fp32(onnx.load(str(pre)).graph)
+        oq.quantize_static(str(pre), str(dst), Reader(), quant_format=oq.QuantFormat.QDQ, per_channel=True,
                            activation_type=oq.QuantType.QUInt8, weight_type=oq.QuantType.QInt8,
                            nodes_to_exclude=exclude, calibrate_method=oq.CalibrationMethod.MinMax)
     finally:
         ort.set_default_logger_severity(2)  # ONNX Runtime's default: warnings
-    return {"method": "static", "format": "QDQ", "weights": "int8, one scale per output channel",
+        pre.unlink(missing_ok=True)
+    return {"method": "static", "format": "QDQ", "preprocessed": "quant_pre_process (optimised, shapes inferred)",
+            "weights": "int8, one scale per output channel",
             "activations": "uint8, ranges calibrated (min/max)", "calibration": f"{len(data)} {source}"}
 
 
