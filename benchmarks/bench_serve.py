@@ -42,20 +42,30 @@ WORK = Path(tempfile.mkdtemp(prefix="tk-bench-serve-"))
 MAX_TEXT_CHARS = 20_000  # the server's default limit
 
 
-def fit_run(n_train: int) -> tuple[Path, list[str], dict]:
-    """Fit the served run on ``n_train`` e-mails; return it and held-out texts for requests."""
+def fit_run(n_train: int, reuse: str | None = None) -> tuple[Path, list[str], dict]:
+    """Fit the served run on ``n_train`` e-mails (or take ``reuse``, a run this script fitted and
+    exported with the same ``n_train``); return it and held-out texts for requests."""
+    import json
+
     import transferkit as tk
 
     rows = C.load_spam()
     idx = C.stratified_indices([r["label"] for r in rows], min(n_train, len(rows)), seed=0)
     chosen = set(idx)
-    data = C.write_jsonl_gz([rows[i] for i in sorted(idx)], WORK / "train.jsonl.gz")
-    out = WORK / "run"
-    t = time.perf_counter()
-    model = tk.fit(data=str(data), text_columns=["subject", "body"], model="minilm-l6", control=False, select=False,
-                   out=str(out), log=lambda m: C.say(f"   {m}"), progress=False)
-    info = {"n_train": model.metrics["n_train"], "n_test": model.metrics["n_test"], "fit_s": time.perf_counter() - t,
-            "accuracy": model.metrics["test"]["accuracy"]}
+    if reuse:
+        out = Path(reuse)
+        metrics = json.loads((out / "metrics.json").read_text())
+        info = {"n_train": metrics["n_train"], "n_test": metrics["n_test"], "fit_s": None,
+                "accuracy": metrics["test"]["accuracy"], "reused": str(out),
+                "export": json.loads((out / "model_card.json").read_text())["export"]}
+    else:
+        data = C.write_jsonl_gz([rows[i] for i in sorted(idx)], WORK / "train.jsonl.gz")
+        out = WORK / "run"
+        t = time.perf_counter()
+        model = tk.fit(data=str(data), text_columns=["subject", "body"], model="minilm-l6", control=False,
+                       select=False, out=str(out), log=lambda m: C.say(f"   {m}"), progress=False)
+        info = {"n_train": model.metrics["n_train"], "n_test": model.metrics["n_test"],
+                "fit_s": time.perf_counter() - t, "accuracy": model.metrics["test"]["accuracy"]}
     rest = [i for i in range(len(rows)) if i not in chosen]
     random.Random(0).shuffle(rest)
     texts = [C.spam_text(rows[i])[:MAX_TEXT_CHARS] for i in rest]
@@ -213,6 +223,8 @@ def main() -> None:
     ap.add_argument("--levels", default="0.5,1,2", help="load levels, as multiples of each server's capacity")
     ap.add_argument("--threads", type=int, help="the servers' --threads (ONNX Runtime; default: torch's threads, "
                     "so that both runtimes get the same)")
+    ap.add_argument("--reuse-run", metavar="RUN", help="serve this run, fitted and exported by an earlier run of "
+                    "this script with the same --n-train, instead of fitting one")
     ap.add_argument("--queue-items", type=int, help="the server's --queue-items (default: its default, 256)")
     ap.add_argument("--max-requests", type=int, default=3000, help="requests per phase at most")
     ap.add_argument("--quick", action="store_true",
@@ -233,11 +245,12 @@ def main() -> None:
     C.warn_if_busy(m)
     t_all = time.perf_counter()
     C.say(f"== fitting the served run (minilm-l6 linear probe, {a.n_train} e-mails)")
-    run, texts, fit_info = fit_run(a.n_train)
-    C.say("== transferkit export --quantize int8 (the run's ONNX graphs, checked on its test split)")
-    t = time.perf_counter()
-    fit_info["export"] = export_onnx(run, quantize="int8", log=lambda msg: C.say(f"   {msg}"))
-    fit_info["export_s"] = time.perf_counter() - t
+    run, texts, fit_info = fit_run(a.n_train, a.reuse_run)
+    if "export" not in fit_info:
+        C.say("== transferkit export --quantize int8 (the run's ONNX graphs, checked on its test split)")
+        t = time.perf_counter()
+        fit_info["export"] = export_onnx(run, quantize="int8", log=lambda msg: C.say(f"   {msg}"))
+        fit_info["export_s"] = time.perf_counter() - t
     threads = a.threads or torch.get_num_threads()
     cores = m["cores"]
     entry = fit_info["export"]
@@ -434,7 +447,7 @@ Requests/s, defaults now vs before: **{gain:.2f}x** ({cap0:.1f} -> {cap:.1f}).
 Threads or processes (the graph the server runs, 64 held-out e-mails, batches of 8, best of 2):
 {"; ".join(f"{k}: {v:.2f} e-mails/s" for k, v in tp.items())}. {verdict}
 
-{chr(10).join(parts)}
+{(chr(10) * 2).join(parts)}
 """
 
 
