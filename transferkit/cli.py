@@ -9,7 +9,6 @@ from typing import Any, Sequence
 
 from .cli_rl import add_commands as add_rl_commands
 from .errors import DataValidationError, MissingDependencyError, TransferkitError, UserInputError
-from .report.text import headline, summary_lines
 
 PATH_COLUMN_HELP = "table of image or audio files: the column of their paths (relative to the table's folder)"
 
@@ -255,6 +254,11 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--drift-p-value", type=float, help="drift alarm below this p-value (default 0.01)")
     sv.add_argument("--tent", action="store_true", help="adapt on each request's items by TENT before predicting "
                     "them, the model reset after each (episodic)")
+    sv.add_argument("--backend", choices=["auto", "torch", "onnx", "onnx-int8"], help="what predicts (default auto: "
+                    "the run's ONNX int8 graph where its export check kept accuracy, else fp32 ONNX, else PyTorch)")
+    sv.add_argument("--max-chunks", type=int, help="text runs: windows per text at most (default: the run's, 8)")
+    sv.add_argument("--cache-items", type=int, help="recent items' outputs kept by content hash (default 1024; 0: off)")
+    sv.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads (default: one per core)")
     _add_load_options(sv)
 
     ex = sub.add_parser("explain", help="heat maps (images) or word attributions (text) for a run's predictions "
@@ -349,6 +353,7 @@ def cmd_strategies(a: argparse.Namespace) -> int:
 def cmd_fit(a: argparse.Namespace) -> int:
     from .config import FitConfig
     from .multitask import MultiTaskModel, fit
+    from .report.text import summary_lines
     from .runs import RunDir
 
     cfg = FitConfig.load(a.config) if a.config else FitConfig()
@@ -446,6 +451,7 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     from .data import split_columns
     from .multitask import evaluate_multitask, is_multitask_run
     from .predict import evaluate_run
+    from .report.text import headline
 
     if is_multitask_run(a.run):
         if a.label_column:
@@ -504,7 +510,7 @@ def cmd_serve(a: argparse.Namespace) -> int:
     keys = ("host", "port", "max_batch", "max_delay_ms", "queue_items", "max_items", "max_text_chars",
             "max_image_pixels", "max_body_bytes", "request_timeout_s", "drift_window", "drift_every", "drift_p_value",
             "queue_chars", "queue_pixels", "max_request_pixels", "max_batch_chars", "max_batch_pixels", "keep_alive_s",
-            "max_connections")
+            "max_connections", "backend", "max_chunks", "cache_items", "threads")
     settings = ServeSettings.for_run(a.run, **{k: getattr(a, k) for k in keys})
     serve(a.run, settings, load_options=_load_options(a), tent=a.tent)
     return 0

@@ -161,12 +161,24 @@ class OnnxRunner:
                                  hint="use predict_outputs() or predict()")
         return self.predict_outputs(data, batch_size)
 
+    @property
+    def gives_features(self) -> bool:
+        """Whether the graph has the ``features (N, D)`` output (exports since issue #25)."""
+        return any(o.name == "features" for o in self.session.get_outputs())
+
     def predict_outputs(self, data, batch_size: int = 32) -> np.ndarray:
         """The graph's outputs float64 for the items of ``data`` (a Dataset): ``(N, K)``
         probabilities, or ``(N,)`` values for a regression run."""
+        return self.outputs_and_features(data, batch_size, features=False)[0]
+
+    def outputs_and_features(self, data, batch_size: int = 32,
+                             features: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+        """:meth:`predict_outputs` and, from the same graph run, the pooled features ``(N, D)``
+        float32 the head read (``None`` when not asked for or the graph lacks that output)."""
         items = list(data.inputs)
         b = self.backbone
-        out = None
+        names = [self.session.get_outputs()[0].name] + (["features"] if features and self.gives_features else [])
+        out = feats = None
         if b.modality == "text" and b.chunk_batch is not None:
             step = b.pool_items(batch_size)  # texts prepared together, as extraction prepares them
             parts = ((s, self._text_runs(items[s:s + step])) for s in range(0, len(items), step))
@@ -175,13 +187,18 @@ class OnnxRunner:
                      for s in range(0, len(items), batch_size) for chunk in [items[s:s + batch_size]])
         for s, runs in parts:
             for rows, feed in runs:
-                p = self.session.run(None, feed)[0]
+                got = self.session.run(names, feed)
+                p = got[0]
                 if out is None:
                     out = np.zeros((len(items), *p.shape[1:]), np.float64)
+                    if len(got) > 1:
+                        feats = np.zeros((len(items), got[1].shape[1]), np.float32)
                 out[[s + r for r in rows]] = p
+                if feats is not None:
+                    feats[[s + r for r in rows]] = got[1]
         if out is None:
-            return np.zeros(0 if self.gives_values else (0, 0))
-        return out
+            return np.zeros(0 if self.gives_values else (0, 0)), None
+        return out, feats
 
 
 def attach_onnx(model, run: str | Path, *, int8: bool = False) -> None:

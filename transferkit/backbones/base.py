@@ -11,12 +11,13 @@ import json
 import numbers
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from ..errors import UserInputError
+
+if TYPE_CHECKING:  # torch is imported where a tensor is made: listing the zoo and parsing options need none
+    import torch
+    from torch import nn
 
 #: Bump when a code change alters the features of an unchanged backbone (architecture, random
 #: initialisation, pooling, preprocessing): it enters every cache key, so old cached features of
@@ -215,10 +216,12 @@ class Backbone(ABC):
         init = self.init + (f", {self.adapted}" if self.adapted else "")
         return f"{self.name} ({self.modality}, {layer}, {init})"
 
-    @torch.inference_mode()
     def embed(self, items: list[Any]) -> torch.Tensor:
         """Features ``(len(items), D)`` for a small list of items, with no cache."""
-        return self.forward_features(self.prepare(items))
+        import torch
+
+        with torch.inference_mode():
+            return self.forward_features(self.prepare(items))
 
 
 def pool_chunks(chunk_feats: torch.Tensor, owner: torch.Tensor, weights: torch.Tensor,
@@ -234,6 +237,8 @@ def pool_chunks(chunk_feats: torch.Tensor, owner: torch.Tensor, weights: torch.T
     Returns:
         ``(n_items, D)``.
     """
+    import torch
+
     w = weights.to(chunk_feats.dtype).unsqueeze(1)
     out = torch.zeros(n_items, chunk_feats.shape[1], dtype=chunk_feats.dtype, device=chunk_feats.device)
     out.index_add_(0, owner, chunk_feats * w)

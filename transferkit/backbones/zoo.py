@@ -7,15 +7,16 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-from typing import Any
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from .._files import files_sha256
 from .._registry import Registry
 from ..errors import MissingDependencyError
 from .base import Backbone, Batch
+
+if TYPE_CHECKING:  # `transferkit models` lists the zoo without importing torch
+    import torch
+    from torch import nn
 
 BACKBONES: Registry = Registry("backbone")
 
@@ -60,6 +61,8 @@ class EfficientNetLiteBackbone(Backbone):
         self.image_size = image_size or self.spec["image_size"]
 
     def _load_module(self) -> nn.Module:
+        import torch
+
         from .efficientnet_lite import EfficientNetLite, load_pretrained
 
         if self.init.startswith("random:"):
@@ -89,6 +92,8 @@ class EfficientNetLiteBackbone(Backbone):
                 "std": list(self.spec["std"])}
 
     def prepare(self, items: list[Any]) -> Batch:
+        import torch
+
         from ..data import load_image
         from .efficientnet_lite import preprocess_images
 

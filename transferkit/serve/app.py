@@ -85,7 +85,7 @@ class ServerState:
             if self.predictor is None:
                 from .predictor import Predictor
 
-                self.predictor = Predictor(self.run_dir)
+                self.predictor = Predictor(self.run_dir, **s.predictor_options())
             self.drift = DriftMonitor(getattr(self.predictor, "reference", None), window=s.drift_window,
                                       every=s.drift_every, min_items=s.drift_min_items, p_value=s.drift_p_value,
                                       n_permutations=s.drift_permutations,
@@ -122,8 +122,10 @@ class ServerState:
 
     def _metric_state(self) -> dict[str, Any]:
         b = self.batcher
+        cache = getattr(self.predictor, "cache", None)
         return {"queue_items": b.queued_items if b else 0, "queue_cost": b.queued_cost if b else 0,
-                "ready": self.ready, "saturated": bool(b and b.saturation()), "drift": self.drift.describe()}
+                "ready": self.ready, "saturated": bool(b and b.saturation()), "drift": self.drift.describe(),
+                "cache": cache.describe() if cache is not None else None}
 
     def unavailable(self) -> RequestError:
         retry = {"Retry-After": str(self.settings.retry_after_s)}
@@ -304,6 +306,8 @@ def create_app(run_dir: str | Path, settings: ServeSettings | None = None, *, pr
             extra["thresholds"] = {c: float(t) for c, t in zip(p.classes, p.thresholds)}
         if getattr(p, "tent", None) is not None:  # serve --tent: how each request's prediction was made
             extra["test_time_adaptation"] = p.tent
+        if hasattr(p, "serving"):  # backend, windows per text, output cache
+            extra["serving"] = p.serving()
         return {"run": Path(run_dir).name, "modality": p.modality, "task": task, "classes": list(p.classes), **extra,
                 "ready": state.ready, "model_card": p.card, "settings": settings.to_dict(),
                 "drift": state.drift.describe(), "uptime_s": round(time.time() - state.started, 1)}

@@ -51,6 +51,11 @@ class _StateCollector(Collector):
         yield CounterMetricFamily(PREFIX + "drift_tests", "Drift tests run.", value=int(drift.get("tests") or 0))
         yield gauge("drift_window_items", "Items in the window of the latest test.",
                     int(drift.get("window_items") or 0))
+        cache = s.get("cache") or {}
+        yield CounterMetricFamily(PREFIX + "cache_hits", "Items answered from the output cache (same content as a "
+                                  "recent item).", value=int(cache.get("hits") or 0))
+        yield CounterMetricFamily(PREFIX + "cache_misses", "Items looked up in the output cache and run through the "
+                                  "model.", value=int(cache.get("misses") or 0))
 
 
 class Metrics:

@@ -62,7 +62,8 @@ def serve(run_dir: str | Path, settings: ServeSettings | None = None,
     from .predictor import Predictor
 
     settings = settings or ServeSettings.for_run(run_dir)
-    app = create_app(run_dir, settings, predictor=Predictor(run_dir, load_options, tent=tent))
+    app = create_app(run_dir, settings, predictor=Predictor(run_dir, load_options, tent=tent,
+                                                                **settings.predictor_options()))
     try:
         uvicorn.Server(uvicorn_config(app, settings)).run()
     except KeyboardInterrupt:  # uvicorn re-raises the SIGINT it handled: the shutdown was clean

@@ -20,7 +20,7 @@ log = logging.getLogger("transferkit.serve")
 TIGHTEN_ONLY = ("max_body_bytes", "max_items", "max_text_chars", "max_image_pixels", "max_request_pixels",
                 "max_batch", "max_batch_chars", "max_batch_pixels", "max_delay_ms", "queue_items", "queue_chars",
                 "queue_pixels", "request_timeout_s", "keep_alive_s", "max_connections", "drift_window",
-                "drift_permutations")
+                "drift_permutations", "cache_items")
 
 
 @dataclass
@@ -65,6 +65,12 @@ class ServeSettings:
         drift_p_value: alarm when the MMD permutation p-value is below this.
         drift_permutations: permutations of the MMD test.
         warmup: run one prediction before reporting ready.
+        backend: ``auto`` (the run's fastest checked ONNX graph: int8 where its export kept
+            accuracy, else fp32; PyTorch without an export), ``torch``, ``onnx`` or ``onnx-int8``.
+        max_chunks: text runs: windows per text at most (``None``: the run's own, 8 by default);
+            fewer bound the time of a long text, and its prediction reads only its first windows.
+        cache_items: recent items whose outputs are kept by content hash (0: no cache).
+        threads: ONNX Runtime intra-op threads (``None``: its default, one per core).
     """
 
     host: str = "127.0.0.1"
@@ -91,6 +97,10 @@ class ServeSettings:
     drift_p_value: float = 0.01
     drift_permutations: int = 500
     warmup: bool = True
+    backend: str = "auto"
+    max_chunks: int | None = None
+    cache_items: int = 1024
+    threads: int | None = None
 
     def __post_init__(self) -> None:
         positive = ("max_body_bytes", "max_items", "max_text_chars", "max_image_pixels", "max_request_pixels",
@@ -100,6 +110,14 @@ class ServeSettings:
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise UserInputError(f"serve setting {name} must be a positive integer, got {v!r}")
+        for name in ("max_chunks", "threads"):
+            v = getattr(self, name)
+            if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
+                raise UserInputError(f"serve setting {name} must be a positive integer, got {v!r}")
+        if not isinstance(self.cache_items, int) or isinstance(self.cache_items, bool) or self.cache_items < 0:
+            raise UserInputError(f"serve setting cache_items must be 0 (no cache) or more, got {self.cache_items!r}")
+        if self.backend not in ("auto", "torch", "onnx", "onnx-int8"):
+            raise UserInputError(f"serve setting backend must be auto, torch, onnx or onnx-int8, got {self.backend!r}")
         if not isinstance(self.port, int) or not 0 <= self.port <= 65535:
             raise UserInputError(f"port must be 0..65535, got {self.port!r}")
         if not isinstance(self.host, str) or not self.host:
@@ -120,6 +138,11 @@ class ServeSettings:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def predictor_options(self) -> dict[str, Any]:
+        """The settings the :class:`~transferkit.serve.predictor.Predictor` takes."""
+        return {"backend": self.backend, "max_chunks": self.max_chunks, "cache_items": self.cache_items,
+                "threads": self.threads}
 
     @classmethod
     def for_run(cls, run_dir: str | Path, **overrides: Any) -> "ServeSettings":
