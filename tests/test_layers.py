@@ -21,8 +21,8 @@ LAYERS: list[list[str]] = [
     ["report"],
     ["runs", "ranking", "auto", "tracking"],
     ["pipeline", "multitask", "predict", "export", "distill", "distill_set", "explain", "serve", "demo", "sklearn",
-     "update"],
-    ["cli", ""],  # "" is the package's own __init__
+     "update", "federated"],
+    ["cli", "cli_federate", ""],  # "" is the package's own __init__
 ]
 
 
