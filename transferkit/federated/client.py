@@ -19,7 +19,7 @@ from flwr.client import NumPyClient, start_client
 
 from ..evaluation import transfer_verdict
 from .data import ClientData
-from .head import AdaptedHead, initial_arrays, shared_names, train_local
+from .head import AdaptedHead, accuracy_ci, initial_arrays, shared_names, train_local
 
 #: Exit status of the fault drill (``--crash-in-round``): the process dies without answering.
 CRASH_STATUS = 17
@@ -95,7 +95,10 @@ class TransferClient(NumPyClient):
         local_pred = local.predict(self.data.X_test)
         v = transfer_verdict(y_test, pred, {"local-only": local_pred}, n_boot=2000, seed=int(config["seed"]))
         lo, hi = v["transfer_gain_ci"]
+        C, seed = len(self.classes), int(config["seed"])
+        (flo, fhi), (llo, lhi) = accuracy_ci(y_test, pred, C, seed), accuracy_ci(y_test, local_pred, C, seed)
         return {"local_accuracy": float(np.mean(local_pred == y_test)), "verdict": v["verdict"],
+                "accuracy_lo": flo, "accuracy_hi": fhi, "local_accuracy_lo": llo, "local_accuracy_hi": lhi,
                 "gain": float(v["transfer_gain"]), "gain_lo": float(lo), "gain_hi": float(hi)}
 
 

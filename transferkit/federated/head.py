@@ -128,3 +128,13 @@ def check_update(names: list[str], arrays: list[np.ndarray], expected: dict[str,
 def nbytes(arrays: list[np.ndarray]) -> int:
     """Bytes of the arrays' data (what a message carries, less its framing)."""
     return int(sum(np.asarray(a).nbytes for a in arrays))
+
+
+def accuracy_ci(y: np.ndarray, pred: np.ndarray, n_classes: int, seed: int = 0) -> list[float]:
+    """The percentile-bootstrap 95% interval of the accuracy of ``pred (N,)`` on ``y (N,)``
+    (:func:`~transferkit.evaluation.classification_metrics`'s, from hard predictions)."""
+    from ..evaluation import classification_metrics
+
+    onehot = np.eye(n_classes)[np.asarray(pred)]
+    return list(classification_metrics(np.asarray(y), onehot, [str(i) for i in range(n_classes)], n_boot=1000,
+                                       seed=seed)["accuracy_ci"])

@@ -22,7 +22,7 @@ import numpy as np
 from ..errors import TransferkitError, UserInputError
 from ..evaluation import transfer_verdict
 from .data import ClientData, Reads, backbone_of, read_client, with_features
-from .head import AdaptedHead, initial_arrays, train_local
+from .head import AdaptedHead, accuracy_ci, initial_arrays, train_local
 
 Log = Callable[[str], None]
 
@@ -97,7 +97,11 @@ def centralised(datas: list[ClientData], classes: list[str], plan_spec: dict[str
                 batch_size=plan_spec["batch_size"], seed=plan_spec["seed"])
     preds = {d.name: net.predict(d.X_test) for d in datas}
     correct = np.concatenate([preds[d.name] == ye for d, (_, ye) in zip(datas, ys)])
-    return {"accuracy": float(correct.mean()), "arrays": net.arrays(), "predictions": preds,
+    y_all = np.concatenate([ye for _, ye in ys])
+    pred_all = np.concatenate([preds[d.name] for d in datas])
+    return {"accuracy": float(correct.mean()), "accuracy_ci": accuracy_ci(y_all, pred_all, len(classes),
+                                                                           plan_spec["seed"]),
+            "arrays": net.arrays(), "predictions": preds,
             "per_client": {d.name: float(np.mean(preds[d.name] == ye)) for d, (_, ye) in zip(datas, ys)}}
 
 
@@ -119,6 +123,9 @@ def client_rows(datas: list[ClientData], classes: list[str], result: dict[str, A
                        note="no final answer from this client" + (" (dropped during the run)" if dropped else ""))
         else:
             row.update(federated_accuracy=fin["accuracy"], local_accuracy=fin["local_accuracy"],
+                       federated_accuracy_ci=[fin["accuracy_lo"], fin["accuracy_hi"]],
+                       local_accuracy_ci=[fin["local_accuracy_lo"], fin["local_accuracy_hi"]],
+                       centralised_accuracy_ci=accuracy_ci(y_test, central["predictions"][d.name], len(classes), seed),
                        verdict=fin["verdict"], gain_over_local=fin["gain"],
                        gain_over_local_ci=[fin["gain_lo"], fin["gain_hi"]])
             v = transfer_verdict(y_test, glob, {"centralised": central["predictions"][d.name]}, n_boot=2000,

@@ -80,16 +80,27 @@ def federate(clients: list[str], *, model: str, out: str, aggregation: str = "fe
     central = centralised(datas, classes, plan_spec)
     rows = client_rows(datas, classes, result, central, delivered, seed)
     fed = {"rounds": result["rounds"], "bytes_per_round": result["bytes_per_round"], "clients": rows,
-           "centralised_accuracy": central["accuracy"], "aggregation": aggregation,
+           "centralised_accuracy": central["accuracy"], "centralised_accuracy_ci": central["accuracy_ci"],
+           "aggregation": aggregation,
            "rounds_planned": rounds, "min_clients": plan.min_clients, "backbone_sha256": sha,
            "shared_arrays": result["shared_arrays"], "round_log": result["round_log"],
            "budget": {"local_epochs": local_epochs, "lr": lr, "batch_size": batch_size, "adapter_rank": adapter_rank,
                       **({"proximal_mu": mu} if aggregation == "fedprox" else {})},
            "engine": "Flower (flwr) gRPC server and clients, one process each, over loopback",
+           **_share(backbone, arrays, result),
            "seconds": round(fed_s, 2)}
     _write_run(datas, backbone, classes, delivered, fed, out, model, reads, seed, test_size, time.perf_counter() - t0,
                say)
     return fed
+
+
+def _share(backbone, arrays: dict, result: dict[str, Any]) -> dict[str, Any]:
+    """What one client sends one way per round, against full fine-tuning's whole model (float32)."""
+    full = 4 * sum(p.numel() for p in backbone.module.parameters()) + sum(a.nbytes for n, a in arrays.items()
+                                                                           if n.startswith("head."))
+    shared = sum(arrays[n].nbytes for n in result["shared_arrays"])
+    return {"bytes_per_client_per_direction": int(shared), "full_model_bytes": int(full),
+            "share_of_full_model": shared / full}
 
 
 def _write_run(datas, backbone, classes, delivered: AdaptedHead, fed: dict[str, Any], out: str, model: str,
