@@ -7,10 +7,12 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
+import pytest
 import torch
 from flwr.common import Code, FitRes, Status, ndarrays_to_parameters, parameters_to_ndarrays
 
 from transferkit.cli import main
+from transferkit.errors import UserInputError
 from transferkit.federated.head import AdaptedHead, check_update, fold, initial_arrays, nbytes, shapes, train_local
 from transferkit.federated.server import CheckedFedAvg, Plan, load_state, run_server
 
@@ -158,3 +160,20 @@ def test_a_client_killed_mid_round_does_not_stop_the_run(tmp_path, tiny_text_dir
     assert by["c"]["verdict"] == "dropped" and by["a"]["verdict"] != "dropped"
     assert fed["shared_arrays"] == ["adapter.A", "adapter.B"]  # FedPer: heads stay on the clients
     assert (out / "model_card.json").is_file()
+
+
+def test_client_side_dp_clips_the_update_adds_noise_and_reports_the_epsilon_spent():
+    from transferkit.federated.client import private
+
+    received = [np.zeros((3, 4), np.float32), np.zeros(3, np.float32)]
+    sent = [np.full((3, 4), 5.0, np.float32), np.full(3, 5.0, np.float32)]
+    config = {"dp_clip": 1.0, "dp_epsilon": 1e6, "dp_delta": 1e-5}  # noise sd ~5e-6: the clipping shows
+    out = private(sent, received, config)
+    norm = float(np.sqrt(sum(np.sum((o - r) ** 2) for o, r in zip(out, received))))
+    assert norm == pytest.approx(1.0, abs=1e-3)
+    noisy = private(sent, received, {**config, "dp_epsilon": 1.0})  # sd ~4.8 per value
+    assert float(np.std(noisy[0] - out[0])) > 1.0
+    plan = Plan(classes=["a", "b"], dim=4, backbone_sha=SHA, dp_clip=1.0, dp_epsilon=0.5, dp_delta=1e-6)
+    assert plan.privacy(4)["epsilon_total"] == 2.0 and plan.config(1)["dp_clip"] == 1.0
+    with pytest.raises(UserInputError, match="fedper"):
+        Plan(classes=["a", "b"], dim=4, backbone_sha=SHA, aggregation="fedper", dp_clip=1.0)

@@ -51,6 +51,10 @@ def add_commands(sub) -> dict[str, Callable[[argparse.Namespace], int]]:
     p.add_argument("--lr", type=float, default=0.01)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--mu", type=float, default=0.1, help="fedprox: weight of the proximal term")
+    p.add_argument("--dp-clip", type=float, help="client-side differential privacy: clip each update to this L2 "
+                                                 "norm and add Gaussian noise (off when not given; not with fedper)")
+    p.add_argument("--dp-epsilon", type=float, default=1.0, help="DP: epsilon per round (the total is reported)")
+    p.add_argument("--dp-delta", type=float, default=1e-5, help="DP: delta per round")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--test-size", type=float, default=0.25, help="each client's held-out share")
     p.add_argument("--crash-in-round", help="fault drill: NAME=ROUND (one machine) or ROUND (client): that client "
@@ -95,7 +99,7 @@ def cmd_federate(a: argparse.Namespace) -> int:
                        min_clients=a.min_clients, adapter_rank=a.adapter_rank, local_epochs=a.local_epochs, lr=a.lr,
                        batch_size=a.batch_size, mu=a.mu, seed=a.seed, test_size=a.test_size,
                        text_columns=_list(a.text_column), label_column=a.label_column, modality=a.modality,
-                       crash=_crash(a), log=say)
+                       crash=_crash(a), dp_clip=a.dp_clip, dp_epsilon=a.dp_epsilon, dp_delta=a.dp_delta, log=say)
         print(f"{a.out}: {fed['rounds']} rounds, {fed['bytes_per_round']} bytes per round; "
               f"report {Path(a.out) / 'federated.html'}")
         return 0
@@ -109,7 +113,8 @@ def cmd_federate(a: argparse.Namespace) -> int:
         plan = Plan(classes=_list(a.classes) or [], dim=backbone.num_features, backbone_sha=sha,
                     aggregation=a.aggregation, rounds=a.rounds, min_clients=min_clients,
                     expect=a.expect or min_clients, adapter_rank=a.adapter_rank, local_epochs=a.local_epochs,
-                    lr=a.lr, batch_size=a.batch_size, mu=a.mu, seed=a.seed)
+                    lr=a.lr, batch_size=a.batch_size, mu=a.mu, seed=a.seed, dp_clip=a.dp_clip,
+                    dp_epsilon=a.dp_epsilon, dp_delta=a.dp_delta)
         certs = None
         if a.certificates:
             paths = _list(a.certificates) or []

@@ -72,6 +72,8 @@ class TransferClient(NumPyClient):
                     mu=float(config.get("proximal_mu", 0.0)))
         # the final round sends the whole trainable part (FedPer: the delivered model averages the heads)
         sent = list(self.net.arrays().values()) if config.get("final") else list(self.net.arrays(names).values())
+        if config.get("dp_clip") is not None:
+            sent = private(sent, parameters, config)
         return sent, len(y), {"client": self.data.name, "backbone_sha256": self.backbone_sha}
 
     def evaluate(self, parameters: list[np.ndarray], config: dict[str, Any]):
@@ -100,6 +102,21 @@ class TransferClient(NumPyClient):
         return {"local_accuracy": float(np.mean(local_pred == y_test)), "verdict": v["verdict"],
                 "accuracy_lo": flo, "accuracy_hi": fhi, "local_accuracy_lo": llo, "local_accuracy_hi": lhi,
                 "gain": float(v["transfer_gain"]), "gain_lo": float(lo), "gain_hi": float(hi)}
+
+
+def private(sent: list[np.ndarray], received: list[np.ndarray], config: dict[str, Any]) -> list[np.ndarray]:
+    """Client-side differential privacy with Flower's own local-DP functions (what its
+    ``LocalDpMod`` does): the update ``sent - received`` clipped to L2 norm ``dp_clip``, then
+    Gaussian noise of sd ``dp_clip * sqrt(2 ln(1.25/delta)) / epsilon`` on what is sent."""
+    from flwr.common import ndarrays_to_parameters, parameters_to_ndarrays
+    from flwr.supercore.differential_privacy import add_localdp_gaussian_noise_to_params, compute_clip_model_update
+
+    clip = float(config["dp_clip"])
+    out = [np.array(a, np.float32) for a in sent]
+    compute_clip_model_update(out, [np.asarray(a, np.float32) for a in received], clip)
+    noisy = add_localdp_gaussian_noise_to_params(ndarrays_to_parameters(out), clip, float(config["dp_epsilon"]),
+                                                 float(config["dp_delta"]))
+    return [a.astype(np.float32) for a in parameters_to_ndarrays(noisy)]
 
 
 def run_client(data: ClientData, backbone_sha: str, server: str, *, root_certificates: bytes | None = None,

@@ -46,6 +46,7 @@ def federate(clients: list[str], *, model: str, out: str, aggregation: str = "fe
              batch_size: int = 32, mu: float = 0.1, seed: int = 0, test_size: float = 0.25,
              text_columns: list[str] | None = None, label_column: str = "label", modality: str | None = None,
              backbone_options: dict[str, Any] | None = None, crash: dict[str, int] | None = None,
+             dp_clip: float | None = None, dp_epsilon: float = 1.0, dp_delta: float = 1e-5,
              log: Log | None = _say) -> dict[str, Any]:
     """Federate the clients' files (each one client process) and write the run directory ``out``.
 
@@ -62,7 +63,8 @@ def federate(clients: list[str], *, model: str, out: str, aggregation: str = "fe
     classes = sorted({c for d in datas for c in d.train.classes})
     plan = Plan(classes=classes, dim=int(datas[0].X_train.shape[1]), backbone_sha=sha, aggregation=aggregation,
                 rounds=rounds, min_clients=min_clients or len(datas), expect=len(datas), adapter_rank=adapter_rank,
-                local_epochs=local_epochs, lr=lr, batch_size=batch_size, mu=mu, seed=seed)
+                local_epochs=local_epochs, lr=lr, batch_size=batch_size, mu=mu, seed=seed, dp_clip=dp_clip,
+                dp_epsilon=dp_epsilon, dp_delta=dp_delta)
     plan_spec = {k: v for k, v in plan.__dict__.items() if k != "extra"}
     client_spec = {"model": model, "backbone_options": backbone_options or {}, "reads": reads.to_dict(),
                    "test_size": test_size, "seed": seed}
@@ -86,6 +88,7 @@ def federate(clients: list[str], *, model: str, out: str, aggregation: str = "fe
            "shared_arrays": result["shared_arrays"], "round_log": result["round_log"],
            "budget": {"local_epochs": local_epochs, "lr": lr, "batch_size": batch_size, "adapter_rank": adapter_rank,
                       **({"proximal_mu": mu} if aggregation == "fedprox" else {})},
+           **({"privacy": result["privacy"]} if "privacy" in result else {}),
            "engine": "Flower (flwr) gRPC server and clients, one process each, over loopback",
            **_share(backbone, arrays, result),
            "seconds": round(fed_s, 2)}

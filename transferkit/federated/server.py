@@ -50,6 +50,9 @@ class Plan:
     mu: float = 0.1
     seed: int = 0
     join_timeout: float = 300.0
+    dp_clip: float | None = None
+    dp_epsilon: float = 1.0
+    dp_delta: float = 1e-5
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -58,6 +61,11 @@ class Plan:
         if self.aggregation == "fedper" and not self.adapter_rank:
             raise UserInputError("fedper shares the adapter and keeps heads local: adapter_rank 0 leaves nothing "
                                  "to share", hint="give --adapter-rank 4 or more, or use fedavg")
+        if self.dp_clip is not None and (self.personal_head or self.dp_clip <= 0 or self.dp_epsilon <= 0
+                                         or not 0 < self.dp_delta < 1):
+            raise UserInputError("client-side differential privacy needs a positive clipping norm and epsilon, "
+                                 "0 < delta < 1, and fedavg or fedprox (fedper's last round sends the personal "
+                                 "heads, which the clipping does not cover)", hint="check --dp-clip/--dp-epsilon")
         if len(self.classes) < 2:
             raise UserInputError(f"a federation needs at least 2 classes, got {self.classes}")
         if not 1 <= self.min_clients <= self.expect:
@@ -79,7 +87,20 @@ class Plan:
         """The configuration every client gets in round ``rnd`` (1-based, counted over resumes)."""
         return {"round": rnd, "final": rnd == self.rounds, "classes": json.dumps(self.classes),
                 "adapter_rank": self.adapter_rank, "personal_head": self.personal_head,
-                "local_epochs": self.local_epochs, "lr": self.lr, "batch_size": self.batch_size, "seed": self.seed}
+                "local_epochs": self.local_epochs, "lr": self.lr, "batch_size": self.batch_size, "seed": self.seed,
+                **({"dp_clip": self.dp_clip, "dp_epsilon": self.dp_epsilon, "dp_delta": self.dp_delta}
+                   if self.dp_clip is not None else {})}
+
+    def privacy(self, rounds: int) -> dict[str, Any] | None:
+        """What the client-side DP spent: (epsilon, delta) per round, and over ``rounds`` rounds by
+        basic composition (an upper bound; a client that sat out a round spent less)."""
+        if self.dp_clip is None:
+            return None
+        return {"mechanism": "Gaussian, client side: each update clipped to L2 norm dp_clip, noise "
+                             "sd = dp_clip * sqrt(2 ln(1.25/delta)) / epsilon (Flower's local DP functions)",
+                "clipping_norm": self.dp_clip, "epsilon_per_round": self.dp_epsilon, "delta_per_round": self.dp_delta,
+                "epsilon_total": self.dp_epsilon * rounds, "delta_total": self.dp_delta * rounds,
+                "composition": "basic (sum over rounds)"}
 
 
 class _Checked:
@@ -244,6 +265,7 @@ def summary(plan: Plan, out: Path) -> dict[str, Any]:
             "local_epochs": plan.local_epochs, "lr": plan.lr, "batch_size": plan.batch_size,
             **({"proximal_mu": plan.mu} if plan.aggregation == "fedprox" else {}),
             "bytes_per_round": int(np.mean(per_round)) if per_round else 0,
+            **({"privacy": plan.privacy(done)} if plan.dp_clip is not None else {}),
             "round_log": rows, "final": finals}
 
 
