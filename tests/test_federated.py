@@ -177,3 +177,20 @@ def test_client_side_dp_clips_the_update_adds_noise_and_reports_the_epsilon_spen
     assert plan.privacy(4)["epsilon_total"] == 2.0 and plan.config(1)["dp_clip"] == 1.0
     with pytest.raises(UserInputError, match="fedper"):
         Plan(classes=["a", "b"], dim=4, backbone_sha=SHA, aggregation="fedper", dp_clip=1.0)
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["federate", "--model", "m", "--out", "o"], "--clients"),
+    (["federate", "server", "--model", "m", "--out", "o"], "--classes"),
+    (["federate", "client", "--model", "m", "--data", "d.jsonl"], "--server"),
+    (["federate", "--clients", "a.jsonl,b.jsonl", "--model", "m", "--out", "o", "--crash-in-round", "c"],
+     "NAME=ROUND"),
+])
+def test_federate_says_what_is_missing_without_a_stack_trace(argv, says, capsys):
+    assert main(argv) == 2
+    assert says in capsys.readouterr().err
+
+
+def test_one_client_is_not_a_federation(tmp_path, capsys):
+    assert main(["federate", "--clients", _client_files(tmp_path, 1)[0], "--model", "m", "--out", "o"]) == 2
+    assert "at least 2 clients" in capsys.readouterr().err
