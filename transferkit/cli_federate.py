@@ -38,6 +38,7 @@ def add_commands(sub) -> dict[str, Callable[[argparse.Namespace], int]]:
     p.add_argument("--certificates", help="server: CA,CERT,KEY PEM files for TLS")
     p.add_argument("--root-certificates", help="client: the CA's PEM file (TLS)")
     p.add_argument("--text-column", help="column(s) holding the text, comma-separated")
+    p.add_argument("--path-column", help="tables that list image or audio files: the column of their paths")
     p.add_argument("--label-column", default="label")
     p.add_argument("--modality", choices=("text", "image", "audio"))
     p.add_argument("--model", required=True, help="the frozen backbone all clients share (weight hash checked)")
@@ -66,7 +67,8 @@ def add_commands(sub) -> dict[str, Callable[[argparse.Namespace], int]]:
 def _reads(a: argparse.Namespace):
     from .federated.data import Reads
 
-    return Reads(text_columns=_list(a.text_column), label_column=a.label_column, modality=a.modality)
+    return Reads(text_columns=_list(a.text_column), label_column=a.label_column, modality=a.modality,
+                 path_column=a.path_column)
 
 
 def _crash(a: argparse.Namespace) -> dict[str, int] | None:
@@ -99,6 +101,7 @@ def cmd_federate(a: argparse.Namespace) -> int:
                        min_clients=a.min_clients, adapter_rank=a.adapter_rank, local_epochs=a.local_epochs, lr=a.lr,
                        batch_size=a.batch_size, mu=a.mu, seed=a.seed, test_size=a.test_size,
                        text_columns=_list(a.text_column), label_column=a.label_column, modality=a.modality,
+                       path_column=a.path_column,
                        crash=_crash(a), dp_clip=a.dp_clip, dp_epsilon=a.dp_epsilon, dp_delta=a.dp_delta, log=say)
         print(f"{a.out}: {fed['rounds']} rounds, {fed['bytes_per_round']} bytes per round; "
               f"report {Path(a.out) / 'federated.html'}")

@@ -45,6 +45,7 @@ def federate(clients: list[str], *, model: str, out: str, aggregation: str = "fe
              min_clients: int | None = None, adapter_rank: int = 8, local_epochs: int = 2, lr: float = 0.01,
              batch_size: int = 32, mu: float = 0.1, seed: int = 0, test_size: float = 0.25,
              text_columns: list[str] | None = None, label_column: str = "label", modality: str | None = None,
+             path_column: str | None = None,
              backbone_options: dict[str, Any] | None = None, crash: dict[str, int] | None = None,
              dp_clip: float | None = None, dp_epsilon: float = 1.0, dp_delta: float = 1e-5,
              log: Log | None = _say) -> dict[str, Any]:
@@ -57,7 +58,7 @@ def federate(clients: list[str], *, model: str, out: str, aggregation: str = "fe
 
     say = log or (lambda _m: None)
     t0 = time.perf_counter()
-    reads = Reads(text_columns=text_columns, label_column=label_column, modality=modality)
+    reads = Reads(text_columns=text_columns, label_column=label_column, modality=modality, path_column=path_column)
     datas, backbone, sha = read_clients(clients, reads, model=model, test_size=test_size, seed=seed,
                                         backbone_options=backbone_options)
     classes = sorted({c for d in datas for c in d.train.classes})
@@ -110,7 +111,8 @@ def _write_run(datas, backbone, classes, delivered: AdaptedHead, fed: dict[str, 
                reads, seed: int, test_size: float, seconds: float, say: Log) -> None:
     """The delivered model as an ordinary ``linear-probe`` run on the pooled held-out items."""
     cfg = FitConfig(model=model, strategy="linear-probe", out=out, text_columns=reads.text_columns,
-                    label_column=reads.label_column, modality=reads.modality, seed=seed, test_size=test_size,
+                    label_column=reads.label_column, modality=reads.modality, path_column=reads.path_column,
+                    seed=seed, test_size=test_size,
                     control=False, select=False, task="classification")
     names = ",".join(d.name for d in datas)
     splits = validate_stage(cfg, LinearProbe, _pooled([d.train for d in datas], f"federation of {names} (train)"),
