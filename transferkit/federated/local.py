@@ -64,7 +64,7 @@ def run_processes(paths: list[str], names: list[str], plan_spec: dict[str, Any],
     work.mkdir(parents=True, exist_ok=True)
     server = spawn("server", {**plan_spec, "address": address, "out": str(work)}, work / "server.json",
                    work / "server.log")
-    clients = [spawn("client", {**client_spec, "data": str(p), "name": n, "server": address,
+    clients = [spawn("client", {**client_spec, "data": str(Path(p).resolve()), "name": n, "server": address,
                                 "crash_in_round": (crash or {}).get(n)},
                      work / f"client-{n}.json", work / f"client-{n}.log") for p, n in zip(paths, names)]
     say(f"federation: Flower server on {address}, {len(clients)} client processes (logs in {work})")
