@@ -160,7 +160,17 @@ def section(res: dict, m: dict) -> str:
                               "rounds to within 2 pts (clients' mean)", "bytes per round (all clients, both ways)",
                               "one client's upload vs full model", "wall"], pooled), ""]
     lines += ["The global model (pooled column) is what the run directory delivers (FedPer: the shared adapter "
-              "with the clients' heads averaged); under FedPer each client's own accuracy is with its own head."]
+              "with the clients' heads averaged, which under MNIST's label skew is far from any client's own "
+              "model); under FedPer each client's own accuracy is with its own head."]
+    hurt = [(task, agg, c) for task in ("spam", "mnist") for agg, f in res[task].items() for c in f["clients"]
+            if c["verdict"] == "hurt"]
+    for task, agg, c in hurt:
+        lines += ["", f"Hurt: {task} {agg} client {c['name']} ({c['n_train']} training items): local-only "
+                  f"{c['local_accuracy']:.3f} against federated {c['federated_accuracy']:.3f}. "
+                  + ("Under FedPer the client keeps its head but takes the shared adapter, which the other clients "
+                     "fit to their own label mixes; a client whose local model is already strong on its own "
+                     "skewed labels loses by it (FedAvg and FedProx did not hurt this client)."
+                     if agg == "fedper" else "Its data differs most from the federation's average model.")]
     return "\n".join(lines)
 
 
