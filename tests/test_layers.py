@@ -21,8 +21,8 @@ LAYERS: list[list[str]] = [
     ["report"],
     ["runs", "ranking", "auto", "tracking"],
     ["pipeline", "multitask", "predict", "export", "distill", "distill_set", "explain", "serve", "demo", "sklearn",
-     "update", "rl"],
-    ["cli", "cli_rl", ""],  # "" is the package's own __init__
+     "update", "rl", "federated"],
+    ["cli", "cli_rl", "cli_federate", ""],  # "" is the package's own __init__
 ]
 
 

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+from . import cli_federate
 from .cli_rl import add_commands as add_rl_commands
 from .errors import DataValidationError, MissingDependencyError, TransferkitError, UserInputError
 
@@ -86,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p.add_argument("--version", action="version", version=f"transferkit {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    COMMANDS.update(cli_federate.add_commands(sub))
 
     m = sub.add_parser("models", help="list the backbones it knows and which load offline now")
     m.add_argument("--json", action="store_true", help="print JSON")

@@ -382,9 +382,14 @@ async def _read_items(request, state: ServerState) -> tuple[list[Any], list[int]
     if mt != "multipart/form-data":
         raise RequestError(415, "unsupported-media-type", f"this model takes images as multipart/form-data; got "
                            f"content type {mt or '(none)'!r}", 'e.g. curl -F "files=@cat.jpg" -F "files=@dog.png" URL')
+    from python_multipart.exceptions import MultipartParseError
     from starlette.datastructures import UploadFile
 
-    async with request.form(max_files=s.max_items + 1, max_fields=s.max_items + 16) as form:
+    try:  # starlette 1.3 (the pin flwr needs) lets the parser's own error through instead of a 400
+        form = await request.form(max_files=s.max_items + 1, max_fields=s.max_items + 16)
+    except MultipartParseError as e:
+        raise RequestError(400, "malformed-multipart", f"the multipart body cannot be parsed: {e}") from None
+    try:
         extra = sorted({k for k, v in form.multi_items() if k != "files" or not isinstance(v, UploadFile)})
         if extra:
             raise RequestError(422, "invalid-request", f"unexpected form fields: {', '.join(extra[:10])}",
@@ -392,6 +397,8 @@ async def _read_items(request, state: ServerState) -> tuple[list[Any], list[int]
         files = form.getlist("files")
         check_count(len(files), s)
         blobs = [(f.filename or f"files[{i}]", await f.read()) for i, f in enumerate(files)]
+    finally:
+        await form.close()
 
     def check_all() -> list[int]:
         sizes = [(name, *image_size(data, name)) for name, data in blobs]
