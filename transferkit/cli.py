@@ -11,6 +11,14 @@ from .errors import DataValidationError, MissingDependencyError, TransferkitErro
 from .report.text import headline, summary_lines
 
 PATH_COLUMN_HELP = "table of image or audio files: the column of their paths (relative to the table's folder)"
+SERIES_COLUMN_HELP = "time series, one per row as a JSON list (channels: a list of lists): its column"
+
+
+class _SeriesColumn(argparse.Action):
+    """``--series-column NAME``: the table's series column (read where texts are), modality timeseries."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        namespace.text_column, namespace.modality = values, "timeseries"
 
 
 def _parse_value(text: str) -> Any:
@@ -100,13 +108,15 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--test", help="a separate labelled test set (default: a stratified split of --data)")
     f.add_argument("--text-column", help="text column(s), comma-separated; several are joined")
     f.add_argument("--path-column", metavar="NAME", help=PATH_COLUMN_HELP)
+    f.add_argument("--series-column", metavar="NAME", action=_SeriesColumn, help=SERIES_COLUMN_HELP)
     f.add_argument("--label-column", help="label column (default: label); several, comma-separated, train one "
                                            "backbone with a head per column (multi-task)")
     f.add_argument("--task", metavar="TASK",
                    help="classification, regression or multi-label (default: inferred; numbers with many distinct "
                         "values ask for it); per column: topic=classification,stars=regression")
     f.add_argument("--label-sep", metavar="SEP", help='multi-label labels written as one string, e.g. --label-sep ";"')
-    f.add_argument("--modality", choices=["text", "image", "audio"], help="default: inferred from the data")
+    f.add_argument("--modality", choices=["text", "image", "audio", "timeseries"],
+                   help="default: inferred from the data")
     f.add_argument("--model", help="zoo name (see `transferkit models`), model directory or hub id; 'auto': rank "
                                    "the candidates on the training data and take the best")
     f.add_argument("--models", help="with --model auto: candidates NAME[@LAYER], comma-separated; a NAME "
@@ -163,6 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--out", help="write predictions to this .csv or .json (default: print CSV)")
     pr.add_argument("--text-column", help="text column(s), comma-separated (default: those the run was trained on)")
     pr.add_argument("--path-column", metavar="NAME", help=PATH_COLUMN_HELP + " (default: the run's)")
+    pr.add_argument("--series-column", metavar="NAME", action=_SeriesColumn, help=SERIES_COLUMN_HELP)
     pr.add_argument("--skip-bad", action="store_true", help="leave out bad items instead of stopping")
     pr.add_argument("--backend", choices=["torch", "onnx", "onnx-int8"], default="torch",
                     help="onnx: ONNX Runtime on the graph written by `transferkit export` (onnx-int8: its int8 copy)")
@@ -175,6 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--data", required=True, help="labelled table or folder")
     e.add_argument("--text-column", help="text column(s), comma-separated (default: those the run was trained on)")
     e.add_argument("--path-column", metavar="NAME", help=PATH_COLUMN_HELP + " (default: the run's)")
+    e.add_argument("--series-column", metavar="NAME", action=_SeriesColumn, help=SERIES_COLUMN_HELP)
     e.add_argument("--label-column", help="label column (default: the run's)")
     e.add_argument("--skip-bad", action="store_true", help="leave out bad items instead of stopping")
     e.add_argument("--out", help="write the metrics to this JSON file")
@@ -195,11 +207,12 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--test")
     v.add_argument("--text-column", help="text column(s), comma-separated; several are joined")
     v.add_argument("--path-column", metavar="NAME", help=PATH_COLUMN_HELP)
+    v.add_argument("--series-column", metavar="NAME", action=_SeriesColumn, help=SERIES_COLUMN_HELP)
     v.add_argument("--label-column", default="label")
     v.add_argument("--task", choices=["classification", "regression", "multi-label"],
                    help="what the labels are (default: inferred; numbers with many distinct values ask for it)")
     v.add_argument("--label-sep", metavar="SEP", help='multi-label labels written as one string, e.g. --label-sep ";"')
-    v.add_argument("--modality", choices=["text", "image", "audio"])
+    v.add_argument("--modality", choices=["text", "image", "audio", "timeseries"])
 
     rk = sub.add_parser("rank", help="score candidate backbones on labelled data before training any of them")
     rk.add_argument("--data", required=True, help="labelled table or folder of class folders")
@@ -212,12 +225,13 @@ def build_parser() -> argparse.ArgumentParser:
                     help="comma-separated; the first orders the table, the next ones break ties")
     rk.add_argument("--text-column", help="text column(s), comma-separated")
     rk.add_argument("--path-column", metavar="NAME", help=PATH_COLUMN_HELP)
+    rk.add_argument("--series-column", metavar="NAME", action=_SeriesColumn, help=SERIES_COLUMN_HELP)
     rk.add_argument("--label-column", default="label")
     rk.add_argument("--task", choices=["classification", "regression", "multi-label"],
                     help="what the labels are (default: inferred, as fit does); regression and multi-label are "
                          "scored by LogME and kNN, the other scores shown as n/a")
     rk.add_argument("--label-sep", metavar="SEP", help='multi-label labels written as one string, e.g. --label-sep ";"')
-    rk.add_argument("--modality", choices=["text", "image", "audio"])
+    rk.add_argument("--modality", choices=["text", "image", "audio", "timeseries"])
     rk.add_argument("--max-items", type=int, help="score a stratified subsample of at most this many items")
     rk.add_argument("--knn-k", type=int, default=5, help="neighbours of the kNN score")
     rk.add_argument("--seed", type=int, default=0)
