@@ -17,12 +17,12 @@ LAYERS: list[list[str]] = [
     ["data", "scores", "alignment", "evaluation", "config", "tasks"],
     ["backbones"],
     ["features", "onnx_runtime", "training", "classical"],
-    ["strategies", "controls", "model", "evidence", "selection"],
+    ["strategies", "controls", "model", "evidence", "selection", "forecast_controls", "forecast_model"],
     ["report"],
     ["runs", "ranking", "auto", "tracking"],
     ["pipeline", "multitask", "predict", "export", "distill", "distill_set", "explain", "serve", "demo", "sklearn",
-     "update"],
-    ["cli", ""],  # "" is the package's own __init__
+     "update", "forecast_pipeline"],
+    ["cli", "cli_forecast", ""],  # "" is the package's own __init__
 ]
 
 

@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+from .cli_forecast import add_fit_options as add_forecast_options
+from .cli_forecast import cmd_fit_forecast, cmd_predict_forecast
 from .errors import DataValidationError, MissingDependencyError, TransferkitError, UserInputError
 from .report.text import headline, summary_lines
 
@@ -136,6 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
                         'normal personal or work e-mail" ("|" between several descriptions of a label)')
     f.add_argument("--test-size", type=float, help="held-out share when there is no --test (default 0.2)")
     f.add_argument("--seed", type=int, help="random seed (default 0)")
+    add_forecast_options(f)  # --horizon, --windows, --season (cli_forecast)
     f.add_argument("--out", help="run directory to write")
     f.add_argument("--skip-bad", action="store_true", default=None, help="leave out bad items and record them")
     f.add_argument("--no-control", action="store_true", help="skip the no-transfer controls and the verdict")
@@ -359,6 +362,8 @@ def cmd_strategies(a: argparse.Namespace) -> int:
 
 
 def cmd_fit(a: argparse.Namespace) -> int:
+    if a.task == "forecast":
+        return cmd_fit_forecast(a)
     from .config import FitConfig
     from .multitask import MultiTaskModel, fit
     from .runs import RunDir
@@ -438,6 +443,10 @@ def _training_params(a: argparse.Namespace, strategy: str) -> dict[str, Any]:
 
 
 def cmd_predict(a: argparse.Namespace) -> int:
+    from .forecast_pipeline import is_forecast_run
+
+    if is_forecast_run(a.run):
+        return cmd_predict_forecast(a)
     from .data import split_columns
     from .multitask import is_multitask_run, predict_multitask
     from .predict import predict_files, write_predictions
