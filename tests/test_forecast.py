@@ -179,3 +179,21 @@ def test_forecast_input_errors_name_the_problem(tmp_path, capsys):
         fit_forecast(data=short, horizon=4, windows=3, season=4, log=None)
     assert main(["fit", "--data", data, "--task", "forecast"]) == 2
     assert "needs --horizon" in capsys.readouterr().err
+
+
+def test_probe_and_zero_shot_runs_save_and_reload(tmp_path):
+    """The probe (ridge heads on the frozen embedding) and zero-shot, in memory, without controls:
+    the forecast written and the one `predict` recomputes from the saved tensors agree."""
+    from transferkit.forecast_pipeline import fit_forecast, predict_forecast
+
+    series = [("a", seasonal(80, 12, 3)), ("b", seasonal(70, 12, 4))]
+    data = write_long(tmp_path / "two.csv", dict(series))
+    for strategy in ("probe", "zero-shot"):
+        run = fit_forecast(data="in-memory", horizon=6, windows=2, strategy=strategy, control=False, n_boot=100,
+                           series=series, out=str(tmp_path / strategy), log=None)
+        m = run.metrics
+        assert "verdict" not in m and m["test"]["n_windows"] == 4 and np.isfinite(m["test"]["mase"])
+        assert ("variants" in m) == (strategy != "zero-shot")
+        again = predict_forecast(tmp_path / strategy, data)
+        assert [r["series"] for r in again] == [r["series"] for r in run.forecast]
+        np.testing.assert_allclose([r["q90"] for r in again], [r["q90"] for r in run.forecast], rtol=1e-5)
