@@ -188,9 +188,13 @@ def test_probe_and_zero_shot_runs_save_and_reload(tmp_path):
 
     series = [("a", seasonal(80, 12, 3)), ("b", seasonal(70, 12, 4))]
     data = write_long(tmp_path / "two.csv", dict(series))
+    import transferkit as tk
+
     for strategy in ("probe", "zero-shot"):
-        run = fit_forecast(data="in-memory", horizon=6, windows=2, strategy=strategy, control=False, n_boot=100,
-                           series=series, out=str(tmp_path / strategy), log=None)
+        run = (fit_forecast(data="in-memory", horizon=6, windows=2, strategy=strategy, control=False, n_boot=100,
+                            series=series, out=str(tmp_path / strategy), log=None) if strategy == "probe" else
+               tk.fit(data=data, task="forecast", horizon=6, windows=2, strategy=strategy, control=False, n_boot=100,
+                      out=str(tmp_path / strategy), log=None))
         m = run.metrics
         assert "verdict" not in m and m["test"]["n_windows"] == 4 and np.isfinite(m["test"]["mase"])
         assert ("variants" in m) == (strategy != "zero-shot")
