@@ -16,7 +16,7 @@ LAYERS: list[list[str]] = [
     ["errors", "_registry", "_files", "_memory", "_studies"],
     ["data", "scores", "alignment", "evaluation", "config", "tasks"],
     ["backbones"],
-    ["features", "onnx_runtime", "training", "classical"],
+    ["features", "onnx_runtime", "training", "classical", "series_features"],
     ["strategies", "controls", "model", "evidence", "selection", "forecast_controls", "forecast_model"],
     ["report"],
     ["runs", "ranking", "auto", "tracking"],

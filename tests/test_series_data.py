@@ -124,3 +124,13 @@ def test_unusable_sources_raise_user_errors(tmp_path):
     t.write_text("1,2,3:a\n")
     with pytest.raises(UserInputError, match="@data"):
         prepare_data(t)
+
+
+def test_cli_series_column_reads_a_list_column(tmp_path, capsys):
+    from transferkit.cli import main
+
+    X, y = _waves()
+    f = tmp_path / "s.jsonl"
+    f.write_text("".join(json.dumps({"s": x.tolist(), "label": lab}) + "\n" for x, lab in zip(X, y)))
+    assert main(["validate", "--data", str(f), "--series-column", "s"]) == 0
+    assert "12 items, 2 classes" in capsys.readouterr().out

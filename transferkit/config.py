@@ -15,7 +15,7 @@ from typing import Any
 from .data.dataset import TASK_NAMES
 from .errors import UserInputError, shown
 
-DEFAULT_MODELS = {"text": "minilm-l6", "image": "efficientnet-lite0"}
+DEFAULT_MODELS = {"text": "minilm-l6", "image": "efficientnet-lite0", "timeseries": "ts-fcn-ucr"}
 #: Experiment trackers a fit can report to (:mod:`transferkit.tracking`).
 TRACKERS = ("mlflow", "tensorboard")
 

@@ -18,8 +18,10 @@ checks (:func:`transferkit.data._series_checks.check_series`) report them by ori
 from __future__ import annotations
 
 import csv
+import importlib.util
 import io
 import json
+import os
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -35,6 +37,19 @@ SERIES_EXTENSIONS = (".ts", ".npy", ".npz")
 _ID_NAMES = ("id", "series_id", "series", "unique_id")
 SAMPLING_RATIO = 4.0  # median time steps this far apart: "wildly different" sampling
 _TIME_NAMES = ("time", "timestamp", "t", "ds", "date", "step")
+
+
+def bundled_ucr_dir() -> Path | None:
+    """Where the UCR/UEA sets bundled with ``aeon`` lie: ``$TRANSFERKIT_UCR_DIR``, else aeon's
+    ``datasets/data`` folder (found without importing aeon), else ``None``."""
+    env = os.environ.get("TRANSFERKIT_UCR_DIR")
+    if env:
+        return Path(env)
+    spec = importlib.util.find_spec("aeon")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    folder = Path(list(spec.submodule_search_locations)[0]) / "datasets" / "data"
+    return folder if folder.is_dir() else None
 
 
 def is_series_file(path: Path) -> bool:

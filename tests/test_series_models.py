@@ -1,0 +1,107 @@
+"""The time-series encoder, ROCKET and DTW, the controls, and a fit on a real UCR set."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import transferkit as tk
+from transferkit.backbones import get_backbone, list_models
+from transferkit.backbones.timeseries import WEIGHTS, load_encoder
+from transferkit.classical import Rocket, load_handmade, save_handmade
+from transferkit.controls import BASELINES
+from transferkit.data import from_arrays, prepare_data
+from transferkit.errors import UserInputError
+from transferkit.series_features import dtw_distances
+
+UCR = Path(__file__).parent / "data" / "ucr" / "UnitTest"
+
+
+def _naive_dtw(a: np.ndarray, b: np.ndarray) -> float:
+    """Textbook DTW (no band) of two z-normalised univariate series."""
+    za, zb = [(x - x.mean()) / x.std() for x in (a, b)]
+    d = np.full((len(za) + 1, len(zb) + 1), np.inf)
+    d[0, 0] = 0
+    for i in range(1, len(za) + 1):
+        for j in range(1, len(zb) + 1):
+            d[i, j] = (za[i - 1] - zb[j - 1]) ** 2 + min(d[i - 1, j], d[i, j - 1], d[i - 1, j - 1])
+    return float(d[-1, -1])
+
+
+def test_zoo_lists_the_encoder_offline():
+    row = next(r for r in list_models() if r["name"] == "ts-fcn-ucr")
+    assert (row["modality"], row["dim"], row["available"]) == ("timeseries", 128, True)
+    assert WEIGHTS.stat().st_size < 2_000_000
+
+
+def test_encoder_masks_padding_normalises_and_pools_channels():
+    b = get_backbone("ts-fcn-ucr")
+    rng = np.random.default_rng(0)
+    short, long_ = rng.normal(size=(1, 40)).astype(np.float32), rng.normal(size=(1, 90)).astype(np.float32)
+    alone = b.embed([short])
+    padded = b.embed([short, long_])[:1]  # padded to 90 steps in this batch
+    assert torch.allclose(alone, padded, atol=1e-5)
+    assert torch.allclose(b.embed([short * 7.0 + 3.0]), alone, atol=1e-4)  # z-normalised
+    two = np.concatenate([short, short[:, ::-1].copy()])
+    both = b.embed([two])
+    assert torch.allclose(both, (alone + b.embed([short[:, ::-1].copy()])) / 2, atol=1e-5)
+    assert b.embed([rng.normal(size=(1, 2000))]).shape == (1, 128)  # resampled to max_length
+    assert [n for n, _ in b.layer_groups()] == ["block0", "block1", "block2"]
+    assert get_backbone("ts-fcn-ucr", layer=0).embed([short]).shape == (1, 64)
+    with pytest.raises(UserInputError, match="missing"):
+        b.embed([np.array([[1.0, np.nan, 2.0, 3.0]], np.float32)])
+
+
+def test_weights_are_checked_against_their_sha256(tmp_path):
+    bad = tmp_path / "w.safetensors"
+    bad.write_bytes(WEIGHTS.read_bytes()[:-1] + b" ")
+    with pytest.raises(UserInputError, match="sha256"):
+        load_encoder(bad)
+
+
+def test_dtw_matches_the_textbook_recursion_with_a_full_band():
+    rng = np.random.default_rng(1)
+    a = [rng.normal(size=(1, 12)), rng.normal(size=(1, 9))]
+    b = [rng.normal(size=(1, 10)), a[0]]
+    got = dtw_distances(a, b, window=1.0)
+    want = np.array([[_naive_dtw(x[0], y[0]) for y in b] for x in a])
+    assert np.allclose(got, want, rtol=1e-4) and got[0, 1] == pytest.approx(0, abs=1e-6)
+
+
+def test_rocket_state_round_trips_without_pickle():
+    X = np.random.default_rng(0).normal(size=(6, 2, 30)).astype(np.float32)
+    ds = from_arrays(X, None, modality="timeseries")
+    r = Rocket(n_kernels=50, seed=3).fit(ds)
+    again = load_handmade(save_handmade(r, "h."), "h.")
+    assert isinstance(again, Rocket) and np.array_equal(r.transform(ds), again.transform(ds))
+    assert r.transform(ds).shape == (6, 100)
+
+
+def test_classical_controls_on_a_real_ucr_set():
+    p = prepare_data(UCR, skip_bad=True)
+    classes = p.train.classes
+    y = np.array([classes.index(v) for v in p.train.labels])
+    yt = np.array([classes.index(v) for v in p.test.labels])
+    for name in ("rocket-logreg", "dtw-1nn"):
+        out, _ = BASELINES.get(name)(p.train, y, p.test, 0)
+        assert out.shape == (len(p.test), 2)
+        assert (out.argmax(1) == yt).mean() >= 0.8, name  # Chinatown: both are above 0.9 in the literature
+
+
+def test_fit_on_series_reports_transfer_and_three_controls(tmp_path):
+    out = tmp_path / "run"
+    tk.fit(data=str(UCR), skip_bad=True, out=str(out), log=None, select=False)
+    m = json.loads((out / "metrics.json").read_text())
+    assert set(m["controls"]) == {"random-init", "rocket-logreg", "dtw-1nn"}
+    assert m["test"]["accuracy"] >= 0.7
+    assert json.loads((out / "config.json").read_text())["config"]["model"] == "ts-fcn-ucr"
+
+
+def test_lora_adapts_the_encoders_1d_convolutions():
+    from transferkit.backbones.timeseries import FCNEncoder
+    from transferkit.strategies.lora import default_targets
+
+    assert default_targets(FCNEncoder()) == ["blocks.0.0", "blocks.1.0", "blocks.2.0"]
