@@ -201,3 +201,19 @@ def test_probe_and_zero_shot_runs_save_and_reload(tmp_path):
         again = predict_forecast(tmp_path / strategy, data)
         assert [r["series"] for r in again] == [r["series"] for r in run.forecast]
         np.testing.assert_allclose([r["q90"] for r in again], [r["q90"] for r in run.forecast], rtol=1e-5)
+
+
+def test_series_column_table_zero_shot_without_controls(tmp_path, capsys):
+    """One series per row in a list column (--series-column), named by its row; no controls, no verdict."""
+    from transferkit.cli import main
+
+    data = tmp_path / "rows.jsonl"
+    data.write_text("\n".join(json.dumps({"values": [round(float(x), 4) for x in seasonal(48, 4, i)]})
+                              for i in range(3)) + "\n")
+    out = tmp_path / "run"
+    assert main(["fit", "--data", str(data), "--series-column", "values", "--task", "forecast", "--horizon", "3",
+                 "--windows", "2", "--strategy", "zero-shot", "--no-control", "--out", str(out)]) == 0
+    assert "verdict" not in capsys.readouterr().out
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["n_series"] == 3 and m["test"]["n_windows"] == 6 and "control" not in m
+    assert len(list(csv.DictReader((out / "forecast.csv").open()))) == 9
