@@ -84,8 +84,9 @@ def main() -> int:
         print(f"epoch {epoch + 1}/{a.epochs} ({time.time() - t0:.0f} s): training accuracy {acc}", flush=True)
     state = {k: v.detach().clone().contiguous() for k, v in encoder.state_dict().items()}
     a.out.parent.mkdir(parents=True, exist_ok=True)
-    save_file(state, str(a.out), metadata={"sets": ",".join(PRETRAIN_SETS), "epochs": str(a.epochs),
-                                           "seed": str(a.seed), "torch": torch.__version__})
+    # No metadata: safetensors writes a metadata dict in hash-map order, which changes the file's bytes
+    # (and sha256) from run to run although the tensors are the same.
+    save_file(state, str(a.out))
     digest = hashlib.sha256(a.out.read_bytes()).hexdigest()
     print(f"wrote {a.out} ({a.out.stat().st_size / 1e3:.0f} kB), sha256 {digest}")
     return 0
