@@ -105,3 +105,24 @@ def test_lora_adapts_the_encoders_1d_convolutions():
     from transferkit.strategies.lora import default_targets
 
     assert default_targets(FCNEncoder()) == ["blocks.0.0", "blocks.1.0", "blocks.2.0"]
+
+
+def test_series_augment_keeps_padding_and_channels_together():
+    from transferkit.backbones.timeseries import prepare_series
+    from transferkit.training.augment import SeriesAugment, make_augment
+
+    rng = np.random.default_rng(0)
+    one = rng.normal(size=(1, 30)).astype(np.float32)
+    values, mask, c = prepare_series([np.concatenate([one, one]), rng.normal(size=(2, 20)).astype(np.float32)])
+    torch.manual_seed(0)
+    out = SeriesAugment(jitter=0.0, scaling=0.2, window=0.5)(values, mask, c)
+    assert out.shape == values.shape and torch.all(out[~mask.unsqueeze(1)] == 0)  # padding stays zero
+    assert torch.equal(out[0], out[1]) and not torch.equal(out[0], values[0])  # one series: one window
+    with pytest.raises(UserInputError, match="jitter, scaling, window"):
+        make_augment({"crop_scale": [0.5, 1]}, "timeseries")
+
+
+def test_finetune_with_series_augmentation_runs(tmp_path):
+    model = tk.fit(data=str(UCR), skip_bad=True, strategy="finetune", log=None, control=False, select=False,
+                   strategy_params={"augment": {"jitter": 0.05, "window": 0.8}, "epochs": 2, "min_steps": 1})
+    assert model.metrics["test"]["accuracy"] > 0.5
