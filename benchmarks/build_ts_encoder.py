@@ -22,13 +22,15 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from transferkit.backbones.timeseries import PRETRAIN_SETS, WEIGHTS, FCNEncoder, prepare_series
+from transferkit.backbones.timeseries import PRETRAIN_SETS, SOURCES, WEIGHTS, FCNEncoder, prepare_series
 from transferkit.data import prepare_data
 from transferkit.data._series import bundled_ucr_dir
+from transferkit.series_features import class_prototypes
 
 
 def load_sets(root: Path) -> dict[str, tuple[list, torch.Tensor]]:
@@ -43,6 +45,15 @@ def load_sets(root: Path) -> dict[str, tuple[list, torch.Tensor]]:
     return out
 
 
+def write_prototypes(sets: dict[str, tuple[list, torch.Tensor]], path: Path) -> None:
+    """Each pre-training set's class prototypes ``(K, 64)``, for ``rank``'s data-set similarity."""
+    protos = {}
+    for name, (items, y) in sets.items():
+        protos[name] = torch.from_numpy(np.concatenate(class_prototypes(items, [str(v) for v in y.tolist()])))
+    save_file(protos, str(path))
+    print(f"wrote {path} ({path.stat().st_size / 1e3:.0f} kB)")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--epochs", type=int, default=30)
@@ -50,6 +61,7 @@ def main() -> int:
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=WEIGHTS)
+    ap.add_argument("--prototypes-only", action="store_true", help="only (re)write the class prototypes file")
     a = ap.parse_args()
     root = bundled_ucr_dir()
     if root is None:
@@ -57,6 +69,9 @@ def main() -> int:
     torch.set_num_threads(1)
     torch.manual_seed(a.seed)
     sets = load_sets(root)
+    write_prototypes(sets, a.out.parent / SOURCES.name)
+    if a.prototypes_only:
+        return 0
     encoder = FCNEncoder()
     heads = nn.ModuleDict({n: nn.Linear(encoder.blocks[-1][0].out_channels, int(y.max()) + 1)
                            for n, (_, y) in sets.items()})

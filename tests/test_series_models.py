@@ -126,3 +126,14 @@ def test_finetune_with_series_augmentation_runs(tmp_path):
     model = tk.fit(data=str(UCR), skip_bad=True, strategy="finetune", log=None, control=False, select=False,
                    strategy_params={"augment": {"jitter": 0.05, "window": 0.8}, "epochs": 2, "min_steps": 1})
     assert model.metrics["test"]["accuracy"] > 0.5
+
+
+def test_rank_reports_the_nearest_pretraining_set():
+    from transferkit.backbones.timeseries import PRETRAIN_SETS
+    from transferkit.ranking import rank
+
+    r = rank(str(UCR), ["ts-fcn-ucr", "ts-fcn-ucr@0"], skip_bad=True, log=None)
+    sim = r.data["source_similarity"]
+    assert set(sim) == set(PRETRAIN_SETS) and all(v >= 0 for v in sim.values())
+    assert any(n.startswith(f"Nearest pre-training set of ts-fcn-ucr: {min(sim, key=sim.get)}") for n in r.notes)
+    assert [row.dim for row in sorted(r.rows, key=lambda row: row.dim)] == [64, 128]

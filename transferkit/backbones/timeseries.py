@@ -32,6 +32,9 @@ from .base import Backbone, Batch
 WEIGHTS = Path(__file__).parent / "weights" / "ts-fcn-ucr.safetensors"
 #: sha256 of :data:`WEIGHTS` as the build script wrote it; loading checks it.
 WEIGHTS_SHA256 = "72d5c753790a68c7e15f4eafea5488dff058d9f2cefc9118856dc8164ed306f0"
+#: Class prototypes of each pre-training set (``series_features.class_prototypes``, ``(K, 64)`` per set), for
+#: the data-set similarity that ``rank`` reports (Fawaz et al. 2018); written by the build script.
+SOURCES = Path(__file__).parent / "weights" / "ts-fcn-ucr-sources.safetensors"
 #: The UCR/UEA data sets (train and test files) the shipped weights were pre-trained on.
 PRETRAIN_SETS = ("ACSF1", "OSULeaf", "JapaneseVowels", "PickupGestureWiimoteZ")
 #: Bundled with aeon 1.6.0, classification, never seen in pre-training: the transfer targets.
