@@ -161,6 +161,9 @@ def test_fit_forecast_cli_run_directory_and_predict(tmp_path, capsys):
     assert main(["predict", str(out), data, "--out", str(tmp_path / "pred.csv")]) == 0
     again = list(csv.DictReader((tmp_path / "pred.csv").open()))
     assert [r["forecast"] for r in again] == [r["forecast"] for r in rows]  # the saved model, reloaded
+    capsys.readouterr()
+    assert main(["evaluate", str(out), "--data", data]) == 2
+    assert "is a forecasting run: its evaluation is its rolling-origin backtest" in capsys.readouterr().err
 
 
 def test_forecast_input_errors_name_the_problem(tmp_path, capsys):

@@ -465,6 +465,13 @@ def cmd_predict(a: argparse.Namespace) -> int:
 
 def cmd_evaluate(a: argparse.Namespace) -> int:
     from .data import split_columns
+    from .forecast_pipeline import is_forecast_run
+
+    if is_forecast_run(a.run):
+        raise UserInputError(f"{a.run} is a forecasting run: its evaluation is its rolling-origin backtest "
+                             f"({a.run}/metrics.json, backtest.csv)",
+                             hint="fit again with --task forecast on the longer series to re-evaluate; "
+                                  "`transferkit predict RUN SERIES` forecasts with it")
     from .multitask import evaluate_multitask, is_multitask_run
     from .predict import evaluate_run
 
