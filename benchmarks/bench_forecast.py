@@ -53,8 +53,10 @@ def measure(a: argparse.Namespace) -> dict:
             C.say(f"{sid:<28} " + " ".join(f"{k} {ps[k]:.3f}" for k in MODELS)
                   + f"  -> {run.metrics['verdict']} vs {run.metrics['control']['name']} ({seconds[sid]:.0f} s)")
     avg = {k: float(np.mean([row[k] for row in table.values()])) for k in MODELS}
+    from transferkit.forecast_model import FINETUNE, SCRATCH
+
     return {"per_series": table, "average": avg, "verdicts": verdicts, "seconds": seconds,
-            "windows": a.windows, "strategy": a.strategy}
+            "windows": a.windows, "strategy": a.strategy, "finetune": list(FINETUNE), "scratch": list(SCRATCH)}
 
 
 def summarise(res: dict) -> None:
@@ -72,14 +74,16 @@ def summarise(res: dict) -> None:
 
 def section(res: dict) -> str:
     table, avg, v = res["per_series"], res["average"], res["verdicts"]
+    ft, sc = res.get("finetune", (150, 3e-4)), res.get("scratch", (400, 2e-3))  # the first run's, unrecorded
     parts = ["## Forecasting transfer: tk-forecaster vs seasonal naive, ETS, ARIMA and scratch "
              f"(`benchmarks/bench_{NAME}.py`)", "", C.machine_line(res["machine"]), "",
              f"Every series of statsmodels' elnino, elec_equip, sunspots, nile and interest_inflation — none of them "
              f"read when the shipped weights were built (`benchmarks/build_forecaster.py`: co2, macrodata, "
              f"danish_data + synthetic series) — as its own `fit --task forecast` run: {res['windows']} rolling-origin "
              f"windows (expanding), horizon 12 for monthly, 4 for quarterly and 6 for yearly data, the seasonal "
-             f"period of the sampling; strategy `{res['strategy']}` (150 steps from the pre-trained weights), the "
-             f"scratch control 400 steps from a random initialisation; ETS / ARIMA refitted on every window (forms "
+             f"period of the sampling; strategy `{res['strategy']}` ({ft[0]} steps at rate {ft[1]:g} from the "
+             f"pre-trained weights), the scratch control the same network, {sc[0]} steps at rate {sc[1]:g} from a "
+             f"random initialisation; ETS / ARIMA refitted on every window (forms "
              f"and orders by AIC). MASE per series is the mean over its windows (lower is better; 1 = the in-sample "
              f"seasonal naive error). The CPU was shared with several other agents' work (load average about 18 "
              f"on the 2 cores): the seconds in the results file are wall time under that load.", ""]
@@ -126,7 +130,7 @@ def from_raw(a: argparse.Namespace) -> dict:
         v.setdefault("season", SEASONS[name])
         v.setdefault("horizon", HORIZON[SEASONS[name]])
     run = C.this_run()
-    run["args"] = {k: val for k, val in run["args"].items() if k != "from_raw"}
+    run["args"] = {k: val for k, val in run["args"].items() if k not in ("from_raw", "raw_out")}
     run["command"] = C.command_line(run["script"], run["args"])
     run["note"] = (f"measured by that command; this results file and the section were written from its raw "
                    f"output by --from-raw {Path(a.from_raw).name}")
@@ -141,6 +145,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--from-raw", help="build the results and section from a raw measurement of this script "
                                        "(per_series, verdicts) instead of measuring")
+    ap.add_argument("--raw-out", help="also write the raw measurement here (for --from-raw)")
     ap.add_argument("--no-write", action="store_true")
     a = C.parse_args(ap)
     if a.from_raw:
@@ -149,6 +154,8 @@ def main() -> None:
         m = C.machine()
         C.warn_if_busy(m)
         res = {"machine": m, **measure(a)}
+        if a.raw_out:
+            Path(a.raw_out).write_text(json.dumps(res, indent=1))
     summarise(res)
     C.publish(NAME, res, section(res), a.no_write)
 
