@@ -4,11 +4,11 @@ embeddings, and the same network trained from scratch (the control).
 * ``zero-shot``: the pre-trained network as it ships.
 * ``finetune``: every weight trained further on the target history's windows (pinball loss on
   the first H quantile rows), through the one training loop (:func:`transferkit.training.train`),
-  at a small rate, from the pre-trained weights.
+  from the pre-trained weights, with the scratch control's budget (:data:`FINETUNE`).
 * ``probe``: the pre-trained embedding frozen, a ridge regression per (step, quantile) from the
   embedding of each training window to its scaled future — the linear probe of forecasting.
 * ``scratch`` (control): the same architecture, randomly initialised, trained on the same
-  windows with the same loop, at a from-scratch rate and for more steps.
+  windows with the same loop and budget: the two differ only in the initialisation.
 
 Every model reads and writes per-window scaled values (:func:`~.tasks.backtest.scale_contexts`);
 :func:`forecast` maps the quantiles back to the series' units.  Layer 4.

@@ -54,7 +54,7 @@ class ForecastConfig:
         windows: backtest origins per series.
         season: the seasonal period (``None``: inferred per series from its autocorrelation).
         strategy: ``finetune`` (default), ``zero-shot`` or ``probe``.
-        finetune_steps / scratch_steps: training budgets (``None``: 150 and 400).
+        finetune_steps / scratch_steps: training steps (``None``: 400 each, :data:`~.forecast_model.FINETUNE`).
     """
 
     data: str
