@@ -127,6 +127,8 @@ def _items(modality):
     if modality == "text":
         return ["a short text", "another, longer text with more words in it"]
     rng = np.random.RandomState(0)
+    if modality == "timeseries":  # two channels, unequal lengths
+        return [rng.normal(size=(2, 50)).astype(np.float32), rng.normal(size=(2, 37)).astype(np.float32)]
     return [rng.randint(0, 255, (40, 30, 3), dtype=np.uint8) for _ in range(2)]
 
 

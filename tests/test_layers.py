@@ -16,13 +16,13 @@ LAYERS: list[list[str]] = [
     ["errors", "_registry", "_files", "_memory", "_studies"],
     ["data", "scores", "alignment", "evaluation", "config", "tasks"],
     ["backbones"],
-    ["features", "onnx_runtime", "training", "classical"],
-    ["strategies", "controls", "model", "evidence", "selection"],
+    ["features", "onnx_runtime", "training", "classical", "series_features"],
+    ["strategies", "controls", "model", "evidence", "selection", "forecast_controls", "forecast_model"],
     ["report"],
     ["runs", "ranking", "auto", "tracking"],
     ["pipeline", "multitask", "predict", "export", "distill", "distill_set", "explain", "serve", "demo", "sklearn",
-     "update", "rl", "federated"],
-    ["cli", "cli_rl", "cli_federate", ""],  # "" is the package's own __init__
+     "update", "rl", "federated", "forecast_pipeline"],
+    ["cli", "cli_rl", "cli_federate", "cli_forecast", ""],  # "" is the package's own __init__
 ]
 
 

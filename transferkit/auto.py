@@ -77,6 +77,7 @@ INNER_LAYER_AT = (3, 4)
 _DEFAULTS = {
     "text": ["minilm-l6"],
     "image": ["efficientnet-lite0", "efficientnet-lite1"],
+    "timeseries": ["ts-fcn-ucr"],
 }
 
 

@@ -25,6 +25,7 @@ import torch
 
 from .data.dataset import Dataset
 from .errors import UserInputError
+from .series_features import RocketCore
 from .tasks.linear import LinearFit, fit_linear, fit_logistic, linear_outputs
 
 #: Character n-grams are read from each text's first ``CHAR_PREFIX`` characters: the whole of a
@@ -240,10 +241,20 @@ class BandStats(HandMade):
         return f"log band-energy statistics ({self.n_bands} bands)"
 
 
+class Rocket(RocketCore, HandMade):
+    """ROCKET random-kernel features of time series (:mod:`transferkit.series_features`), standardised."""
+
+    kind = "rocket"
+
+    def fit(self, data: Dataset) -> "Rocket":
+        return RocketCore.fit(self, data)
+
+
 #: The featurizer kinds, by the name saved with a model.
-KINDS: dict[str, type[HandMade]] = {c.kind: c for c in (TfidfText, Pixels, BandStats)}
+KINDS: dict[str, type[HandMade]] = {c.kind: c for c in (TfidfText, Pixels, BandStats, Rocket)}
 #: The hand-made features of each modality.
-BY_MODALITY: dict[str, type[HandMade]] = {"text": TfidfText, "image": Pixels, "audio": BandStats}
+BY_MODALITY: dict[str, type[HandMade]] = {"text": TfidfText, "image": Pixels, "audio": BandStats,
+                                          "timeseries": Rocket}
 
 
 def handmade_for(modality: str) -> type[HandMade]:

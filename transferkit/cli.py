@@ -8,10 +8,20 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from . import cli_federate
+from .cli_forecast import add_fit_options as add_forecast_options
+from .cli_forecast import cmd_fit_forecast, cmd_predict_forecast
 from .cli_rl import add_commands as add_rl_commands
 from .errors import DataValidationError, MissingDependencyError, TransferkitError, UserInputError
 
 PATH_COLUMN_HELP = "table of image or audio files: the column of their paths (relative to the table's folder)"
+SERIES_COLUMN_HELP = "time series, one per row as a JSON list (channels: a list of lists): its column"
+
+
+class _SeriesColumn(argparse.Action):
+    """``--series-column NAME``: the table's series column (read where texts are), modality timeseries."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        namespace.text_column, namespace.modality = values, "timeseries"
 
 
 def _parse_value(text: str) -> Any:
@@ -102,13 +112,15 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--test", help="a separate labelled test set (default: a stratified split of --data)")
     f.add_argument("--text-column", help="text column(s), comma-separated; several are joined")
     f.add_argument("--path-column", metavar="NAME", help=PATH_COLUMN_HELP)
+    f.add_argument("--series-column", metavar="NAME", action=_SeriesColumn, help=SERIES_COLUMN_HELP)
     f.add_argument("--label-column", help="label column (default: label); several, comma-separated, train one "
                                            "backbone with a head per column (multi-task)")
     f.add_argument("--task", metavar="TASK",
                    help="classification, regression or multi-label (default: inferred; numbers with many distinct "
                         "values ask for it); per column: topic=classification,stars=regression")
     f.add_argument("--label-sep", metavar="SEP", help='multi-label labels written as one string, e.g. --label-sep ";"')
-    f.add_argument("--modality", choices=["text", "image", "audio"], help="default: inferred from the data")
+    f.add_argument("--modality", choices=["text", "image", "audio", "timeseries"],
+                   help="default: inferred from the data")
     f.add_argument("--model", help="zoo name (see `transferkit models`), model directory or hub id; 'auto': rank "
                                    "the candidates on the training data and take the best")
     f.add_argument("--models", help="with --model auto: candidates NAME[@LAYER], comma-separated; a NAME "
@@ -128,6 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
                         'normal personal or work e-mail" ("|" between several descriptions of a label)')
     f.add_argument("--test-size", type=float, help="held-out share when there is no --test (default 0.2)")
     f.add_argument("--seed", type=int, help="random seed (default 0)")
+    add_forecast_options(f)  # --horizon, --windows, --season (cli_forecast)
     f.add_argument("--out", help="run directory to write")
     f.add_argument("--skip-bad", action="store_true", default=None, help="leave out bad items and record them")
     f.add_argument("--no-control", action="store_true", help="skip the no-transfer controls and the verdict")
@@ -165,6 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--out", help="write predictions to this .csv or .json (default: print CSV)")
     pr.add_argument("--text-column", help="text column(s), comma-separated (default: those the run was trained on)")
     pr.add_argument("--path-column", metavar="NAME", help=PATH_COLUMN_HELP + " (default: the run's)")
+    pr.add_argument("--series-column", metavar="NAME", action=_SeriesColumn, help=SERIES_COLUMN_HELP)
     pr.add_argument("--skip-bad", action="store_true", help="leave out bad items instead of stopping")
     pr.add_argument("--backend", choices=["torch", "onnx", "onnx-int8"], default="torch",
                     help="onnx: ONNX Runtime on the graph written by `transferkit export` (onnx-int8: its int8 copy)")
@@ -177,6 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--data", required=True, help="labelled table or folder")
     e.add_argument("--text-column", help="text column(s), comma-separated (default: those the run was trained on)")
     e.add_argument("--path-column", metavar="NAME", help=PATH_COLUMN_HELP + " (default: the run's)")
+    e.add_argument("--series-column", metavar="NAME", action=_SeriesColumn, help=SERIES_COLUMN_HELP)
     e.add_argument("--label-column", help="label column (default: the run's)")
     e.add_argument("--skip-bad", action="store_true", help="leave out bad items instead of stopping")
     e.add_argument("--out", help="write the metrics to this JSON file")
@@ -197,11 +212,12 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--test")
     v.add_argument("--text-column", help="text column(s), comma-separated; several are joined")
     v.add_argument("--path-column", metavar="NAME", help=PATH_COLUMN_HELP)
+    v.add_argument("--series-column", metavar="NAME", action=_SeriesColumn, help=SERIES_COLUMN_HELP)
     v.add_argument("--label-column", default="label")
     v.add_argument("--task", choices=["classification", "regression", "multi-label"],
                    help="what the labels are (default: inferred; numbers with many distinct values ask for it)")
     v.add_argument("--label-sep", metavar="SEP", help='multi-label labels written as one string, e.g. --label-sep ";"')
-    v.add_argument("--modality", choices=["text", "image", "audio"])
+    v.add_argument("--modality", choices=["text", "image", "audio", "timeseries"])
 
     rk = sub.add_parser("rank", help="score candidate backbones on labelled data before training any of them")
     rk.add_argument("--data", required=True, help="labelled table or folder of class folders")
@@ -214,12 +230,13 @@ def build_parser() -> argparse.ArgumentParser:
                     help="comma-separated; the first orders the table, the next ones break ties")
     rk.add_argument("--text-column", help="text column(s), comma-separated")
     rk.add_argument("--path-column", metavar="NAME", help=PATH_COLUMN_HELP)
+    rk.add_argument("--series-column", metavar="NAME", action=_SeriesColumn, help=SERIES_COLUMN_HELP)
     rk.add_argument("--label-column", default="label")
     rk.add_argument("--task", choices=["classification", "regression", "multi-label"],
                     help="what the labels are (default: inferred, as fit does); regression and multi-label are "
                          "scored by LogME and kNN, the other scores shown as n/a")
     rk.add_argument("--label-sep", metavar="SEP", help='multi-label labels written as one string, e.g. --label-sep ";"')
-    rk.add_argument("--modality", choices=["text", "image", "audio"])
+    rk.add_argument("--modality", choices=["text", "image", "audio", "timeseries"])
     rk.add_argument("--max-items", type=int, help="score a stratified subsample of at most this many items")
     rk.add_argument("--knn-k", type=int, default=5, help="neighbours of the kNN score")
     rk.add_argument("--seed", type=int, default=0)
@@ -353,6 +370,8 @@ def cmd_strategies(a: argparse.Namespace) -> int:
 
 
 def cmd_fit(a: argparse.Namespace) -> int:
+    if a.task == "forecast":
+        return cmd_fit_forecast(a)
     from .config import FitConfig
     from .multitask import MultiTaskModel, fit
     from .report.text import summary_lines
@@ -433,6 +452,10 @@ def _training_params(a: argparse.Namespace, strategy: str) -> dict[str, Any]:
 
 
 def cmd_predict(a: argparse.Namespace) -> int:
+    from .forecast_pipeline import is_forecast_run
+
+    if is_forecast_run(a.run):
+        return cmd_predict_forecast(a)
     from .data import split_columns
     from .multitask import is_multitask_run, predict_multitask
     from .predict import predict_files, write_predictions
@@ -451,6 +474,13 @@ def cmd_predict(a: argparse.Namespace) -> int:
 
 def cmd_evaluate(a: argparse.Namespace) -> int:
     from .data import split_columns
+    from .forecast_pipeline import is_forecast_run
+
+    if is_forecast_run(a.run):
+        raise UserInputError(f"{a.run} is a forecasting run: its evaluation is its rolling-origin backtest "
+                             f"({a.run}/metrics.json, backtest.csv)",
+                             hint="fit again with --task forecast on the longer series to re-evaluate; "
+                                  "`transferkit predict RUN SERIES` forecasts with it")
     from .multitask import evaluate_multitask, is_multitask_run
     from .predict import evaluate_run
     from .report.text import headline

@@ -15,7 +15,7 @@ from typing import Any
 from .data.dataset import TASK_NAMES
 from .errors import UserInputError, shown
 
-DEFAULT_MODELS = {"text": "minilm-l6", "image": "efficientnet-lite0"}
+DEFAULT_MODELS = {"text": "minilm-l6", "image": "efficientnet-lite0", "timeseries": "ts-fcn-ucr"}
 #: Experiment trackers a fit can report to (:mod:`transferkit.tracking`).
 TRACKERS = ("mlflow", "tensorboard")
 
@@ -160,8 +160,8 @@ class FitConfig:
         if self.label_sep is not None and (not isinstance(self.label_sep, str) or not self.label_sep):
             raise UserInputError(f"label_sep must be a non-empty string, got {self.label_sep!r}",
                                  hint='e.g. --label-sep ";" for labels written as "sports;politics"')
-        if self.modality not in (None, "text", "image", "audio"):
-            raise UserInputError(f"modality must be text, image or audio, not {self.modality!r}")
+        if self.modality not in (None, "text", "image", "audio", "timeseries"):
+            raise UserInputError(f"modality must be text, image, audio or timeseries, not {self.modality!r}")
         if isinstance(self.keep_checkpoints, bool) or not isinstance(self.keep_checkpoints, int) \
                 or self.keep_checkpoints < 0:
             raise UserInputError(f"keep_checkpoints must be a whole number >= 0, got {self.keep_checkpoints!r}")

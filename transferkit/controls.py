@@ -24,13 +24,15 @@ import numpy as np
 from ._registry import Registry
 from .classical import fit_handmade_model
 from .data.dataset import Dataset
+from .series_features import dtw_1nn
 
 #: name -> ``fn(train, y_train, test, seed, task="classification") -> (outputs, info)``, ``y_train``
 #: encoded by the task and ``outputs`` the task's (:meth:`Strategy.predict_outputs` shapes), with
 #: ``info["thresholds"]`` ``(L,)`` for multi-label.  A classification strategy fitted with a
 #: ``class_weight`` passes the same ``(C,)`` weights as ``class_weight=`` (only then), so that the
 #: control is weighted as the transfer is.  Metadata: ``modality`` (``"any"``: every one),
-#: ``tasks`` it handles, ``names`` (task -> the name it is reported under, where the model differs).
+#: ``tasks`` it handles, ``names`` (task -> the name it is reported under, where the model differs),
+#: ``standalone`` (not the modality's hand-made model, which the ``classical`` strategy also fits).
 BASELINES: Registry = Registry("baseline")
 
 Baseline = Callable[..., tuple[np.ndarray, dict[str, Any]]]
@@ -97,6 +99,25 @@ def pixels_logreg(train: Dataset, y: np.ndarray, test: Dataset, seed: int,
 def spectrum_logreg(train: Dataset, y: np.ndarray, test: Dataset, seed: int,
                     task: str = "classification", class_weight: np.ndarray | None = None) -> tuple[np.ndarray, dict]:
     return _handmade(train, y, test, seed, task, class_weight)
+
+
+@BASELINES.register("rocket-logreg", modality="timeseries", tasks=ALL_TASKS, names={"regression": "rocket-ridge"},
+                    summary="ROCKET random convolutional kernels (1,000; PPV + max) standardised + logistic "
+                            "regression (ridge for regression), regularisation by cross-validation")
+def rocket_logreg(train: Dataset, y: np.ndarray, test: Dataset, seed: int,
+                  task: str = "classification", class_weight: np.ndarray | None = None) -> tuple[np.ndarray, dict]:
+    return _handmade(train, y, test, seed, task, class_weight)
+
+
+@BASELINES.register("dtw-1nn", modality="timeseries", tasks=("classification",), standalone=True,
+                    summary="1-nearest neighbour under dynamic time warping (Sakoe-Chiba band 10%), "
+                            "z-normalised series")
+def dtw_1nn_control(train: Dataset, y: np.ndarray, test: Dataset, seed: int,
+                    task: str = "classification", class_weight: np.ndarray | None = None) -> tuple[np.ndarray, dict]:
+    """One-hot ``(N_test, C)`` of the nearest training series' class (no parameters to fit, no
+    class weights: a neighbour has one class)."""
+    n_classes = int(max(y)) + 1 if len(y) else 0
+    return dtw_1nn(list(train.inputs), np.asarray(y), list(test.inputs), n_classes), {"features": "DTW distance"}
 
 
 @BASELINES.register("mean", modality="any", tasks=("regression",),

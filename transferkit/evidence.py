@@ -96,7 +96,8 @@ def run_controls(strategy: Strategy, backbone: Backbone, train: Dataset | None, 
     same = fitted is not None and fitted.get_params() == {"cv": CV_FOLDS, "class_weight": spec}
     for name in baselines_for(train.modality, task):
         shown = control_name(name, task)
-        own = BASELINES.entry(name).meta["modality"] == train.modality
+        meta = BASELINES.entry(name).meta
+        own = meta["modality"] == train.modality and not meta.get("standalone")
         if own and same:  # the selection's classical candidate is this control's model, fitted
             info = fitted.fit_info()
             thresholds = None if fitted.head_.thresholds is None else np.asarray(fitted.head_.thresholds, np.float64)

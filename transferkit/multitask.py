@@ -57,7 +57,13 @@ def _stderr(msg: str) -> None:
 def fit(config: FitConfig | None = None, *, train: Dataset | None = None, test: Dataset | None = None,
         log=_stderr, progress: bool | None = None, **overrides: Any):
     """The front door of ``transferkit.fit``: one label column -> :func:`transferkit.pipeline.fit`
-    (a :class:`TransferModel`); several -> :func:`fit_multitask` (a :class:`MultiTaskModel`)."""
+    (a :class:`TransferModel`); several -> :func:`fit_multitask` (a :class:`MultiTaskModel`);
+    ``task="forecast"`` -> :func:`transferkit.forecast_pipeline.fit_forecast` (a ``ForecastRun``)."""
+    if overrides.get("task") == "forecast":  # series, not labelled items: a pipeline of its own
+        from .forecast_pipeline import ForecastConfig, fit_forecast
+
+        data = {"data": str(train)} if isinstance(train, (str, os.PathLike)) else {}
+        return fit_forecast(ForecastConfig(**data, **{k: v for k, v in overrides.items() if k != "task"}), log=log)
     paths = {k: v for k, v in (("data", train), ("test", test)) if isinstance(v, (str, os.PathLike))}
     merged = FitConfig.from_dict({**(config.to_dict() if config else {}), **paths,
                                   **{k: v for k, v in overrides.items() if k in FitConfig.__dataclass_fields__}})

@@ -435,10 +435,29 @@ def rank(data: Any, candidates: Sequence[str | dict | Candidate], *, target_unla
         y = np.asarray(labels)
         data_info["target"] = {"mean": float(y.mean()), "sd": float(y.std()), "min": float(y.min()),
                                "max": float(y.max())}
+    if ds.modality == "timeseries" and task == "classification":
+        data_info["source_similarity"] = similarity = source_similarity(ds)
+        near = min(similarity, key=similarity.get)
+        notes.append(f"Nearest pre-training set of ts-fcn-ucr: {near} (Fawaz et al. 2018's prototype DTW distance "
+                     + ", ".join(f"{k} {v:.2f}" for k, v in sorted(similarity.items(), key=lambda kv: kv[1])) + ").")
     target_info = None if target is None else {"source": target.source, "n_items": len(target)}
     settings = {"knn_k": knn_k, "max_items": max_items, "batch_size": batch_size, "backend": backend,
                 "backbone_options": opts, "logme": "exact evidence (the authors' value whenever N >= D)"}
     return RankResult(rows, score_names, data_info, target_info, notes, seed, settings, task, not_applicable)
+
+
+def source_similarity(ds: Dataset) -> dict[str, float]:
+    """Fawaz et al. (2018)'s data-set distance (lower is closer) from the labelled series ``ds`` to
+    each UCR/UEA set ``ts-fcn-ucr`` was pre-trained on, through their class prototypes shipped with
+    the weights (:data:`~transferkit.backbones.timeseries.SOURCES`)."""
+    from safetensors.torch import load_file
+
+    from .backbones.timeseries import SOURCES
+    from .series_features import class_prototypes, dataset_distance
+
+    mine = class_prototypes(list(ds.inputs), [str(v) for v in ds.labels])
+    sources = load_file(str(SOURCES))
+    return {name: dataset_distance(mine, [row[None, :] for row in t.numpy()]) for name, t in sources.items()}
 
 
 def order_key(scores: dict[str, float | None], names: Sequence[str]) -> tuple:

@@ -132,6 +132,16 @@ for _v, _p in (("efficientnet-lite0", 4.65e6), ("efficientnet-lite1", 5.42e6), (
     _register_efficientnet(_v, _p)
 
 
+@BACKBONES.register(
+    "ts-fcn-ucr", modality="timeseries", package="transferkit", module="transferkit", params=91.8e3, dim=128,
+    source="FCN (Wang et al. 2017), pre-trained here on 4 UCR/UEA sets (benchmarks/build_ts_encoder.py)",
+    head=None)
+def ts_fcn_ucr(**opts: Any) -> Backbone:
+    from .timeseries import TimeSeriesBackbone
+
+    return TimeSeriesBackbone("ts-fcn-ucr", **opts)
+
+
 def list_models() -> list[dict[str, Any]]:
     """The zoo with what each needs and whether it loads offline right now."""
     rows = []

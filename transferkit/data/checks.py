@@ -15,6 +15,7 @@ from ..errors import shown as printable
 from ._audio import check_wavs
 from ._filecheck import FileCheck
 from ._images import MODE_WORDS, check_images
+from ._series_checks import check_series
 from .dataset import Dataset
 from .report import ValidationReport
 
@@ -103,6 +104,9 @@ def check_items(ds: Dataset, report: ValidationReport, split: str, *,
                 if kind == "empty-text" and message == "the text is empty":
                     message += cols
                 report.add("error", kind, ds.origins[i], message, hint, item=i, split=split)
+        return None
+    if ds.modality == "timeseries":
+        check_series(ds, report, split)
         return None
     paths = [i for i, x in enumerate(ds.inputs) if isinstance(x, (str, os.PathLike))]
     for i, x in enumerate(ds.inputs):

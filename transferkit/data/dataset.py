@@ -14,7 +14,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-MODALITIES = ("text", "image", "audio")
+MODALITIES = ("text", "image", "audio", "timeseries")
 # What the labels are: class names, numbers, or sets of label names (see Dataset.labels).
 TASK_NAMES = ("classification", "regression", "multi-label")
 
@@ -24,10 +24,10 @@ class Dataset:
     """Items, their labels and where each came from.
 
     Attributes:
-        modality: ``"text"``, ``"image"`` or ``"audio"``.
+        modality: ``"text"``, ``"image"``, ``"audio"`` or ``"timeseries"``.
         inputs: one entry per item: ``str`` for text; a file path (``str``) or an array
             ``(H, W)``/``(H, W, C)`` uint8 for images; a file path or a float array ``(T,)``
-            for audio.
+            for audio; a float32 array ``(C, T)`` for a time series (lengths may differ).
         labels: one per item, typed by ``task``: classification, the class name (``str``);
             regression, the target (finite ``float``); multi-label, the item's label names
             (``tuple[str, ...]``, sorted, distinct, non-empty).  ``None`` for unlabelled data.

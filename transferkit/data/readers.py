@@ -19,6 +19,7 @@ from ..errors import UserInputError
 from ..errors import shown as printable
 from ._audio import AUDIO_EXTENSIONS, audio_array, load_audio
 from ._images import IMAGE_EXTENSIONS, load_image, scale_to_uint8
+from ._series import is_series_file, read_series, series_from_arrays, ucr_pair
 from ._tables import TABLE_EXTENSIONS, clean, decode, read_table, table_kind
 from ._task_labels import array_labels, check_task_options, resolve_task
 from .checks import check_items
@@ -90,12 +91,16 @@ def read_path(path: Path, text_columns, label_column, modality, report, split,
               path_column: str | None = None) -> Dataset | tuple[Dataset, Dataset]:
     """:func:`read_source` into a given report (``label_optional``: a missing label column
     means unlabelled data rather than an error)."""
-    if modality not in (None, "text", "image", "audio"):
-        raise UserInputError(f"unknown modality {modality!r}", "use 'text', 'image' or 'audio'")
+    if modality not in (None, "text", "image", "audio", "timeseries"):
+        raise UserInputError(f"unknown modality {modality!r}", "use 'text', 'image', 'audio' or 'timeseries'")
     check_task_options(task, label_sep)
     path = path.expanduser()
     if not path.exists():
         raise UserInputError(f"{printable(str(path))} does not exist", _suggest_path(path))
+    if modality == "timeseries" or (path.is_file() and is_series_file(path)) or \
+            (path.is_dir() and ucr_pair(path)):
+        return _read_series(path, text_columns, label_column, report, split, label_optional, task,
+                            label_sep)
     if path_column is not None:
         _check_path_options(path, text_columns, modality)
     if path.is_dir():
@@ -124,6 +129,21 @@ def read_path(path: Path, text_columns, label_column, modality, report, split,
     check_items(ds, report, split, what=", ".join(repr(c) for c in cols),
                 column=cols[0] if path_column is not None else None)
     return resolve_task(ds, task, label_sep, report, split, label_column)
+
+
+def _read_series(path: Path, columns, label_column, report, split, label_optional, task, label_sep):
+    """Time series (see ``_series``): one file, or a UCR folder's ``*_TRAIN.ts``/``*_TEST.ts`` pair."""
+    pair = ucr_pair(path) if path.is_dir() else None
+    if path.is_dir() and not pair:
+        raise UserInputError(f"{printable(str(path))} is a folder: time series are read from one file",
+                             "pass a .ts, .npy/.npz or table file (or a UCR folder with NAME_TRAIN.ts and "
+                             "NAME_TEST.ts)")
+    sets = []
+    for i, (f, name) in enumerate(pair or [(path, split)]):
+        ds = read_series(f, columns, label_column, report, name, label_optional)
+        check_items(ds, report, name)
+        sets.append(resolve_task(ds, task if i == 0 else sets[0].task, label_sep, report, name, label_column))
+    return tuple(sets) if pair else sets[0]
 
 
 def _check_path_options(path: Path, text_columns, modality) -> None:
@@ -299,6 +319,8 @@ def from_arrays(X: Any, y: Any = None, *, modality: str | None = None,
             list of ``(H, W[, C])`` arrays; uint8 is kept, floats in [0, 1] (over all of X)
             are scaled by 255, anything else is clipped to 0..255; 16-bit is divided by 257.
             Audio (``modality="audio"``): ``(N, T)`` or a list of ``(T,)`` waveforms.
+            Time series (``modality="timeseries"``): ``(N, T)``, ``(N, C, T)`` or a list of
+            ``(T,)`` / ``(C, T)`` series (lengths may differ), stored as float32 ``(C, T)``.
         y: labels, one per item; ``None`` for unlabelled.  Classification: any type (stored
             with ``str()``); regression: finite numbers; multi-label: one list of label names
             per item, or a multi-hot array ``(N, L)`` of 0/1 (see ``classes``).
@@ -317,8 +339,8 @@ def from_arrays(X: Any, y: Any = None, *, modality: str | None = None,
     Raises:
         UserInputError: shapes, lengths or values that cannot be data.
     """
-    if modality not in (None, "text", "image", "audio"):
-        raise UserInputError(f"unknown modality {modality!r}", "use 'text', 'image' or 'audio'")
+    if modality not in (None, "text", "image", "audio", "timeseries"):
+        raise UserInputError(f"unknown modality {modality!r}", "use 'text', 'image', 'audio' or 'timeseries'")
     check_task_options(task, None)
     n = len(X)
     items = list(X) if not isinstance(X, np.ndarray) or X.dtype.kind in "OUS" else None
@@ -327,6 +349,8 @@ def from_arrays(X: Any, y: Any = None, *, modality: str | None = None,
     if items is not None and modality in ("image", "audio") and \
             all(isinstance(x, (str, os.PathLike)) for x in items):
         inputs = [str(x) for x in items]  # file paths: prepare_data checks them
+    elif modality == "timeseries":
+        inputs = series_from_arrays(X)
     elif texts or modality == "text":
         bad = next((i for i, x in enumerate(items or [None]) if not isinstance(x, str)), None)
         if bad is not None:

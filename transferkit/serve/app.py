@@ -141,6 +141,8 @@ def _warmup_item(modality: str) -> Any:
         buf = io.BytesIO()
         Image.new("RGB", (64, 64), (128, 128, 128)).save(buf, format="PNG")
         return buf.getvalue()
+    if modality == "timeseries":
+        return np.zeros((1, 16), np.float32)
     return "warm-up"
 
 

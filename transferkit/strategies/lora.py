@@ -11,7 +11,8 @@ architecture: the attention ``query`` and ``value`` projections (the paper's cho
 BERT-like and ViT models (``q_proj``/``v_proj`` in ViT and wav2vec2 under transformers 5,
 ``q_lin``/``v_lin`` in DistilBERT); for
 conv nets such as EfficientNet-Lite, the 1x1 pointwise convolutions of the blocks (PEFT's
-``Conv2d`` LoRA).  ``target_modules`` overrides the choice.
+``Conv2d`` LoRA); for the 1-D time-series encoder, its block convolutions (``Conv1d`` LoRA).
+``target_modules`` overrides the choice.
 
 The artifact holds the adapter matrices (``lora.<name>``) and the head, never the frozen
 weights; loading re-injects adapters into the freshly loaded backbone and copies both in, and
@@ -91,8 +92,9 @@ def default_targets(module: nn.Module) -> list[str]:
         blocks = max(lists)[1] + "."
         # Only convolutions reached through the module tree: a layer also held elsewhere (a
         # stem kept in a plain list) would be replaced in one place and still called in the other.
-        convs = [n for n, m in module.named_modules() if n.startswith(blocks) and type(m) is nn.Conv2d
-                 and m.kernel_size == (1, 1) and m.groups == 1]
+        # 1-D convolutions (the time-series encoder) are adapted whatever their kernel: they are its layers.
+        convs = [n for n, m in module.named_modules() if n.startswith(blocks) and m.__class__ in (nn.Conv2d, nn.Conv1d)
+                 and (type(m) is nn.Conv1d or m.kernel_size == (1, 1)) and m.groups == 1]
         if convs:
             return convs
     raise UserInputError(f"lora does not know which layers of {type(module).__name__} to adapt",

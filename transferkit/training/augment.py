@@ -1,5 +1,7 @@
 """Augmentation hooks applied to prepared batches during training (never at evaluation).
 
+Time series: window slicing, scaling and jitter (:class:`SeriesAugment`), on request only.
+
 Images: random resized crop and horizontal flip, on the backbone's already normalised
 ``(B, C, H, W)`` tensor (both are geometric, so they commute with the per-channel
 normalisation).  Draws come from torch's global generator, which the loop seeds and
@@ -61,19 +63,75 @@ class ImageAugment:
         return F.interpolate(crop[None], size=(h, w), mode="bilinear", align_corners=False)[0]
 
 
+class SeriesAugment:
+    """Time-series augmentation (Le Guennec et al. 2016, "Data augmentation for time series
+    classification using convolutional neural networks": window slicing; Um et al. 2017: jitter
+    and scaling), on the encoder's z-normalised, padded rows ``(B*C, 1, T)`` with their mask
+    ``(B*C, T)``; the ``C`` rows of one series get the same window and scale.
+
+    Args:
+        jitter: standard deviation of the Gaussian noise added to every valid step (0: none).
+        scaling: standard deviation of the series' scale factor around 1 (0: none).
+        window: share of the series' valid length kept by window slicing, stretched back to that
+            length (1: none).
+    """
+
+    def __init__(self, jitter: float = 0.03, scaling: float = 0.1, window: float = 0.9):
+        if jitter < 0 or scaling < 0 or not 0 < window <= 1:
+            raise UserInputError(f"augment needs jitter >= 0, scaling >= 0 and 0 < window <= 1, got "
+                                 f"{jitter}, {scaling}, {window}")
+        self.jitter, self.scaling, self.window = float(jitter), float(scaling), float(window)
+
+    def __call__(self, x: torch.Tensor, mask: torch.Tensor, channels: int = 1) -> torch.Tensor:
+        out = x.clone()
+        for item in range(len(x) // channels):
+            rows = slice(item * channels, (item + 1) * channels)
+            n = int(mask[item * channels].sum())
+            if n < 2:
+                continue
+            s = out[rows, 0, :n]
+            w = max(2, int(round(self.window * n)))
+            if w < n:
+                start = int(torch.randint(0, n - w + 1, ()))
+                s = F.interpolate(s[None, :, start:start + w], size=n, mode="linear", align_corners=True)[0]
+            s = s * (1.0 + self.scaling * torch.randn(()))
+            out[rows, 0, :n] = s + self.jitter * torch.randn(s.shape)
+        return out
+
+
+def augment_batch(augment: Any, batch: Any) -> None:
+    """Apply ``augment`` in place to a prepared training batch: images (``pixel_values``) or series
+    (``values`` with ``mask``)."""
+    t = batch.tensors
+    if isinstance(augment, SeriesAugment) and "values" in t:
+        t["values"] = augment(t["values"], t["mask"], int(batch.extra.get("channels", 1)))
+    elif not isinstance(augment, SeriesAugment) and t.get("pixel_values") is not None:
+        t["pixel_values"] = augment(t["pixel_values"])
+
+
+SERIES_OPTIONS = frozenset({"jitter", "scaling", "window"})
+
+
 def make_augment(option: Any, modality: str) -> Augment | None:
     """The augmentation a strategy's ``augment`` option asks for.
 
     Args:
         option: ``None`` (default: on for images, off otherwise), ``False``, ``True``, or a dict
-            of :class:`ImageAugment` arguments (``{"crop_scale": [0.5, 1], "flip": false}``).
+            of :class:`ImageAugment` arguments (``{"crop_scale": [0.5, 1], "flip": false}``) or, for
+            time series, of :class:`SeriesAugment` arguments (``{"jitter": 0.05, "window": 0.8}``).
         modality: the backbone's modality.
     """
     if option is False or (option is None and modality != "image"):
         return None
+    if modality == "timeseries":
+        extra = sorted(set(option) - SERIES_OPTIONS) if isinstance(option, dict) else []
+        if extra or not isinstance(option, (bool, dict)):
+            raise UserInputError(f"augment for series takes true or a dict of {', '.join(sorted(SERIES_OPTIONS))}; "
+                                 f"got {option!r}", hint='e.g. --param augment=\'{"jitter": 0.05, "window": 0.8}\'')
+        return SeriesAugment(**(option if isinstance(option, dict) else {}))
     if modality != "image":
         raise UserInputError(f"augment is only implemented for images, not {modality}",
-                             hint="leave augment unset for text and audio")
+                             hint="leave augment unset for text and audio (series: jitter, scaling, window)")
     if option is None or option is True:
         return ImageAugment()
     if isinstance(option, dict):
