@@ -111,6 +111,12 @@ def test_forecaster_backbone_contract_and_shipped_weights():
     assert sum(p.numel() for _, ps in b.layer_groups() for p in ps) == n - sum(p.numel() for p in head.parameters())
     assert head.out_features == MAX_HORIZON * len(QUANTILES)
     assert load_net().state_dict().keys() == ForecasterNet().state_dict().keys()
+    # the zoo lists it without importing torch (zoo.py spells these out): they must agree with the network
+    from transferkit.backbones.forecaster import HIDDEN, PRETRAIN_SERIES
+
+    meta = BACKBONES.entry("tk-forecaster").meta
+    assert meta["dim"] == HIDDEN == b.num_features and all(s in meta["source"] for s in PRETRAIN_SERIES)
+    assert meta["head"] == f"{MAX_HORIZON}-step quantiles {list(QUANTILES)}"
 
 
 def test_pretrained_forecaster_beats_its_random_init_on_a_held_out_real_series():

@@ -5,7 +5,6 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserInputError
-from . import forecaster  # noqa: F401  (registers tk-forecaster in the zoo)
 from .base import Backbone, Batch
 from .zoo import BACKBONES, list_models
 

@@ -27,7 +27,6 @@ from ..errors import UserInputError
 from ..tasks.backtest import scale_contexts
 from ..tasks.forecast import QUANTILES
 from .base import Backbone, Batch
-from .zoo import BACKBONES
 
 CONTEXT = 64
 MAX_HORIZON = 24
@@ -163,13 +162,3 @@ class ForecasterBackbone(Backbone):
 
     def units_name(self) -> str:
         return "time steps"
-
-
-@BACKBONES.register("tk-forecaster", modality="timeseries", package="transferkit", module="transferkit",
-                    params=460664, dim=HIDDEN,
-                    source="transferkit: N-BEATS-like quantile forecaster on statsmodels' series "
-                           f"({', '.join(PRETRAIN_SERIES)}) + synthetic seasonal series",
-                    head=f"{MAX_HORIZON}-step quantiles {list(QUANTILES)}")
-def tk_forecaster(**opts: Any) -> Backbone:
-    opts.pop("modality", None)
-    return ForecasterBackbone("tk-forecaster", **opts)

@@ -142,6 +142,20 @@ def ts_fcn_ucr(**opts: Any) -> Backbone:
     return TimeSeriesBackbone("ts-fcn-ucr", **opts)
 
 
+# Registered here, not in forecaster.py, so that listing the zoo imports no torch (start-up, #25);
+# tests/test_forecast.py checks these figures against forecaster.py's constants.
+@BACKBONES.register(
+    "tk-forecaster", modality="timeseries", package="transferkit", module="transferkit", params=460664, dim=256,
+    source="transferkit: N-BEATS-like quantile forecaster on statsmodels' series (co2, macrodata, danish_data) "
+           "+ synthetic seasonal series",
+    head="24-step quantiles [0.1, 0.25, 0.5, 0.75, 0.9]")
+def tk_forecaster(**opts: Any) -> Backbone:
+    from .forecaster import ForecasterBackbone
+
+    opts.pop("modality", None)
+    return ForecasterBackbone("tk-forecaster", **opts)
+
+
 def list_models() -> list[dict[str, Any]]:
     """The zoo with what each needs and whether it loads offline right now."""
     rows = []
