@@ -127,6 +127,8 @@ def _items(modality):
     if modality == "text":
         return ["a short text", "another, longer text with more words in it"]
     rng = np.random.RandomState(0)
+    if modality == "audio":  # 16 kHz waveforms of 0.5 s and 2.5 s (one and two partials for resemblyzer)
+        return [(0.1 * rng.randn(n)).astype(np.float32) for n in (8000, 40000)]
     return [rng.randint(0, 255, (40, 30, 3), dtype=np.uint8) for _ in range(2)]
 
 
