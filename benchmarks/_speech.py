@@ -10,7 +10,8 @@ Tasks (one class folder of 16 kHz mono WAV files each, cached on disk, never com
 * ``keyword``: 10 command words (yes, no, up, down, left, right, on, off, stop, go), each clip a
   random English voice and variant, speaking rate, pitch, tempo, pitch shift, reverberation, noise;
 * ``speaker``: 10 voice variants ("speakers": an espeak-ng English voice with a variant and a
-  base pitch and rate of its own) saying random phrases; the clip varies slightly around them;
+  base pitch and rate of its own) saying random phrases, each clip perturbed as the others are
+  (pitch shift within a semitone);
 * ``language``: 10 languages speaking random numbers (espeak-ng reads digits in the voice's
   language), random variant, rate, pitch and perturbation.
 
@@ -32,7 +33,7 @@ from pathlib import Path
 import numpy as np
 from scipy.io import wavfile
 
-VERSION = 1  # bump when a clip's recipe changes: it enters the cache folder's name
+VERSION = 2  # bump when a clip's recipe changes: it enters the cache folder's name
 RATE = 16000
 KEYWORDS = ["yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go"]
 ENGLISH = ["en-us", "en-gb", "en-029", "en-gb-scotland", "en-gb-x-rp", "en-us-nyc"]
@@ -102,9 +103,10 @@ def _recipe(task: str, label: str, i: int, rng: random.Random) -> dict:
     if task == "speaker":
         voice, variant, pitch, rate = SPEAKERS[label]
         text = " ".join(rng.sample(PHRASE_WORDS, rng.randint(3, 6)))
-        return {"text": text, "voice": f"{voice}+{variant}", "rate": rate + rng.randint(-10, 10),
-                "pitch": pitch + rng.randint(-4, 4), "tempo": rng.uniform(0.95, 1.05), "cents": 0,
-                "reverb": rng.choice([0, 20]), "snr_db": rng.uniform(15, 35), "shift_s": rng.uniform(0, 0.2)}
+        # the channel varies as much as for the other tasks (the voice's own pitch shifted by up to a
+        # semitone): the speaker must be told through tempo, reverberation and noise
+        return {"text": text, "voice": f"{voice}+{variant}", "rate": rate + rng.randint(-20, 20),
+                "pitch": pitch + rng.randint(-6, 6), **_perturbation(rng), "cents": rng.randint(-100, 100)}
     if task == "language":
         text = " ".join(str(rng.randint(0, 999)) for _ in range(rng.randint(1, 3)))
         return {"text": text, "voice": f"{LANGUAGES[label]}+{rng.choice(VARIANTS)}",

@@ -28,6 +28,7 @@ import _speech  # noqa: E402
 
 import transferkit as tk  # noqa: E402
 from transferkit.data import prepare_data  # noqa: E402
+from transferkit.ranking import rank  # noqa: E402
 
 TASKS = ("keyword", "speaker", "language")
 LAYERS = (0, 1, 2, None)
@@ -74,7 +75,7 @@ def speed(folder: Path, n: int) -> dict:
 
 def rank_layers(folder: Path) -> list[dict]:
     cands = [f"resemblyzer@{k}" for k in LAYERS if k is not None] + ["resemblyzer", "random:resemblyzer"]
-    r = tk.rank(str(folder), cands, log=None, progress=False)
+    r = rank(str(folder), cands, log=None, progress=False)
     out = []
     for row in r.rows:
         realised = None  # the random-init copy's realised accuracy is each fit's control row above

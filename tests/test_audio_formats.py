@@ -104,3 +104,31 @@ def test_mel_spectrogram_matches_librosa_where_installed():
     np.testing.assert_allclose(mel_spectrogram(w, 16000, 400, 160, 40), ref, rtol=1e-4, atol=1e-6 * ref.max())
     S = power_to_db(ref.astype(np.float64))
     np.testing.assert_allclose(mfcc(S, 20), librosa.feature.mfcc(S=S.T, n_mfcc=20).T, atol=1e-3)
+
+
+def test_audio_augment_on_waveforms_and_spectrograms_is_seeded_and_masks():
+    import torch
+
+    from transferkit.training.augment import AUGMENTED_INPUTS, AudioAugment, check_augment_options, make_augment
+
+    assert make_augment(None, "audio") is None and isinstance(make_augment(True, "audio"), AudioAugment)
+    aug = make_augment({"snr_db": [20, 20], "gain_db": [0, 0], "shift": 0, "time_masks": 1, "time_width": 160,
+                        "freq_masks": 0}, "audio")
+    spec = torch.rand(3, 160, 40) + 1.0
+    torch.manual_seed(0)
+    a = aug(spec)
+    torch.manual_seed(0)
+    assert torch.equal(a, aug(spec)) and a.shape == spec.shape
+    wave = torch.sin(torch.arange(16000.0))[None].repeat(2, 1)
+    noisy = AudioAugment(gain_db=(0, 0), snr_db=(10, 10), shift=0)(wave)
+    snr = 10 * torch.log10(wave.pow(2).mean() / (noisy - wave).pow(2).mean())
+    assert abs(float(snr) - 10) < 0.5
+    masked = AudioAugment(gain_db=(0, 0), snr_db=None, shift=0, time_masks=0, freq_masks=3, freq_width=40)(spec)
+    assert (masked == 0).any()
+    assert "mels" in AUGMENTED_INPUTS and "input_values" in AUGMENTED_INPUTS
+    check_augment_options({"snr_db": [5, 30]})
+    check_augment_options({"flip": False})
+    with pytest.raises(UserInputError, match="unknown augment option"):
+        check_augment_options({"flip": False, "snr_db": [5, 30]})
+    with pytest.raises(UserInputError, match="augment is only implemented for images and audio"):
+        make_augment(True, "text")

@@ -41,7 +41,7 @@ from ..backbones.base import Backbone
 from ..data.dataset import Dataset
 from ..errors import UserInputError
 from ..training import EarlyStopping, Validation, make_scheduler, plan_budget, train, trainable_state
-from ..training.augment import make_augment
+from ..training.augment import AUGMENTED_INPUTS, check_augment_options, make_augment
 from ..training.batchnorm import keep_statistics, release_statistics
 from ..training.callbacks import Callback
 from ..training.loop import isolated_rng
@@ -133,7 +133,8 @@ class FineTuneParams(Params):
     checkpoint_every: int | None = param(None, "checkpoint every N steps as well as at each epoch end", ge=1)
     keep_last: int = param(2, "checkpoints kept", ge=1)
     augment: bool | dict | None = param(None, "null: random resized crop + flip for images, none otherwise; "
-                                              "false; true; or {\"crop_scale\": [0.5, 1.0], \"flip\": false}")
+                                              "false; true (audio: gain, noise, shift, SpecAugment masks); or "
+                                              "{\"crop_scale\": [0.5, 1.0], \"flip\": false} / {\"snr_db\": [10, 30]}")
     nonfinite: str = param("stop", "on a NaN/inf loss: stop, or skip such batches and count them",
                            choices=("stop", "skip"))
     precision: str = param("auto", "auto (mixed precision on CUDA), fp32, bf16 or fp16",
@@ -158,7 +159,7 @@ class FineTuneParams(Params):
 
     def validate(self) -> None:
         if isinstance(self.augment, dict):
-            make_augment(self.augment, "image")  # checks the keys and ranges now, not after an hour of setup
+            check_augment_options(self.augment)  # the keys and ranges now, not after an hour of setup
 
 
 @STRATEGIES.register("finetune", needs="backbone",
@@ -254,8 +255,9 @@ class FineTune(Strategy):
 
             def training_step(idx: np.ndarray) -> torch.Tensor:
                 batch = backbone.prepare([fit_ds.inputs[i] for i in idx]).to(device)
-                if augment is not None and batch.tensors.get("pixel_values") is not None:
-                    batch.tensors["pixel_values"] = augment(batch.tensors["pixel_values"])
+                key = next((k for k in AUGMENTED_INPUTS if k in batch.tensors), None)
+                if augment is not None and key is not None:
+                    batch.tensors[key] = augment(batch.tensors[key])
                 feats = F.dropout(backbone.forward_features(batch), self.head_dropout, training=True)
                 rows = torch.as_tensor(idx, device=device)
                 if single:
