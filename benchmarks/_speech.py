@@ -2,8 +2,9 @@
 
 Synthesised speech is NOT recorded speech: espeak-ng is a formant synthesiser, its voices are
 variants of one engine, and no microphone, room or human speaker is involved (sox adds tempo and
-pitch changes, reverberation; numpy adds white noise at a chosen SNR and a time shift).  Figures
-on these tasks say how models compare on this data, not how they do on real recordings.
+pitch changes, reverberation, a channel's colouring, a telephone band; numpy adds white noise
+at a chosen SNR and a time shift).  Figures on these tasks say how models compare on this data,
+not how they do on real recordings.
 
 Tasks (one class folder of 16 kHz mono WAV files each, cached on disk, never committed):
 
@@ -33,7 +34,7 @@ from pathlib import Path
 import numpy as np
 from scipy.io import wavfile
 
-VERSION = 2  # bump when a clip's recipe changes: it enters the cache folder's name
+VERSION = 3  # bump when a clip's recipe changes: it enters the cache folder's name
 RATE = 16000
 KEYWORDS = ["yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go"]
 ENGLISH = ["en-us", "en-gb", "en-029", "en-gb-scotland", "en-gb-x-rp", "en-us-nyc"]
@@ -60,11 +61,12 @@ def available() -> str | None:
 
 def say(path: Path, text: str, *, voice: str, rate: int = 160, pitch: int = 50, tempo: float = 1.0,
         cents: int = 0, reverb: int = 0, snr_db: float | None = None, shift_s: float = 0.0,
-        seed: int = 0) -> str:
+        eq: list | None = None, telephone: bool = False, seed: int = 0) -> str:
     """Speak ``text`` into ``path`` (16 kHz mono 16-bit WAV) and perturb it; returns the path.
 
-    ``tempo``/``cents``/``reverb`` by sox (tempo without pitch change; pitch shift in cents;
-    reverberance 0-100), then ``shift_s`` of leading silence and white noise at ``snr_db``."""
+    ``tempo``/``cents``/``reverb``/``eq``/``telephone`` by sox (tempo without pitch change; pitch
+    shift in cents; reverberance 0-100; one peaking band ``[Hz, dB]``; a 300-3400 Hz band), then
+    ``shift_s`` of leading silence and white noise at ``snr_db``."""
     path = Path(path)
     with tempfile.TemporaryDirectory() as tmp:
         raw = Path(tmp, "raw.wav")
@@ -77,6 +79,10 @@ def say(path: Path, text: str, *, voice: str, rate: int = 160, pitch: int = 50, 
             effects += ["pitch", str(cents)]
         if reverb:
             effects += ["reverb", str(reverb)]
+        if eq:
+            effects += ["equalizer", str(eq[0]), "1q", f"{eq[1]:.1f}"]
+        if telephone:
+            effects += ["sinc", "300-3400"]
         subprocess.run(["sox", str(raw), "-b", "16", str(path), *effects], check=True, capture_output=True)
     sr, x = wavfile.read(path)
     w = x.astype(np.float32) / 32768.0
@@ -92,8 +98,11 @@ def say(path: Path, text: str, *, voice: str, rate: int = 160, pitch: int = 50, 
 
 
 def _perturbation(rng: random.Random) -> dict:
+    # the channel: a microphone's or line's colouring (one peaking band of +-10 dB) and, for a third
+    # of the clips, a telephone band (300-3400 Hz)
     return {"tempo": rng.uniform(0.85, 1.15), "cents": rng.randint(-200, 200),
-            "reverb": rng.choice([0, 0, 20, 50]), "snr_db": rng.uniform(5, 30), "shift_s": rng.uniform(0, 0.3)}
+            "reverb": rng.choice([0, 0, 20, 50]), "snr_db": rng.uniform(5, 30), "shift_s": rng.uniform(0, 0.3),
+            "eq": [rng.randint(300, 4000), rng.uniform(-10, 10)], "telephone": rng.random() < 1 / 3}
 
 
 def _recipe(task: str, label: str, i: int, rng: random.Random) -> dict:

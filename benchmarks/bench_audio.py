@@ -142,7 +142,7 @@ def report(res: dict) -> str:
             table.append([task, f"probe {k}/class ({len(rs)} seeds)", rs[0]["n_train"], rs[0]["n_test"],
                           _ms([r["accuracy"] for r in rs]),
                           "; ".join(f"{n} {_ms([r['controls'][n] for r in rs])}" for n in names),
-                          _ms([r["gain"] for r in rs]), verdicts])
+                          _ms([100 * r["gain"] for r in rs]).replace(" ±", " pts ±", 1), verdicts])
         probe = t["rows"]["probe 80/20"]
         cases.append((task, f"{probe['accuracy']:.3f} vs MFCC {probe['controls']['mfcc-logreg']:.3f} "
                             f"({probe['verdict']})", probe["verdict"] == "helped"))
@@ -164,8 +164,9 @@ def report(res: dict) -> str:
 {C.machine_line(res['machine'])}
 
 **Synthesised speech, not recorded speech.** No audio data set can be downloaded here: every clip is
-made by espeak-ng (a formant synthesiser) and perturbed by sox (tempo, pitch shift, reverberation) and
-numpy (white noise at 5-35 dB SNR, a leading shift); `benchmarks/_speech.py` builds the tasks, cached
+made by espeak-ng (a formant synthesiser) and perturbed by sox (tempo, pitch shift, reverberation, a
+channel's colouring: one peaking band of up to +-10 dB, and a 300-3400 Hz telephone band for a third of
+the clips) and numpy (white noise at 5-30 dB SNR, a leading shift); `benchmarks/_speech.py` builds the tasks, cached
 on disk, never committed. {res['args']['per_class']} clips per class, 10 classes per task; the test set is
 the stratified 20% (seed 0) in every row. Encoder: `resemblyzer` (the GE2E speaker encoder, weights
 from the PyPI package); controls: `mfcc-logreg` (log-mel + MFCC + delta statistics, logistic regression

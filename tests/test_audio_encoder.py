@@ -104,6 +104,7 @@ def test_fit_on_audio_class_folders_of_mixed_formats_with_the_mfcc_control(tmp_p
     import soundfile as sf
 
     import transferkit as tk
+    from transferkit.controls import BASELINES
 
     rng = np.random.default_rng(0)
     t = np.arange(8000) / 16000
@@ -112,12 +113,22 @@ def test_fit_on_audio_class_folders_of_mixed_formats_with_the_mfcc_control(tmp_p
         for i in range(8):
             x = 0.3 * np.sin(2 * np.pi * freq * (1 + 0.02 * i) * t) + 0.02 * rng.standard_normal(len(t))
             sf.write(tmp_path / "d" / label / f"{i}.{'flac' if i % 2 else 'wav'}", x, 16000)
-    model = tk.fit(data=str(tmp_path / "d"), model="resemblyzer", strategy="classical", seed=0, log=None,
+    model = tk.fit(data=str(tmp_path / "d"), model="resemblyzer", strategy="linear-probe", seed=0, log=None,
                    progress=False, out=str(tmp_path / "run"))
     m = model.metrics
     assert set(m["controls"]) == {"mfcc-logreg", "random-init"} and m["verdict"] in ("helped", "no-difference", "hurt")
-    assert m["strategy"]["fit"]["features"].startswith("log-mel (40 bands) + 20 MFCC")
+    assert "MFCC" in BASELINES.entry("mfcc-logreg").meta["summary"]
     assert m["test"]["accuracy"] == 1.0  # two tones three octaves apart
     again = tk.load(str(tmp_path / "run"))
     files = [str(tmp_path / "d" / "low" / "1.flac"), str(tmp_path / "d" / "high" / "2.wav")]
     assert list(again.predict(files)) == ["low", "high"]
+    # occlusion over time and frequency, drawn on the spectrogram, for the run's transfer model
+    from transferkit.explain import explain
+
+    [e] = explain(str(tmp_path / "run"), [files[1]])
+    assert e.method == "occlusion" and e.target == e.predicted == "high"
+    assert e.heatmap.shape[0] == 40 and e.heatmap.max() == 1.0 and e.heatmap.min() >= 0
+    png = (tmp_path / "run" / "explanations" / e.files[0]).read_bytes()
+    assert png.startswith(b"\x89PNG")
+    with pytest.raises(UserInputError, match="audio gets occlusion"):
+        explain(str(tmp_path / "run"), [files[1]], method="gradcam")

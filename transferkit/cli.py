@@ -264,7 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--target", help="explain this class instead of each item's predicted one")
     ex.add_argument("--label", metavar="NAME", help="multi-label runs: explain this label (default: each item's most "
                                                     "probable predicted label); regression runs explain the value")
-    ex.add_argument("--method", choices=["auto", "gradcam", "integrated-gradients"], default="auto")
+    ex.add_argument("--method", choices=["auto", "gradcam", "integrated-gradients", "occlusion"], default="auto")
     ex.add_argument("--steps", type=int, default=32, help="integrated-gradients steps (default 32)")
     ex.add_argument("--no-report", action="store_true", help="leave RUN/report.html as it is")
     _add_load_options(ex)

@@ -189,23 +189,42 @@ class VoiceEncoderBackbone(Backbone):
         except (OSError, TypeError):
             return 0.0
 
-    def prepare(self, items: list[Any]) -> Batch:
+    def _wave(self, item: Any) -> tuple[np.ndarray, int]:
+        """The clip at 16 kHz, cut to ``max_seconds``, volume-normalised; and its uncut length."""
         from ..data import load_audio, resample
 
-        parts, owner = [], []
-        units = np.zeros((len(items), 2), dtype=np.int64)
-        cap = int(self.max_seconds * SAMPLING_RATE)
+        # An in-memory clip comes as (array, rate); a bare array is taken to be at 16 kHz.
+        w, rate = load_audio(item[0], item[1]) if isinstance(item, tuple) else load_audio(item, SAMPLING_RATE)
+        w = resample(w, rate, SAMPLING_RATE)
+        return normalize_volume(w[:int(self.max_seconds * SAMPLING_RATE)]), len(w)
+
+    def prepare(self, items: list[Any]) -> Batch:
+        parts, units = [], np.zeros((len(items), 2), dtype=np.int64)
         for i, x in enumerate(items):
-            # An in-memory clip comes as (array, rate); a bare array is taken to be at 16 kHz.
-            w, rate = load_audio(x[0], x[1]) if isinstance(x, tuple) else load_audio(x, SAMPLING_RATE)
-            w = resample(w, rate, SAMPLING_RATE)
-            units[i] = (min(len(w), cap), len(w))
-            p = utterance_partials(normalize_volume(w[:cap]))
-            parts.append(p)
-            owner += [i] * len(p)
+            w, total = self._wave(x)
+            units[i] = (len(w), total)
+            parts.append(utterance_partials(w))
+        batch = self.batch_from_spectrograms([], parts=parts)
+        batch.units = units
+        return batch
+
+    def spectrogram(self, item: Any) -> np.ndarray:
+        """The item's whole mel power spectrogram ``(F, 40)`` as the encoder reads it (padded to
+        its last partial): what explanations occlude."""
+        from ..data._mel import mel_spectrogram
+
+        w, _ = self._wave(item)
+        end = (partial_starts(len(w))[-1] + PARTIAL_FRAMES) * HOP
+        return mel_spectrogram(np.pad(w, (0, max(0, end - len(w)))), SAMPLING_RATE, N_FFT, HOP, N_MELS)
+
+    def batch_from_spectrograms(self, specs: list[np.ndarray], parts: list[np.ndarray] | None = None) -> Batch:
+        """One item per spectrogram ``(F, 40)`` from :meth:`spectrogram` (or per stack of
+        partials ``(P, 160, 40)`` in ``parts``), cut into the partials the encoder reads."""
+        if parts is None:
+            parts = [np.stack([s[k:k + PARTIAL_FRAMES] for k in partial_starts((len(s) - 1) * HOP)]) for s in specs]
+        owner = [i for i, p in enumerate(parts) for _ in range(len(p))]
         mels = torch.from_numpy(np.concatenate(parts)) if parts else torch.zeros(0, PARTIAL_FRAMES, N_MELS)
-        return Batch(tensors={"mels": mels}, n_items=len(items), owner=torch.tensor(owner, dtype=torch.long),
-                     units=units)
+        return Batch(tensors={"mels": mels}, n_items=len(parts), owner=torch.tensor(owner, dtype=torch.long))
 
     def forward_features(self, batch: Batch) -> torch.Tensor:
         layer = N_LAYERS if self.layer is None else self.layer
