@@ -13,7 +13,7 @@ from ..features import extract_features
 from ..runs import RunDir, load
 from ..strategies.base import TransferContext
 from ..strategies.tent import episodic_options, episodic_outputs
-from .inputs import check_text, decode_image
+from .inputs import AUDIO_RATE, check_text, decode_audio_upload, decode_image
 
 
 class Predictor:
@@ -80,7 +80,8 @@ class Predictor:
 
     def predict(self, items: list[Any]) -> tuple[np.ndarray, np.ndarray | None]:
         """The task's outputs and pooled features ``(N, D)`` of ``N`` decoded items
-        (texts; for images encoded bytes, already checked, or ``(H, W, 3)`` uint8 arrays).
+        (texts; for images encoded bytes, already checked, or ``(H, W, 3)`` uint8 arrays; for audio
+        encoded bytes, already checked, or 16 kHz float waveforms ``(T,)``).
 
         Outputs: classification ``(N, C)`` probabilities, regression ``(N,)`` values in the
         target's units, multi-label ``(N, L)`` per-label probabilities.  Called from one worker
@@ -96,7 +97,11 @@ class Predictor:
                 check_text(t, "a text")
         if self.modality == "image":  # the queue holds encoded bytes; the batch's pixels are bounded
             items = [decode_image(x) if isinstance(x, (bytes, bytearray)) else x for x in items]
-        data = Dataset(modality=self.modality, inputs=list(items))
+        rate = None
+        if self.modality == "audio":  # encoded bytes too: decoded one batch at a time, at one rate
+            items = [decode_audio_upload(bytes(x)) if isinstance(x, (bytes, bytearray)) else x for x in items]
+            rate = AUDIO_RATE
+        data = Dataset(modality=self.modality, inputs=list(items), sampling_rate=rate)
         self._last = None
         if self.tent is not None:  # the batcher gives this one request's items (one_request_per_call)
             outputs = episodic_outputs(self.model.backbone, self.model.strategy, data, device=self._ctx.device,
