@@ -132,3 +132,11 @@ def test_fit_on_audio_class_folders_of_mixed_formats_with_the_mfcc_control(tmp_p
     assert png.startswith(b"\x89PNG")
     with pytest.raises(UserInputError, match="audio gets occlusion"):
         explain(str(tmp_path / "run"), [files[1]], method="gradcam")
+    # ONNX: partials and the per-item mean in one graph, parity checked by the export itself
+    pytest.importorskip("onnxruntime", reason="pip install 'transferkit[export]'")
+    from transferkit.export import export_onnx
+
+    card = export_onnx(str(tmp_path / "run"), log=lambda _m: None)
+    assert card["inputs"] == ["mels", "pool"] and card["parity"]["max_abs_diff"] < 1e-4
+    onnx_model = tk.load(str(tmp_path / "run"), backend="onnx", which="transfer")
+    assert list(onnx_model.predict(files)) == ["low", "high"]

@@ -134,6 +134,7 @@ class VoiceEncoderBackbone(Backbone):
     """
 
     modality = "audio"
+    final_layer = N_LAYERS  # what ``layer=None`` computes: the embedding
 
     def __init__(self, name: str = "resemblyzer", *, layer: int | str | None = None, max_seconds: float = 30.0,
                  init: str = "pretrained", pooling: str | None = "mean"):
