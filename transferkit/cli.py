@@ -50,6 +50,7 @@ def _add_backbone_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--max-length", type=int, help="tokens per text chunk (default: the model's)")
     g.add_argument("--max-chunks", type=int, help="chunks per text at most; 0 = no limit (default 8)")
     g.add_argument("--image-size", type=int, help="input side in pixels (default: the model's)")
+    g.add_argument("--max-seconds", type=float, help="audio: clips are cut to this length (default 30)")
     g.add_argument("--allow-pickle", action="store_true", default=None,
                    help="allow pickled (.bin) weights: only for models you trust")
     g.add_argument("--trust-remote-code", action="store_true", default=None,
@@ -75,7 +76,8 @@ def _load_options(a: argparse.Namespace) -> dict[str, Any]:
 
 
 def _backbone_options(a: argparse.Namespace) -> dict[str, Any]:
-    keys = ("layer", "pooling", "max_length", "max_chunks", "image_size", "allow_pickle", "trust_remote_code")
+    keys = ("layer", "pooling", "max_length", "max_chunks", "image_size", "max_seconds", "allow_pickle",
+            "trust_remote_code")
     return {k: getattr(a, k) for k in keys if getattr(a, k, None) is not None}
 
 
