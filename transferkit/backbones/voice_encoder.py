@@ -221,7 +221,7 @@ class VoiceEncoderBackbone(Backbone):
     def batch_from_spectrograms(self, specs: list[np.ndarray], parts: list[np.ndarray] | None = None) -> Batch:
         """One item per spectrogram ``(F, 40)`` from :meth:`spectrogram` (or per stack of
         partials ``(P, 160, 40)`` in ``parts``), cut into the partials the encoder reads."""
-        if parts is None:
+        if parts is None:  # a padded clip of (F - 1) * HOP samples has its clip's partials (the pad adds none)
             parts = [np.stack([s[k:k + PARTIAL_FRAMES] for k in partial_starts((len(s) - 1) * HOP)]) for s in specs]
         owner = [i for i, p in enumerate(parts) for _ in range(len(p))]
         mels = torch.from_numpy(np.concatenate(parts)) if parts else torch.zeros(0, PARTIAL_FRAMES, N_MELS)
