@@ -249,6 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--max-request-pixels", type=int, help="pixels of all images of a request (default 200,000,000)")
     sv.add_argument("--max-batch-chars", type=int, help="characters of text per model call (default 64,000)")
     sv.add_argument("--max-batch-pixels", type=int, help="decoded pixels per model call (default 50,000,000)")
+    sv.add_argument("--max-audio-ms", type=int, help="an uploaded clip's length at most, ms (default 600,000)")
     sv.add_argument("--keep-alive-s", type=float, help="close connections idle this long (default 5)")
     sv.add_argument("--max-connections", type=int, help="open connections at most; beyond: 503 (default 256)")
     sv.add_argument("--drift-window", type=int, help="recent items the drift test compares (default 200)")
@@ -504,7 +505,7 @@ def cmd_serve(a: argparse.Namespace) -> int:
     keys = ("host", "port", "max_batch", "max_delay_ms", "queue_items", "max_items", "max_text_chars",
             "max_image_pixels", "max_body_bytes", "request_timeout_s", "drift_window", "drift_every", "drift_p_value",
             "queue_chars", "queue_pixels", "max_request_pixels", "max_batch_chars", "max_batch_pixels", "keep_alive_s",
-            "max_connections")
+            "max_connections", "max_audio_ms")
     settings = ServeSettings.for_run(a.run, **{k: getattr(a, k) for k in keys})
     serve(a.run, settings, load_options=_load_options(a), tent=a.tent)
     return 0
