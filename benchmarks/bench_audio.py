@@ -94,7 +94,9 @@ def main() -> None:
     ap.add_argument("--per-class", type=int, default=40, help="clips per class of each synthesised task")
     ap.add_argument("--seeds", type=int, default=3, help="seeds of the 5 and 10 labels-per-class rows")
     ap.add_argument("--tasks", default=",".join(TASKS))
-    ap.add_argument("--finetune", action="store_true", help="also finetune the encoder at 80/20")
+    ap.add_argument("--finetune", action="store_true", help="also finetune the encoder (at 80/20 unless "
+                    "--finetune-per-class)")
+    ap.add_argument("--finetune-per-class", type=int, help="finetune on this many labels per class instead")
     ap.add_argument("--speed-clips", type=int, default=100)
     ap.add_argument("--extra", help="a further run (e.g. a larger test set) kept as part NAME of the main results: "
                     "probes only, no rank or speed")
@@ -115,7 +117,10 @@ def main() -> None:
         common = dict(data=str(folder), model="resemblyzer")
         rows = {"probe 80/20": run_fit(f"{task}: probe 80/20", strategy="linear-probe", **common)}
         if a.finetune:
-            rows["finetune 80/20"] = run_fit(f"{task}: finetune 80/20", strategy="finetune", **common)
+            k = a.finetune_per_class
+            name = f"finetune {k}/class" if k else "finetune 80/20"
+            rows[name] = run_fit(f"{task}: {name}", strategy="finetune", **({"labels_per_class": k} if k else {}),
+                                 **common)
         few = {}
         for k in (5, 10):
             few[k] = [run_fit(f"{task}: probe {k}/class seed {s}", strategy="linear-probe", labels_per_class=k,
