@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.transferkit-installed
 
-.PHONY: setup browser demo lint test test-fast bench clean
+.PHONY: setup browser speech demo lint test test-fast bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,17 @@ browser:
 	      chromium chromium-driver >/dev/null; } || echo "warning: Chromium could not be installed: the browser test will skip"; \
 	else echo "note: no Chromium and no apt-get: the report's browser test will skip"; fi
 
+# The audio tests and benchmark synthesise speech with espeak-ng and perturb it with sox: installed like
+# Chromium above; where impossible the tests that need them skip, naming the reason.
+speech:
+	@if command -v espeak-ng >/dev/null 2>&1 && command -v sox >/dev/null 2>&1; then :; \
+	elif command -v apt-get >/dev/null 2>&1; then \
+	  SUDO=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
+	  echo "installing espeak-ng and sox for the audio tests (apt-get install espeak-ng sox)"; \
+	  { $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	      espeak-ng sox >/dev/null; } || echo "warning: espeak-ng/sox could not be installed: the speech tests will skip"; \
+	else echo "note: no espeak-ng/sox and no apt-get: the speech tests will skip"; fi
+
 demo: setup
 	$(BIN)/transferkit demo --out runs/demo
 
@@ -33,7 +44,7 @@ demo: setup
 lint: setup
 	$(BIN)/ruff check .
 
-test: setup browser lint
+test: setup browser speech lint
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -ra
 
 test-fast: setup

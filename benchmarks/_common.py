@@ -32,8 +32,8 @@ MNIST = SHARED / "mnist_5k.csv.gz"
 # Sections of BENCHMARKS.md in the order they appear: reading data, extracting features, choosing a
 # model, training it, shipping it.  Sections are unnumbered; each is linked by its anchor.
 SECTIONS = ["summary", "read", "bad_images", "extraction", "cache", "memory", "logme", "transferability",
-            "rank_cost", "probe", "strategies", "spam_full", "finetune", "lora", "tasks", "multitask", "selection",
-            "adapt", "shifts", "rl", "federated", "timeseries", "forecast", "distill", "onnx", "serve",
+            "rank_cost", "probe", "strategies", "spam_full", "finetune", "lora", "tasks", "multitask", "audio",
+            "selection", "adapt", "shifts", "rl", "federated", "timeseries", "forecast", "distill", "onnx", "serve",
             "serve_checks", "startup", "int8", "roofline"]
 # The anchor of each section (kept as earlier links spelled them).
 ANCHORS = {"read": "read", "bad_images": "bad-images", "extraction": "extraction", "cache": "cache",
@@ -44,7 +44,7 @@ ANCHORS = {"read": "read", "bad_images": "bad-images", "extraction": "extraction
            "serve": "serve", "serve_checks": "serve-checks", "tasks": "tasks",
            "multitask": "multitask", "selection": "selection", "startup": "startup",
            "int8": "int8", "roofline": "roofline", "federated": "federated", "timeseries": "timeseries",
-           "forecast": "forecast"}
+           "forecast": "forecast", "audio": "audio"}
 # Results files of a section other than ``results/NAME.json`` (its parts, each with its own run).
 PART_FILES = {"adapt": ["adapt-da", "adapt-fewshot", "adapt-zeroshot"], "tasks": ["tasks-text"]}
 

@@ -129,6 +129,8 @@ def _items(modality):
     rng = np.random.RandomState(0)
     if modality == "timeseries":  # two channels, unequal lengths
         return [rng.normal(size=(2, 50)).astype(np.float32), rng.normal(size=(2, 37)).astype(np.float32)]
+    if modality == "audio":  # 16 kHz waveforms of 0.5 s and 2.5 s (one and two partials for resemblyzer)
+        return [(0.1 * rng.randn(n)).astype(np.float32) for n in (8000, 40000)]
     return [rng.randint(0, 255, (40, 30, 3), dtype=np.uint8) for _ in range(2)]
 
 

@@ -27,7 +27,7 @@ def _rmse(pred: np.ndarray, y: list[float]) -> float:
 def test_each_task_gets_the_modality_baseline_and_regression_the_mean():
     assert baselines_for("text", "classification") == ["tfidf-logreg"] == [controls.baseline_for("text")]
     assert baselines_for("image", "multi-label") == ["pixels-logreg"]
-    assert baselines_for("audio", "regression") == ["spectrum-logreg", "mean"]
+    assert baselines_for("audio", "regression") == ["mfcc-logreg", "mean"]
     assert [control_name(n, "regression") for n in baselines_for("text", "regression")] == ["tfidf-ridge", "mean"]
     assert control_name("pixels-logreg", "multi-label") == "pixels-logreg"  # one logistic regression per label
     assert control_name("pixels-logreg", "classification") == "pixels-logreg"

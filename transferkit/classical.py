@@ -1,7 +1,7 @@
 """Hand-made features of each modality and the linear heads on them, saved without pickle.
 
 What a model without transfer learns from: TF-IDF of word (and character) n-grams for text,
-raw grey pixels for images, log band-energy statistics for audio.  The same code serves the
+raw grey pixels for images, log-mel and MFCC statistics for audio.  The same code serves the
 classical controls (:mod:`transferkit.controls`), the ``classical`` strategy (the control's
 model, delivered when it is the best) and the ``hybrid`` strategy (pre-trained features beside
 the hand-made ones).  A fitted featurizer saves what it learned as tensors (a vocabulary as
@@ -250,10 +250,51 @@ class Rocket(RocketCore, HandMade):
         return RocketCore.fit(self, data)
 
 
+class MfccStats(HandMade):
+    """Speech features of the classical recognisers: per clip (resampled to ``sr``), 40-band
+    log-mel (dB) and its first ``n_mfcc`` MFCCs with their deltas, every 10 ms over 25 ms windows,
+    summarised by mean and standard deviation over time: ``(N, 2 * (40 + 2 * n_mfcc))``.
+    (:class:`BandStats`, the earlier audio control, still loads for runs that saved it.)"""
+
+    kind = "mfcc"
+    N_MELS = 40
+
+    def __init__(self, sr: int = 16000, n_mfcc: int = 20):
+        self.sr, self.n_mfcc = sr, n_mfcc
+
+    def fit(self, data: Dataset) -> "MfccStats":
+        return self
+
+    def transform(self, data: Dataset) -> np.ndarray:
+        from .data import load_audio, resample
+        from .data._mel import deltas, mel_spectrogram, mfcc, power_to_db
+
+        rows = []
+        for x in data.inputs:
+            w, rate = load_audio(x, self.sr)
+            w = resample(w, rate, self.sr)
+            n_fft, hop = int(0.025 * self.sr), int(0.010 * self.sr)
+            db = power_to_db(mel_spectrogram(w, self.sr, n_fft, hop, self.N_MELS).astype(np.float64))
+            c = mfcc(db, self.n_mfcc)
+            frames = np.concatenate([db, c, deltas(c)], axis=1)
+            rows.append(np.concatenate([frames.mean(0), frames.std(0)]))
+        return np.stack(rows).astype(np.float64)
+
+    def state(self) -> dict[str, torch.Tensor]:
+        return {"sr": torch.tensor([self.sr], dtype=torch.int64), "n_mfcc": torch.tensor([self.n_mfcc])}
+
+    @classmethod
+    def restore(cls, tensors: dict[str, torch.Tensor]) -> "MfccStats":
+        return cls(int(tensors["sr"].reshape(-1)[0]), int(tensors["n_mfcc"].reshape(-1)[0]))
+
+    def describe(self) -> str:
+        return f"log-mel ({self.N_MELS} bands) + {self.n_mfcc} MFCC + deltas, mean and std over time"
+
+
 #: The featurizer kinds, by the name saved with a model.
-KINDS: dict[str, type[HandMade]] = {c.kind: c for c in (TfidfText, Pixels, BandStats, Rocket)}
+KINDS: dict[str, type[HandMade]] = {c.kind: c for c in (TfidfText, Pixels, BandStats, MfccStats, Rocket)}
 #: The hand-made features of each modality.
-BY_MODALITY: dict[str, type[HandMade]] = {"text": TfidfText, "image": Pixels, "audio": BandStats,
+BY_MODALITY: dict[str, type[HandMade]] = {"text": TfidfText, "image": Pixels, "audio": MfccStats,
                                           "timeseries": Rocket}
 
 

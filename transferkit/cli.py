@@ -61,6 +61,7 @@ def _add_backbone_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--max-length", type=int, help="tokens per text chunk (default: the model's)")
     g.add_argument("--max-chunks", type=int, help="chunks per text at most; 0 = no limit (default 8)")
     g.add_argument("--image-size", type=int, help="input side in pixels (default: the model's)")
+    g.add_argument("--max-seconds", type=float, help="audio: clips are cut to this length (default 30)")
     g.add_argument("--allow-pickle", action="store_true", default=None,
                    help="allow pickled (.bin) weights: only for models you trust")
     g.add_argument("--trust-remote-code", action="store_true", default=None,
@@ -86,7 +87,8 @@ def _load_options(a: argparse.Namespace) -> dict[str, Any]:
 
 
 def _backbone_options(a: argparse.Namespace) -> dict[str, Any]:
-    keys = ("layer", "pooling", "max_length", "max_chunks", "image_size", "allow_pickle", "trust_remote_code")
+    keys = ("layer", "pooling", "max_length", "max_chunks", "image_size", "max_seconds", "allow_pickle",
+            "trust_remote_code")
     return {k: getattr(a, k) for k in keys if getattr(a, k, None) is not None}
 
 
@@ -266,6 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--max-request-pixels", type=int, help="pixels of all images of a request (default 200,000,000)")
     sv.add_argument("--max-batch-chars", type=int, help="characters of text per model call (default 64,000)")
     sv.add_argument("--max-batch-pixels", type=int, help="decoded pixels per model call (default 50,000,000)")
+    sv.add_argument("--max-audio-ms", type=int, help="an uploaded clip's length at most, ms (default 600,000)")
     sv.add_argument("--keep-alive-s", type=float, help="close connections idle this long (default 5)")
     sv.add_argument("--max-connections", type=int, help="open connections at most; beyond: 503 (default 256)")
     sv.add_argument("--drift-window", type=int, help="recent items the drift test compares (default 200)")
@@ -288,7 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--target", help="explain this class instead of each item's predicted one")
     ex.add_argument("--label", metavar="NAME", help="multi-label runs: explain this label (default: each item's most "
                                                     "probable predicted label); regression runs explain the value")
-    ex.add_argument("--method", choices=["auto", "gradcam", "integrated-gradients"], default="auto")
+    ex.add_argument("--method", choices=["auto", "gradcam", "integrated-gradients", "occlusion"], default="auto")
     ex.add_argument("--steps", type=int, default=32, help="integrated-gradients steps (default 32)")
     ex.add_argument("--no-report", action="store_true", help="leave RUN/report.html as it is")
     _add_load_options(ex)
@@ -542,7 +545,7 @@ def cmd_serve(a: argparse.Namespace) -> int:
     keys = ("host", "port", "max_batch", "max_delay_ms", "queue_items", "max_items", "max_text_chars",
             "max_image_pixels", "max_body_bytes", "request_timeout_s", "drift_window", "drift_every", "drift_p_value",
             "queue_chars", "queue_pixels", "max_request_pixels", "max_batch_chars", "max_batch_pixels", "keep_alive_s",
-            "max_connections", "backend", "max_chunks", "cache_items", "threads")
+            "max_connections", "backend", "max_chunks", "cache_items", "threads", "max_audio_ms")
     settings = ServeSettings.for_run(a.run, **{k: getattr(a, k) for k in keys})
     serve(a.run, settings, load_options=_load_options(a), tent=a.tent)
     return 0

@@ -93,10 +93,10 @@ def pixels_logreg(train: Dataset, y: np.ndarray, test: Dataset, seed: int,
     return _handmade(train, y, test, seed, task, class_weight)
 
 
-@BASELINES.register("spectrum-logreg", modality="audio", tasks=ALL_TASKS, names={"regression": "spectrum-ridge"},
-                    summary="log band-energy statistics + logistic regression (ridge for regression), "
-                            "regularisation by cross-validation")
-def spectrum_logreg(train: Dataset, y: np.ndarray, test: Dataset, seed: int,
+@BASELINES.register("mfcc-logreg", modality="audio", tasks=ALL_TASKS, names={"regression": "mfcc-ridge"},
+                    summary="log-mel + MFCC + delta statistics (mean, std over time) standardised + logistic "
+                            "regression (ridge for regression), regularisation by cross-validation")
+def mfcc_logreg(train: Dataset, y: np.ndarray, test: Dataset, seed: int,
                     task: str = "classification", class_weight: np.ndarray | None = None) -> tuple[np.ndarray, dict]:
     return _handmade(train, y, test, seed, task, class_weight)
 

@@ -19,6 +19,10 @@ adapted backbones included.  What is attributed depends on the run's task:
   add up to the value minus the value at the baseline (``baseline_value``), and Grad-CAM shows
   the regions that raise the value.
   Captum does the attribution (``pip install 'transferkit[explain]'``).
+* Audio (backbones that read a spectrogram: ``resemblyzer``): occlusion (Zeiler & Fergus, ECCV
+  2014) over time and frequency: each patch of the mel spectrogram (100 ms x 5 bands) set to
+  silence in turn, the drop of the explained output recorded; drawn over the log-mel
+  spectrogram as PNG.
 Explanations land in ``RUN/explanations/`` and in a section of ``RUN/report.html``.
 """
 from __future__ import annotations
@@ -40,7 +44,7 @@ from .runs import RunDir, load
 from .runs.loading import with_head
 from .tasks import get_task
 
-METHODS = ("auto", "gradcam", "integrated-gradients")
+METHODS = ("auto", "gradcam", "integrated-gradients", "occlusion")
 
 
 @dataclass
@@ -81,10 +85,12 @@ class Explanation:
     value: float | None = None
     baseline_value: float | None = None
     labels: list[str] | None = None
+    spectrogram_db: np.ndarray | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d.pop("heatmap")
+        d.pop("spectrogram_db")
         return d
 
 
@@ -237,7 +243,13 @@ def overlay_png(item: Any, heat: np.ndarray, alpha: float = 0.45) -> bytes:
 
     img = load_image(str(item) if isinstance(item, Path) else item)
     img = img.resize((heat.shape[1], heat.shape[0]), Image.BILINEAR)
-    base = np.asarray(img, np.float32) / 255.0
+    return _blend_png(np.asarray(img, np.float32) / 255.0, heat, alpha)
+
+
+def _blend_png(base: np.ndarray, heat: np.ndarray, alpha: float) -> bytes:
+    """RGB ``(H, W, 3)`` in [0, 1] with ``heat (H, W)`` in [0, 1] blended over it, as PNG."""
+    from PIL import Image
+
     h = heat[..., None]
     colour = np.clip(np.concatenate([1.5 - np.abs(4 * h - 3), 1.5 - np.abs(4 * h - 2), 1.5 - np.abs(4 * h - 1)],
                                     axis=2), 0, 1)  # blue (cold) -> green -> red (hot)
@@ -245,6 +257,50 @@ def overlay_png(item: Any, heat: np.ndarray, alpha: float = 0.45) -> bytes:
     buf = io.BytesIO()
     Image.fromarray((np.clip(out, 0, 1) * 255).round().astype(np.uint8)).save(buf, format="PNG")
     return buf.getvalue()
+
+
+# ----- audio -------------------------------------------------------------------------------------
+def explain_audio(model, item: Any, *, target: str | None = None, frames: int = 10, bands: int = 5) -> Explanation:
+    """Occlusion map of ``item`` (a path or waveform): the drop of the explained output when each
+    ``frames x bands`` patch of the backbone's mel spectrogram is silenced; ``heatmap (40, F)``
+    (bands, low first x frames) in [0, 1], negative drops clipped to 0."""
+    model = explainable(model)
+    backbone = model.backbone
+    if not hasattr(backbone, "spectrogram"):
+        raise UserInputError(f"occlusion needs a backbone that reads a spectrogram; {backbone.name} reads the waveform",
+                             hint="explain a run of the resemblyzer backbone")
+    backbone.module.eval()
+    spec = backbone.spectrogram(item)
+    probs = _forward(model)
+    variants, spans = [spec], []
+    for t0 in range(0, len(spec), frames):
+        for f0 in range(0, spec.shape[1], bands):
+            v = spec.copy()
+            v[t0:t0 + frames, f0:f0 + bands] = 0.0
+            variants.append(v)
+            spans.append((t0, f0))
+    with torch.no_grad():
+        out = torch.cat([probs(backbone.batch_from_spectrograms(variants[i:i + 64]))
+                         for i in range(0, len(variants), 64)])
+    choice = _choose_output(model, out[0], target)
+    drop = (out[0, choice.index] - out[1:, choice.index]).double().numpy()
+    heat = np.zeros((spec.shape[1], len(spec)), np.float64)
+    for d, (t0, f0) in zip(drop, spans):
+        heat[f0:f0 + bands, t0:t0 + frames] = max(d, 0.0)
+    heat = heat / heat.max() if heat.max() > 0 else heat
+    from .data._mel import power_to_db
+
+    return Explanation(item=_name(item), method="occlusion", heatmap=heat.astype(np.float32), note=choice.note,
+                       task=model.task, spectrogram_db=power_to_db(spec.T.astype(np.float64)), **choice.fields)
+
+
+def spectrogram_png(spec_db: np.ndarray, heat: np.ndarray, alpha: float = 0.5) -> bytes:
+    """The log-mel spectrogram ``(bands, frames)`` in grey (low frequencies at the bottom, 3 px per
+    frame and 4 per band) with the occlusion heat map over it, as PNG."""
+    lo, hi = float(spec_db.min()), float(spec_db.max())
+    grey = (spec_db - lo) / (hi - lo) if hi > lo else np.zeros_like(spec_db)
+    big = np.kron(grey[::-1], np.ones((4, 3)))
+    return _blend_png(np.repeat(big[..., None], 3, axis=2), np.kron(heat[::-1], np.ones((4, 3))), alpha)
 
 
 # ----- text --------------------------------------------------------------------------------------
@@ -395,9 +451,17 @@ def explain(run: str | Path, inputs: Sequence[Any], *, out: str | Path | None = 
             name = f"{i:03d}-text.html"
             save(name, tokens_html(e.tokens or []).encode("utf-8"))
             e.files.append(name)
+        elif modality == "audio":
+            if method not in ("auto", "occlusion"):
+                raise UserInputError(f"{method} is not available for audio; audio gets occlusion",
+                                     hint="leave out --method, or pass --method occlusion")
+            e = explain_audio(model, item, target=target)
+            name = f"{i:03d}-{Path(str(item)).stem if isinstance(item, (str, Path)) else 'array'}.png"
+            save(name, spectrogram_png(e.spectrogram_db, e.heatmap))
+            e.files.append(name)
         else:
             raise UserInputError(f"explanations of {modality} models are not available yet",
-                                 hint="text and image runs can be explained")
+                                 hint="text, image and audio runs can be explained")
         results.append(e)
     save("explanations.json", json_bytes([e.to_dict() for e in results]))
     if update_report and rd.file("metrics.json").is_file():

@@ -99,6 +99,22 @@ class _ImageGraph(nn.Module):
         return _activate(self.task, self.head(f.float())), f.float()
 
 
+class _AudioGraph(nn.Module):
+    """Partials -> the encoder -> the mean per item (``pool @``) -> head -> the task's activation."""
+
+    def __init__(self, backbone, head: nn.Module, task: str = "classification"):
+        super().__init__()
+        self.module, self.head, self.task = backbone.module, head, task
+        self.backbone = [backbone]
+
+    def forward(self, mels: torch.Tensor, pool: torch.Tensor) -> torch.Tensor:
+        b = self.backbone[0]
+        f = pool @ self.module(mels, b.final_layer if b.layer is None else b.layer)
+        if b.layer is None:  # the embedding layer's mean is unit length, as forward_features makes it
+            f = f / f.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        return _activate(self.task, self.head(f.float())), f.float()
+
+
 def _graph(model) -> tuple[nn.Module, dict[str, Any]]:
     strategy, backbone = model.strategy, model.backbone
     strategy = strategy.merged_for_export()  # LoRA: one plain set of weights in the graph
@@ -113,9 +129,14 @@ def _graph(model) -> tuple[nn.Module, dict[str, Any]]:
     elif backbone.modality == "image":
         g = _ImageGraph(backbone, head, model.task)
         axes = {"pixel_values": {0: "items"}, output: {0: "items"}, FEATURES: {0: "items"}}
+    elif backbone.modality == "audio" and hasattr(backbone, "batch_from_spectrograms"):
+        g = _AudioGraph(backbone, head, model.task)
+        axes = {"mels": {0: "partials"}, "pool": {0: "items", 1: "partials"}, output: {0: "items"},
+                FEATURES: {0: "items"}}
     else:
-        raise UserInputError(f"ONNX export of {backbone.modality} runs is not supported yet",
-                             hint="text and image runs can be exported")
+        raise UserInputError(f"ONNX export of {backbone.modality} runs of {backbone.name} is not supported yet",
+                             hint="text, image and resemblyzer audio runs can be exported; run "
+                                  "predictions with the torch backend")
     return g.eval(), axes
 
 
@@ -129,6 +150,9 @@ def _check_items(run: Path, model, n: int):
         why = e.message
     if model.modality == "text":
         items = ["A short text.", "Another one, " * 200 + "long enough for several windows."]
+    elif model.modality == "audio":  # 16 kHz noise of 0.5 s and 3 s (one and several partials)
+        rng = np.random.RandomState(0)
+        items = [(0.1 * rng.randn(n)).astype(np.float32) for n in (8000, 48000)]
     else:
         rng = np.random.RandomState(0)
         items = [rng.randint(0, 255, (64, 48, 3), dtype=np.uint8) for _ in range(3)]

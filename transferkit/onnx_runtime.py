@@ -45,9 +45,17 @@ def graph_inputs(backbone, items: list[Any]) -> dict[str, np.ndarray]:
     """The exported prediction graph's inputs for ``items``, made by the backbone's own ``prepare``.
 
     Text: ``input_ids (W, L)``, ``attention_mask (W, L)`` int64 and ``pool (N, W)`` float32 (row i
-    holds item i's normalised window weights); images: ``pixel_values (N, 3, H, W)`` float32.
+    holds item i's normalised window weights); images: ``pixel_values (N, 3, H, W)`` float32; audio
+    (spectrogram backbones): ``mels (P, frames, bands)`` float32 and ``pool (N, P)`` (row i averages
+    item i's partials).
     """
     batch = backbone.prepare(items)
+    if backbone.modality == "audio":
+        owner = batch.owner.numpy()
+        pool = np.zeros((batch.n_items, len(owner)), np.float32)
+        pool[owner, np.arange(len(owner))] = 1.0
+        return {"mels": batch.tensors["mels"].float().contiguous().numpy(),
+                "pool": pool / np.maximum(pool.sum(1, keepdims=True), 1e-12)}
     if backbone.modality == "text":
         ids, mask = batch.tensors["input_ids"], batch.tensors["attention_mask"]
         owner, w = batch.owner.numpy(), batch.tensors["weights"].numpy().astype(np.float32)

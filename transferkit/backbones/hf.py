@@ -465,20 +465,14 @@ class HFAudioBackbone(HFBackbone):
         return "samples"
 
     def prepare(self, items: list[Any]) -> Batch:
-        from ..data import load_audio
+        from ..data import load_audio, resample
 
         sr = int(self.extractor.sampling_rate)
         waves, units = [], np.zeros((len(items), 2), dtype=np.int64)
         for i, x in enumerate(items):
             # An in-memory clip comes as (array, rate); a bare array is taken to be at the model's rate.
             w, rate = load_audio(x[0], x[1]) if isinstance(x, tuple) else load_audio(x, sr)
-            if rate != sr:
-                from math import gcd
-
-                from scipy.signal import resample_poly
-
-                g = gcd(int(rate), sr)
-                w = resample_poly(w, sr // g, int(rate) // g).astype(np.float32)
+            w = resample(w, rate, sr)
             cap = int(self.max_seconds * sr)
             units[i] = (min(len(w), cap), len(w))
             waves.append(w[:cap])

@@ -156,6 +156,18 @@ def tk_forecaster(**opts: Any) -> Backbone:
     return ForecasterBackbone("tk-forecaster", **opts)
 
 
+@BACKBONES.register(
+    "resemblyzer", modality="audio", package="resemblyzer", module="resemblyzer", params=1.42e6, dim=256,
+    source="Resemblyzer speaker encoder (GE2E, 3-layer LSTM on 40 mel bands; LibriSpeech + VoxCeleb speakers)",
+    head=None)
+def resemblyzer(**opts: Any) -> Backbone:
+    if not package_available("resemblyzer"):
+        raise MissingDependencyError("the resemblyzer audio backbone", "'transferkit[audio]'")
+    from .voice_encoder import VoiceEncoderBackbone
+
+    return VoiceEncoderBackbone("resemblyzer", **opts)
+
+
 def list_models() -> list[dict[str, Any]]:
     """The zoo with what each needs and whether it loads offline right now."""
     rows = []

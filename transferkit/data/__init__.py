@@ -9,7 +9,7 @@ Typical use::
     prepare_data("topics.jsonl")   # labels that are JSON lists: multi-label (a warning says so)
 """
 from ..errors import shown as printable
-from ._audio import AUDIO_EXTENSIONS, load_audio
+from ._audio import AUDIO_EXTENSIONS, load_audio, resample
 from ._images import IMAGE_EXTENSIONS, load_image
 from ._tables import split_columns
 from .checks import text_problem
@@ -20,6 +20,6 @@ from .split import few_shot_sample, split_indices, stratified_split
 from .validate import PreparedData, prepare_data
 
 __all__ = ["Dataset", "TASK_NAMES", "Problem", "ValidationReport", "PreparedData", "prepare_data",
-           "read_source", "from_arrays", "load_image", "load_audio", "IMAGE_EXTENSIONS",
+           "read_source", "from_arrays", "load_image", "load_audio", "resample", "IMAGE_EXTENSIONS",
            "AUDIO_EXTENSIONS", "DataWarning", "stratified_split", "split_indices", "few_shot_sample",
            "split_columns", "text_problem", "printable"]

@@ -32,6 +32,7 @@ from .batcher import MicroBatcher, Overloaded
 from .drift import DriftMonitor
 from .inputs import (
     RequestError,
+    check_audio,
     check_count,
     check_image,
     check_request_pixels,
@@ -95,11 +96,12 @@ class ServerState:
                                           thresholds=getattr(self.predictor, "thresholds", None),
                                           window=s.drift_window, min_items=s.drift_min_items,
                                           p_value=s.drift_p_value))
-            image = self.predictor.modality == "image"
+            queue_cost, batch_cost = {"image": (s.queue_pixels, s.max_batch_pixels),
+                                      "audio": (s.queue_audio_ms, s.max_batch_audio_ms)}.get(
+                self.predictor.modality, (s.queue_chars, s.max_batch_chars))
             self.batcher = MicroBatcher(self.predictor.predict, max_batch=s.max_batch,
                                         max_delay_s=s.max_delay_ms / 1000, queue_items=s.queue_items,
-                                        queue_cost=s.queue_pixels if image else s.queue_chars,
-                                        max_batch_cost=s.max_batch_pixels if image else s.max_batch_chars,
+                                        queue_cost=queue_cost, max_batch_cost=batch_cost,
                                         max_wait_s=s.request_timeout_s, on_batch=self._on_batch,
                                         on_retry=lambda _n: self.metrics.retried(),
                                         one_request_per_call=getattr(self.predictor, "tent", None) is not None)
@@ -143,6 +145,12 @@ def _warmup_item(modality: str) -> Any:
         return buf.getvalue()
     if modality == "timeseries":
         return np.zeros((1, 16), np.float32)
+    if modality == "audio":  # one second of silence as 16-bit WAV
+        from scipy.io import wavfile
+
+        buf = io.BytesIO()
+        wavfile.write(buf, 16000, np.zeros(16000, np.int16))
+        return buf.getvalue()
     return "warm-up"
 
 
@@ -375,15 +383,16 @@ async def _read_items(request, state: ServerState) -> tuple[list[Any], list[int]
         body = await request.body()
         texts = await run_in_threadpool(parse_texts, body, request.headers.get("content-type"), s)
         return texts, [text_cost(t) for t in texts]
-    if modality != "image":
+    if modality not in ("image", "audio"):
         raise RequestError(415, "unsupported-modality", f"serving {modality} models over HTTP is not supported yet",
                            "use `transferkit predict` on files")
     from .inputs import media_type
 
     mt = media_type(request.headers.get("content-type"))
     if mt != "multipart/form-data":
-        raise RequestError(415, "unsupported-media-type", f"this model takes images as multipart/form-data; got "
-                           f"content type {mt or '(none)'!r}", 'e.g. curl -F "files=@cat.jpg" -F "files=@dog.png" URL')
+        a, b = ("cat.jpg", "dog.png") if modality == "image" else ("yes.wav", "no.flac")
+        raise RequestError(415, "unsupported-media-type", f"this model takes {modality} files as multipart/form-data; "
+                           f"got content type {mt or '(none)'!r}", f'e.g. curl -F "files=@{a}" -F "files=@{b}" URL')
     from python_multipart.exceptions import MultipartParseError
     from starlette.datastructures import UploadFile
 
@@ -395,7 +404,7 @@ async def _read_items(request, state: ServerState) -> tuple[list[Any], list[int]
         extra = sorted({k for k, v in form.multi_items() if k != "files" or not isinstance(v, UploadFile)})
         if extra:
             raise RequestError(422, "invalid-request", f"unexpected form fields: {', '.join(extra[:10])}",
-                               'send each image as a file in the field "files"')
+                               f'send each {modality} file as a file in the field "files"')
         files = form.getlist("files")
         check_count(len(files), s)
         blobs = [(f.filename or f"files[{i}]", await f.read()) for i, f in enumerate(files)]
@@ -403,6 +412,8 @@ async def _read_items(request, state: ServerState) -> tuple[list[Any], list[int]
         await form.close()
 
     def check_all() -> list[int]:
+        if modality == "audio":  # one clip decoded at a time; the worker decodes again per batch
+            return [check_audio(data, name, s) for name, data in blobs]
         sizes = [(name, *image_size(data, name)) for name, data in blobs]
         check_request_pixels(sizes, s)  # from the headers: nothing decoded yet
         for name, data in blobs:  # one at a time: one image's pixels in memory at once

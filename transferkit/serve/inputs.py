@@ -1,8 +1,8 @@
-"""Reading /predict requests: JSON texts or multipart images, every limit checked, every failure a
+"""Reading /predict requests: JSON texts or multipart images or audio, every limit checked, every failure a
 :class:`RequestError` with a status code and a message for the client (never a traceback).
 
-Nothing here opens a path or URL taken from a request: texts are texts, images are the uploaded
-bytes.
+Nothing here opens a path or URL taken from a request: texts are texts, images and audio are the
+uploaded bytes.
 """
 from __future__ import annotations
 
@@ -250,3 +250,49 @@ def decode_image(data: bytes) -> np.ndarray:
         except Exception:  # broken EXIF must not lose the image
             pass
         return np.asarray(_to_rgb(im))
+
+
+#: Each audio clip counts at least this many milliseconds against the queue's and a batch's bounds.
+AUDIO_MIN_COST_MS = 1000
+#: Uploaded audio is decoded and resampled to this rate once, in the worker: the audio backbones
+#: resample from it to their own, and the classical features read it.
+AUDIO_RATE = 16000
+
+
+def check_audio(data: bytes, name: str, s: ServeSettings) -> int:
+    """Fully decode one uploaded clip to prove it usable, then drop the samples; its cost in
+    milliseconds (at least :data:`AUDIO_MIN_COST_MS`).
+
+    Raises:
+        RequestError: 422 for bytes that are not decodable audio, a cut or empty clip, NaN
+            samples, or a clip longer than ``max_audio_ms``.
+    """
+    from ..data._audio import decode_audio
+
+    try:
+        wave, rate, truncated = decode_audio(data, "")
+    except ImportError:
+        raise RequestError(422, "unsupported-audio", f"{name}: this server cannot decode compressed audio "
+                           "(soundfile is not installed)", "send 16-bit PCM WAV, or install 'transferkit[audio]'") \
+            from None
+    except ValueError as e:
+        raise RequestError(422, "not-audio", f"{name} is not audio that can be decoded ({e})",
+                           "send WAV, FLAC, OGG or MP3") from None
+    if truncated or wave.size == 0:
+        raise RequestError(422, "truncated-audio", f"{name}: the audio is cut short or has no samples",
+                           "re-export the file")
+    if not np.isfinite(wave).all():
+        raise RequestError(422, "corrupt-audio", f"{name}: the audio holds NaN or infinite samples")
+    ms = int(1000 * len(wave) / rate)
+    if ms > s.max_audio_ms:
+        raise RequestError(422, "audio-too-long", f"{name}: {ms / 1000:.1f} s of audio is over the server's limit "
+                           f"of {s.max_audio_ms / 1000:g} s", "cut the recording into shorter clips")
+    return max(ms, AUDIO_MIN_COST_MS)
+
+
+def decode_audio_upload(data: bytes) -> np.ndarray:
+    """Checked upload bytes -> mono float32 ``(T,)`` at :data:`AUDIO_RATE`."""
+    from ..data._audio import decode_audio, resample
+
+    wave, rate, _ = decode_audio(data, "")
+    return resample(wave, rate, AUDIO_RATE)

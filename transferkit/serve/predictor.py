@@ -15,7 +15,7 @@ from ..runs import RunDir, load
 from ..strategies.base import TransferContext
 from ..strategies.tent import episodic_options, episodic_outputs
 from .backend import OutputCache, choose_backend, content_key
-from .inputs import check_text, decode_image
+from .inputs import AUDIO_RATE, check_text, decode_audio_upload, decode_image
 
 
 class Predictor:
@@ -111,7 +111,8 @@ class Predictor:
 
     def predict(self, items: list[Any]) -> tuple[np.ndarray, np.ndarray | None]:
         """The task's outputs and pooled features ``(N, D)`` of ``N`` decoded items
-        (texts; for images encoded bytes, already checked, or ``(H, W, 3)`` uint8 arrays).
+        (texts; for images encoded bytes, already checked, or ``(H, W, 3)`` uint8 arrays; for audio
+        encoded bytes, already checked, or 16 kHz float waveforms ``(T,)``).
 
         Outputs: classification ``(N, C)`` probabilities, regression ``(N,)`` values in the
         target's units, multi-label ``(N, L)`` per-label probabilities.  Called from one worker
@@ -142,7 +143,11 @@ class Predictor:
     def _predict(self, items: list[Any]) -> tuple[np.ndarray, np.ndarray | None]:
         if self.modality == "image":  # the queue holds encoded bytes; the batch's pixels are bounded
             items = [decode_image(x) if isinstance(x, (bytes, bytearray)) else x for x in items]
-        data = Dataset(modality=self.modality, inputs=list(items))
+        rate = None
+        if self.modality == "audio":  # encoded bytes too: decoded one batch at a time, at one rate
+            items = [decode_audio_upload(bytes(x)) if isinstance(x, (bytes, bytearray)) else x for x in items]
+            rate = AUDIO_RATE
+        data = Dataset(modality=self.modality, inputs=list(items), sampling_rate=rate)
         if self._onnx is not None:  # the graph gives the outputs and the drift monitor's features at once
             outputs, feats = self._onnx.outputs_and_features(data, batch_size=self.model.batch_size,
                                                              features=self.reference is not None)

@@ -20,7 +20,7 @@ log = logging.getLogger("transferkit.serve")
 TIGHTEN_ONLY = ("max_body_bytes", "max_items", "max_text_chars", "max_image_pixels", "max_request_pixels",
                 "max_batch", "max_batch_chars", "max_batch_pixels", "max_delay_ms", "queue_items", "queue_chars",
                 "queue_pixels", "request_timeout_s", "keep_alive_s", "max_connections", "drift_window",
-                "drift_permutations", "cache_items")
+                "drift_permutations", "cache_items", "max_audio_ms", "max_batch_audio_ms", "queue_audio_ms")
 
 
 @dataclass
@@ -54,6 +54,11 @@ class ServeSettings:
             above it; an empty queue takes any valid request.
         queue_pixels: image pixels waiting at most (each image counts at least 256 x 256), the
             same way.
+        max_audio_ms: an uploaded audio clip's duration at most, in milliseconds (422 above it,
+            after decoding it once).
+        max_batch_audio_ms: audio per model call at most, in milliseconds (as max_batch_pixels).
+        queue_audio_ms: audio waiting at most, in milliseconds (each clip counts at least one
+            second), 503 above it.
         request_timeout_s: a request not answered by then gets 503; its work not yet started
             is dropped, and so is the work of a client that disconnects.
         retry_after_s: the ``Retry-After`` header sent with 503.
@@ -101,11 +106,15 @@ class ServeSettings:
     max_chunks: int | None = None
     cache_items: int = 1024
     threads: int | None = None
+    max_audio_ms: int = 600_000
+    max_batch_audio_ms: int = 600_000
+    queue_audio_ms: int = 7_200_000
 
     def __post_init__(self) -> None:
         positive = ("max_body_bytes", "max_items", "max_text_chars", "max_image_pixels", "max_request_pixels",
                     "max_batch", "max_batch_chars", "max_batch_pixels", "queue_items", "queue_chars", "queue_pixels",
-                    "max_connections", "drift_window", "drift_every", "drift_permutations")
+                    "max_connections", "drift_window", "drift_every", "drift_permutations", "max_audio_ms",
+                    "max_batch_audio_ms", "queue_audio_ms")
         for name in positive:
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:

@@ -41,7 +41,7 @@ from ..backbones.base import Backbone
 from ..data.dataset import Dataset
 from ..errors import UserInputError
 from ..training import EarlyStopping, Validation, make_scheduler, plan_budget, train, trainable_state
-from ..training.augment import SERIES_OPTIONS, augment_batch, make_augment
+from ..training.augment import augment_batch, check_augment_options, make_augment
 from ..training.batchnorm import keep_statistics, release_statistics
 from ..training.callbacks import Callback
 from ..training.loop import isolated_rng
@@ -133,7 +133,8 @@ class FineTuneParams(Params):
     checkpoint_every: int | None = param(None, "checkpoint every N steps as well as at each epoch end", ge=1)
     keep_last: int = param(2, "checkpoints kept", ge=1)
     augment: bool | dict | None = param(None, "null: random resized crop + flip for images, none otherwise; "
-                                              "false; true; or {\"crop_scale\": [0.5, 1.0], \"flip\": false}; "
+                                              "false; true (audio: gain, noise, shift, SpecAugment masks); or "
+                                              "{\"crop_scale\": [0.5, 1.0], \"flip\": false} / {\"snr_db\": [10, 30]}; "
                                               "series: true or {\"jitter\": 0.03, \"scaling\": 0.1, \"window\": 0.9}")
     nonfinite: str = param("stop", "on a NaN/inf loss: stop, or skip such batches and count them",
                            choices=("stop", "skip"))
@@ -159,9 +160,7 @@ class FineTuneParams(Params):
 
     def validate(self) -> None:
         if isinstance(self.augment, dict):
-            series = bool(self.augment) and set(self.augment) <= SERIES_OPTIONS
-            # checks the keys and ranges now, not after an hour of setup
-            make_augment(self.augment, "timeseries" if series else "image")
+            check_augment_options(self.augment)  # the keys and ranges now, not after an hour of setup
 
 
 @STRATEGIES.register("finetune", needs="backbone",

@@ -48,7 +48,7 @@ class ClassicalParams(Params):
 @STRATEGIES.register("classical", needs="features")
 class Classical(Strategy):
     """The modality's classical model, no pre-trained weights involved: TF-IDF (word, or word +
-    character n-grams, chosen by cross-validation) for text, raw grey pixels for images, band
+    character n-grams, chosen by cross-validation) for text, raw grey pixels for images, MFCC
     statistics for audio, with the task's linear head (regularisation by cross-validation).
 
     The same model as the classical control (:mod:`transferkit.controls`); as a strategy it is
@@ -57,7 +57,7 @@ class Classical(Strategy):
     """
 
     name = "classical"
-    description = ("no transfer: the classical control's model (TF-IDF, pixels or band statistics + the task's "
+    description = ("no transfer: the classical control's model (TF-IDF, pixels or MFCC statistics + the task's "
                    "linear head), saved and served like any other")
     Params = ClassicalParams
     tasks = TASKS
@@ -110,14 +110,14 @@ class Hybrid(Strategy):
 
     Scaling: the backbone's features are standardised and divided by ``sqrt(D)``, so that a
     row has about unit length; TF-IDF rows are unit length already (word + character n-grams,
-    each part L2-normalised, so the text block is divided by ``sqrt(2)``); pixels and band
+    each part L2-normalised, so the text block is divided by ``sqrt(2)``); pixels and MFCC
     statistics are standardised and divided by ``sqrt(V)``.  Each view then weighs about the same
     before the head's cross-validated regularisation chooses.  Data: labelled items of text,
     images or audio.  Shapes: ``(N, D)`` + ``(N, V)`` -> head ``(K, D + V)``.
     """
 
     name = "hybrid"
-    description = ("pre-trained features beside hand-made ones (TF-IDF, pixels, band statistics), each block "
+    description = ("pre-trained features beside hand-made ones (TF-IDF, pixels, MFCC statistics), each block "
                    "scaled, one regularised linear head (regularisation by cross-validation)")
     Params = HybridParams
     tasks = TASKS

@@ -4,7 +4,9 @@ Time series: window slicing, scaling and jitter (:class:`SeriesAugment`), on req
 
 Images: random resized crop and horizontal flip, on the backbone's already normalised
 ``(B, C, H, W)`` tensor (both are geometric, so they commute with the per-channel
-normalisation).  Draws come from torch's global generator, which the loop seeds and
+normalisation).  Audio: gain, white noise at a drawn SNR, a circular time shift and
+SpecAugment-style time and frequency masks, on a waveform ``(B, T)`` or a (power) spectrogram
+``(B, T, F)``.  Draws come from torch's global generator, which the loop seeds and
 checkpoints, so augmented runs resume exactly.
 """
 from __future__ import annotations
@@ -18,6 +20,8 @@ import torch.nn.functional as F
 from ..errors import UserInputError
 
 Augment = Callable[[torch.Tensor], torch.Tensor]
+#: The batch tensor each backbone kind's augmentation acts on (the first one a batch has).
+AUGMENTED_INPUTS = ("pixel_values", "mels", "input_values")
 
 
 class ImageAugment:
@@ -99,17 +103,105 @@ class SeriesAugment:
         return out
 
 
-def augment_batch(augment: Any, batch: Any) -> None:
-    """Apply ``augment`` in place to a prepared training batch: images (``pixel_values``) or series
-    (``values`` with ``mask``)."""
-    t = batch.tensors
-    if isinstance(augment, SeriesAugment) and "values" in t:
-        t["values"] = augment(t["values"], t["mask"], int(batch.extra.get("channels", 1)))
-    elif not isinstance(augment, SeriesAugment) and t.get("pixel_values") is not None:
-        t["pixel_values"] = augment(t["pixel_values"])
+class AudioAugment:
+    """Gain, additive white noise, time shift and SpecAugment masks (Park et al., Interspeech 2019,
+    "SpecAugment: A Simple Data Augmentation Method for Automatic Speech Recognition").
+
+    Args:
+        gain_db: range of the gain drawn per clip, in dB.
+        snr_db: range of the signal-to-noise ratio of the added white noise, in dB; ``None``: no noise.
+        shift: largest circular time shift, as a share of the clip's length.
+        time_masks, time_width: masks over at most ``time_width`` time steps (spectrograms only).
+        freq_masks, freq_width: masks over at most ``freq_width`` frequency bands (spectrograms only).
+
+    Shapes: a waveform ``(B, T) -> (B, T)``, or a power spectrogram ``(B, T, F) -> (B, T, F)``
+    (gain and noise in power units there: noise power is the clip's mean power over the SNR,
+    drawn per bin from an exponential distribution, as white noise's periodogram is).
+    """
+
+    def __init__(self, gain_db: tuple[float, float] = (-6.0, 6.0), snr_db: tuple[float, float] | None = (10.0, 40.0),
+                 shift: float = 0.1, time_masks: int = 2, time_width: int = 10, freq_masks: int = 2,
+                 freq_width: int = 5):
+        lo, hi = (float(v) for v in gain_db)
+        if lo > hi:
+            raise UserInputError(f"augment gain_db must be [low, high], got {list(gain_db)}")
+        if snr_db is not None and float(snr_db[0]) > float(snr_db[1]):
+            raise UserInputError(f"augment snr_db must be [low, high], got {list(snr_db)}")
+        if not 0 <= shift < 1:
+            raise UserInputError(f"augment shift is a share of the clip, 0 <= shift < 1, got {shift}")
+        if min(time_masks, time_width, freq_masks, freq_width) < 0:
+            raise UserInputError("augment mask counts and widths must be >= 0")
+        self.gain_db, self.shift = (lo, hi), float(shift)
+        self.snr_db = None if snr_db is None else (float(snr_db[0]), float(snr_db[1]))
+        self.time_masks, self.time_width = int(time_masks), int(time_width)
+        self.freq_masks, self.freq_width = int(freq_masks), int(freq_width)
+
+    def _uniform(self, lo: float, hi: float) -> float:
+        return lo + (hi - lo) * float(torch.rand(()))
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        spec = x.dim() == 3
+        out = []
+        for clip in x:
+            power_units = 10.0 if spec else 20.0
+            clip = clip * 10.0 ** (self._uniform(*self.gain_db) / power_units)
+            if self.snr_db is not None:
+                level = (clip.mean() if spec else clip.pow(2).mean()) / 10.0 ** (self._uniform(*self.snr_db) / 10.0)
+                noise = torch.empty_like(clip).exponential_() if spec else torch.randn_like(clip)
+                clip = clip + (noise * level if spec else noise * level.sqrt())
+            n = clip.shape[0]
+            if self.shift and n > 1:
+                clip = clip.roll(int(torch.randint(-int(self.shift * n), int(self.shift * n) + 1, ())), dims=0)
+            if spec:
+                clip = clip.clone()
+                masks = ((self.time_masks, self.time_width, 0), (self.freq_masks, self.freq_width, 1))
+                for count, width, axis in masks:
+                    size = clip.shape[axis]
+                    for _ in range(count):
+                        w = int(torch.randint(0, min(width, size) + 1, ()))
+                        start = int(torch.randint(0, size - w + 1, ()))
+                        if axis == 0:
+                            clip[start:start + w] = 0
+                        else:
+                            clip[:, start:start + w] = 0
+            out.append(clip)
+        return torch.stack(out)
 
 
 SERIES_OPTIONS = frozenset({"jitter", "scaling", "window"})
+_OPTIONS = {"image": (ImageAugment, {"crop_scale", "ratio", "flip"}),
+            "audio": (AudioAugment, {"gain_db", "snr_db", "shift", "time_masks", "time_width", "freq_masks",
+                                     "freq_width"}),
+            "timeseries": (SeriesAugment, set(SERIES_OPTIONS))}
+
+
+def check_augment_options(option: Any) -> None:
+    """Check an ``augment`` dict before any setup: its keys must all be the options of one kind
+    (image, audio or time series), in their ranges.
+
+    Raises:
+        UserInputError: unknown keys, a mix of kinds, or a value out of range."""
+    if not isinstance(option, dict):
+        return
+    for modality, (_cls, allowed) in _OPTIONS.items():
+        if set(option) <= allowed:
+            make_augment(option, modality)
+            return
+    raise UserInputError(f"unknown augment option {', '.join(sorted(set(option) - _OPTIONS['image'][1]))}",
+                         hint="; ".join(f"{m}: " + ", ".join(sorted(allowed)) for m, (_c, allowed) in _OPTIONS.items()))
+
+
+def augment_batch(augment: Any, batch: Any) -> None:
+    """Apply ``augment`` in place to a prepared training batch: series (``values`` with their
+    ``mask``), or the first of :data:`AUGMENTED_INPUTS` the batch has (images, audio)."""
+    t = batch.tensors
+    if isinstance(augment, SeriesAugment):
+        if "values" in t:
+            t["values"] = augment(t["values"], t["mask"], int(batch.extra.get("channels", 1)))
+        return
+    key = next((k for k in AUGMENTED_INPUTS if t.get(k) is not None), None)
+    if key is not None:
+        t[key] = augment(t[key])
 
 
 def make_augment(option: Any, modality: str) -> Augment | None:
@@ -117,28 +209,23 @@ def make_augment(option: Any, modality: str) -> Augment | None:
 
     Args:
         option: ``None`` (default: on for images, off otherwise), ``False``, ``True``, or a dict
-            of :class:`ImageAugment` arguments (``{"crop_scale": [0.5, 1], "flip": false}``) or, for
-            time series, of :class:`SeriesAugment` arguments (``{"jitter": 0.05, "window": 0.8}``).
+            of :class:`ImageAugment` arguments (``{"crop_scale": [0.5, 1], "flip": false}``), of
+            :class:`AudioAugment` ones (``{"snr_db": [10, 30]}``) or, for time series, of
+            :class:`SeriesAugment` ones (``{"jitter": 0.05, "window": 0.8}``).
         modality: the backbone's modality.
     """
     if option is False or (option is None and modality != "image"):
         return None
-    if modality == "timeseries":
-        extra = sorted(set(option) - SERIES_OPTIONS) if isinstance(option, dict) else []
-        if extra or not isinstance(option, (bool, dict)):
-            raise UserInputError(f"augment for series takes true or a dict of {', '.join(sorted(SERIES_OPTIONS))}; "
-                                 f"got {option!r}", hint='e.g. --param augment=\'{"jitter": 0.05, "window": 0.8}\'')
-        return SeriesAugment(**(option if isinstance(option, dict) else {}))
-    if modality != "image":
-        raise UserInputError(f"augment is only implemented for images, not {modality}",
-                             hint="leave augment unset for text and audio (series: jitter, scaling, window)")
+    if modality not in _OPTIONS:
+        raise UserInputError(f"augment is only implemented for images, audio and time series, not {modality}",
+                             hint=f"leave augment unset for {modality}")
+    cls, allowed = _OPTIONS[modality]
     if option is None or option is True:
-        return ImageAugment()
+        return cls()
     if isinstance(option, dict):
-        allowed = {"crop_scale", "ratio", "flip"}
         unknown = sorted(set(option) - allowed)
         if unknown:
-            raise UserInputError(f"unknown augment option {', '.join(unknown)}",
+            raise UserInputError(f"unknown augment option {', '.join(unknown)} for {modality}",
                                  hint=f"allowed: {', '.join(sorted(allowed))}")
-        return ImageAugment(**option)
+        return cls(**option)
     raise UserInputError(f"augment must be true, false or a dict of options, not {option!r}")
