@@ -130,5 +130,5 @@ def test_audio_augment_on_waveforms_and_spectrograms_is_seeded_and_masks():
     check_augment_options({"flip": False})
     with pytest.raises(UserInputError, match="unknown augment option"):
         check_augment_options({"flip": False, "snr_db": [5, 30]})
-    with pytest.raises(UserInputError, match="augment is only implemented for images and audio"):
+    with pytest.raises(UserInputError, match="augment is only implemented for images, audio and time series"):
         make_augment(True, "text")
