@@ -16,6 +16,7 @@ is what model selection reads (:func:`cv_score`).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar
@@ -23,8 +24,10 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from ._fit_cache import fit_key, items_sha256, load_fit, store_fit
 from .data.dataset import Dataset
 from .errors import UserInputError
+from .tasks import linear as linear_module
 from .tasks.linear import LinearFit, fit_linear, fit_logistic, linear_outputs
 
 #: Character n-grams are read from each text's first ``CHAR_PREFIX`` characters: the whole of a
@@ -371,7 +374,40 @@ WORDS_CHARS = "word 1-2-grams + char 2-5-grams"
 
 
 def fit_handmade_model(task: str, train: Dataset, y: np.ndarray, seed: int, *, cv: int = CV_FOLDS,
-                       class_weight: np.ndarray | None = None) -> HandMadeModel:
+                       class_weight: np.ndarray | None = None, cache: bool = True) -> HandMadeModel:
+    """The classical model of ``train``'s modality learning ``task`` from ``y`` (the task's encoding)
+    (:func:`_fit_handmade_model`), read back from the fit cache (:mod:`._fit_cache`) when an
+    identical fit (same items, targets, options, seed, code and library versions) stored it: a
+    second fit on the same data refits no TF-IDF and runs no cross-validation."""
+    key = _model_key(task, train, y, seed, cv, class_weight) if cache else None
+    hit = load_fit("classical", key) if key else None
+    if hit is not None:
+        tensors, info = hit
+        try:
+            return HandMadeModel(task, load_handmade(tensors, "handmade."),
+                                 head_from_tensors(task, tensors, int(tensors["head.weight"].shape[0])), info)
+        except (UserInputError, KeyError):
+            pass  # an entry of another layout: fitted again and overwritten
+    model = _fit_handmade_model(task, train, y, seed, cv=cv, class_weight=class_weight)
+    if key:
+        store_fit("classical", key, {**save_handmade(model.featurizer, "handmade."), **head_tensors(task, model.head)},
+                  model.info)
+    return model
+
+
+def _model_key(task: str, train: Dataset, y: np.ndarray, seed: int, cv: int, class_weight: np.ndarray | None) -> str:
+    """What a classical fit depends on: its items' contents, targets, options, seed, the code that
+    fits (this module and the linear heads) and the numerical libraries' versions."""
+    y = np.ascontiguousarray(y)
+    parts = {"task": task, "modality": train.modality, "sampling_rate": getattr(train, "sampling_rate", None),
+             "items": items_sha256(train.content_hashes()), "n": len(train), "seed": int(seed), "cv": int(cv),
+             "y": [str(y.dtype), list(y.shape), hashlib.sha256(y.tobytes()).hexdigest()],
+             "class_weight": None if class_weight is None else np.asarray(class_weight, np.float64).tolist()}
+    return fit_key(parts, code=[__file__, linear_module.__file__], packages=("scikit-learn", "scipy", "numpy"))
+
+
+def _fit_handmade_model(task: str, train: Dataset, y: np.ndarray, seed: int, *, cv: int = CV_FOLDS,
+                        class_weight: np.ndarray | None = None) -> HandMadeModel:
     """The classical model of ``train``'s modality learning ``task`` from ``y`` (the task's encoding).
 
     Text chooses between word n-grams and word + character n-grams by the better best-CV score on
