@@ -68,7 +68,7 @@ def test_cached_classical_model_predicts_what_the_fitted_one_did_and_changes_wit
     again = classical.fit_handmade_model("classification", train, y, 0)
     assert counts["classical._fit_handmade_model"] == 0
     np.testing.assert_array_equal(again.outputs(test), fitted.outputs(test))
-    assert again.info["features"] == fitted.info["features"]
+    assert again.info["features"] == fitted.info["features"] and again.info["vocabulary"] == fitted.info["vocabulary"]
     assert again.info["feature_selection"]["scores"] == pytest.approx(fitted.info["feature_selection"]["scores"])
     # another seed, other targets or other items: another key, fitted anew
     classical.fit_handmade_model("classification", train, y, 1)

@@ -70,14 +70,16 @@ def load_fit(kind: str, key: str):
 
 
 def store_fit(kind: str, key: str, tensors: dict, info: dict[str, Any]) -> bool:
-    """Write ``tensors`` (name -> torch tensor) and ``info`` (JSON-able) under ``key``; whether it was written."""
+    """Write ``tensors`` (name -> torch tensor or numpy array) and ``info`` (JSON-able) under ``key``.
+
+    Returns whether it was written."""
     import numpy as np
     import torch
     from safetensors.torch import save
 
     blob = torch.from_numpy(np.frombuffer(json_bytes(info), dtype=np.uint8).copy())
     try:
-        data = save({**{k: v.contiguous() for k, v in tensors.items()}, INFO: blob})
+        data = save({**{k: torch.as_tensor(v).contiguous() for k, v in tensors.items()}, INFO: blob})
         path = _path(kind, key)
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(path, data)

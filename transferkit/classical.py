@@ -107,12 +107,36 @@ class TfidfText(HandMade):
 
     @staticmethod
     def _fit_one(texts: list[str], **options: Any):
+        """One vectorizer fitted on ``texts``, read back from the fit cache (:mod:`._fit_cache`)
+        when the same texts were fitted with the same options before (the control, the
+        selection's candidates and a second fit all fit the same vocabularies)."""
+        digest = items_sha256(hashlib.sha256(t.encode("utf-8", "surrogatepass")).hexdigest() for t in texts)
+        key = fit_key({"texts": digest, "n": len(texts), "options": options}, code=[__file__],
+                      packages=("scikit-learn", "numpy"))
+        hit = load_fit("tfidf", key)
+        if hit is not None and {"vocabulary", "idf"} <= set(hit[0]):
+            return TfidfText._restore_one(hit[0], {k: v for k, v in options.items() if k != "max_features"})
         vec = TfidfText._vectorizer(min_df=2 if len(texts) >= 50 else 1, **options)
         try:
             vec.fit(texts)
         except ValueError:
             vec.set_params(min_df=1)
             vec.fit(texts)
+        store_fit("tfidf", key, TfidfText._state_one(vec), {"min_df": vec.min_df})
+        return vec
+
+    @staticmethod
+    def _state_one(vec) -> dict[str, torch.Tensor]:
+        terms = sorted(vec.vocabulary_, key=vec.vocabulary_.get)
+        return {"vocabulary": _bytes(terms), "idf": torch.from_numpy(np.asarray(vec.idf_, dtype=np.float32))}
+
+    @staticmethod
+    def _restore_one(tensors: dict[str, torch.Tensor], options: dict[str, Any]):
+        terms = _unbytes(tensors["vocabulary"])
+        vec = TfidfText._vectorizer(vocabulary=terms, **options)
+        vec.vocabulary_ = {t: i for i, t in enumerate(terms)}  # what fit would set (transform checks it)
+        vec.fixed_vocabulary_ = True
+        vec.idf_ = tensors["idf"].numpy().astype(np.float32)  # as fitted (dtype float32)
         return vec
 
     WORDS: ClassVar[dict[str, Any]] = {"ngram_range": (1, 2)}
@@ -145,11 +169,8 @@ class TfidfText(HandMade):
     def state(self) -> dict[str, torch.Tensor]:
         out = {}
         for part, vec in (("words", self.words_), ("chars", self.chars_)):
-            if vec is None:
-                continue
-            terms = sorted(vec.vocabulary_, key=vec.vocabulary_.get)
-            out[f"{part}.vocabulary"] = _bytes(terms)
-            out[f"{part}.idf"] = torch.from_numpy(np.asarray(vec.idf_, dtype=np.float32))
+            if vec is not None:
+                out.update({f"{part}.{k}": v for k, v in self._state_one(vec).items()})
         return out
 
     @classmethod
@@ -159,9 +180,8 @@ class TfidfText(HandMade):
             if f"{part}.vocabulary" not in tensors:
                 setattr(self, f"{part}_", None)
                 continue
-            vec = cls._vectorizer(vocabulary=_unbytes(tensors[f"{part}.vocabulary"]), **options)
-            vec.idf_ = tensors[f"{part}.idf"].numpy().astype(np.float32)  # as fitted (dtype float32)
-            setattr(self, f"{part}_", vec)
+            setattr(self, f"{part}_", cls._restore_one({k: tensors[f"{part}.{k}"] for k in ("vocabulary", "idf")},
+                                                       options))
         return self
 
     def describe(self) -> str:
