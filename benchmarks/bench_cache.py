@@ -5,7 +5,9 @@ of the SpamAssassin e-mails written to a ``.jsonl.gz`` file, as a user would pas
 runs in a fresh Python process (as two successive ``transferkit fit`` commands would), both with
 ``TRANSFERKIT_CACHE`` pointing at the same, initially empty, directory.  Reported: the wall time of
 ``tk.fit(...)`` (the ratio's basis), the whole process's wall time, and where the second fit's
-time goes (``metrics["timings"]`` plus timestamps of the fit's progress lines).
+time goes (``metrics["timings"]`` plus timestamps of the fit's progress lines).  Then two
+identical ``transferkit fit`` commands on a cache of their own, each timed as a whole process and
+printed side by side: the issue's goal (>= 20x) is judged on them.
 
 Run: ``python benchmarks/bench_cache.py [--n 1500]``
 """
@@ -102,14 +104,17 @@ def main() -> None:
     first, second, third = runs
     ratio = first["fit_wall_s"] / second["fit_wall_s"]
     ratio_proc = first["process_wall_s"] / second["process_wall_s"]
+    cli = cli_pair(data, work, env)
     m["cpu_other_during_pct"] = load.pct()
     result = {"machine": m, "n": len(idx), "n_spam": n_spam, "first": first, "second": second, "third": third,
               "ratio_fit_blas1": first["fit_wall_s"] / third["fit_wall_s"],
-              "ratio_fit": ratio, "ratio_process": ratio_proc,
-              "summary": [{"item": f"second identical fit vs first (spam, {len(idx)} e-mails, controls on)",
-                           "goal": ">= 20x faster", "measured": f"{ratio:.1f}x ({first['fit_wall_s']:.0f} s -> "
-                           f"{second['fit_wall_s']:.1f} s for `tk.fit`; whole process {ratio_proc:.1f}x)",
-                           "met": ratio >= 20, "anchor": "cache"}]}
+              "ratio_fit": ratio, "ratio_process": ratio_proc, "cli": cli,
+              "summary": [{"item": f"second identical `transferkit fit` vs first (spam, {len(idx)} e-mails, "
+                                   "controls on, whole process)",
+                           "goal": ">= 20x faster", "measured": f"{cli['ratio']:.1f}x ({cli['first_s']:.0f} s -> "
+                           f"{cli['second_s']:.1f} s); `tk.fit` alone {ratio:.1f}x ({first['fit_wall_s']:.0f} s -> "
+                           f"{second['fit_wall_s']:.1f} s)",
+                           "met": cli["ratio"] >= 20, "anchor": "cache"}]}
     body = report(result)
     if not a.no_write:
         C.save_result("cache", result)
@@ -117,17 +122,47 @@ def main() -> None:
     C.say(body)
 
 
+def cli_pair(data: Path, work: Path, env: dict) -> dict:
+    """Two identical ``transferkit fit`` commands on a fresh cache of their own, each timed as a
+    whole process (start, imports, fit, run directory), as a user runs them."""
+    script = Path(sys.executable).with_name("transferkit")
+    cmd = [str(script)] if script.exists() else [sys.executable, "-c", "import sys; from transferkit.cli import "
+                                                                    "main; sys.exit(main())"]
+    cache = work / "cache-cli"
+    cache.mkdir()
+    times = []
+    for k in (1, 2):
+        C.say(f"`transferkit fit` {k} (whole process, its own cache) ...")
+        t = time.perf_counter()
+        p = subprocess.run(cmd + ["fit", "--data", str(data), "--text-column", "subject,body", "--label-column",
+                                  "label", "--model", "minilm-l6", "--seed", "0", "--out", str(work / f"cli{k}")],
+                           env=dict(env, TRANSFERKIT_CACHE=str(cache)), cwd=C.REPO, stdout=subprocess.DEVNULL)
+        times.append(time.perf_counter() - t)
+        if p.returncode != 0:
+            sys.exit(f"`transferkit fit` {k} failed with exit code {p.returncode}")
+        C.say(f"`transferkit fit` {k}: {times[-1]:.1f} s")
+    acc = [json.loads((work / f"cli{k}" / "metrics.json").read_text())["test"]["accuracy"] for k in (1, 2)]
+    C.say(f"whole process, side by side: first {times[0]:.1f} s | second {times[1]:.1f} s | "
+          f"{times[0] / times[1]:.1f}x (accuracy {acc[0]:.4f} | {acc[1]:.4f})")
+    return {"first_s": times[0], "second_s": times[1], "ratio": times[0] / times[1], "accuracy": acc}
+
+
 def breakdown(r: dict) -> list[tuple[str, float]]:
     t = r["timings"]
-    rand = r["random_init_control_s"] or 0.0
     controls = t.get("controls_s", 0.0)
-    accounted = t["validate_s"] + t["fit_s"] + controls
+    # no "control: classical baseline" line: the TF-IDF control is the selection's classical
+    # candidate, reused, so the controls stage is the random-init control alone
+    rand = r["random_init_control_s"] if r["random_init_control_s"] is not None else controls
+    select = t.get("select_s", 0.0)
+    accounted = t["validate_s"] + t["fit_s"] + controls + select
     return [
         ("read + validate the data (`validate_s`)", t["validate_s"]),
         ("probe on the pre-trained backbone, train + test features and fit (`fit_s`)", t["fit_s"]),
         ("  of which feature extraction or cache look-up (`extract_s`)", t["extract_s"]),
+        ("model selection: the hybrid and classical candidates (`select_s`)", select),
         ("random-init control: features + probe", rand),
-        ("TF-IDF baseline control (`controls_s` minus the above)", controls - rand),
+        ("TF-IDF baseline control (`controls_s` minus the above; 0: the selection's classical model, reused)",
+         controls - rand),
         ("backbone set-up, metrics, bootstrap CIs, verdict (`total_s` minus the above)", t["total_s"] - accounted),
         ("writing the run directory: report, weights, JSON (`tk.fit` wall minus `total_s`)",
          r["fit_wall_s"] - t["total_s"]),
@@ -163,15 +198,26 @@ whole process including Python start and imports: {res['ratio_process']:.1f}x. I
 {cached} of {cached + computed} feature look-ups hit the cache and {computed} were computed; the
 pre-trained model was {'loaded' if s['module_loaded']['pretrained'] else 'never loaded'}.
 
+**Two identical `transferkit fit` commands, whole process** (another fresh cache, same data,
+`--model minilm-l6 --seed 0`, controls on): first {res['cli']['first_s']:.1f} s, second
+{res['cli']['second_s']:.1f} s, **{res['cli']['ratio']:.1f}x** (goal >= 20x:
+{'met' if res['cli']['ratio'] >= 20 else '**NOT met**'}; test accuracy {res['cli']['accuracy'][0]:.4f} and
+{res['cli']['accuracy'][1]:.4f}). The second reads back the features of both backbones, the
+tokenizer facts its cache key needs (no tokenizer built), and from the fit cache
+(`transferkit/_fit_cache.py`) every TF-IDF vocabulary, the classical model and every
+cross-validated logistic head (probe, random-init control, hybrid): it fits nothing again.
+
 {C.md_table(['stage (seconds)', 'first fit', 'second fit', 'first / second',
              'third fit, `OPENBLAS_NUM_THREADS=1`'], rows)}
 
 The third column is a third identical fit (cache warm) in a process whose numpy/scipy OpenBLAS is
 held to one thread (torch keeps its {threads} threads): `tk.fit` {t3['fit_wall_s']:.1f} s (accuracy
 {t3['accuracy']:.4f}, verdict {t3['verdict']}: {same3} the second fit), i.e.
-{res['ratio_fit_blas1']:.1f}x faster than the first fit. The scikit-learn fits (the probe's cross-validated logistic
-regression, twice, and the TF-IDF baseline) are what the second fit spends its time on, and they
-run much slower with OpenBLAS's default 2 threads on this 2-core machine (see the findings below).
+{res['ratio_fit_blas1']:.1f}x faster than the first fit. With every fit read back, what the second fit
+still spends is writing the run directory (the report's plots, weights, JSON), the selection's
+hybrid candidate (scaling its features, TF-IDF transforms) and, outside `tk.fit`, Python start and
+the imports of torch and scikit-learn. The CPU was shared with other agents' work (the share other
+processes used is in the machine line).
 """
 
 

@@ -13,7 +13,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "transferkit"
 
 #: Bottom to top; a module's layer is that of its longest listed prefix.
 LAYERS: list[list[str]] = [
-    ["errors", "_registry", "_files", "_memory", "_studies"],
+    ["errors", "_registry", "_files", "_memory", "_studies", "_fit_cache"],
     ["data", "scores", "alignment", "evaluation", "config", "tasks"],
     ["backbones"],
     ["features", "onnx_runtime", "training", "classical", "series_features"],

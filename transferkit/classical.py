@@ -16,6 +16,7 @@ is what model selection reads (:func:`cv_score`).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar
@@ -23,9 +24,11 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from ._fit_cache import fit_key, items_sha256, load_fit, store_fit
 from .data.dataset import Dataset
 from .errors import UserInputError
 from .series_features import RocketCore
+from .tasks import linear as linear_module
 from .tasks.linear import LinearFit, fit_linear, fit_logistic, linear_outputs
 
 #: Character n-grams are read from each text's first ``CHAR_PREFIX`` characters: the whole of a
@@ -105,12 +108,36 @@ class TfidfText(HandMade):
 
     @staticmethod
     def _fit_one(texts: list[str], **options: Any):
+        """One vectorizer fitted on ``texts``, read back from the fit cache (:mod:`._fit_cache`)
+        when the same texts were fitted with the same options before (the control, the
+        selection's candidates and a second fit all fit the same vocabularies)."""
+        digest = items_sha256(hashlib.sha256(t.encode("utf-8", "surrogatepass")).hexdigest() for t in texts)
+        key = fit_key({"texts": digest, "n": len(texts), "options": options}, code=[__file__],
+                      packages=("scikit-learn", "numpy"))
+        hit = load_fit("tfidf", key)
+        if hit is not None and {"vocabulary", "idf"} <= set(hit[0]):
+            return TfidfText._restore_one(hit[0], {k: v for k, v in options.items() if k != "max_features"})
         vec = TfidfText._vectorizer(min_df=2 if len(texts) >= 50 else 1, **options)
         try:
             vec.fit(texts)
         except ValueError:
             vec.set_params(min_df=1)
             vec.fit(texts)
+        store_fit("tfidf", key, TfidfText._state_one(vec), {"min_df": vec.min_df})
+        return vec
+
+    @staticmethod
+    def _state_one(vec) -> dict[str, torch.Tensor]:
+        terms = sorted(vec.vocabulary_, key=vec.vocabulary_.get)
+        return {"vocabulary": _bytes(terms), "idf": torch.from_numpy(np.asarray(vec.idf_, dtype=np.float32))}
+
+    @staticmethod
+    def _restore_one(tensors: dict[str, torch.Tensor], options: dict[str, Any]):
+        terms = _unbytes(tensors["vocabulary"])
+        vec = TfidfText._vectorizer(vocabulary=terms, **options)
+        vec.vocabulary_ = {t: i for i, t in enumerate(terms)}  # what fit would set (transform checks it)
+        vec.fixed_vocabulary_ = True
+        vec.idf_ = tensors["idf"].numpy().astype(np.float32)  # as fitted (dtype float32)
         return vec
 
     WORDS: ClassVar[dict[str, Any]] = {"ngram_range": (1, 2)}
@@ -143,11 +170,8 @@ class TfidfText(HandMade):
     def state(self) -> dict[str, torch.Tensor]:
         out = {}
         for part, vec in (("words", self.words_), ("chars", self.chars_)):
-            if vec is None:
-                continue
-            terms = sorted(vec.vocabulary_, key=vec.vocabulary_.get)
-            out[f"{part}.vocabulary"] = _bytes(terms)
-            out[f"{part}.idf"] = torch.from_numpy(np.asarray(vec.idf_, dtype=np.float32))
+            if vec is not None:
+                out.update({f"{part}.{k}": v for k, v in self._state_one(vec).items()})
         return out
 
     @classmethod
@@ -157,9 +181,8 @@ class TfidfText(HandMade):
             if f"{part}.vocabulary" not in tensors:
                 setattr(self, f"{part}_", None)
                 continue
-            vec = cls._vectorizer(vocabulary=_unbytes(tensors[f"{part}.vocabulary"]), **options)
-            vec.idf_ = tensors[f"{part}.idf"].numpy().astype(np.float32)  # as fitted (dtype float32)
-            setattr(self, f"{part}_", vec)
+            setattr(self, f"{part}_", cls._restore_one({k: tensors[f"{part}.{k}"] for k in ("vocabulary", "idf")},
+                                                       options))
         return self
 
     def describe(self) -> str:
@@ -423,7 +446,40 @@ WORDS_CHARS = "word 1-2-grams + char 2-5-grams"
 
 
 def fit_handmade_model(task: str, train: Dataset, y: np.ndarray, seed: int, *, cv: int = CV_FOLDS,
-                       class_weight: np.ndarray | None = None) -> HandMadeModel:
+                       class_weight: np.ndarray | None = None, cache: bool = True) -> HandMadeModel:
+    """The classical model of ``train``'s modality learning ``task`` from ``y`` (the task's encoding)
+    (:func:`_fit_handmade_model`), read back from the fit cache (:mod:`._fit_cache`) when an
+    identical fit (same items, targets, options, seed, code and library versions) stored it: a
+    second fit on the same data refits no TF-IDF and runs no cross-validation."""
+    key = _model_key(task, train, y, seed, cv, class_weight) if cache else None
+    hit = load_fit("classical", key) if key else None
+    if hit is not None:
+        tensors, info = hit
+        try:
+            return HandMadeModel(task, load_handmade(tensors, "handmade."),
+                                 head_from_tensors(task, tensors, int(tensors["head.weight"].shape[0])), info)
+        except (UserInputError, KeyError):
+            pass  # an entry of another layout: fitted again and overwritten
+    model = _fit_handmade_model(task, train, y, seed, cv=cv, class_weight=class_weight)
+    if key:
+        store_fit("classical", key, {**save_handmade(model.featurizer, "handmade."), **head_tensors(task, model.head)},
+                  model.info)
+    return model
+
+
+def _model_key(task: str, train: Dataset, y: np.ndarray, seed: int, cv: int, class_weight: np.ndarray | None) -> str:
+    """What a classical fit depends on: its items' contents, targets, options, seed, the code that
+    fits (this module and the linear heads) and the numerical libraries' versions."""
+    y = np.ascontiguousarray(y)
+    parts = {"task": task, "modality": train.modality, "sampling_rate": getattr(train, "sampling_rate", None),
+             "items": items_sha256(train.content_hashes()), "n": len(train), "seed": int(seed), "cv": int(cv),
+             "y": [str(y.dtype), list(y.shape), hashlib.sha256(y.tobytes()).hexdigest()],
+             "class_weight": None if class_weight is None else np.asarray(class_weight, np.float64).tolist()}
+    return fit_key(parts, code=[__file__, linear_module.__file__], packages=("scikit-learn", "scipy", "numpy"))
+
+
+def _fit_handmade_model(task: str, train: Dataset, y: np.ndarray, seed: int, *, cv: int = CV_FOLDS,
+                        class_weight: np.ndarray | None = None) -> HandMadeModel:
     """The classical model of ``train``'s modality learning ``task`` from ``y`` (the task's encoding).
 
     Text chooses between word n-grams and word + character n-grams by the better best-CV score on

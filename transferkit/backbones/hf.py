@@ -19,6 +19,7 @@ from torch import nn
 from .._files import files_sha256
 from .._memory import release_free_memory
 from ..errors import MissingDependencyError, UnsafeFileError, UserInputError, shown
+from ._tokenizer_facts import tokenizer_facts
 from .base import Backbone, Batch, pool_chunks
 
 PICKLE_WEIGHTS = ("pytorch_model.bin", "tf_model.h5", "model.ckpt.index", "flax_model.msgpack")
@@ -304,15 +305,17 @@ class HFTextBackbone(HFBackbone):
                     self.model_dir, local_files_only=True, trust_remote_code=self.trust_remote_code)
         return self._tokenizer
 
+    def tokenizer_facts(self) -> dict[str, Any]:
+        """Class name, lowercase flag and special ids of the tokenizer, without building it when
+        an earlier run memoised them (:mod:`._tokenizer_facts`): a fully cached fit needs no more."""
+        if not hasattr(self, "_facts"):
+            self._facts = tokenizer_facts(self.model_dir, self.trust_remote_code, lambda: self.tokenizer)
+        return self._facts
+
     def special_tokens(self) -> tuple[list[int], list[int]]:
         """The ids the tokenizer puts before and after one sequence ([CLS] / [SEP] for BERT)."""
-        if not hasattr(self, "_specials"):
-            tok = self.tokenizer
-            bare = tok("a", add_special_tokens=False)["input_ids"]
-            full = tok("a", add_special_tokens=True)["input_ids"]
-            at = next(i for i in range(len(full) - len(bare) + 1) if full[i:i + len(bare)] == bare)
-            self._specials = (list(full[:at]), list(full[at + len(bare):]))
-        return self._specials
+        facts = self.tokenizer_facts()
+        return list(facts["prefix"]), list(facts["suffix"])
 
     def chunk_room(self) -> int:
         """Content tokens that fit in one chunk."""
@@ -321,8 +324,7 @@ class HFTextBackbone(HFBackbone):
 
     def preprocessing(self) -> dict[str, Any]:
         return {"max_length": self.max_length, "max_chunks": self.max_chunks,
-                "tokenizer": type(self.tokenizer).__name__,
-                "lowercase": bool(getattr(self.tokenizer, "do_lower_case", False))}
+                "tokenizer": self.tokenizer_facts()["tokenizer"], "lowercase": self.tokenizer_facts()["lowercase"]}
 
     def sort_key(self, item: Any) -> float:
         return float(len(item))

@@ -11,13 +11,16 @@ raw features (:class:`LinearFit`), whatever the task:
 """
 from __future__ import annotations
 
+import hashlib
 import warnings
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from .._fit_cache import fit_key, load_fit, store_fit
 from ..errors import UserInputError
+from . import _scaling as scaled_module
 from ._multilabel import fit_multilabel
 from ._scaling import scaled
 
@@ -76,6 +79,39 @@ def class_weights(spec: Any, y: np.ndarray, classes: list[str]) -> np.ndarray | 
 def fit_logistic(X, y: np.ndarray, *, Cs: tuple[float, ...], cv: int, max_iter: int,
                  seed: int, scale: bool = True,
                  class_weight: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """:func:`_fit_logistic`, read back from the fit cache (:mod:`transferkit._fit_cache`) when the
+    same features, labels, options, seed, code and library versions were fitted before: the probe
+    of a second fit on cached features, its random-init control and the selection's candidates
+    run no cross-validation again.  Shapes and return as :func:`_fit_logistic`."""
+    key = _logistic_key(X, y, Cs=Cs, cv=cv, max_iter=max_iter, seed=seed, scale=scale, class_weight=class_weight)
+    hit = load_fit("logistic", key)
+    if hit is not None and {"W", "b"} <= set(hit[0]):
+        return hit[0]["W"].numpy(), hit[0]["b"].numpy(), hit[1]
+    W, b, info = _fit_logistic(X, y, Cs=Cs, cv=cv, max_iter=max_iter, seed=seed, scale=scale,
+                               class_weight=class_weight)
+    store_fit("logistic", key, {"W": np.ascontiguousarray(W), "b": np.ascontiguousarray(b)}, info)
+    return W, b, info
+
+
+def _logistic_key(X, y: np.ndarray, **options: Any) -> str:
+    """What a logistic fit depends on: the features' exact values (dense, or a sparse matrix's
+    arrays), the labels, the options and seed, this module's code and the libraries' versions."""
+    h = hashlib.sha256()
+    arrays = [X.data, X.indices, X.indptr] if hasattr(X, "indptr") else [X]
+    for a in (*arrays, y):
+        a = np.ascontiguousarray(a)
+        h.update(f"{a.dtype.str}{a.shape}".encode())
+        h.update(a.tobytes())
+    cw = options.pop("class_weight")
+    parts = {"data": h.hexdigest(), "shape": list(X.shape), "sparse": hasattr(X, "indptr"),
+             "class_weight": None if cw is None else np.asarray(cw, np.float64).tolist(),
+             **{k: (sorted(v) if k == "Cs" else v) for k, v in options.items()}}
+    return fit_key(parts, code=[__file__, scaled_module.__file__], packages=("scikit-learn", "scipy", "numpy"))
+
+
+def _fit_logistic(X, y: np.ndarray, *, Cs: tuple[float, ...], cv: int, max_iter: int,
+                  seed: int, scale: bool = True,
+                  class_weight: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """Standardise, pick C by stratified CV (log-loss), refit on all data.
 
     Args:
