@@ -17,11 +17,11 @@ LAYERS: list[list[str]] = [
     ["data", "scores", "alignment", "evaluation", "config", "tasks"],
     ["backbones"],
     ["features", "onnx_runtime", "training", "classical"],
-    ["strategies", "controls", "model", "evidence", "selection"],
+    ["strategies", "controls", "model", "evidence", "selection", "continual"],
     ["report"],
     ["runs", "ranking", "auto", "tracking"],
     ["pipeline", "multitask", "predict", "export", "distill", "distill_set", "explain", "serve", "demo", "sklearn",
-     "update"],
+     "update", "continual_update"],
     ["cli", ""],  # "" is the package's own __init__
 ]
 
