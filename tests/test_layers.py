@@ -17,12 +17,12 @@ LAYERS: list[list[str]] = [
     ["data", "scores", "alignment", "evaluation", "config", "tasks"],
     ["backbones"],
     ["features", "onnx_runtime", "training", "classical"],
-    ["strategies", "controls", "model", "evidence", "selection", "continual"],
+    ["strategies", "controls", "model", "evidence", "selection", "continual", "pretraining"],
     ["report"],
     ["runs", "ranking", "auto", "tracking"],
     ["pipeline", "multitask", "predict", "export", "distill", "distill_set", "explain", "serve", "demo", "sklearn",
-     "update", "continual_update"],
-    ["cli", ""],  # "" is the package's own __init__
+     "update", "continual_update", "pretrain"],
+    ["cli", "cli_pretrain", ""],  # "" is the package's own __init__
 ]
 
 

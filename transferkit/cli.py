@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+from . import cli_pretrain
 from .errors import DataValidationError, MissingDependencyError, TransferkitError, UserInputError
 from .report.text import headline, summary_lines
 
@@ -320,6 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
     ph.add_argument("--repo-id", required=True, help="OWNER/NAME of the Hub model repository (created if absent)")
     ph.add_argument("--private", action="store_true", help="create the repository as private")
     ph.add_argument("--token", help="a Hub token with write access (default: HF_TOKEN or `hf auth login`'s)")
+    cli_pretrain.add_commands(sub, COMMANDS)  # transferkit pretrain (cli_pretrain.py)
     return p
 
 
