@@ -26,7 +26,7 @@ from transferkit.continual import (
     initial_head,
     train_head,
 )
-from transferkit.continual_update import class_clashes
+from transferkit.continual.classes import class_clashes
 from transferkit.errors import UserInputError
 
 WORDS = {"ham": ["meeting", "agenda", "report", "project"], "spam": ["free", "winner", "cash", "prize"],
@@ -258,6 +258,6 @@ def test_clashes_and_bad_updates_are_refused_before_training(lineage, tmp_path, 
         for i in range(3):
             from PIL import Image
             Image.fromarray(np.full((8, 8, 3), 40 * i, np.uint8)).save(images / c / f"{i}.png")
-    with pytest.raises(UserInputError):
+    with pytest.raises(UserInputError, match="holds image items, and the run's model takes text"):
         tk.update(parent, out=tmp_path / "w", data=images, strategy="naive", log=None)
     assert not (tmp_path / "x").exists() or not (tmp_path / "x" / "model_card.json").exists()

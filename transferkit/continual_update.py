@@ -41,10 +41,11 @@ from .continual import (
     square,
     train_head,
 )
+from .continual.classes import class_clashes
 from .continual.ewc import grown
 from .data import prepare_data, stratified_split
 from .data.dataset import Dataset
-from .errors import UserInputError, shown
+from .errors import DataValidationError, UserInputError, shown
 from .model import TransferModel
 from .pipeline import reference_features
 from .report import render_report
@@ -104,17 +105,6 @@ def _saved_head(parent: TransferModel, head: torch.nn.Linear, where: RunDir) -> 
     return tensors
 
 
-def class_clashes(old: list[str], new: list[str]) -> dict[str, list]:
-    """Suspicious class names before training: ``case`` pairs ``[old, new]`` equal but for case
-    or spaces, and ``vanished``: old classes absent from data that shares other old classes (a
-    domain-incremental step that lost a class: renamed, or forgotten in the export?)."""
-    key = {" ".join(c.split()).casefold(): c for c in old}
-    case = [[key[" ".join(c.split()).casefold()], c] for c in new
-            if c not in old and " ".join(c.split()).casefold() in key]
-    shared = set(old) & set(new)
-    return {"case": case, "vanished": sorted(set(old) - set(new)) if shared else []}
-
-
 # ----- data and its references ----------------------------------------------------------------------
 def _read(parent: TransferModel, src: Any, text_columns, path_column, skip_bad: bool) -> Dataset:
     """Labelled ``src`` read as the parent's run reads data (its columns unless given); any class."""
@@ -124,9 +114,20 @@ def _read(parent: TransferModel, src: Any, text_columns, path_column, skip_bad: 
         from pathlib import Path
         files_in = (path_column or card.get("path_column")) if Path(src).is_file() else None
     cols = None if files_in else text_columns or card.get("text_columns")
-    return prepare_data(src, None, text_columns=cols, label_column=card.get("label_column", "label"),
-                        modality=parent.modality, skip_bad=skip_bad, task="classification",
-                        path_column=files_in).train
+    try:
+        return prepare_data(src, None, text_columns=cols, label_column=card.get("label_column", "label"),
+                            modality=parent.modality, skip_bad=skip_bad, task="classification",
+                            path_column=files_in).train
+    except DataValidationError:
+        try:  # what the data is when nothing is assumed (only on this error path)
+            found = prepare_data(src, None, label_column=None, require_labels=False).train.modality
+        except UserInputError:
+            found = parent.modality
+        if found != parent.modality:
+            raise UserInputError(f"{shown(src)} holds {found} items, and the run's model takes {parent.modality} "
+                                 "data: an update keeps the parent's modality and backbone",
+                                 hint=f"give labelled {parent.modality} data, or fit a new run on this data") from None
+        raise
 
 
 def _file_ref(src: str, ds: Dataset, reader: dict[str, Any], split: dict[str, Any] | None, name: str) -> dict:
