@@ -40,7 +40,8 @@ from .features import extract_features
 from .pretraining import OBJECTIVES
 from .runs import RunDir, now_iso, versions
 from .runs.loading import remember_user_backbone
-from .strategies._tuning import batchnorm_layers, mark_adapted, recalibrate_batchnorm
+from .strategies._network import apply_tensors
+from .strategies._tuning import batchnorm_layers, recalibrate_batchnorm
 from .tasks import Outputs, get_task
 from .tasks.linear import fit_linear, linear_outputs
 from .training import distributed, train
@@ -96,8 +97,10 @@ def pretrain(data: Any, *, model: str, out: str | os.PathLike, objective: str | 
     t0 = time.perf_counter()
     run = RunDir(out)
     corpus, facts = read_corpus(data, text_columns, max_items, seed)
-    opts = {**(backbone_options or {}), **({"max_length": max_length} if corpus.modality == "text" else {})}
-    backbone = get_backbone(model, **opts)
+    opts = dict(backbone_options or {})  # the run's card keeps these: how `fit --model RUN` reads items
+    # training reads each text's first max_length tokens, one window (the objectives see single windows)
+    backbone = get_backbone(model, **opts, **({"max_length": max_length, "max_chunks": 1}
+                                              if corpus.modality == "text" else {}))
     if backbone.modality != corpus.modality:
         raise UserInputError(f"model {model!r} takes {backbone.modality} data but {shown(str(data))} holds "
                              f"{corpus.modality} items", hint="pick a model of the data's modality")
@@ -117,7 +120,6 @@ def pretrain(data: Any, *, model: str, out: str | os.PathLike, objective: str | 
                              resume=resume, nonfinite=nonfinite, progress=progress, model=model)
         tensors = {f"backbone.{k}": v.detach().cpu().clone() for k, v in backbone.module.state_dict().items()}
         original = get_backbone(model, **opts)
-        mark_adapted(backbone, tensors)  # its features get a cache key of their own
         train_s = time.perf_counter() - t0
         metrics: dict[str, Any] = {
             "run": {"name": run.path.name, "created": now_iso(), "command": "pretrain", "backbone": model,
@@ -127,7 +129,9 @@ def pretrain(data: Any, *, model: str, out: str | os.PathLike, objective: str | 
         }
         if eval_data is not None:
             say("pretrain: linear probe on the original and on the pre-trained encoder …")
-            metrics["eval"] = evaluate_probe(original, backbone, eval_data, text_columns=text_columns,
+            adapted = get_backbone(model, **opts)  # read as the original is, with the trained tensors
+            apply_tensors(adapted, tensors, "pretrain")  # (which also gives it a cache key of its own)
+            metrics["eval"] = evaluate_probe(original, adapted, eval_data, text_columns=text_columns,
                                              label_column=label_column, labels_per_class=eval_labels_per_class,
                                              seed=seed)
             say(metrics["eval"]["explanation"])
