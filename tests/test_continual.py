@@ -261,3 +261,60 @@ def test_clashes_and_bad_updates_are_refused_before_training(lineage, tmp_path, 
     with pytest.raises(UserInputError, match="holds image items, and the run's model takes text"):
         tk.update(parent, out=tmp_path / "w", data=images, strategy="naive", log=None)
     assert not (tmp_path / "x").exists() or not (tmp_path / "x" / "model_card.json").exists()
+
+
+def test_a_finetuned_parent_keeps_its_backbone_and_a_domain_step_keeps_feature_memory(tiny_text_dir, tmp_path):
+    """A run whose backbone was fine-tuned: the update trains the head on the tuned backbone's
+    features and the new run loads with the same tuned tensors; a same-classes step is
+    domain-incremental; a features memory is saved as safetensors and carried forward."""
+    a = _mail(tmp_path / "a.csv", ["ham", "spam"])
+    tk.fit(data=str(a), model=str(tiny_text_dir), strategy="finetune", out=str(tmp_path / "ft"), control=False,
+           select=False, log=None, strategy_params={"max_steps": 2, "val_fraction": 0})
+    parent = tk.load(tmp_path / "ft")
+    b = _mail(tmp_path / "b.csv", ["ham", "spam"], seed=5)
+    model = tk.update(tmp_path / "ft", out=tmp_path / "u", data=b, strategy="replay", memory=6,
+                      params={"memory_kind": "features", "epochs": 3}, log=None)
+    m = json.loads((tmp_path / "u" / "metrics.json").read_text())
+    assert m["update"]["scenario"] == "domain-incremental" and m["update"]["new_classes"] == []
+    again = tk.load(tmp_path / "u")
+    assert again.strategy.name == "finetune" and again.classes == ["ham", "spam"]
+    tuned, kept = parent.strategy.state_tensors(), again.strategy.state_tensors()
+    names = [k for k in tuned if not k.startswith("head.")]
+    assert names and all(torch.equal(tuned[k], kept[k]) for k in names)  # the tuned backbone, unchanged
+    X = torch.as_tensor(parent.ctx.features(parent.as_dataset(["free cash now"])))
+    np.testing.assert_allclose(again.ctx.features(again.as_dataset(["free cash now"])), X.numpy(), atol=1e-5)
+    texts = ["free cash now", "project meeting agenda"]
+    np.testing.assert_allclose(again.predict_proba(texts), model.predict_proba(texts), atol=1e-5)
+    assert (tmp_path / "u" / "memory.safetensors").is_file()
+    mem = json.loads((tmp_path / "u" / "memory.json").read_text())
+    assert mem["kind"] == "features" and mem["n"] == 6 and "input" not in mem["slots"][0]
+    tk.update(tmp_path / "u", out=tmp_path / "u2", data=b, strategy="replay", params={"epochs": 3}, log=None)
+    mem2 = json.loads((tmp_path / "u2" / "memory.json").read_text())
+    assert mem2["kind"] == "features" and mem2["capacity"] == 6 and mem2["seen"]["ham"] > mem["seen"]["ham"]
+
+
+def test_real_digits_replay_keeps_old_classes_that_naive_forgets(tmp_path):
+    """EfficientNet-Lite0 (offline weights) at 32 px on MNIST-5k digits 0-1, then 2-3: replay keeps
+    the first step's digits, naive fine-tuning on the new digits alone loses them."""
+    import gzip
+
+    from PIL import Image
+
+    from conftest import shared_file
+
+    with gzip.open(shared_file("mnist_5k.csv.gz"), "rt") as f:
+        rows = np.loadtxt(f, delimiter=",", dtype=np.int64)
+    images, digits = rows[:, :784].reshape(-1, 28, 28).astype(np.uint8), rows[:, 784]
+    for name, pair in (("a", (0, 1)), ("b", (2, 3))):
+        for d in pair:
+            (tmp_path / name / str(d)).mkdir(parents=True)
+            for i in np.flatnonzero(digits == d)[:40]:
+                Image.fromarray(images[i]).save(tmp_path / name / str(d) / f"{i}.png")
+    tk.fit(data=str(tmp_path / "a"), model="efficientnet-lite0", backbone_options={"image_size": 32},
+           out=str(tmp_path / "p"), control=False, select=False, log=None)
+    tk.update(tmp_path / "p", out=tmp_path / "replay", data=tmp_path / "b", strategy="replay", memory=40, log=None)
+    m = json.loads((tmp_path / "replay" / "metrics.json").read_text())["continual"]
+    R, naive = m["accuracy_matrix"], m["naive"]["last_row"]
+    assert R[0][0] >= 0.9 and R[0][1] == 0.0  # the parent: its digits well, the new ones not at all
+    assert R[1][0] >= naive[0] + 0.3 and m["forgetting"] < m["naive"]["forgetting"]
+    assert m["verdict"]["verdict"] == "helped"
