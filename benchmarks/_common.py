@@ -33,7 +33,7 @@ MNIST = SHARED / "mnist_5k.csv.gz"
 # model, training it, shipping it.  Sections are unnumbered; each is linked by its anchor.
 SECTIONS = ["summary", "read", "bad_images", "extraction", "cache", "memory", "logme", "transferability",
             "rank_cost", "probe", "strategies", "spam_full", "finetune", "lora", "tasks", "multitask", "selection",
-            "adapt", "shifts", "distill", "onnx", "serve", "serve_checks", "continual"]
+            "adapt", "shifts", "distill", "onnx", "serve", "serve_checks", "continual", "pretrain"]
 # The anchor of each section (kept as earlier links spelled them).
 ANCHORS = {"read": "read", "bad_images": "bad-images", "extraction": "extraction", "cache": "cache",
            "memory": "memory", "logme": "logme-speed", "transferability": "transferability",
@@ -41,7 +41,8 @@ ANCHORS = {"read": "read", "bad_images": "bad-images", "extraction": "extraction
            "finetune": "finetune-speed", "lora": "lora", "adapt": "adapt", "shifts": "shifts", "distill": "distill",
            "onnx": "onnx",
            "serve": "serve", "serve_checks": "serve-checks", "tasks": "tasks",
-           "multitask": "multitask", "selection": "selection", "continual": "continual"}
+           "multitask": "multitask", "selection": "selection", "continual": "continual",
+           "pretrain": "pretrain"}
 # Results files of a section other than ``results/NAME.json`` (its parts, each with its own run).
 PART_FILES = {"adapt": ["adapt-da", "adapt-fewshot", "adapt-zeroshot"], "tasks": ["tasks-text"]}
 
