@@ -139,3 +139,19 @@ def test_rank_takes_a_run_as_a_candidate(parent, tiny_text_dir):
     result = rank(_toy(8, 6), [str(tiny_text_dir), str(parent)], scores=("knn",), log=None)
     names = {json.dumps(r, default=str) for r in result.to_dict()["rows"]}
     assert len(names) == 2 and any(str(parent) in n for n in names)
+
+
+def test_a_lora_run_gives_its_merged_backbone_and_the_parent_keeps_its_adapters(tiny_text_dir, tmp_path):
+    run = tmp_path / "lora"
+    tk.fit(train=_toy(), model=str(tiny_text_dir), strategy="lora", strategy_params={"epochs": 2, "lr": 1e-2},
+           out=str(run), control=False, select=False, log=None)
+    before = _hashes(run)
+    texts = toy_texts(3, seed=6)[0]
+    parent = tk.load(run)
+    parent.strategy.merged_for_export()
+    run_bb = get_backbone(str(run))
+    np.testing.assert_allclose(run_bb.embed(texts).numpy(), parent.backbone.embed(texts).numpy(), atol=1e-5)
+    assert not any("lora" in k for k in run_bb.module.state_dict())  # a plain network: the adapters merged
+    assert not np.allclose(run_bb.embed(texts).numpy(), get_backbone(str(tiny_text_dir)).embed(texts).numpy(),
+                           atol=1e-4)
+    assert _hashes(run) == before
