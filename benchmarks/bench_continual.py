@@ -73,22 +73,14 @@ def acc(head, X, y) -> float:
 def run_sequence(X, y, steps: list[tuple[np.ndarray, np.ndarray]], strategy: str, memory: int | None, seed: int):
     """One lineage: the probe on step 0, then ``strategy`` on each later step (the command's
     assembly of the training set); returns the accuracy matrix, its metrics and the seconds."""
-    from transferkit.continual import (
-        ContinualParams,
-        HeadData,
-        ReplayMemory,
-        continual_metrics,
-        fisher_diagonal,
-        initial_head,
-        train_head,
-    )
+    from transferkit import continual as CL
     from transferkit.continual.ewc import grown
 
-    p = ContinualParams()
+    p = CL.ContinualParams()
     tr0, _ = steps[0]
     W, b = probe(X[tr0], y[tr0], seed)
-    head = initial_head(W, b, W.shape[0])
-    mem = ReplayMemory(memory) if strategy == "replay" else None
+    head = CL.initial_head(W, b, W.shape[0])
+    mem = CL.ReplayMemory(memory) if strategy == "replay" else None
     if mem is not None:
         mem.offer([str(i) for i in tr0], [str(y[i]) for i in tr0], [str(i) for i in tr0], [str(i) for i in tr0],
                   X[tr0], seed)
@@ -100,22 +92,22 @@ def run_sequence(X, y, steps: list[tuple[np.ndarray, np.ndarray]], strategy: str
         tr, te = steps[k]
         R[-1].append(acc(head, X[te], y[te]))  # before the step: new classes count as wrong
         Xs, ys = X[tr], y[tr]
-        hd = HeadData(Xs, ys)
+        hd = CL.HeadData(Xs, ys)
         t = time.perf_counter()
         if strategy == "replay" and len(mem):
-            hd = HeadData(np.concatenate([Xs, mem.features]), np.concatenate([ys, np.array(mem.labels, int)]))
+            hd = CL.HeadData(np.concatenate([Xs, mem.features]), np.concatenate([ys, np.array(mem.labels, int)]))
         if strategy == "joint":
             every = np.concatenate([s[0] for s in steps[:k + 1]])
-            hd = HeadData(X[every], y[every])
+            hd = CL.HeadData(X[every], y[every])
         if strategy == "lwf":
             with torch.no_grad():
                 hd.old_logits = head(torch.as_tensor(Xs)).numpy()
         if strategy == "ewc":
-            f = fisher_diagonal(head, torch.as_tensor(X[steps[k - 1][0]]))
+            f = CL.fisher_diagonal(head, torch.as_tensor(X[steps[k - 1][0]]))
             fisher = f if fisher is None else {n: v + grown(fisher[n], v.shape) for n, v in f.items()}
             hd.fisher, hd.anchor = fisher, {n: v.detach().clone() for n, v in head.named_parameters()}
-        new = initial_head(head.weight.detach().numpy(), head.bias.detach().numpy(), n_classes[k])
-        train_head(new, hd, strategy, p, seed)
+        new = CL.initial_head(head.weight.detach().numpy(), head.bias.detach().numpy(), n_classes[k])
+        CL.train_head(new, hd, strategy, p, seed)
         seconds.append(time.perf_counter() - t)
         head = new
         if mem is not None:
@@ -123,7 +115,7 @@ def run_sequence(X, y, steps: list[tuple[np.ndarray, np.ndarray]], strategy: str
                       seed + k)
         R.append([acc(head, X[s[1]], y[s[1]]) for s in steps[:k + 1]])
     first = list(range(len(steps)))
-    return {"matrix": R, **continual_metrics(R, first), "update_s": seconds}
+    return {"matrix": R, **CL.continual_metrics(R, first), "update_s": seconds}
 
 
 def interval(xs: list[float]) -> list[float]:

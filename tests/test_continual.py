@@ -28,6 +28,7 @@ from transferkit.continual import (
 )
 from transferkit.continual.classes import class_clashes
 from transferkit.errors import UserInputError
+from transferkit.runs import recreate_splits
 
 WORDS = {"ham": ["meeting", "agenda", "report", "project"], "spam": ["free", "winner", "cash", "prize"],
          "sport": ["goal", "match", "team", "score"], "food": ["pasta", "pizza", "bread", "cheese"],
@@ -208,6 +209,8 @@ def test_class_incremental_replay_extends_the_head_keeps_old_classes_and_carries
     card = json.loads((d / "r1" / "model_card.json").read_text())
     assert card["lineage"]["parent"]["run"] == str(parent) and card["update"]["mode"] == "continual"
     assert (d / "r1" / "report.html").read_text().count("Continual learning") >= 1
+    train, test, _ = recreate_splits(d / "r1")  # its config.json rebuilds this step's split (hashes checked)
+    assert len(train) + len(test) == 24 and set(test.classes) == {"food", "sport"}
     # the run loads on its own and predicts as the returned model
     texts = ["goal match team", "free cash prize", "pasta pizza"]
     np.testing.assert_allclose(tk.load(d / "r1").predict_proba(texts), model.predict_proba(texts), atol=1e-5)

@@ -119,15 +119,21 @@ def _read(parent: TransferModel, src: Any, text_columns, path_column, skip_bad: 
                             modality=parent.modality, skip_bad=skip_bad, task="classification",
                             path_column=files_in).train
     except DataValidationError:
-        try:  # what the data is when nothing is assumed (only on this error path)
-            found = prepare_data(src, None, label_column=None, require_labels=False).train.modality
-        except UserInputError:
-            found = parent.modality
-        if found != parent.modality:
+        found = found_modality(src)
+        if found not in (None, parent.modality):
             raise UserInputError(f"{shown(src)} holds {found} items, and the run's model takes {parent.modality} "
                                  "data: an update keeps the parent's modality and backbone",
                                  hint=f"give labelled {parent.modality} data, or fit a new run on this data") from None
         raise
+
+
+def found_modality(src: Any) -> str | None:
+    """What ``src`` holds when nothing is assumed (for the message of data the run's reader
+    refused: a folder of images given to a text run); ``None`` when it cannot be read at all."""
+    try:
+        return prepare_data(src, None, label_column=None, require_labels=False).train.modality
+    except UserInputError:
+        return None
 
 
 def _file_ref(src: str, ds: Dataset, reader: dict[str, Any], split: dict[str, Any] | None, name: str) -> dict:
@@ -482,8 +488,11 @@ def _write(out: RunDir, parent: TransferModel, parent_dir: RunDir, model: Transf
         if parent_dir.file("config.json").is_file() else FitConfig(model=card["backbone"].get("name"))
     out.begin()
     card["drift_reference"] = out.write_reference(reference_features(model, train_ds, seed))
+    reader = lineage["train_sets"][-1]  # this step's columns, so that the config rebuilds this step's split
     out.write_config(cfg.replace(out=str(out.path), data=str(data), test=None if test is None else str(test),
                                  test_size=p.test_size, seed=seed, labels_per_class=None, strategy=s.name,
+                                 text_columns=reader.get("text_columns") or cfg.text_columns,
+                                 path_column=reader.get("path_column") or cfg.path_column,
                                  strategy_params=s.get_params()).to_dict(), command="update")
     out.write_json("metrics.json", model.metrics)
     out.write_json(LINEAGE, lineage)

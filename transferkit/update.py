@@ -60,8 +60,7 @@ from .alignment import entropy
 from .backbones import get_backbone
 from .backbones.base import Backbone
 from .config import FitConfig
-from .continual_update import CARD_KEEP, QUALIFY, continual_update, linear_head_of  # noqa: F401
-from .data import prepare_data
+from .continual_update import CARD_KEEP, QUALIFY, continual_update, found_modality, linear_head_of  # noqa: F401
 from .data.dataset import Dataset
 from .errors import DataValidationError, UserInputError, shown
 from .model import TransferModel
@@ -208,11 +207,8 @@ def _read_target(parent: TransferModel, src: str, text_columns, skip_bad: bool, 
     try:
         return _read_inputs(parent, [src], text_columns, skip_bad, path_column)
     except DataValidationError:
-        try:  # what the data is when nothing is assumed (only on this error path)
-            found = prepare_data(src, None, label_column=None, require_labels=False).train.modality
-        except UserInputError:
-            found = parent.modality
-        if found != parent.modality:
+        found = found_modality(src)
+        if found not in (None, parent.modality):
             raise UserInputError(f"the target data {shown(src)} holds {found} items, and the run's model takes "
                                  f"{parent.modality} data", hint=f"give unlabelled {parent.modality} data of the "
                                                                  "target domain") from None

@@ -19,9 +19,9 @@ def continual_view(metrics: dict[str, Any]) -> dict[str, Any] | None:
     for i, row in enumerate(R):
         known = [v for j, v in enumerate(row) if j < len(first) and first[j] <= i and v is not None]
         average.append(sum(known) / len(known) if known else None)
-    curves = {"average over the sets known so far": average}
+    curves = {"average, sets known so far": average}
     if sets:
-        curves[f"{sets[0]} (the first set)"] = [row[0] if row else None for row in R]
+        curves[f"first set: {sets[0]}"] = [row[0] if row else None for row in R]
     naive = c.get("naive") or {}
     summary = [("average accuracy", c.get("average_accuracy"), naive.get("average_accuracy")),
                ("forgetting (mean largest drop)", c.get("forgetting"), naive.get("forgetting")),
