@@ -321,3 +321,34 @@ def test_real_digits_replay_keeps_old_classes_that_naive_forgets(tmp_path):
     assert R[0][0] >= 0.9 and R[0][1] == 0.0  # the parent: its digits well, the new ones not at all
     assert R[1][0] >= naive[0] + 0.3 and m["forgetting"] < m["naive"]["forgetting"]
     assert m["verdict"]["verdict"] == "helped"
+
+
+def test_tune_backbone_trains_the_tuned_tensors_of_a_finetuned_parent(tiny_text_dir, tmp_path):
+    a = _mail(tmp_path / "a.csv", ["ham", "spam"])
+    tk.fit(data=str(a), model=str(tiny_text_dir), strategy="finetune", out=str(tmp_path / "ft"), control=False,
+           select=False, log=None, strategy_params={"max_steps": 2, "val_fraction": 0})
+    before = _hashes(tmp_path / "ft")
+    parent = tk.load(tmp_path / "ft")
+    b = _mail(tmp_path / "b.csv", ["sport", "food"], seed=1)
+    model = tk.update(tmp_path / "ft", out=tmp_path / "u", data=b, strategy="ewc",
+                      params={"tune_backbone": True, "max_steps": 3, "fisher_items": 4}, log=None)
+    assert _hashes(tmp_path / "ft") == before
+    m = json.loads((tmp_path / "u" / "metrics.json").read_text())
+    fit = m["update"]["fit"]
+    assert fit["steps"] == 3 and fit["tuned_backbone_tensors"] > 0 and "one label drawn" in fit["fisher_source"]
+    old, new = parent.strategy.state_tensors(), tk.load(tmp_path / "u").strategy.state_tensors()
+    tuned = [k for k in old if k.startswith("backbone.")]
+    assert tuned and any(not torch.equal(old[k], new[k]) for k in tuned)  # the tuned tensors moved
+    assert set(new) == set(old)  # the same tensors saved: the run loads as a finetune run
+    texts = ["goal match team", "free cash prize"]
+    np.testing.assert_allclose(tk.load(tmp_path / "u").predict_proba(texts), model.predict_proba(texts), atol=1e-5)
+    np.testing.assert_allclose(tk.load(tmp_path / "ft").predict_proba(texts), parent.predict_proba(texts), atol=1e-6)
+    assert len(m["continual"]["accuracy_matrix"]) == 2 and "naive" in m["continual"]
+    with pytest.raises(UserInputError, match="tuned none"):
+        tk.update(_probe_run(tmp_path, a, tiny_text_dir), out=tmp_path / "x", data=b, strategy="naive",
+                  params={"tune_backbone": True}, log=None)
+
+
+def _probe_run(tmp_path: Path, data: Path, tiny: Path) -> Path:
+    tk.fit(data=str(data), model=str(tiny), out=str(tmp_path / "probe"), control=False, select=False, log=None)
+    return tmp_path / "probe"

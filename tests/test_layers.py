@@ -21,7 +21,7 @@ LAYERS: list[list[str]] = [
     ["report"],
     ["runs", "ranking", "auto", "tracking"],
     ["pipeline", "multitask", "predict", "export", "distill", "distill_set", "explain", "serve", "demo", "sklearn",
-     "update", "continual_update", "pretrain"],
+     "update", "continual_update", "continual_lineage", "pretrain"],
     ["cli", "cli_pretrain", ""],  # "" is the package's own __init__
 ]
 

@@ -6,12 +6,14 @@ labelled data, of the same classes (domain-incremental: next year's mail) or of 
 as a NEW run whose card names its parent; the parent's directory is only read.
 
 What is supported: runs whose model is a backbone with a linear head on its features (the runs
-of linear-probe, finetune and its variants, contrastive, adabn, tent, shot).  The backbone stays
-as the parent left it (published or fine-tuned weights) and is not trained: the update trains
-the head on the backbone's cached features (:mod:`transferkit.continual.head`), which costs
-seconds where a re-fit of a fine-tuned backbone costs minutes.  Training the backbone in an
-update, regression and multi-label runs, and runs on hand-made features are refused, each with
-the reason.
+of linear-probe, finetune and its variants, contrastive, adabn, tent, shot).  By default the
+backbone stays as the parent left it (published or fine-tuned weights): the update trains the head
+on the backbone's cached features (:mod:`transferkit.continual.head`), which costs seconds where a
+re-fit of a fine-tuned backbone costs minutes.  With ``tune_backbone`` a run whose backbone was
+fine-tuned trains the backbone tensors it tuned and the head together, on the raw items, every
+strategy the same way (:mod:`transferkit.continual.network`, bounded by ``max_steps``); asked of a
+run that tuned no backbone tensor, or with a memory of features only, it is refused.  Regression
+and multi-label runs and runs on hand-made features are refused, each with the reason.
 
 The lineage (``continual.json``, carried from run to run) lists each step's training data and
 every test set met so far as references (files, with the split's seed and share, checked by
@@ -43,13 +45,15 @@ from .continual import (
 )
 from .continual.classes import class_clashes
 from .continual.ewc import grown
-from .data import prepare_data, stratified_split
+from .continual.network import tune_update, updated_model
+from .continual_lineage import Refs, file_ref, read_labelled_any, root_lineage
+from .data import stratified_split
 from .data.dataset import Dataset
-from .errors import DataValidationError, UserInputError, shown
+from .errors import UserInputError, shown
 from .model import TransferModel
 from .pipeline import reference_features
 from .report import render_report
-from .runs import RunDir, load, now_iso, recreate_splits, versions
+from .runs import RunDir, load, now_iso, versions
 from .strategies.params import build_params
 from .tasks import Outputs, get_task
 
@@ -105,97 +109,6 @@ def _saved_head(parent: TransferModel, head: torch.nn.Linear, where: RunDir) -> 
     return tensors
 
 
-# ----- data and its references ----------------------------------------------------------------------
-def _read(parent: TransferModel, src: Any, text_columns, path_column, skip_bad: bool) -> Dataset:
-    """Labelled ``src`` read as the parent's run reads data (its columns unless given); any class."""
-    card = parent.card
-    files_in = None
-    if parent.modality != "text" and isinstance(src, str) and not src.endswith("/"):
-        from pathlib import Path
-        files_in = (path_column or card.get("path_column")) if Path(src).is_file() else None
-    cols = None if files_in else text_columns or card.get("text_columns")
-    try:
-        return prepare_data(src, None, text_columns=cols, label_column=card.get("label_column", "label"),
-                            modality=parent.modality, skip_bad=skip_bad, task="classification",
-                            path_column=files_in).train
-    except DataValidationError:
-        found = found_modality(src)
-        if found not in (None, parent.modality):
-            raise UserInputError(f"{shown(src)} holds {found} items, and the run's model takes {parent.modality} "
-                                 "data: an update keeps the parent's modality and backbone",
-                                 hint=f"give labelled {parent.modality} data, or fit a new run on this data") from None
-        raise
-
-
-def found_modality(src: Any) -> str | None:
-    """What ``src`` holds when nothing is assumed (for the message of data the run's reader
-    refused: a folder of images given to a text run); ``None`` when it cannot be read at all."""
-    try:
-        return prepare_data(src, None, label_column=None, require_labels=False).train.modality
-    except UserInputError:
-        return None
-
-
-def _file_ref(src: str, ds: Dataset, reader: dict[str, Any], split: dict[str, Any] | None, name: str) -> dict:
-    return {"name": name, "source": str(src), "split": split, "hash": ds.fingerprint(), "n": len(ds), **reader}
-
-
-class _Refs:
-    """Reads the lineage's data references back (each source read once), ``None`` + a note when
-    one is gone or changed."""
-
-    def __init__(self, parent: TransferModel, skip_bad: bool, notes: list[str]):
-        self.parent, self.skip_bad, self.notes, self._read = parent, skip_bad, notes, {}
-
-    def get(self, ref: dict[str, Any] | None) -> Dataset | None:
-        if not ref:
-            return None
-        try:
-            if "run" in ref:
-                key = ("run", ref["run"])
-                if key not in self._read:
-                    self._read[key] = recreate_splits(ref["run"])[:2]
-                ds = self._read[key][0 if ref["part"] == "train" else 1]
-            else:
-                key = ("file", ref["source"], str(ref.get("text_columns")), ref.get("path_column"))
-                if key not in self._read:
-                    self._read[key] = _read(self.parent, ref["source"], ref.get("text_columns"),
-                                            ref.get("path_column"), self.skip_bad)
-                ds = self._read[key]
-                sp = ref.get("split")
-                if sp:
-                    ds = stratified_split(ds, test_size=sp["test_size"], seed=sp["seed"])[sp["part"] == "test"]
-        except UserInputError as e:
-            self.notes.append(f"{ref['name']} could not be read again ({e.message}): left out of this update")
-            return None
-        if ds is None or ds.fingerprint() != ref["hash"]:
-            self.notes.append(f"{ref['name']} ({shown(ref.get('source') or ref.get('run'))}) changed since it was "
-                              "recorded (its hash differs): left out of this update")
-            return None
-        return ds
-
-
-def _root_lineage(parent_dir: RunDir, parent: TransferModel, notes: list[str]) -> dict[str, Any]:
-    """The lineage of a run that was fitted (not updated): its split from its config.json."""
-    name = (parent.card.get("strategy") or {}).get("name")
-    lineage = {"steps": [{"run": str(parent_dir.path), "command": "fit", "strategy": name,
-                          "classes": parent.classes, "new_classes": parent.classes}],
-               "train_sets": [None], "test_sets": [], "accuracy_matrix": [[]], "baseline": []}
-    try:
-        train, test, _ = recreate_splits(parent_dir.path)
-    except UserInputError as e:
-        notes.append(f"the parent's own split cannot be rebuilt ({e.message}): its data takes no part "
-                     "(no test set of step 0, no joint or EWC data from it)")
-        return lineage
-    if train is not None:
-        lineage["train_sets"] = [{"name": "step 0 training data", "run": str(parent_dir.path), "part": "train",
-                                  "hash": train.fingerprint(), "n": len(train)}]
-    lineage["test_sets"] = [{"name": "step 0 test", "ref": {"name": "step 0 test", "run": str(parent_dir.path),
-                                                           "part": "test", "hash": test.fingerprint(),
-                                                           "n": len(test)}, "first": 0}]
-    return lineage
-
-
 # ----- the update ----------------------------------------------------------------------------------
 def continual_update(parent_dir: RunDir, out_dir: RunDir, *, data: str, strategy: str, memory: int | None,
                      eval_old: list[str], params: dict[str, Any] | None, test, seed, text_columns, path_column,
@@ -214,21 +127,21 @@ def continual_update(parent_dir: RunDir, out_dir: RunDir, *, data: str, strategy
     head = linear_head_of(parent, parent_dir)
     saved = _saved_head(parent, head, parent_dir)
     seed = int(parent.card.get("seed", 0) if seed is None else seed)
-    lineage = parent_dir.read_json(LINEAGE, None) or _root_lineage(parent_dir, parent, notes)
-    refs = _Refs(parent, skip_bad, notes)
+    lineage = parent_dir.read_json(LINEAGE, None) or root_lineage(parent_dir, parent, notes)
+    refs = Refs(parent, skip_bad, notes)
     reader = {"text_columns": text_columns, "path_column": path_column}
 
-    new = _read(parent, str(data), text_columns, path_column, skip_bad)
+    new = read_labelled_any(parent, str(data), text_columns, path_column, skip_bad)
     step = len(lineage["steps"])
     if test is not None:
-        train_ds, test_ds = new, _read(parent, str(test), text_columns, path_column, skip_bad)
-        train_ref = _file_ref(data, train_ds, reader, None, f"step {step} training data")
-        test_ref = _file_ref(test, test_ds, reader, None, f"step {step} test")
+        train_ds, test_ds = new, read_labelled_any(parent, str(test), text_columns, path_column, skip_bad)
+        train_ref = file_ref(data, train_ds, reader, None, f"step {step} training data")
+        test_ref = file_ref(test, test_ds, reader, None, f"step {step} test")
     else:
         train_ds, test_ds = stratified_split(new, test_size=p.test_size, seed=seed)
         split = {"test_size": p.test_size, "seed": seed}
-        train_ref = _file_ref(data, train_ds, reader, {**split, "part": "train"}, f"step {step} training data")
-        test_ref = _file_ref(data, test_ds, reader, {**split, "part": "test"}, f"step {step} test")
+        train_ref = file_ref(data, train_ds, reader, {**split, "part": "train"}, f"step {step} training data")
+        test_ref = file_ref(data, test_ds, reader, {**split, "part": "test"}, f"step {step} test")
 
     clashes = class_clashes(parent.classes, train_ds.classes)
     if clashes["case"] and not p.allow_class_clash:
@@ -247,12 +160,12 @@ def continual_update(parent_dir: RunDir, out_dir: RunDir, *, data: str, strategy
     task = get_task("classification")
     extra = []
     for src in eval_old or []:
-        ds = _read(parent, str(src), text_columns, path_column, skip_bad)
+        ds = read_labelled_any(parent, str(src), text_columns, path_column, skip_bad)
         unknown = sorted(set(ds.labels) - set(classes))
         if unknown:
             raise UserInputError(f"--eval-old {shown(src)}: labels neither the parent nor this update knows: "
                                  f"{', '.join(unknown[:10])}", hint=f"known classes: {', '.join(classes)}")
-        extra.append(_file_ref(src, ds, reader, None, f"--eval-old {src}"))
+        extra.append(file_ref(src, ds, reader, None, f"--eval-old {src}"))
     timings["load_s"] = time.perf_counter() - t_start
 
     # ----- the training set of the strategy ------------------------------------------------------
@@ -262,17 +175,18 @@ def continual_update(parent_dir: RunDir, out_dir: RunDir, *, data: str, strategy
     y_new = task.encode(train_ds.labels, classes)
     parent_train = refs.get(lineage["train_sets"][-1])
     mem = _memory(parent_dir, parent, memory, p.memory_kind, strategy, parent_train, seed, notes)
-    X, y, facts = X_new, y_new, {"n_new": len(y_new)}
+    X, y, facts, inputs = X_new, y_new, {"n_new": len(y_new)}, list(train_ds.inputs)
     if strategy == "replay" and mem is not None and len(mem):
         X = np.concatenate([X_new, mem.features])
         y = np.concatenate([y_new, task.encode(mem.labels, classes)])
-        facts["n_replayed"] = len(mem)
+        facts["n_replayed"], inputs = len(mem), inputs + [s.get("input") for s in mem.slots]
     if strategy == "joint":
         earlier = [ds for ds in (refs.get(r) for r in lineage["train_sets"]) if ds is not None]
         facts["n_earlier"] = sum(len(ds) for ds in earlier)
         if earlier:
             X = np.concatenate([X_new, *(feats(ds).astype(np.float32) for ds in earlier)])
             y = np.concatenate([y_new, *(task.encode(ds.labels, classes) for ds in earlier)])
+            inputs += [x for ds in earlier for x in ds.inputs]
         else:
             notes.append("joint: none of the earlier training data is available, so joint trained on the new data "
                          "alone (as naive)")
@@ -280,35 +194,44 @@ def continual_update(parent_dir: RunDir, out_dir: RunDir, *, data: str, strategy
     if strategy == "lwf":
         with torch.no_grad():
             hd.old_logits = head(torch.as_tensor(X_new)).numpy()
-    if strategy == "ewc":
+    tuned = _tuned_names(parent, saved, parent_dir, inputs, mem) if p.tune_backbone else None
+    if strategy == "ewc" and tuned is None:
         hd.fisher, hd.anchor, facts["fisher_source"] = _fisher(parent_dir, parent, head, parent_train, mem)
     timings["features_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
     say(f"{strategy}: updating {shown(parent_dir.path)} ({scenario}, {len(parent.classes)} -> {len(classes)} classes) "
-        f"on {len(X)} training items …")
-    new_head = initial_head(head.weight.detach().numpy(), head.bias.detach().numpy(), len(classes))
-    info = {**facts, **train_head(new_head, hd, strategy, p, seed)}
+        f"on {len(X)} training items{' (backbone and head)' if tuned else ''} …")
+    control = strategy != "naive" and p.naive_control
+    if tuned is None:
+        new_head = initial_head(head.weight.detach().numpy(), head.bias.detach().numpy(), len(classes))
+        info = {**facts, **train_head(new_head, hd, strategy, p, seed)}
+        model = updated_model(parent, saved, new_head, classes, parent.backbone, seed)
+        naive = None
+        if control:
+            naive = initial_head(head.weight.detach().numpy(), head.bias.detach().numpy(), len(classes))
+            train_head(naive, HeadData(X_new, y_new), "naive", p, seed)
+        new_probs, naive_probs = _head_probs(new_head, feats), naive and _head_probs(naive, feats)
+    else:
+        fisher_items = list(parent_train.inputs) if parent_train is not None else \
+            [s_["input"] for s_ in (mem.slots if mem is not None else [])]
+        model, run = tune_update(parent, head, saved, tuned, classes, inputs, y, strategy, p, seed, hd, fisher_items)
+        info = {**facts, **run}
+        new_probs, naive_probs = model.predict_proba, None
+        if control:
+            naive_model, _ = tune_update(parent, head, saved, tuned, classes, list(train_ds.inputs), y_new, "naive",
+                                         p, seed, HeadData(X_new, y_new), [])
+            naive_probs = naive_model.predict_proba
     timings["train_s"] = time.perf_counter() - t
-    naive_head = None
-    if strategy != "naive" and p.naive_control:
-        t = time.perf_counter()
-        naive_head = initial_head(head.weight.detach().numpy(), head.bias.detach().numpy(), len(classes))
-        train_head(naive_head, HeadData(X_new, y_new), "naive", p, seed)
-        timings["naive_control_s"] = time.perf_counter() - t
     if mem is not None:
         mem.offer(list(train_ds.inputs), list(train_ds.labels), list(train_ds.origins), train_ds.content_hashes(),
                   X_new, seed + step)
 
     # ----- the new model, evaluated on every test set the lineage knows ---------------------------
-    tensors = {**saved, "head.weight": new_head.weight.detach().clone(), "head.bias": new_head.bias.detach().clone()}
-    updated = type(parent.strategy).from_params(parent.strategy.get_params())
-    updated.load_state(tensors, classes, parent.backbone, task="classification")
-    model = TransferModel(parent.backbone, updated, batch_size=parent.batch_size)
-    model.ctx.seed = seed
     t = time.perf_counter()
     sets = [*lineage["test_sets"], *({"name": r["name"], "ref": r, "first": step} for r in (test_ref, *extra))]
-    cont, test_metrics, n_test = _evaluate(lineage, sets, refs, classes, head, new_head, naive_head, feats, seed, step)
+    cont, test_metrics, n_test = _evaluate(lineage, sets, refs, classes, _head_probs(head, feats), new_probs,
+                                           naive_probs, seed, step)
     timings["evaluate_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - t_start
     u = {"mode": "continual", "strategy": strategy, "parent": str(parent_dir.path), "scenario": scenario,
@@ -316,16 +239,18 @@ def continual_update(parent_dir: RunDir, out_dir: RunDir, *, data: str, strategy
          "params": p.as_dict(),
          "memory": None if mem is None else {k: v for k, v in mem.manifest().items() if k != "slots"}}
     notes.insert(0, f"Updated from {shown(parent_dir.path)} by {strategy} ({scenario}) on {len(train_ds)} new "
-                    f"labelled items of {shown(data)}; the backbone is the parent's, the head was trained on its "
-                    "features.")
+                    f"labelled items of {shown(data)}; " + (
+                        f"the {len(tuned)} backbone tensors the parent tuned and the head trained together on the "
+                        "items" if tuned else "the backbone is the parent's, the head was trained on its features")
+                + ".")
     if cont.get("explanation"):
         notes.append(cont["explanation"])
     model.metrics = {
         "task": "classification", "classes": classes,
-        "run": {"name": out_dir.path.name, "created": now_iso(), "strategy": updated.name,
+        "run": {"name": out_dir.path.name, "created": now_iso(), "strategy": model.strategy.name,
                 "backbone": (parent.card.get("backbone") or {}).get("name"), "modality": parent.modality,
                 "seed": seed, "command": "update"},
-        "strategy": {"name": updated.name, "params": updated.get_params(), "fit": info},
+        "strategy": {"name": model.strategy.name, "params": model.strategy.get_params(), "fit": info},
         "update": u, "continual": cont, "test": test_metrics, "n_test": n_test, "notes": notes,
         "timings": {k: round(v, 3) for k, v in timings.items()}}
     lineage = {"steps": [*lineage["steps"], {"run": str(out_dir.path), "command": "update", "strategy": strategy,
@@ -337,6 +262,32 @@ def continual_update(parent_dir: RunDir, out_dir: RunDir, *, data: str, strategy
     model.run_dir = out_dir.path
     say(cont.get("explanation") or f"{strategy}: average accuracy {cont['average_accuracy']}")
     return model
+
+
+def _tuned_names(parent: TransferModel, saved: dict[str, torch.Tensor], where: RunDir, inputs: list,
+                 mem: ReplayMemory | None) -> list[str]:
+    """``tune_backbone``: the backbone tensors the parent's run tuned (those it saved), which the
+    update trains again; refused for a run that tuned none, or with a memory of features (they
+    belong to the backbone before the update)."""
+    names = sorted(k[len("backbone."):] for k in saved if k.startswith("backbone."))
+    if not names:
+        raise UserInputError(f"tune_backbone trains the backbone tensors the parent tuned, and {shown(where.path)} "
+                             f"({parent.strategy.name}) tuned none: its backbone is the published one",
+                             hint="drop --param tune_backbone=true (the head learns on the cached features), or "
+                                  "update a finetune run")
+    if any(x is None for x in inputs) or (mem is not None and mem.kind == "features"):
+        raise UserInputError("tune_backbone trains on the items themselves, and the replay memory keeps only their "
+                             "features", hint="a memory of kind items (--param memory_kind=items), or drop "
+                                              "tune_backbone")
+    return names
+
+
+def _head_probs(head: torch.nn.Linear, feats) -> Callable[[Dataset], np.ndarray]:
+    """``data -> (N, C)`` probabilities of ``head`` on the cached features ``feats(data)``."""
+    def probs(ds: Dataset) -> np.ndarray:
+        with torch.no_grad():
+            return torch.softmax(head(torch.as_tensor(feats(ds).astype(np.float32))), 1).numpy()
+    return probs
 
 
 def _memory(parent_dir: RunDir, parent: TransferModel, capacity: int | None, kind: str, strategy: str,
@@ -385,7 +336,7 @@ def _fisher(parent_dir: RunDir, parent: TransferModel, head: torch.nn.Linear, pa
     if parent_dir.file(FISHER).is_file():
         from safetensors.torch import load_file
         earlier = load_file(str(parent_dir.file(FISHER)))
-        fisher = {k: v + grown(earlier[k], v.shape) for k, v in fisher.items() if k in earlier} or fisher
+        fisher = {k: v + grown(earlier[k], v.shape) if k in earlier else v for k, v in fisher.items()}
         source += " + the Fisher the parent carries from earlier steps"
     anchor = {k: v.detach().clone() for k, v in head.named_parameters()}
     return fisher, anchor, source
@@ -399,7 +350,7 @@ def _accuracy(p: np.ndarray, y: np.ndarray) -> float:
     return float((p.argmax(1) == y).mean())
 
 
-def _evaluate(lineage, sets: list[dict], refs: _Refs, classes, old_head, new_head, naive_head, feats, seed: int,
+def _evaluate(lineage, sets: list[dict], refs: Refs, classes, parent_probs, new_probs, naive_probs, seed: int,
               step: int) -> tuple[dict[str, Any], dict[str, Any], int]:
     """The accuracy matrix extended by this step's row (and the parent's row by its accuracy on
     the new sets: forward transfer), its summary, and the metrics over all sets together."""
@@ -414,14 +365,12 @@ def _evaluate(lineage, sets: list[dict], refs: _Refs, classes, old_head, new_hea
             naive_row.append(None)
             baseline += [None] * (j >= len(baseline))
             continue
-        y, X = task.encode(ds.labels, classes), torch.as_tensor(feats(ds).astype(np.float32))
-        with torch.no_grad():
-            p = torch.softmax(new_head(X), 1).numpy()
-            q = torch.softmax(naive_head(X), 1).numpy() if naive_head is not None else None
-            if rows[-1][j] is None:  # the parent's row: a set it meets now (its classes only, others count as
-                # wrong: forward transfer), or the root's own test set, measured at its first update
-                rows[-1][j] = _accuracy(np.pad(torch.softmax(old_head(X), 1).numpy(),
-                                               ((0, 0), (0, len(classes) - old_head.out_features))), y)
+        y, p = task.encode(ds.labels, classes), new_probs(ds)
+        q = naive_probs(ds) if naive_probs else None
+        if rows[-1][j] is None:  # the parent's row: a set it meets now (its classes only, others count as
+            # wrong: forward transfer), or the root's own test set, measured at its first update
+            old = parent_probs(ds)
+            rows[-1][j] = _accuracy(np.pad(old, ((0, 0), (0, len(classes) - old.shape[1]))), y)
         if j >= len(baseline):
             baseline.append(float(np.bincount(y).max() / len(y)))
         new_row.append(_accuracy(p, y))
@@ -436,7 +385,7 @@ def _evaluate(lineage, sets: list[dict], refs: _Refs, classes, old_head, new_hea
                             **continual_metrics(matrix, first, baseline)}
     y_all, p_all = np.concatenate(ys), np.concatenate(ps)
     metrics = task.metrics(y_all, p_all, classes, n_boot=1000, seed=seed)
-    if naive_head is not None:
+    if naive_probs:
         naive = continual_metrics([*rows, naive_row], first, baseline)
         cont["naive"] = {"last_row": naive_row, **naive}
         old = np.concatenate(old_mask)

@@ -60,7 +60,8 @@ from .alignment import entropy
 from .backbones import get_backbone
 from .backbones.base import Backbone
 from .config import FitConfig
-from .continual_update import CARD_KEEP, QUALIFY, continual_update, found_modality, linear_head_of  # noqa: F401
+from .continual_lineage import found_modality
+from .continual_update import CARD_KEEP, QUALIFY, continual_update, linear_head_of  # noqa: F401
 from .data.dataset import Dataset
 from .errors import DataValidationError, UserInputError, shown
 from .model import TransferModel

@@ -53,6 +53,11 @@ class ContinualParams(Params):
                              gt=0, lt=1)
     allow_class_clash: bool = param(False, "train although a new class name equals an old one but for case or "
                                            "spaces (they become two classes)")
+    tune_backbone: bool = param(False, "a fine-tuned parent: also train the backbone tensors it tuned, on raw items "
+                                       "(minutes, not seconds; bounded by max_steps)")
+    backbone_lr: float = param(1e-4, "tune_backbone: AdamW learning rate of the backbone tensors", gt=0)
+    max_steps: int = param(200, "tune_backbone: most optimizer steps", ge=1)
+    fisher_items: int = param(64, "tune_backbone with ewc: items the sampled Fisher is estimated on", ge=1)
     naive_control: bool = param(True, "also train the naive head (cheap on cached features) and judge the "
                                       "strategy against it: did it reduce forgetting?")
 
