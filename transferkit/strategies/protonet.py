@@ -35,7 +35,7 @@ from ..errors import UserInputError
 from ..training import train, trainable_state
 from ..training.optim import adamw
 from ._network import apply_tensors, backbone_tensors
-from ._tuning import mark_adapted, used_layer_groups
+from ._tuning import decayed_groups, mark_adapted, training_only
 from .base import STRATEGIES, TransferContext
 from .contrastive import _max_chunks
 from .params import param
@@ -128,18 +128,8 @@ class ProtoNet(Prototype):
                                  "(a support and a query item per class)",
                                  hint="give more labelled items, or use --strategy prototype")
         module = backbone.module.to(device)
-        groups, _ = used_layer_groups(backbone, train_ds.inputs[:2], device)
-        chosen = groups if self.unfreeze == "all" else groups[-self.unfreeze:]
-        flags = {p: p.requires_grad for p in module.parameters()}
-        try:
-            for p in module.parameters():
-                p.requires_grad_(False)
-            params = [p for _, ps in chosen for p in ps]
-            for p in params:
-                p.requires_grad_(True)
-            optimizer = adamw(
-                [{"params": [p for p in params if p.ndim > 1], "weight_decay": self.weight_decay},
-                 {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}], lr=self.lr)
+        with training_only(backbone, train_ds.inputs[:2], device, self.unfreeze) as (chosen, params):
+            optimizer = adamw(decayed_groups(params, self.weight_decay), lr=self.lr)
 
             def step(idx: np.ndarray) -> torch.Tensor:
                 support, query = sampler(int(idx[0]))
@@ -158,10 +148,6 @@ class ProtoNet(Prototype):
                               checkpoint_every=self.checkpoint_every, resume=getattr(ctx, "resume", True),
                               run_config=run_config, progress=ctx.progress, desc=f"{self.name} {backbone.name}")
             self.trained_names_ = sorted(trainable_state(module))
-        finally:
-            for p, flag in flags.items():
-                p.requires_grad_(flag)
-            module.eval()
         self.backbone_ = backbone
         mark_adapted(backbone, backbone_tensors(backbone, self.trained_names_))  # tuned features: a key of their own
         super()._fit(train_ds, y, ctx)  # the prototypes, on the tuned encoder's features
