@@ -405,6 +405,23 @@ def _evaluate(lineage, sets: list[dict], refs: Refs, classes, parent_probs, new_
     return cont, metrics, int(len(y_all))
 
 
+def child_card(parent: TransferModel, parent_dir: RunDir, model: TransferModel) -> dict[str, Any]:
+    """The model card of a run made from ``parent`` (both modes of ``update``): what the model reads
+    and predicts (:data:`CARD_KEEP`), the backbone's identity, the strategy, and the lineage naming
+    the parent (path, card hash, weight hash, model)."""
+    s, pc = model.strategy, parent.card
+    entry = (pc.get("delivered") or {}).get("weights") or pc.get("weights") or {}
+    card = {k: pc[k] for k in CARD_KEEP if k in pc}
+    card.update(created=model.metrics["run"]["created"],
+                backbone={**(pc.get("backbone") or {}), "identity": model.backbone.identity()},
+                strategy={"name": s.name, "params": s.get_params()},
+                lineage={"command": "update", "parent": {**parent_dir.lineage_entry(),
+                                                         "weights_sha256": entry.get("sha256"),
+                                                         "model": (pc.get("delivered") or {}).get("name")
+                                                         or (pc.get("strategy") or {}).get("name")}})
+    return card
+
+
 def _write(out: RunDir, parent: TransferModel, parent_dir: RunDir, model: TransferModel, train_ds: Dataset,
            test_ds: Dataset, data, test, p: ContinualParams, seed: int, lineage: dict[str, Any],
            mem: ReplayMemory | None, ewc: HeadData | None) -> dict[str, Any]:
@@ -412,20 +429,12 @@ def _write(out: RunDir, parent: TransferModel, parent_dir: RunDir, model: Transf
     split, metrics, report, lineage, memory and Fisher), and last the model card naming the parent."""
     from .serve.prediction_drift import prediction_reference  # here: `import transferkit` loads no serve module
 
-    s, pc = model.strategy, parent.card
-    entry = (pc.get("delivered") or {}).get("weights") or pc.get("weights") or {}
-    card = {k: pc[k] for k in CARD_KEEP if k in pc}
+    s = model.strategy
+    card = child_card(parent, parent_dir, model)
     card.update(classes=s.classes_, label_map={str(i): c for i, c in enumerate(s.classes_)},
                 data={"train": str(data), "test": None if test is None else str(test),
                       "train_hash": train_ds.fingerprint(), "test_hash": test_ds.fingerprint(),
                       "n_train": len(train_ds), "n_test": len(test_ds)},
-                created=model.metrics["run"]["created"],
-                backbone={**(pc.get("backbone") or {}), "identity": model.backbone.identity()},
-                strategy={"name": s.name, "params": s.get_params()},
-                lineage={"command": "update", "parent": {**parent_dir.lineage_entry(),
-                                                         "weights_sha256": entry.get("sha256"),
-                                                         "model": (pc.get("delivered") or {}).get("name")
-                                                         or (pc.get("strategy") or {}).get("name")}},
                 update={"mode": "continual", "strategy": model.metrics["update"]["strategy"], "data": str(data),
                         "test": None if test is None else str(test), "scenario": model.metrics["update"]["scenario"],
                         "fisher_source": model.metrics["update"]["fit"].get("fisher_source"),

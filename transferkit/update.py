@@ -61,7 +61,7 @@ from .backbones import get_backbone
 from .backbones.base import Backbone
 from .config import FitConfig
 from .continual_lineage import found_modality
-from .continual_update import CARD_KEEP, QUALIFY, continual_update, linear_head_of  # noqa: F401
+from .continual_update import CARD_KEEP, QUALIFY, child_card, continual_update, linear_head_of  # noqa: F401
 from .data.dataset import Dataset
 from .errors import DataValidationError, UserInputError, shown
 from .model import TransferModel
@@ -316,18 +316,10 @@ def _write(out: RunDir, parent: TransferModel, parent_dir: RunDir, model: Transf
     from .serve.prediction_drift import prediction_reference  # here: `import transferkit` loads no serve module
 
     s, pc = model.strategy, parent.card
-    entry = (pc.get("delivered") or {}).get("weights") or pc.get("weights") or {}
-    card = {k: pc[k] for k in CARD_KEEP if k in pc}
+    card = child_card(parent, parent_dir, model)
     card["data"] = {**(pc.get("data") or {}), "target_unlabelled": target_src, "target_hash": target.fingerprint(),
                     "n_target": len(target)}
-    card.update(created=model.metrics["run"]["created"],
-                backbone={**(pc.get("backbone") or {}), "identity": model.backbone.identity()},
-                strategy={"name": s.name, "params": s.get_params()},
-                lineage={"command": "update", "parent": {**parent_dir.lineage_entry(),
-                                                         "weights_sha256": entry.get("sha256"),
-                                                         "model": (pc.get("delivered") or {}).get("name")
-                                                         or (pc.get("strategy") or {}).get("name")}},
-                update={"mode": "source-free", "strategy": s.name, "target_unlabelled": target_src,
+    card.update(update={"mode": "source-free", "strategy": s.name, "target_unlabelled": target_src,
                         "test": None if test is None else str(test)},
                 seed=seed, versions=versions(), timings=model.metrics["timings"])
     shown_on = labelled[0] if labelled is not None else target

@@ -14,6 +14,8 @@ at most ``fisher_items`` items.
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -58,21 +60,31 @@ def tuned_parameters(net: TunedNetwork, names: list[str]) -> dict[str, nn.Parame
     return out
 
 
+@contextmanager
+def only_training(net: nn.Module, params) -> Iterator[None]:
+    """Within the block only ``params`` require gradients; every flag is restored afterwards."""
+    flags = {id(q): q.requires_grad for q in net.parameters()}
+    for q in net.parameters():
+        q.requires_grad_(False)
+    for q in params:
+        q.requires_grad_(True)
+    try:
+        yield
+    finally:
+        for q in net.parameters():
+            q.requires_grad_(flags[id(q)])
+
+
 def sampled_fisher(net: TunedNetwork, inputs: list[Any], names: list[str], n_items: int, seed: int
                    ) -> dict[str, torch.Tensor]:
     """The diagonal Fisher of the trainable parameters, one label drawn from the model per item,
     over at most ``n_items`` of ``inputs`` (seeded): ``{"body.<name>" | "head.<name>": tensor}``."""
     params = tuned_parameters(net, names)
-    flags = {id(p): p.requires_grad for p in net.parameters()}
-    for p in net.parameters():
-        p.requires_grad_(False)
-    for p in params.values():
-        p.requires_grad_(True)
     rng = np.random.default_rng(seed)
     pick = rng.choice(len(inputs), min(n_items, len(inputs)), replace=False)
     total = {k: torch.zeros_like(p) for k, p in params.items()}
     net.eval()
-    try:
+    with only_training(net, params.values()):
         for i in pick:
             logits = net([inputs[int(i)]])[0]
             y = int(rng.choice(len(logits), p=torch.softmax(logits.detach().double(), 0).numpy()))
@@ -80,9 +92,6 @@ def sampled_fisher(net: TunedNetwork, inputs: list[Any], names: list[str], n_ite
             for k, g in zip(params, grads):
                 if g is not None:
                     total[k] += g.detach() ** 2
-    finally:
-        for p in net.parameters():
-            p.requires_grad_(flags[id(p)])
     return {k: v / len(pick) for k, v in total.items()}
 
 
@@ -93,11 +102,6 @@ def tune_network(net: TunedNetwork, names: list[str], inputs: list[Any], y: np.n
     """Train ``net``'s tuned backbone parameters and head on ``inputs`` / ``y`` with the loss of
     ``strategy`` (:mod:`.head`'s table; the memory or earlier items are already in ``inputs``)."""
     params = tuned_parameters(net, names)
-    flags = {id(q): q.requires_grad for q in net.parameters()}
-    for q in net.parameters():
-        q.requires_grad_(False)
-    for q in params.values():
-        q.requires_grad_(True)
     target = torch.as_tensor(np.asarray(y, np.int64))
     C = net.head.out_features
     weight = None
@@ -124,14 +128,11 @@ def tune_network(net: TunedNetwork, names: list[str], inputs: list[Any], y: np.n
     body = [q for k, q in params.items() if k.startswith("body.")]
     opt = adamw([{"params": body, "lr": p.backbone_lr}, {"params": list(net.head.parameters()), "lr": p.lr}],
                 lr=p.lr, weight_decay=p.weight_decay)
-    try:
+    with only_training(net, params.values()):
         state = train(net, step, len(target), opt, epochs=p.epochs, max_steps=p.max_steps,
                       batch_size=min(p.batch_size, max(len(target), 2)), seed=seed, progress=False,
                       desc=f"update ({strategy}, backbone)", precision="fp32")
-    finally:
-        for q in net.parameters():
-            q.requires_grad_(flags[id(q)])
-        net.eval()
+    net.eval()
     return {"n_train": int(len(target)), "steps": state.step, "tuned_backbone_tensors": len(body),
             "final_loss": (state.history[-1].get("loss") if state.history else None),
             **{f"last_{k}": v for k, v in terms.items()}}
