@@ -251,6 +251,9 @@ def test_clashes_and_bad_updates_are_refused_before_training(lineage, tmp_path, 
     tk.update(parent, out=tmp_path / "y", data=clash, strategy="naive", params={"allow_class_clash": True},
               log=said.append)
     assert any("'Spam'" in s and "two classes" in s for s in said) and any("absent" in s for s in said)
+    with pytest.raises(UserInputError, match="differ from the ones this run was trained with"):  # another backbone
+        tk.update(parent, out=tmp_path / "v", data=lineage["b"], strategy="naive", log=None,
+                  load_options={"backbone": "minilm-l6"})
     with pytest.raises(UserInputError, match="naive, ewc, lwf, replay, joint"):
         tk.update(parent, out=tmp_path / "z", data=lineage["b"], strategy="shot", log=None)
     with pytest.raises(UserInputError, match="one of the two"):
