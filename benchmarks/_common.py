@@ -44,7 +44,8 @@ ANCHORS = {"read": "read", "bad_images": "bad-images", "extraction": "extraction
            "multitask": "multitask", "selection": "selection", "continual": "continual",
            "pretrain": "pretrain"}
 # Results files of a section other than ``results/NAME.json`` (its parts, each with its own run).
-PART_FILES = {"adapt": ["adapt-da", "adapt-fewshot", "adapt-zeroshot"], "tasks": ["tasks-text"]}
+PART_FILES = {"adapt": ["adapt-da", "adapt-fewshot", "adapt-zeroshot"], "tasks": ["tasks-text"],
+              "pretrain": ["pretrain-images"]}
 
 
 def setup_env(fresh_cache: bool = True) -> str | None:
