@@ -88,18 +88,19 @@ def test_pretrain_resumes_and_refuses(tiny_text_dir, tmp_path):
                              text_columns="text", log=None)
 
 
-def test_simclr_on_efficientnet_keeps_then_reestimates_batchnorm(tmp_path):
-    """EfficientNet-Lite0 (offline weights) at 32 px: BatchNorm statistics stay the pre-trained ones
-    while training, and are re-estimated on the corpus afterwards."""
+def test_simclr_on_efficientnet_keeps_the_pretrained_batchnorm_statistics(tmp_path):
+    """EfficientNet-Lite0 (offline weights) at 32 px: the weights train, BatchNorm's running statistics
+    stay the pre-trained ones (re-estimating them on the corpus was measured to ruin the features)."""
     rng = np.random.default_rng(0)
     ds = tk.from_arrays(rng.integers(0, 255, (12, 32, 32, 3), dtype=np.uint8), None)
     m = pretrain(ds, model="efficientnet-lite0", out=tmp_path / "img", max_steps=2, batch_size=4,
                  backbone_options={"image_size": 32}, log=None, progress=False)
     assert m["pretrain"]["objective"] == "simclr" and m["pretrain"]["steps"] == 2
-    assert m["pretrain"]["batchnorm_layers_reestimated"] > 0
+    assert m["pretrain"]["batchnorm_layers_kept"] > 0
     run_bb = get_backbone(str(tmp_path / "img"))
     plain = get_backbone("efficientnet-lite0", image_size=32)
     assert run_bb.modality == "image" and run_bb.cache_key() != plain.cache_key()
     own, base = run_bb.module.state_dict(), plain.module.state_dict()
     means = [k for k in own if k.endswith("running_mean")]
-    assert means and any(not torch.equal(own[k], base[k]) for k in means)
+    assert means and all(torch.equal(own[k], base[k]) for k in means)
+    assert any(not torch.equal(own[k], base[k]) for k in own if k.endswith("weight"))

@@ -4,8 +4,8 @@ in-domain data (domain-adaptive pre-training, Gururangan et al. 2020), written a
 
 Objectives (:mod:`transferkit.pretraining`): ``mlm`` (text, the default; BERT-family encoders, a
 BertForMaskedLM-style head tied to the input embeddings), ``simcse`` (text, any encoder; dropout noise
-as the augmentation), ``simclr`` (images, the default; BatchNorm statistics kept while training and
-re-estimated on the corpus afterwards).  Training runs through THE training loop: checkpoints under
+as the augmentation), ``simclr`` (images, the default; BatchNorm running statistics kept: the pre-trained
+ones, see :mod:`transferkit.pretraining.image`).  Training runs through THE training loop: checkpoints under
 ``OUT/checkpoints/pretrain`` (re-running a killed command resumes; removed once the run is written),
 a progress bar with ETA, a ``max_steps`` budget, non-finite losses stopped or skipped.
 
@@ -41,7 +41,7 @@ from .pretraining import OBJECTIVES
 from .runs import RunDir, now_iso, versions
 from .runs.loading import remember_user_backbone
 from .strategies._network import apply_tensors
-from .strategies._tuning import batchnorm_layers, recalibrate_batchnorm
+from .strategies._tuning import batchnorm_layers
 from .tasks import Outputs, get_task
 from .tasks.linear import fit_linear, linear_outputs
 from .training import distributed, train
@@ -193,9 +193,8 @@ def _train(backbone: Backbone, corpus: Dataset, objective: str, *, max_steps: in
         release_statistics(kept)
     backbone.module.eval()
     info = {"steps": int(state.step), **obj.info}
-    if objective == "simclr":
-        info["batchnorm_layers_reestimated"] = recalibrate_batchnorm(backbone, corpus, batch_size, device,
-                                                                     every_layer=True)
+    if kept:
+        info["batchnorm_layers_kept"] = len(kept)
     return info, curve.losses
 
 

@@ -3,12 +3,14 @@ image (the project's own augmentation, :class:`~transferkit.training.augment.Ima
 resized crop and flip; SimCLR's colour jitter and blur are not used) through the backbone and a
 2-layer projection head (D -> D -> 128, discarded afterwards), NT-Xent over the batch.
 
-BatchNorm (EfficientNet's): the running statistics are KEPT during training (the layers stay in eval
-mode, :func:`~transferkit.training.batchnorm.keep_statistics`; their affine parameters train), because
-the small CPU batches would give noisy batch statistics and let the two views of a batch share
-information through them; afterwards the caller re-estimates every layer's statistics on the corpus
-in one pass (AdaBN-style, ``recalibrate_batchnorm``), so that they match the new weights and the
-domain.
+BatchNorm (EfficientNet's): the pre-trained running statistics are KEPT, during training (the layers
+stay in eval mode, :func:`~transferkit.training.batchnorm.keep_statistics`; their affine parameters
+train) and afterwards: small CPU batches would give noisy batch statistics and let the two views of a
+batch share information through them, and re-estimating them on the corpus afterwards (AdaBN-style)
+was measured to destroy the features for a new probe: on MNIST-5k (EfficientNet-Lite0 at 64 px, 100
+steps, 10 labels per class, 1000 held-out images, seed 0) the trained weights with the ImageNet
+statistics gave 0.795 vs 0.733 for the original encoder, the same weights with statistics re-estimated
+on 2000 corpus images 0.456, and the re-estimated statistics alone on the published weights 0.272.
 """
 from __future__ import annotations
 
@@ -38,8 +40,8 @@ class SimCLR(nn.Module):
         self.projection = nn.Sequential(nn.Linear(d, d), nn.ReLU(), nn.Linear(d, proj_dim))
         self.augment, self.temperature = ImageAugment(), temperature
         self.info = {"temperature": temperature, "projection": f"{d}->{d}->{proj_dim}",
-                     "augment": "random resized crop (0.35-1) + flip", "batchnorm": "statistics kept in training, "
-                     "re-estimated on the corpus afterwards"}
+                     "augment": "random resized crop (0.35-1) + flip",
+                     "batchnorm": "the pre-trained running statistics kept (eval mode); affine parameters train"}
 
     def loss(self, backbone: Backbone, items: list[Any]) -> torch.Tensor:
         device = next(backbone.module.parameters()).device
