@@ -33,8 +33,8 @@ MNIST = SHARED / "mnist_5k.csv.gz"
 # model, training it, shipping it.  Sections are unnumbered; each is linked by its anchor.
 SECTIONS = ["summary", "read", "bad_images", "extraction", "cache", "memory", "logme", "transferability",
             "rank_cost", "probe", "strategies", "spam_full", "finetune", "lora", "tasks", "multitask", "audio",
-            "selection", "adapt", "shifts", "rl", "federated", "timeseries", "forecast", "distill", "onnx", "serve",
-            "serve_checks", "startup", "int8", "roofline"]
+            "selection", "adapt", "shifts", "continual", "pretrain", "rl", "federated", "timeseries", "forecast",
+            "distill", "onnx", "serve", "serve_checks", "startup", "int8", "roofline"]
 # The anchor of each section (kept as earlier links spelled them).
 ANCHORS = {"read": "read", "bad_images": "bad-images", "extraction": "extraction", "cache": "cache",
            "memory": "memory", "logme": "logme-speed", "transferability": "transferability",
@@ -44,9 +44,10 @@ ANCHORS = {"read": "read", "bad_images": "bad-images", "extraction": "extraction
            "serve": "serve", "serve_checks": "serve-checks", "tasks": "tasks",
            "multitask": "multitask", "selection": "selection", "startup": "startup",
            "int8": "int8", "roofline": "roofline", "federated": "federated", "timeseries": "timeseries",
-           "forecast": "forecast", "audio": "audio"}
+           "forecast": "forecast", "audio": "audio", "continual": "continual", "pretrain": "pretrain"}
 # Results files of a section other than ``results/NAME.json`` (its parts, each with its own run).
-PART_FILES = {"adapt": ["adapt-da", "adapt-fewshot", "adapt-zeroshot"], "tasks": ["tasks-text"]}
+PART_FILES = {"adapt": ["adapt-da", "adapt-fewshot", "adapt-zeroshot"], "tasks": ["tasks-text"],
+              "pretrain": ["pretrain-images"]}
 
 
 def setup_env(fresh_cache: bool = True) -> str | None:

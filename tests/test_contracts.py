@@ -38,7 +38,7 @@ def test_every_strategy_answers_every_contract_word_without_hasattr():
             s.merged_for_export()
     # who tunes the backbone: the fine-tuning family and contrastive always, alignment only on it
     tuning = {e.name for e in STRATEGIES if get_strategy(e.name).tunes_backbone}
-    assert tuning == {"finetune", "gradual", "lp-ft", "l2sp", "lora", "contrastive", "tent", "shot"}
+    assert tuning == {"finetune", "gradual", "lp-ft", "l2sp", "lora", "contrastive", "tent", "shot", "protonet"}
     assert get_strategy("dann", {"on": "backbone"}).tunes_backbone and not get_strategy("dann").tunes_backbone
     assert {e.name for e in STRATEGIES if STRATEGIES.get(e.name).transforms_features} == {
         "dann", "mmd", "coral", "self-training", "mcc", "cdan"}

@@ -17,12 +17,13 @@ LAYERS: list[list[str]] = [
     ["data", "scores", "alignment", "evaluation", "config", "tasks"],
     ["backbones"],
     ["features", "onnx_runtime", "training", "classical", "series_features"],
-    ["strategies", "controls", "model", "evidence", "selection", "forecast_controls", "forecast_model"],
+    ["strategies", "controls", "model", "evidence", "selection", "forecast_controls", "forecast_model", "continual",
+     "pretraining"],
     ["report"],
     ["runs", "ranking", "auto", "tracking"],
     ["pipeline", "multitask", "predict", "export", "distill", "distill_set", "explain", "serve", "demo", "sklearn",
-     "update", "rl", "federated", "forecast_pipeline"],
-    ["cli", "cli_rl", "cli_federate", "cli_forecast", ""],  # "" is the package's own __init__
+     "update", "rl", "federated", "forecast_pipeline", "continual_update", "continual_lineage", "pretrain"],
+    ["cli", "cli_rl", "cli_federate", "cli_forecast", "cli_pretrain", ""],  # "" is the package's own __init__
 ]
 
 

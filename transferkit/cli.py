@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from . import cli_federate
+from . import cli_federate, cli_pretrain
 from .cli_forecast import add_fit_options as add_forecast_options
 from .cli_forecast import cmd_fit_forecast, cmd_predict_forecast
 from .cli_rl import add_commands as add_rl_commands
@@ -322,9 +322,12 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("run", help="the run directory to start from")
     up.add_argument("--target-unlabelled", help="unlabelled data of the target domain (labels in it are never read): "
                                                 "adapt without any source data")
-    up.add_argument("--strategy", default="shot", help="with --target-unlabelled: shot (default: the last layer "
-                                                       "groups), tent (normalisation parameters) or adabn (BatchNorm "
-                                                       "statistics)")
+    up.add_argument("--data", help="new labelled data: continual learning (new classes extend the head)")
+    up.add_argument("--memory", type=int, metavar="N", help="with --data: replay memory size (default 200)")
+    up.add_argument("--eval-old", metavar="TEST1,TEST2", help="with --data: earlier labelled test sets to evaluate")
+    up.add_argument("--strategy", help="with --target-unlabelled: shot (default: the last layer groups), tent "
+                                       "(normalisation parameters) or adabn (BatchNorm statistics); with --data: "
+                                       "replay (default), naive, ewc, lwf or joint")
     up.add_argument("--param", action="append", metavar="KEY=VALUE", help="a strategy option (JSON value), e.g. "
                                                                         "epochs=5")
     up.add_argument("--test", help="labelled target data: the parent and the updated model are both evaluated on it")
@@ -345,6 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
     ph.add_argument("--repo-id", required=True, help="OWNER/NAME of the Hub model repository (created if absent)")
     ph.add_argument("--private", action="store_true", help="create the repository as private")
     ph.add_argument("--token", help="a Hub token with write access (default: HF_TOKEN or `hf auth login`'s)")
+    cli_pretrain.add_commands(sub, COMMANDS)  # transferkit pretrain (cli_pretrain.py)
     return p
 
 
@@ -596,12 +600,13 @@ def cmd_update(a: argparse.Namespace) -> int:
     from .data import split_columns
     from .update import update
 
-    model = update(a.run, out=a.out, target_unlabelled=a.target_unlabelled, strategy=a.strategy,
+    model = update(a.run, out=a.out, target_unlabelled=a.target_unlabelled, strategy=a.strategy, data=a.data,
+                   memory=a.memory, eval_old=split_columns(a.eval_old),
                    params=_key_values(a.param, "--param"), test=a.test, seed=a.seed,
                    text_columns=split_columns(a.text_column), path_column=a.path_column, skip_bad=a.skip_bad,
                    load_options=_load_options(a))
-    print(f"updated run written to {model.run_dir}/" + (f" (report: {model.run_dir / 'report.html'})" if a.test
-                                                         else ""))
+    print(f"updated run written to {model.run_dir}/" + (f" (report: {model.run_dir / 'report.html'})"
+                                                         if a.test or a.data else ""))
     return 0
 
 

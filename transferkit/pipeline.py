@@ -453,7 +453,7 @@ def _card(cfg: FitConfig, splits: Splits, model: TransferModel,
         # the training target's scale, read from the data (every strategy standardises its own way)
         **({"target": {"mean": float(np.mean(train.labels)), "scale": float(np.std(train.labels))}}
            if cfg.task == "regression" and train is not None else {}),
-        "lineage": {"command": "fit"},
+        "lineage": {"command": "fit", **model.backbone.lineage()},
         "seed": cfg.seed, "versions": versions(), "timings": model.metrics["timings"],
     }
 

@@ -42,8 +42,8 @@ AdaBN in the whole network moves every feature away from the probe fitted under 
 statistics (as ``adabn``'s own docstring measured: 0.166 with the head on those statistics); a
 run fitted with ``adabn --param on=backbone`` has a head fitted for re-estimated statistics.
 
-Continual learning from new *labelled* data (``data=`` with naive, ewc, lwf, replay, joint) is to
-be the second mode of the same command and function.
+The second mode learns new *labelled* data (``data=``, with ``naive``, ``ewc``, ``lwf``, ``replay`` or
+``joint``): continual learning, domain- or class-incremental, in :mod:`transferkit.continual_update`.
 """
 from __future__ import annotations
 
@@ -60,7 +60,8 @@ from .alignment import entropy
 from .backbones import get_backbone
 from .backbones.base import Backbone
 from .config import FitConfig
-from .data import prepare_data
+from .continual_lineage import found_modality
+from .continual_update import CARD_KEEP, QUALIFY, child_card, continual_update, linear_head_of  # noqa: F401
 from .data.dataset import Dataset
 from .errors import DataValidationError, UserInputError, shown
 from .model import TransferModel
@@ -82,12 +83,7 @@ Log = Callable[[str], None]
 
 #: The strategies of source-free adaptation, and the parent strategies whose model qualifies.
 SOURCE_FREE = ("adabn", "tent", "shot")
-QUALIFY = ("linear-probe, adabn, tent, shot, finetune, gradual, lpft, l2sp, lora or contrastive (a backbone "
-           "with a linear head on its features)")
 
-#: Model-card entries the new run takes from its parent: what the model reads and predicts.
-CARD_KEEP = ("task", "classes", "label_map", "label_sep", "modality", "text_columns", "path_column", "label_column",
-             "data")
 
 
 def _stderr(msg: str) -> None:
@@ -95,7 +91,8 @@ def _stderr(msg: str) -> None:
 
 
 def update(run: str | os.PathLike, *, out: str | os.PathLike, target_unlabelled: str | os.PathLike | None = None,
-           strategy: str = "shot", params: dict[str, Any] | None = None, test: str | os.PathLike | None = None,
+           data: str | os.PathLike | None = None, memory: int | None = None, eval_old: list[str] | None = None,
+           strategy: str | None = None, params: dict[str, Any] | None = None, test: str | os.PathLike | None = None,
            seed: int | None = None, text_columns: list[str] | None = None, path_column: str | None = None,
            skip_bad: bool = False, log: Log | None = _stderr,
            load_options: dict[str, Any] | None = None) -> TransferModel:
@@ -105,7 +102,14 @@ def update(run: str | os.PathLike, *, out: str | os.PathLike, target_unlabelled:
         target_unlabelled: unlabelled items of the target domain (table, folder or file; labels
             in it are never read): source-free adaptation by ``strategy`` (``shot``, ``tent``,
             ``adabn``) with its options ``params`` (``--param``).
-        test: labelled target data: the parent and the updated model are both evaluated on it.
+        data: new labelled data: continual learning by ``strategy`` (``naive``, ``ewc``, ``lwf``,
+            ``replay``, ``joint``; :mod:`transferkit.continual_update`), options ``params``
+            (:class:`~transferkit.continual.ContinualParams`).
+        memory: ``replay``: the replay memory's size (default 200, or the parent's).
+        eval_old: with ``data``: more labelled test sets to evaluate from this step on.
+        strategy: default ``shot`` (``target_unlabelled``) or ``replay`` (``data``).
+        test: labelled target data: the parent and the updated model are both evaluated on it
+            (with ``data``: the new step's test set, instead of a share held out of ``data``).
         seed: default: the parent run's.
         text_columns, path_column: how to read tables (default: the parent run's).
         load_options: for :func:`~transferkit.runs.load` of the parent (``backbone``,
@@ -122,9 +126,18 @@ def update(run: str | os.PathLike, *, out: str | os.PathLike, target_unlabelled:
     if out_path == parent_path or parent_path in out_path.parents:
         raise UserInputError(f"--out {shown(out_dir.path)} lies in the run being updated; the parent is never modified",
                              hint="give the new run a folder of its own, e.g. --out runs/NAME-updated")
-    if target_unlabelled is None:
-        raise UserInputError("update needs new data: unlabelled items of the target domain",
-                             hint="pass --target-unlabelled TABLE_OR_FOLDER (with --strategy shot, tent or adabn)")
+    if (target_unlabelled is None) == (data is None):
+        raise UserInputError("update needs new data: labelled (--data) or unlabelled items of the target domain "
+                             "(--target-unlabelled), one of the two",
+                             hint="--data TABLE_OR_FOLDER --strategy replay|naive|ewc|lwf|joint, or "
+                                  "--target-unlabelled TABLE_OR_FOLDER --strategy shot|tent|adabn")
+    if data is not None:
+        with out_dir.lock():
+            return continual_update(parent_dir, out_dir, data=str(data), strategy=strategy or "replay", memory=memory,
+                                    eval_old=list(eval_old or []), params=params, test=test, seed=seed,
+                                    text_columns=text_columns, path_column=path_column, skip_bad=skip_bad, say=say,
+                                    load_options=dict(load_options or {}))
+    strategy = strategy or "shot"
     if strategy not in SOURCE_FREE:
         STRATEGIES.get(strategy)  # an unknown name: the registry's "did you mean"
         raise UserInputError(f"with --target-unlabelled, update adapts without source data, which {strategy!r} "
@@ -195,11 +208,8 @@ def _read_target(parent: TransferModel, src: str, text_columns, skip_bad: bool, 
     try:
         return _read_inputs(parent, [src], text_columns, skip_bad, path_column)
     except DataValidationError:
-        try:  # what the data is when nothing is assumed (only on this error path)
-            found = prepare_data(src, None, label_column=None, require_labels=False).train.modality
-        except UserInputError:
-            found = parent.modality
-        if found != parent.modality:
+        found = found_modality(src)
+        if found not in (None, parent.modality):
             raise UserInputError(f"the target data {shown(src)} holds {found} items, and the run's model takes "
                                  f"{parent.modality} data", hint=f"give unlabelled {parent.modality} data of the "
                                                                  "target domain") from None
@@ -207,34 +217,6 @@ def _read_target(parent: TransferModel, src: str, text_columns, skip_bad: bool, 
 
 
 # ----- what qualifies, what changed ------------------------------------------------------------------
-def linear_head_of(parent: TransferModel, where: RunDir) -> torch.nn.Linear:
-    """The parent's head as ``Linear(D, C)`` (LoRA adapters merged into the backbone first).
-
-    Raises:
-        UserInputError: a task other than classification, or a model that is not a backbone
-            with a linear head on its features (the message names what qualifies).
-    """
-    s = parent.strategy
-    if parent.task != "classification":
-        raise UserInputError(f"{shown(where.path)} is a {parent.task} run; source-free update adapts a classifier "
-                             "(its objectives read class probabilities)", hint="update a classification run")
-    if parent.onnx is not None:
-        raise UserInputError("update trains the backbone in PyTorch, not through an ONNX graph",
-                             hint="load the run with the torch backend")
-    why = None
-    if not s.head_on_features:
-        why = f"its delivered model ({s.name}) reads hand-made features, outside the network"
-    else:
-        head = s.merged_for_export().torch_head()
-        if type(head) is not torch.nn.Linear:
-            why = f"its model ({s.name}) ends in a {type(head).__name__}, not a linear head on the backbone's features"
-    if why is not None:
-        raise UserInputError(f"{shown(where.path)} cannot be updated: {why}",
-                             hint=f"update runs of {QUALIFY}" + ("; or --which transfer, the run's transfer model"
-                                                                if not s.head_on_features else ""))
-    return head.cpu().eval()
-
-
 def changed_tensors(adapted: Backbone, pretrained: Backbone) -> dict[str, torch.Tensor]:
     """``{"backbone.<name>": tensor}``: every ``state_dict`` entry of ``adapted`` that differs from
     the same backbone with its published weights (``pretrained``), so that the new run loads onto
@@ -334,18 +316,10 @@ def _write(out: RunDir, parent: TransferModel, parent_dir: RunDir, model: Transf
     from .serve.prediction_drift import prediction_reference  # here: `import transferkit` loads no serve module
 
     s, pc = model.strategy, parent.card
-    entry = (pc.get("delivered") or {}).get("weights") or pc.get("weights") or {}
-    card = {k: pc[k] for k in CARD_KEEP if k in pc}
+    card = child_card(parent, parent_dir, model)
     card["data"] = {**(pc.get("data") or {}), "target_unlabelled": target_src, "target_hash": target.fingerprint(),
                     "n_target": len(target)}
-    card.update(created=model.metrics["run"]["created"],
-                backbone={**(pc.get("backbone") or {}), "identity": model.backbone.identity()},
-                strategy={"name": s.name, "params": s.get_params()},
-                lineage={"command": "update", "parent": {**parent_dir.lineage_entry(),
-                                                         "weights_sha256": entry.get("sha256"),
-                                                         "model": (pc.get("delivered") or {}).get("name")
-                                                         or (pc.get("strategy") or {}).get("name")}},
-                update={"mode": "source-free", "strategy": s.name, "target_unlabelled": target_src,
+    card.update(update={"mode": "source-free", "strategy": s.name, "target_unlabelled": target_src,
                         "test": None if test is None else str(test)},
                 seed=seed, versions=versions(), timings=model.metrics["timings"])
     shown_on = labelled[0] if labelled is not None else target

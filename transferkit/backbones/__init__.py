@@ -1,6 +1,7 @@
 """Backbones: one contract (:class:`Backbone`) over the bundled zoo and any transformers model."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -8,7 +9,11 @@ from ..errors import UserInputError
 from .base import Backbone, Batch
 from .zoo import BACKBONES, list_models
 
-__all__ = ["Backbone", "Batch", "BACKBONES", "get_backbone", "list_models"]
+__all__ = ["Backbone", "Batch", "BACKBONES", "RESOLVERS", "get_backbone", "list_models"]
+
+#: ``resolve(name, options) -> Backbone | None``: names that hold a model without being one (a run
+#: directory: ``transferkit.runs.run_backbone``), registered by the layer that knows them.
+RESOLVERS: list[Callable[[str, dict[str, Any]], Backbone | None]] = []
 
 
 def get_backbone(name: str, **options: Any) -> Backbone:
@@ -20,6 +25,10 @@ def get_backbone(name: str, **options: Any) -> Backbone:
             ``image_size``, ``allow_pickle``, ``trust_remote_code``, ``modality``...
     """
     options = {k: v for k, v in options.items() if v is not None}
+    for resolve in RESOLVERS if name not in BACKBONES else ():
+        found = resolve(name, options)
+        if found is not None:
+            return found
     if name in BACKBONES:
         options.pop("modality", None)
         factory = BACKBONES.get(name)

@@ -207,6 +207,11 @@ class Backbone(ABC):
             ident["adapted"] = self.adapted
         return ident
 
+    def lineage(self) -> dict[str, Any]:
+        """What a run fitted on this backbone records of where its weights came from: ``{}`` for a
+        published model; ``{"parent": ...}`` for a finished run used as the backbone."""
+        return {}
+
     def cache_key(self) -> str:
         blob = json.dumps(self.identity(), sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:32]

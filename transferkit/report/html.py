@@ -20,6 +20,7 @@ from typing import Any
 
 from ..scores import score_title
 from . import formatting, plots, task_views
+from .continual import continual_view
 
 __all__ = ["render_report", "write_report", "template_env", "summary_view"]
 
@@ -303,6 +304,7 @@ def render_report(metrics: dict, *, card: dict | None = None, skipped: list[dict
         "explanations": _explanations(explanations or []),
         "domain": _domain(metrics.get("domain") or {}, metrics),
         "auto_adapt": _auto_adapt(metrics.get("domain") or {}),
+        "continual": continual_view(metrics),
         "auto": _auto(metrics.get("auto")),
         "notes": [notes] if isinstance(notes, str) else list(notes),
         "timings": [(k.removesuffix("_s").replace("_", " "), v) for k, v in timings.items()],

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from typing import Sequence
 
 __all__ = ["accuracy_bars", "confusion_heatmap", "per_class_bars", "metric_bars", "predicted_vs_true", "residuals",
-           "per_label_f1_bars"]
+           "per_label_f1_bars", "accuracy_matrix_heatmap", "continual_curves"]
 
 TRANSFER_COLOUR = "#2f6fb3"
 CONTROL_COLOUR = "#9aa4ae"
@@ -346,5 +346,55 @@ def per_label_f1_bars(
         ax.set_ylim(0, 1.05)
         ax.set_ylabel("F1 (at the label's threshold)")
         ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, fontsize=9, frameon=False)
+        ax.spines[["top", "right"]].set_visible(False)
+        return _png(fig)
+
+
+def accuracy_matrix_heatmap(matrix: Sequence[Sequence[float | None]], sets: Sequence[str]) -> bytes:
+    """Continual learning's accuracy matrix as a heat map: row ``i`` after step ``i``, column
+    ``j`` test set ``j``; blank where a set was not evaluated.
+
+    Returns:
+        PNG bytes.
+    """
+    import numpy as np
+
+    R = np.array([[np.nan if v is None else 100 * float(v) for v in row] for row in matrix], dtype=float)
+    rows, cols = R.shape
+    fig = _figure(min(2.5 + 0.9 * cols, 11), min(1.8 + 0.55 * rows, 9))
+    with _quiet():
+        ax = fig.add_subplot()
+        im = ax.imshow(np.ma.masked_invalid(R), cmap="Blues", vmin=0, vmax=100, interpolation="nearest", aspect="auto")
+        fig.colorbar(im, ax=ax, shrink=0.8, label="accuracy (%)")
+        ax.set_xticks(range(cols), [_label(s, 14) for s in sets], rotation=30 if cols > 3 else 0, ha="right"
+                      if cols > 3 else "center")
+        ax.set_yticks(range(rows), [f"after step {i}" for i in range(rows)])
+        for i in range(rows):
+            for j in range(cols):
+                if not np.isnan(R[i, j]):
+                    ax.text(j, i, f"{R[i, j]:.0f}", ha="center", va="center", fontsize=8,
+                            color="white" if R[i, j] > 60 else "#222")
+        ax.set_xlabel("test set")
+        return _png(fig)
+
+
+def continual_curves(curves: dict[str, Sequence[float | None]]) -> bytes:
+    """Lines over the steps (e.g. average accuracy so far and the accuracy on the first test set),
+    one per named curve, in percent; a ``None`` leaves a gap.
+
+    Returns:
+        PNG bytes.
+    """
+    fig = _figure(6.5, 3.2)
+    with _quiet():
+        ax = fig.add_subplot()
+        for name, values in curves.items():
+            xs = [i for i, v in enumerate(values) if v is not None]
+            ax.plot(xs, [100 * float(values[i]) for i in xs], marker="o", label=_label(name, 30))
+        ax.set_xlabel("step")
+        ax.set_ylabel("accuracy (%)")
+        ax.set_ylim(0, 102)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.legend(fontsize=8, frameon=False)
         ax.spines[["top", "right"]].set_visible(False)
         return _png(fig)

@@ -61,6 +61,10 @@ def load(run_dir: str | os.PathLike, *, check_weights: bool = True, cache: bool 
                              f"{', '.join(card['multi_task'])}: each column's model is a run of its own",
                              hint=f"load one of {', '.join(shown(rd.path / d) for d in dirs)}, or all of them with "
                                   "transferkit.multitask.load_multitask (`transferkit predict` takes the whole run)")
+    if isinstance(card.get("pretrain"), dict):  # an encoder without a head: a starting point, not a model
+        raise UserInputError(f"{shown(rd.path)} is a `transferkit pretrain` run: an encoder without a head, "
+                             "nothing to predict with", hint=f"fit a model on it: transferkit fit --model "
+                                                             f"{shown(rd.path)} --data LABELLED ...")
     b = card.get("backbone") or {}
     name = backbone or b.get("name")
     if not isinstance(name, str) or not name:

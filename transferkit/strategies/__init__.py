@@ -15,6 +15,7 @@ from . import (  # noqa: F401 (registration)
     lora,
     lpft,
     mcc,
+    protonet,
     prototype,
     selftrain,
     shot,

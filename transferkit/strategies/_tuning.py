@@ -3,6 +3,8 @@ LoRA, gradual unfreezing): which layer groups really train, BatchNorm statistics
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -102,3 +104,37 @@ def mark_adapted(backbone: Backbone, tensors: dict[str, torch.Tensor]) -> None:
         h.update(f"{k}|{t.dtype}|{tuple(t.shape)}|".encode())
         h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
     backbone.adapted = f"finetuned:{h.hexdigest()[:16]}"
+
+
+Groups = list[tuple[str, list[nn.Parameter]]]
+
+
+@contextmanager
+def training_only(backbone: Backbone, items: list[Any], device: torch.device,
+                  unfreeze: str | int = "all") -> Iterator[tuple[Groups, list[nn.Parameter]]]:
+    """Inside the block only the layer groups that ``forward_features`` uses train (the last ``unfreeze``
+    of them, or ``"all"``): yields ``(chosen groups, their parameters)``; every other parameter of the
+    module is frozen.  Afterwards the caller's ``requires_grad`` flags are back and the module is in
+    eval mode."""
+    module = backbone.module
+    groups, _ = used_layer_groups(backbone, items, device)
+    chosen = groups if unfreeze == "all" else groups[-int(unfreeze):]
+    flags = {p: p.requires_grad for p in module.parameters()}
+    try:
+        for p in module.parameters():
+            p.requires_grad_(False)
+        params = [p for _, ps in chosen for p in ps]
+        for p in params:
+            p.requires_grad_(True)
+        yield chosen, params
+    finally:
+        for p, flag in flags.items():
+            p.requires_grad_(flag)
+        module.eval()
+
+
+def decayed_groups(params: list[nn.Parameter], weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW parameter groups: weight decay on weight matrices and kernels only, none on biases and
+    normalisation parameters (``ndim <= 1``)."""
+    return [{"params": [p for p in params if p.ndim > 1], "weight_decay": weight_decay},
+            {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}]

@@ -40,7 +40,7 @@ from ..errors import UserInputError
 from ..training import make_scheduler, plan_steps, train, trainable_state
 from ..training.optim import adamw
 from ..training.schedules import SCHEDULES
-from ._tuning import mark_adapted, used_layer_groups
+from ._tuning import decayed_groups, mark_adapted, training_only
 from .base import STRATEGIES, Strategy, TransferContext
 from .params import Params, fraction_or_steps, param
 from .probe import check_class_weight, fit_logistic, linear_head, loss_weights, softmax
@@ -193,18 +193,8 @@ class ContrastiveTuning(Strategy):
         n_pairs = self.num_pairs(len(train_ds))
         n_units, epochs = self._units(len(train_ds))
         y_t = torch.as_tensor(y, device=device)
-        groups, _ = used_layer_groups(backbone, train_ds.inputs[:2], device)
-        chosen = groups if self.unfreeze == "all" else groups[-self.unfreeze:]
-        flags = {p: p.requires_grad for p in module.parameters()}
-        try:
-            for p in module.parameters():
-                p.requires_grad_(False)
-            params = [p for _, ps in chosen for p in ps]
-            for p in params:
-                p.requires_grad_(True)
-            optimizer = adamw(
-                [{"params": [p for p in params if p.ndim > 1], "weight_decay": self.weight_decay},
-                 {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}], lr=self.lr)
+        with training_only(backbone, train_ds.inputs[:2], device, self.unfreeze) as (chosen, params):
+            optimizer = adamw(decayed_groups(params, self.weight_decay), lr=self.lr)
             _, total = plan_steps(n_units, batch_size=self.batch_size, epochs=epochs, max_steps=self.max_steps)
             scheduler = make_scheduler(optimizer, self.schedule, total, warmup=self.warmup)
 
@@ -247,10 +237,6 @@ class ContrastiveTuning(Strategy):
                               resume=getattr(ctx, "resume", True), run_config=run_config,
                               precision=self.precision, progress=ctx.progress, desc=f"{self.name} {backbone.name}")
             self.trained_names_ = sorted(trainable_state(module))
-        finally:
-            for p, flag in flags.items():
-                p.requires_grad_(flag)
-            module.eval()
         self.backbone_ = backbone
         mark_adapted(backbone, self._backbone_tensors())  # tuned features get a cache key of their own
         X = ctx.features(train_ds)
