@@ -37,8 +37,9 @@ STRATEGIES = ["zero-shot", "finetune", "frozen-features", "randomized-source"]
 CASES = {
     "cartpole": ("ppo", "CartPole-v1", {"length": 1.0, "masspole": 0.3},
                  {"length": [0.25, 1.25], "masspole": [0.05, 0.4]}, 10000, 512, 2048, 512),
-    "acrobot": ("ppo", "Acrobot-v1", {"link_mass_1": 2.0, "link_mass_2": 2.0}, None, 15000, 512, 2048, 512),
-    "pendulum": ("sac", "Pendulum-v1", {"gravity": 14.0}, None, 4000, 500, 1000, 250),
+    "acrobot": ("ppo", "Acrobot-v1", {"link_mass_1": 2.0, "link_mass_2": 2.0},
+                {"link_mass_1": [0.5, 2.5], "link_mass_2": [0.5, 2.5]}, 15000, 512, 2048, 512),
+    "pendulum": ("sac", "Pendulum-v1", {"gravity": 14.0}, {"gravity": [6.0, 16.0]}, 4000, 500, 1000, 250),
     "reversed": ("ppo", "CartPole-v1", {"reverse_actions": 1.0},
                  {"length": [0.25, 1.25], "masspole": [0.05, 0.4]}, 10000, 512, 2048, 512),
 }
