@@ -14,8 +14,6 @@ at most ``fisher_items`` items.
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -26,6 +24,7 @@ from torch import nn
 from ..backbones.base import Backbone
 from ..errors import UserInputError
 from ..model import TransferModel
+from ..strategies._tuning import only_training
 from ..training import train
 from ..training.optim import adamw
 from .ewc import ewc_penalty
@@ -58,21 +57,6 @@ def tuned_parameters(net: TunedNetwork, names: list[str]) -> dict[str, nn.Parame
     out = {f"body.{n}": own[n] for n in names if n in own}
     out.update({f"head.{n}": p for n, p in net.head.named_parameters()})
     return out
-
-
-@contextmanager
-def only_training(net: nn.Module, params) -> Iterator[None]:
-    """Within the block only ``params`` require gradients; every flag is restored afterwards."""
-    flags = {id(q): q.requires_grad for q in net.parameters()}
-    for q in net.parameters():
-        q.requires_grad_(False)
-    for q in params:
-        q.requires_grad_(True)
-    try:
-        yield
-    finally:
-        for q in net.parameters():
-            q.requires_grad_(flags[id(q)])
 
 
 def sampled_fisher(net: TunedNetwork, inputs: list[Any], names: list[str], n_items: int, seed: int

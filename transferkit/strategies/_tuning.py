@@ -3,7 +3,7 @@ LoRA, gradual unfreezing): which layer groups really train, BatchNorm statistics
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -110,6 +110,22 @@ Groups = list[tuple[str, list[nn.Parameter]]]
 
 
 @contextmanager
+def only_training(module: nn.Module, params: Iterable[nn.Parameter]) -> Iterator[None]:
+    """Inside the block only ``params`` of ``module`` require gradients; afterwards every
+    parameter's ``requires_grad`` flag is what it was before."""
+    flags = {p: p.requires_grad for p in module.parameters()}
+    try:
+        for p in module.parameters():
+            p.requires_grad_(False)
+        for p in params:
+            p.requires_grad_(True)
+        yield
+    finally:
+        for p, flag in flags.items():
+            p.requires_grad_(flag)
+
+
+@contextmanager
 def training_only(backbone: Backbone, items: list[Any], device: torch.device,
                   unfreeze: str | int = "all") -> Iterator[tuple[Groups, list[nn.Parameter]]]:
     """Inside the block only the layer groups that ``forward_features`` uses train (the last ``unfreeze``
@@ -119,17 +135,11 @@ def training_only(backbone: Backbone, items: list[Any], device: torch.device,
     module = backbone.module
     groups, _ = used_layer_groups(backbone, items, device)
     chosen = groups if unfreeze == "all" else groups[-int(unfreeze):]
-    flags = {p: p.requires_grad for p in module.parameters()}
+    params = [p for _, ps in chosen for p in ps]
     try:
-        for p in module.parameters():
-            p.requires_grad_(False)
-        params = [p for _, ps in chosen for p in ps]
-        for p in params:
-            p.requires_grad_(True)
-        yield chosen, params
+        with only_training(module, params):
+            yield chosen, params
     finally:
-        for p, flag in flags.items():
-            p.requires_grad_(flag)
         module.eval()
 
 
